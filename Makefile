@@ -1,0 +1,63 @@
+# lotmesh — the two commands a newcomer needs (`make run`, `make test`) and the ones a
+# developer uses daily. CMake does the building; this file only chooses build trees.
+JOBS      ?= $(shell nproc)
+BUILD     := build/release
+ASAN      := build/asan
+FUZZ      := build/fuzz
+FUZZ_SECS ?= 20
+
+.PHONY: all deps build asan run test unit blackbox fuzz fuzz-long bench format lint clean
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+asan:
+	@scripts/deps.sh test
+	@cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN) -j $(JOBS)
+
+# Runs the whole system in the foreground on 127.0.0.1; Ctrl-C stops it cleanly.
+run: build
+	@scripts/run.sh $(BUILD)
+
+# Every test: unit tests and black-box tests against the sanitizer build, then the fuzzers
+# for a bounded time.
+test: asan
+	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
+	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/blackbox
+	@$(MAKE) --no-print-directory fuzz
+
+unit: asan
+	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
+
+blackbox: asan
+	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/blackbox
+
+fuzz:
+	@scripts/deps.sh test
+	@CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=Debug -DLM_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ) -j $(JOBS)
+	@scripts/fuzz.sh $(FUZZ) $(FUZZ_SECS)
+
+fuzz-long:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECS=600
+
+bench: build
+	@scripts/deps.sh bench
+	@bench/run.sh $(BUILD)
+
+format:
+	@clang-format -i lib/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c
+
+lint:
+	@cppcheck --quiet --enable=warning,performance,portability --error-exitcode=1 \
+	  --suppress=missingIncludeSystem -I lib lib services
+
+clean:
+	@rm -rf build

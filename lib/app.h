@@ -1,0 +1,58 @@
+/* app.h — a lotmesh process (lm_app): common configuration, the HTTP server with /health,
+ * /ready and /metrics, signals, graceful shutdown.
+ *
+ * Every service's main() is: lm_app_new, add routes and hooks, lm_app_run. The control loop
+ * (lm_app_loop) runs on the main thread for process-wide background work (registration,
+ * watches, relays); request handling runs on the server's worker loops.
+ *
+ * Common environment (validated; see README): PORT, BIND_ADDRESS, WORKERS, LOG_LEVEL,
+ * ACCESS_LOG, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URI_BYTES, MAX_HEADERS, MAX_CONNECTIONS,
+ * HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT, SHUTDOWN_TIMEOUT, MODULE_NAME.
+ *
+ * Threading: everything here from the main thread, before lm_app_run, except where noted. */
+#ifndef LM_APP_H
+#define LM_APP_H
+
+#include <stdbool.h>
+
+#include "buf.h"
+#include "config.h"
+#include "router.h"
+#include "server.h"
+
+typedef struct lm_app lm_app;
+
+/* Returns true when ready; otherwise writes why. Called on worker threads, concurrently:
+ * must be thread-safe and must not block. */
+typedef bool (*lm_ready_check)(void *ctx, lm_buf *why);
+typedef void (*lm_app_hook)(lm_app *app, void *ctx);
+
+/* Reads the common configuration into the app; errors are recorded in cfg (the caller runs
+ * lm_cfg_exit_on_error after reading its own variables). name: default MODULE_NAME. */
+lm_app *lm_app_new(lm_cfg *cfg, const char *name, int default_port);
+void lm_app_free(lm_app *app);
+
+const char *lm_app_name(const lm_app *app);
+lm_router *lm_app_router(lm_app *app);
+uv_loop_t *lm_app_loop(lm_app *app);
+lm_server_config *lm_app_server_config(lm_app *app);
+/* Valid after lm_app_run has started the server (e.g. in a start hook). */
+int lm_app_port(const lm_app *app);
+
+void lm_app_add_ready_check(lm_app *app, const char *name, lm_ready_check fn, void *ctx);
+void lm_app_add_metrics(lm_app *app, lm_metrics_renderer fn, void *ctx);
+void lm_app_on_worker(lm_app *app, lm_worker_hook start, lm_worker_hook stop, void *ctx);
+/* Hooks on the control loop: started after the server accepts; stopping before it stops
+ * accepting (deregister here) — a stopping hook must close its control-loop handles;
+ * stopped after every worker has ended (flush, close databases). */
+void lm_app_on_started(lm_app *app, lm_app_hook fn, void *ctx);
+void lm_app_on_stopping(lm_app *app, lm_app_hook fn, void *ctx);
+void lm_app_on_stopped(lm_app *app, lm_app_hook fn, void *ctx);
+
+/* Starts everything and runs until SIGINT/SIGTERM, then shuts down gracefully.
+ * Returns the process exit code (0 after a clean stop, 1 when start-up failed). */
+int lm_app_run(lm_app *app);
+/* Asks a running app to stop as if it got SIGTERM (any thread). */
+void lm_app_stop(lm_app *app);
+
+#endif

@@ -1,0 +1,174 @@
+/* config.c — environment configuration with validation. See config.h. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void lm_cfg_init(lm_cfg *cfg, const char *prog)
+{
+    cfg->prog = prog;
+    cfg->error[0] = '\0';
+}
+
+void lm_cfg_error(lm_cfg *cfg, const char *name, const char *fmt, ...)
+{
+    if (cfg->error[0]) return;
+    int n = snprintf(cfg->error, sizeof cfg->error, "%s ", name);
+    if (n < 0 || (size_t)n >= sizeof cfg->error) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cfg->error + n, sizeof cfg->error - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+bool lm_cfg_ok(const lm_cfg *cfg) { return cfg->error[0] == '\0'; }
+
+void lm_cfg_exit_on_error(const lm_cfg *cfg)
+{
+    if (lm_cfg_ok(cfg)) return;
+    fprintf(stderr, "%s: configuration error: %s\n", cfg->prog, cfg->error);
+    exit(2);
+}
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+const char *lm_cfg_str(lm_cfg *cfg, const char *name, const char *def)
+{
+    (void)cfg;
+    const char *v = env(name);
+    return v ? v : def;
+}
+
+bool lm_parse_int(const char *s, long long *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s)) return false;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+long long lm_cfg_int(lm_cfg *cfg, const char *name, long long def, long long min, long long max)
+{
+    const char *v = env(name);
+    long long x;
+    if (!v) return def;
+    if (!lm_parse_int(v, &x) || x < min || x > max) {
+        lm_cfg_error(cfg, name, "must be an integer from %lld to %lld (got \"%.64s\")", min, max,
+                     v);
+        return def;
+    }
+    return x;
+}
+
+bool lm_cfg_bool(lm_cfg *cfg, const char *name, bool def)
+{
+    const char *v = env(name);
+    if (!v) return def;
+    static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) return true;
+        if (strcasecmp(v, no[i]) == 0) return false;
+    }
+    lm_cfg_error(cfg, name, "must be true or false (got \"%.64s\")", v);
+    return def;
+}
+
+/* Parses a non-negative decimal number followed by an optional unit from units[]. */
+static bool parse_with_unit(const char *s, const char *const units[], const uint64_t mult[],
+                            uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s)) return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) return false;
+    uint64_t m = 1;
+    if (*end) {
+        size_t i;
+        for (i = 0; units[i]; i++)
+            if (strcasecmp(end, units[i]) == 0) break;
+        if (!units[i]) return false;
+        m = mult[i];
+    }
+    if (m && v > UINT64_MAX / m) return false;
+    *out = (uint64_t)v * m;
+    return true;
+}
+
+bool lm_parse_duration_ms(const char *s, uint64_t *out)
+{
+    static const char *const units[] = {"ms", "s", "m", "h", NULL};
+    static const uint64_t mult[] = {1, 1000, 60000, 3600000};
+    return parse_with_unit(s, units, mult, out);
+}
+
+bool lm_parse_size(const char *s, uint64_t *out)
+{
+    static const char *const units[] = {"b", "k", "kb", "kib", "m", "mb", "mib", "g", "gb", "gib",
+                                        NULL};
+    static const uint64_t mult[] = {1,       1024,    1024,    1024,       1048576,
+                                    1048576, 1048576, 1 << 30, 1ULL << 30, 1ULL << 30};
+    return parse_with_unit(s, units, mult, out);
+}
+
+uint64_t lm_cfg_duration_ms(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min,
+                            uint64_t max)
+{
+    const char *v = env(name);
+    uint64_t x;
+    if (!v) return def;
+    if (!lm_parse_duration_ms(v, &x) || x < min || x > max) {
+        lm_cfg_error(cfg, name,
+                     "must be a duration like 500ms, 5s or 2m from %" PRIu64 "ms to %" PRIu64
+                     "ms (got \"%.64s\")",
+                     min, max, v);
+        return def;
+    }
+    return x;
+}
+
+uint64_t lm_cfg_size(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min, uint64_t max)
+{
+    const char *v = env(name);
+    uint64_t x;
+    if (!v) return def;
+    if (!lm_parse_size(v, &x) || x < min || x > max) {
+        lm_cfg_error(cfg, name,
+                     "must be a size like 65536, 64k or 1m from %" PRIu64 " to %" PRIu64
+                     " bytes (got \"%.64s\")",
+                     min, max, v);
+        return def;
+    }
+    return x;
+}
+
+int lm_cfg_enum(lm_cfg *cfg, const char *name, const char *def, const char *const choices[])
+{
+    const char *v = env(name);
+    int def_idx = 0;
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(choices[i], def) == 0) def_idx = i;
+    if (!v) return def_idx;
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(choices[i], v) == 0) return i;
+    char list[256] = "";
+    for (int i = 0; choices[i]; i++) {
+        strncat(list, i ? "|" : "", sizeof list - strlen(list) - 1);
+        strncat(list, choices[i], sizeof list - strlen(list) - 1);
+    }
+    lm_cfg_error(cfg, name, "must be one of %s (got \"%.64s\")", list, v);
+    return def_idx;
+}

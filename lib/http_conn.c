@@ -1,0 +1,418 @@
+/* http_conn.c — request parsing on llhttp: limits, smuggling defences, pipelining by pausing
+ * the parser at each message end. Response writing lives in http_resp.c. See http_conn.h. */
+#include "http_conn.h"
+
+#include "problem.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define F_CONTENT_LENGTH_FLAG 0x20 /* llhttp's F_CONTENT_LENGTH */
+#define F_CHUNKED_FLAG        0x08 /* llhttp's F_CHUNKED */
+#define F_TRANSFER_ENC_FLAG   0x200
+
+void lm_http_limits_default(lm_http_limits *l)
+{
+    l->max_head_bytes = 16 * 1024;
+    l->max_uri_bytes = 8 * 1024;
+    l->max_headers = 100;
+    l->max_body_bytes = 1024 * 1024;
+    l->max_pending_bytes = 64 * 1024;
+}
+
+static lm_conn *conn_of(llhttp_t *p) { return (lm_conn *)p->data; }
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int fail_cb(lm_conn *c, int status, const char *detail)
+{
+    c->error_status = status;
+    c->error_detail = detail;
+    return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    lm_conn *c = conn_of(p);
+    c->state = LM_CONN_HEAD;
+    lm_buf_reset(&c->head);
+    lm_buf_reset(&c->body);
+    lm_buf_reset(&c->resp_headers);
+    c->n_hdrs = 0;
+    c->head_bytes = 0;
+    c->url_len = 0;
+    c->url_off = 0;
+    c->in_field = false;
+    c->expect_continue = false;
+    c->req.start_ns = mono_ns();
+    return 0;
+}
+
+static int count_head(lm_conn *c, size_t len)
+{
+    c->head_bytes += len;
+    if (c->head_bytes > c->limits->max_head_bytes)
+        return fail_cb(c, 431, "request header section is larger than the limit");
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    lm_conn *c = conn_of(p);
+    c->url_len += len;
+    if (c->url_len > c->limits->max_uri_bytes)
+        return fail_cb(c, 414, "request target is longer than the limit");
+    lm_buf_append(&c->head, at, len);
+    return count_head(c, len);
+}
+
+static int on_url_complete(llhttp_t *p)
+{
+    lm_conn *c = conn_of(p);
+    lm_buf_append_char(&c->head, '\0');
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    lm_conn *c = conn_of(p);
+    if (!c->in_field) {
+        if (c->n_hdrs >= c->limits->max_headers)
+            return fail_cb(c, 431, "too many request header fields");
+        if (c->n_hdrs == c->cap_hdrs) {
+            c->cap_hdrs = c->cap_hdrs ? c->cap_hdrs * 2 : 16;
+            c->hdrs = lm_xrealloc(c->hdrs, c->cap_hdrs * sizeof *c->hdrs);
+        }
+        lm_hdr_off *h = &c->hdrs[c->n_hdrs++];
+        h->name_off = c->head.len;
+        h->name_len = 0;
+        h->value_off = 0;
+        h->value_len = 0;
+        c->in_field = true;
+    }
+    c->hdrs[c->n_hdrs - 1].name_len += len;
+    lm_buf_append(&c->head, at, len);
+    return count_head(c, len + 4);
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    lm_conn *c = conn_of(p);
+    lm_buf_append_char(&c->head, '\0');
+    c->hdrs[c->n_hdrs - 1].value_off = c->head.len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    lm_conn *c = conn_of(p);
+    c->hdrs[c->n_hdrs - 1].value_len += len;
+    lm_buf_append(&c->head, at, len);
+    return count_head(c, len);
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    lm_conn *c = conn_of(p);
+    lm_buf_append_char(&c->head, '\0');
+    c->in_field = false;
+    return 0;
+}
+
+static void split_target(lm_req *r)
+{
+    const char *t = r->target;
+    const char *path = t;
+    /* absolute-form (RFC 9112 3.2.2): skip scheme and authority */
+    if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
+        const char *auth = strstr(t, "://") + 3;
+        const char *slash = strpbrk(auth, "/?");
+        path = slash ? slash : "/";
+        if (slash && *slash == '?') path = slash; /* "http://h?x": path empty, handled below */
+    }
+    const char *q = strchr(path, '?');
+    if (path[0] == '?') {
+        r->path = "/";
+        r->path_len = 1;
+    } else {
+        r->path = path;
+        r->path_len = q ? (size_t)(q - path) : strlen(path);
+    }
+    r->query_string = q ? q + 1 : "";
+    r->query_len = q ? strlen(q + 1) : 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    lm_conn *c = conn_of(p);
+    lm_req *r = &c->req;
+    c->state = LM_CONN_BODY;
+    if (c->url_len == 0) return fail_cb(c, 400, "empty request target");
+    if (c->n_hdrs > c->cap_hdrs) return fail_cb(c, 500, "header bookkeeping");
+
+    /* The head buffer is complete and will not move again: build the public views. */
+    r->headers = lm_xrealloc(r->headers, (c->n_hdrs ? c->n_hdrs : 1) * sizeof(lm_header));
+    for (size_t i = 0; i < c->n_hdrs; i++) {
+        r->headers[i].name = c->head.data + c->hdrs[i].name_off;
+        r->headers[i].name_len = c->hdrs[i].name_len;
+        r->headers[i].value = c->head.data + c->hdrs[i].value_off;
+        r->headers[i].value_len = c->hdrs[i].value_len;
+    }
+    r->n_headers = c->n_hdrs;
+    r->target = c->head.data + c->url_off;
+    r->target_len = c->url_len;
+    r->method_id = p->method;
+    r->method = llhttp_method_name((llhttp_method_t)p->method);
+    r->http_minor = p->http_minor;
+    r->head_ = p->method == HTTP_HEAD;
+    split_target(r);
+
+    if (p->http_major != 1) return fail_cb(c, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
+    if (r->target[0] != '/' && r->target[0] != '*' && strncasecmp(r->target, "http", 4) != 0)
+        return fail_cb(c, 400, "request target must be origin-form or absolute-form");
+
+    /* RFC 9112 3.2: exactly one Host in HTTP/1.1. */
+    size_t hosts = 0;
+    const char *expect = NULL;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (strcasecmp(r->headers[i].name, "host") == 0) hosts++;
+        else if (strcasecmp(r->headers[i].name, "expect") == 0) expect = r->headers[i].value;
+    }
+    if (hosts > 1) return fail_cb(c, 400, "more than one Host header");
+    if (hosts == 0 && p->http_minor == 1) return fail_cb(c, 400, "missing Host header");
+
+    /* Transfer-Encoding in HTTP/1.0 is a smuggling vector (RFC 9112 6.1). */
+    if ((p->flags & F_TRANSFER_ENC_FLAG) && p->http_minor == 0)
+        return fail_cb(c, 400, "Transfer-Encoding is not allowed in HTTP/1.0");
+
+    if ((p->flags & F_CONTENT_LENGTH_FLAG) && p->content_length > c->limits->max_body_bytes)
+        return fail_cb(c, 413, "request body is larger than the limit");
+
+    if (expect) {
+        if (strcasecmp(expect, "100-continue") != 0)
+            return fail_cb(c, 417, "only 'Expect: 100-continue' is supported");
+        bool has_body = (p->flags & F_CHUNKED_FLAG) ||
+                        ((p->flags & F_CONTENT_LENGTH_FLAG) && p->content_length > 0);
+        if (has_body && p->http_minor == 1) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            lm_buf_append(&c->out, cont, sizeof cont - 1);
+        }
+    }
+    c->keep_alive = llhttp_should_keep_alive(p);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    lm_conn *c = conn_of(p);
+    if (c->body.len + len > c->limits->max_body_bytes)
+        return fail_cb(c, 413, "request body is larger than the limit");
+    lm_buf_append(&c->body, at, len);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    lm_conn *c = conn_of(p);
+    c->keep_alive = llhttp_should_keep_alive(p);
+    c->state = LM_CONN_BUSY;
+    return HPE_PAUSED; /* one request at a time: resume when its response is finished */
+}
+
+static const llhttp_settings_t *settings(void)
+{
+    static llhttp_settings_t s;
+    static int init;
+    if (!init) { /* written once before any thread exists (lm_conn_init at startup is fine) */
+        llhttp_settings_init(&s);
+        s.on_message_begin = on_message_begin;
+        s.on_url = on_url;
+        s.on_url_complete = on_url_complete;
+        s.on_header_field = on_header_field;
+        s.on_header_field_complete = on_header_field_complete;
+        s.on_header_value = on_header_value;
+        s.on_header_value_complete = on_header_value_complete;
+        s.on_headers_complete = on_headers_complete;
+        s.on_body = on_body;
+        s.on_message_complete = on_message_complete;
+        init = 1;
+    }
+    return &s;
+}
+
+void lm_conn_init(lm_conn *c, const lm_http_limits *limits, const lm_conn_ops *ops, void *owner)
+{
+    memset(c, 0, sizeof *c);
+    c->limits = limits;
+    c->ops = ops;
+    c->owner = owner;
+    c->state = LM_CONN_IDLE;
+    c->keep_alive = true;
+    llhttp_init(&c->parser, HTTP_REQUEST, settings());
+    c->parser.data = c;
+}
+
+void lm_conn_free(lm_conn *c)
+{
+    assert(!lm_conn_busy(c));
+    lm_query_free(&c->req.query);
+    free(c->req.headers);
+    free(c->hdrs);
+    lm_buf_free(&c->out);
+    lm_buf_free(&c->pending);
+    lm_buf_free(&c->head);
+    lm_buf_free(&c->body);
+    lm_buf_free(&c->resp_headers);
+    lm_buf_free(&c->params);
+}
+
+bool lm_conn_busy(const lm_conn *c) { return c->state == LM_CONN_BUSY && !c->resp_finished; }
+
+bool lm_conn_wants_input(const lm_conn *c)
+{
+    if (c->state == LM_CONN_CLOSING) return true; /* read and discard (lingering close) */
+    if (c->state == LM_CONN_BUSY || c->out_blocked)
+        return c->pending.len < c->limits->max_pending_bytes;
+    return true;
+}
+
+void lm_conn_fail(lm_conn *c, int status, const char *detail)
+{
+    if (c->state == LM_CONN_CLOSING || lm_conn_busy(c)) return;
+    char trace_hex[33];
+    lm_trace_ctx t;
+    lm_trace_begin(&t, NULL, 0);
+    lm_trace_id_hex(&t, trace_hex);
+    lm_problem pr = {.status = status, .detail = detail, .trace_id = trace_hex};
+    lm_buf body = LM_BUF_INIT;
+    lm_problem_format(&body, &pr);
+    lm_buf_printf(&c->out,
+                  "HTTP/1.1 %d %s\r\nServer: lotmesh\r\nDate: %s\r\nContent-Type: "
+                  "application/problem+json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                  status, lm_http_reason(status), lm_http_date_now(), body.len);
+    lm_buf_append(&c->out, body.data, body.len);
+    lm_buf_free(&body);
+    c->state = LM_CONN_CLOSING;
+    lm_buf_reset(&c->pending);
+    if (c->ops->completed) {
+        c->req.method = c->req.method ? c->req.method : "-";
+        c->req.trace = t;
+        c->ops->completed(c, &c->req, status, 0);
+    }
+}
+
+static void dispatch(lm_conn *c)
+{
+    lm_req *r = &c->req;
+    lm_buf_append_char(&c->body, '\0');
+    r->body = c->body.data;
+    r->body_len = c->body.len - 1;
+    r->conn_ = c;
+    r->worker = c->worker;
+    c->resp_started = c->resp_finished = c->resp_chunked = false;
+    c->resp_status = 0;
+    c->resp_bytes = 0;
+    c->in_dispatch = true;
+    c->ops->dispatch(c, r);
+    c->in_dispatch = false;
+}
+
+/* Parses data until it is consumed, a request is in flight, or the connection is closing.
+ * Unparsed input is kept in c->pending. */
+static void run(lm_conn *c, const char *data, size_t len)
+{
+    while (len > 0) {
+        llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+        if (err == HPE_OK) return;
+        if (err == HPE_PAUSED) {
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            size_t used = (size_t)(pos - data);
+            assert(used <= len);
+            data += used;
+            len -= used;
+            llhttp_resume(&c->parser);
+            dispatch(c);
+            if (c->state == LM_CONN_CLOSING) return;
+            if (c->state == LM_CONN_BUSY || c->out_blocked) {
+                lm_buf_append(&c->pending, data, len);
+                return;
+            }
+            continue;
+        }
+        int status = err == HPE_USER && c->error_status ? c->error_status : 400;
+        const char *detail = err == HPE_USER && c->error_detail ? c->error_detail
+                                                                : llhttp_get_error_reason(&c->parser);
+        if (err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH)
+            detail = "invalid, duplicate or conflicting Content-Length";
+        else if (err == HPE_INVALID_TRANSFER_ENCODING)
+            detail = "invalid Transfer-Encoding";
+        else if (err == HPE_INVALID_CHUNK_SIZE)
+            detail = "invalid chunk size";
+        else if (err == HPE_INVALID_METHOD)
+            detail = "invalid or unsupported request method";
+        else if (err == HPE_INVALID_VERSION)
+            detail = "invalid HTTP version";
+        else if (err == HPE_INVALID_HEADER_TOKEN)
+            detail = "invalid character in a header field (obs-fold and bare CR/LF are refused)";
+        c->state = LM_CONN_HEAD; /* not busy: allowed to answer */
+        lm_conn_fail(c, status, detail ? detail : "malformed request");
+        return;
+    }
+}
+
+void lm_conn_feed(lm_conn *c, const char *data, size_t len)
+{
+    if (c->state == LM_CONN_CLOSING || len == 0) return;
+    if (lm_conn_busy(c) || c->out_blocked || c->pending.len > 0) {
+        lm_buf_append(&c->pending, data, len);
+        if (!lm_conn_busy(c) && !c->out_blocked) lm_conn_resume(c);
+        return;
+    }
+    run(c, data, len);
+}
+
+void lm_conn_resume(lm_conn *c)
+{
+    if (c->state == LM_CONN_CLOSING || lm_conn_busy(c) || c->out_blocked) return;
+    if (c->pending.len == 0) {
+        if (c->eof) lm_conn_eof(c);
+        return;
+    }
+    lm_buf in = c->pending;
+    c->pending = (lm_buf)LM_BUF_INIT;
+    run(c, in.data, in.len);
+    if (c->pending.data == NULL) {
+        c->pending = in; /* recycle the memory */
+        c->pending.len = 0;
+    } else {
+        lm_buf_free(&in);
+    }
+    if (c->eof && c->pending.len == 0 && !lm_conn_busy(c)) lm_conn_eof(c);
+}
+
+void lm_conn_eof(lm_conn *c)
+{
+    c->eof = true;
+    if (lm_conn_busy(c) || c->pending.len > 0) return; /* answer what we have first */
+    if (c->state == LM_CONN_HEAD || c->state == LM_CONN_BODY) {
+        /* half a request: nobody will read an answer reliably; just close */
+        c->state = LM_CONN_CLOSING;
+        return;
+    }
+    c->state = LM_CONN_CLOSING;
+}
+
+void lm_conn_abandon(lm_conn *c)
+{
+    if (lm_conn_busy(c)) c->req.abandoned_ = true;
+    lm_buf_reset(&c->pending);
+    if (!lm_conn_busy(c)) c->state = LM_CONN_CLOSING;
+}

@@ -1,0 +1,227 @@
+/* http_resp.c — response serialisation and request accessors (the lm_resp_* and lm_req_*
+ * halves of http.h). Responses are written straight into the connection's output buffer;
+ * the transport sends it. See http.h for the lifetime rules. */
+#include "http_conn.h"
+
+#include "server.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+const char *lm_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+const char *lm_http_date_now(void)
+{
+    static _Thread_local char date[40];
+    static _Thread_local time_t cached;
+    time_t now = time(NULL);
+    if (now != cached) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached = now;
+    }
+    return date;
+}
+
+const char *lm_req_header(const lm_req *req, const char *name)
+{
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (strcasecmp(req->headers[i].name, name) == 0) return req->headers[i].value;
+    return NULL;
+}
+
+const char *lm_req_param(const lm_req *req, const char *name)
+{
+    for (size_t i = 0; i < req->route.n_params; i++)
+        if (strcmp(req->route.params[i].name, name) == 0) return req->params[i];
+    return NULL;
+}
+
+const char *lm_req_query(const lm_req *req, const char *key) { return lm_query_get(&req->query, key); }
+
+bool lm_req_abandoned(const lm_req *req) { return req->abandoned_; }
+
+static bool valid_token(const char *s)
+{
+    if (!*s) return false;
+    for (; *s; s++)
+        if (*s <= ' ' || *s >= 127 || strchr("()<>@,;:\\\"/[]?={}", *s)) return false;
+    return true;
+}
+
+bool lm_resp_header(lm_req *req, const char *name, const char *value)
+{
+    lm_conn *c = req->conn_;
+    if (c->resp_started || !valid_token(name) || strpbrk(value, "\r\n")) return false;
+    lm_buf_append_str(&c->resp_headers, name);
+    lm_buf_append(&c->resp_headers, ": ", 2);
+    lm_buf_append_str(&c->resp_headers, value);
+    lm_buf_append(&c->resp_headers, "\r\n", 2);
+    return true;
+}
+
+static bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
+
+static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
+{
+    lm_req *r = &c->req;
+    lm_buf *o = &c->out;
+    if (c->draining || c->eof) c->keep_alive = false;
+    lm_buf_reserve(o, 256 + c->resp_headers.len);
+    lm_buf_append(o, "HTTP/1.1 ", 9);
+    lm_buf_append_u64(o, (unsigned long long)status);
+    lm_buf_append_char(o, ' ');
+    lm_buf_append_str(o, lm_http_reason(status));
+    lm_buf_append_str(o, "\r\nServer: lotmesh\r\nDate: ");
+    lm_buf_append_str(o, lm_http_date_now());
+    lm_buf_append(o, "\r\n", 2);
+    if (ctype) {
+        lm_buf_append_str(o, "Content-Type: ");
+        lm_buf_append_str(o, ctype);
+        lm_buf_append(o, "\r\n", 2);
+    }
+    if (!bodiless_status(status)) {
+        if (len >= 0) {
+            lm_buf_append_str(o, "Content-Length: ");
+            lm_buf_append_u64(o, (unsigned long long)len);
+            lm_buf_append(o, "\r\n", 2);
+        } else if (r->http_minor >= 1) {
+            lm_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
+            c->resp_chunked = true;
+        } else {
+            c->keep_alive = false; /* HTTP/1.0 without length: the close delimits the body */
+        }
+    }
+    if (r->request_id[0]) {
+        lm_buf_append_str(o, "X-Request-ID: ");
+        lm_buf_append_str(o, r->request_id);
+        lm_buf_append(o, "\r\n", 2);
+    }
+    lm_buf_append(o, c->resp_headers.data, c->resp_headers.len);
+    if (!c->keep_alive)
+        lm_buf_append_str(o, "Connection: close\r\n");
+    else if (r->http_minor == 0)
+        lm_buf_append_str(o, "Connection: keep-alive\r\n");
+    lm_buf_append(o, "\r\n", 2);
+    c->resp_started = true;
+    c->resp_status = status;
+}
+
+static void finish(lm_conn *c)
+{
+    c->resp_finished = true;
+    if (c->ops->completed) c->ops->completed(c, &c->req, c->resp_status, c->resp_bytes);
+    c->requests++;
+    lm_query_free(&c->req.query);
+    lm_header *h = c->req.headers;
+    memset(&c->req, 0, sizeof c->req);
+    c->req.headers = h;
+    c->req.conn_ = c;
+    c->req.worker = c->worker;
+    lm_buf_reset(&c->resp_headers);
+    if (!c->keep_alive || c->draining || c->eof) {
+        c->state = LM_CONN_CLOSING;
+        lm_buf_reset(&c->pending);
+    } else {
+        c->state = LM_CONN_IDLE;
+    }
+    c->resp_finished = false;
+    if (!c->in_dispatch) c->ops->output(c);
+}
+
+void lm_resp_send(lm_req *req, int status, const char *content_type, const void *body,
+                  size_t len)
+{
+    lm_conn *c = req->conn_;
+    assert(c->state == LM_CONN_BUSY && !c->resp_started);
+    if (req->abandoned_) {
+        c->resp_status = status;
+        finish(c);
+        return;
+    }
+    if (bodiless_status(status)) len = 0;
+    write_head(c, status, len || !bodiless_status(status) ? content_type : NULL, (int64_t)len);
+    if (!req->head_ && len) lm_buf_append(&c->out, body, len);
+    c->resp_bytes = len;
+    finish(c);
+}
+
+void lm_resp_begin(lm_req *req, int status, const char *content_type, int64_t content_length)
+{
+    lm_conn *c = req->conn_;
+    assert(c->state == LM_CONN_BUSY && !c->resp_started);
+    if (req->abandoned_) {
+        c->resp_started = true;
+        c->resp_status = status;
+        return;
+    }
+    write_head(c, status, content_type, content_length);
+}
+
+bool lm_resp_write(lm_req *req, const void *data, size_t len)
+{
+    lm_conn *c = req->conn_;
+    assert(c->resp_started);
+    if (req->abandoned_) return false;
+    if (len == 0 || req->head_) return !c->out_blocked;
+    if (c->resp_chunked) {
+        char sz[24];
+        int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
+        lm_buf_append(&c->out, sz, (size_t)n);
+    }
+    lm_buf_append(&c->out, data, len);
+    if (c->resp_chunked) lm_buf_append(&c->out, "\r\n", 2);
+    c->resp_bytes += len;
+    if (!c->in_dispatch) c->ops->output(c);
+    return !c->out_blocked;
+}
+
+void lm_resp_end(lm_req *req)
+{
+    lm_conn *c = req->conn_;
+    assert(c->resp_started);
+    if (!req->abandoned_ && c->resp_chunked && !req->head_) lm_buf_append_str(&c->out, "0\r\n\r\n");
+    finish(c);
+}

@@ -1,0 +1,143 @@
+/* log.c — JSON-lines logger. See log.h. */
+#include "log.h"
+
+#include "buf.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ACCESS_FLUSH_BYTES (32 * 1024)
+
+static char log_service[64] = "lotmesh";
+static atomic_int log_level = LM_LOG_INFO;
+static _Thread_local lm_buf access_buf;
+
+static const char *level_names[] = {"debug", "info", "warn", "error", "fatal"};
+
+void lm_log_init(const char *service, lm_log_level level)
+{
+    snprintf(log_service, sizeof log_service, "%s", service);
+    atomic_store(&log_level, (int)level);
+}
+
+void lm_log_set_level(lm_log_level level) { atomic_store(&log_level, (int)level); }
+
+bool lm_log_enabled(lm_log_level level) { return (int)level >= atomic_load(&log_level); }
+
+bool lm_log_level_parse(const char *s, lm_log_level *out)
+{
+    for (int i = 0; i <= LM_LOG_ERROR; i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            *out = (lm_log_level)i;
+            return true;
+        }
+    }
+    if (strcmp(s, "warning") == 0) {
+        *out = LM_LOG_WARN;
+        return true;
+    }
+    return false;
+}
+
+void lm_log_time_now(char *out, size_t outlen)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return; /* stderr gone: nothing sensible left to do */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void append_head(lm_buf *b, lm_log_level level, const lm_log_ctx *ctx)
+{
+    char ts[40];
+    lm_log_time_now(ts, sizeof ts);
+    lm_buf_append_str(b, "{\"time\":\"");
+    lm_buf_append_str(b, ts);
+    lm_buf_append_str(b, "\",\"level\":\"");
+    lm_buf_append_str(b, level_names[level]);
+    lm_buf_append_str(b, "\",\"service\":\"");
+    lm_buf_append_json_escaped(b, log_service, strlen(log_service));
+    lm_buf_append_char(b, '"');
+    if (ctx && ctx->request_id) {
+        lm_buf_append_str(b, ",\"request_id\":\"");
+        lm_buf_append_json_escaped(b, ctx->request_id, strlen(ctx->request_id));
+        lm_buf_append_char(b, '"');
+    }
+    if (ctx && ctx->trace) {
+        char hex[33];
+        lm_trace_id_hex(ctx->trace, hex);
+        lm_buf_printf(b, ",\"trace_id\":\"%s\"", hex);
+        lm_span_id_hex(ctx->trace->span_id, hex);
+        lm_buf_printf(b, ",\"span_id\":\"%s\"", hex);
+    }
+}
+
+void lm_log(lm_log_level level, const lm_log_ctx *ctx, const char *fmt, ...)
+{
+    if (!lm_log_enabled(level)) return;
+    lm_buf msg = LM_BUF_INIT, line = LM_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    lm_buf_vprintf(&msg, fmt, ap);
+    va_end(ap);
+    append_head(&line, level, ctx);
+    lm_buf_append_str(&line, ",\"msg\":\"");
+    lm_buf_append_json_escaped(&line, msg.data ? msg.data : "", msg.len);
+    lm_buf_append_str(&line, "\"}\n");
+    write_all(STDERR_FILENO, line.data, line.len);
+    lm_buf_free(&msg);
+    lm_buf_free(&line);
+}
+
+void lm_log_access(const lm_access_entry *e)
+{
+    if (!lm_log_enabled(LM_LOG_INFO)) return;
+    lm_buf *b = &access_buf;
+    append_head(b, LM_LOG_INFO, &e->ctx);
+    lm_buf_append_str(b, ",\"msg\":\"access\",\"method\":\"");
+    lm_buf_append_json_escaped(b, e->method, strlen(e->method));
+    lm_buf_append_str(b, "\",\"path\":\"");
+    lm_buf_append_json_escaped(b, e->path, e->path_len);
+    lm_buf_append_char(b, '"');
+    if (e->route) {
+        lm_buf_append_str(b, ",\"route\":\"");
+        lm_buf_append_json_escaped(b, e->route, strlen(e->route));
+        lm_buf_append_char(b, '"');
+    }
+    lm_buf_printf(b, ",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%.3f", e->status, e->bytes_out,
+                  e->duration_ms);
+    if (e->peer) {
+        lm_buf_append_str(b, ",\"peer\":\"");
+        lm_buf_append_json_escaped(b, e->peer, strlen(e->peer));
+        lm_buf_append_char(b, '"');
+    }
+    lm_buf_append_str(b, "}\n");
+    if (b->len >= ACCESS_FLUSH_BYTES) lm_log_flush_thread();
+}
+
+void lm_log_flush_thread(void)
+{
+    if (access_buf.len == 0) return;
+    write_all(STDERR_FILENO, access_buf.data, access_buf.len);
+    lm_buf_reset(&access_buf);
+}

@@ -1,0 +1,35 @@
+/* metrics.h — Prometheus metrics of the HTTP runtime (lm_metrics).
+ *
+ * Per worker shard: requests by route template x method x status class, a latency histogram
+ * by route, in-flight requests and open connections. Each shard is written only by its own
+ * worker thread with relaxed atomics (no lock, no contended cache line) and summed on scrape.
+ * Modules with metrics of their own (registry client, breakers, pools …) add a renderer that
+ * appends Prometheus text at scrape time.
+ *
+ * Ownership: the metrics object borrows the router (for route names) and outlives the server.
+ * Threading: lm_metrics_observe/inflight/connections from the shard's worker only;
+ * lm_metrics_render from any thread; lm_metrics_add_renderer before the workers start. */
+#ifndef LM_METRICS_H
+#define LM_METRICS_H
+
+#include "buf.h"
+#include "router.h"
+
+typedef struct lm_metrics lm_metrics;
+typedef void (*lm_metrics_renderer)(lm_buf *out, void *ctx);
+
+lm_metrics *lm_metrics_new(int n_workers, const lm_router *router);
+void lm_metrics_free(lm_metrics *m);
+/* route_id -1 means "no route matched". method_id is an llhttp method. */
+void lm_metrics_observe(lm_metrics *m, int worker, int route_id, int method_id, int status,
+                        double seconds);
+void lm_metrics_inflight(lm_metrics *m, int worker, int delta);
+void lm_metrics_connections(lm_metrics *m, int worker, int delta);
+void lm_metrics_add_renderer(lm_metrics *m, lm_metrics_renderer fn, void *ctx);
+void lm_metrics_render(lm_metrics *m, lm_buf *out);
+
+/* Process figures from /proc: resident set size and open file descriptors. */
+long lm_process_rss_bytes(void);
+int lm_process_open_fds(void);
+
+#endif

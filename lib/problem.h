@@ -1,0 +1,43 @@
+/* problem.h — RFC 9457 problem details (application/problem+json), the one error format of
+ * every lotmesh process (DESIGN 3.4): type, title, status, detail, instance, trace_id, and
+ * errors: [{field, message}] for validation failures.
+ *
+ * lm_problem_format() only writes bytes (no allocation besides the buffer), so the HTTP
+ * engine can use it for protocol errors before any handler runs. */
+#ifndef LM_PROBLEM_H
+#define LM_PROBLEM_H
+
+#include <stddef.h>
+
+#include "buf.h"
+#include "http.h"
+
+typedef struct lm_field_error {
+    const char *field;   /* JSON field name, or "" for the body as a whole */
+    const char *message;
+} lm_field_error;
+
+typedef struct lm_problem {
+    int status;
+    const char *type;     /* URI; NULL -> "about:blank" */
+    const char *title;    /* NULL -> the reason phrase of status */
+    const char *detail;   /* may be NULL */
+    const char *instance; /* may be NULL */
+    const char *trace_id; /* 32 hex digits, may be NULL */
+    const lm_field_error *errors;
+    size_t n_errors;
+} lm_problem;
+
+/* Appends the problem JSON object to out. */
+void lm_problem_format(lm_buf *out, const lm_problem *p);
+
+/* Sends a problem for req (instance = request path, trace_id = the request's trace).
+ * Finishes the request. */
+void lm_problem_send(lm_req *req, int status, const char *detail);
+void lm_problem_sendf(lm_req *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void lm_problem_send_full(lm_req *req, const lm_problem *p);
+
+#define LM_PROBLEM_CONTENT_TYPE "application/problem+json"
+
+#endif

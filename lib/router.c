@@ -1,0 +1,193 @@
+/* router.c — segment-wise template matching. Route tables are small (tens of routes), so a
+ * linear scan with literal-first scoring is both simplest and fast: no allocation per match. */
+#include "router.h"
+
+#include "buf.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct segment {
+    char *text; /* literal text, or the parameter name */
+    size_t len;
+    bool is_param;
+    bool is_rest;
+} segment;
+
+typedef struct route {
+    char method[16];
+    char *template_path;
+    segment *segs;
+    size_t n_segs;
+    lm_handler_fn handler;
+    void *ctx;
+} route;
+
+struct lm_router {
+    route *routes;
+    size_t n, cap;
+};
+
+lm_router *lm_router_new(void) { return lm_xcalloc(1, sizeof(lm_router)); }
+
+void lm_router_free(lm_router *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->n; i++) {
+        for (size_t j = 0; j < r->routes[i].n_segs; j++) free(r->routes[i].segs[j].text);
+        free(r->routes[i].segs);
+        free(r->routes[i].template_path);
+    }
+    free(r->routes);
+    free(r);
+}
+
+size_t lm_router_count(const lm_router *r) { return r->n; }
+
+const char *lm_router_template(const lm_router *r, int id)
+{
+    return id >= 0 && (size_t)id < r->n ? r->routes[id].template_path : NULL;
+}
+
+int lm_router_add(lm_router *r, const char *method, const char *tpl, lm_handler_fn handler,
+                  void *ctx)
+{
+    if (!tpl || tpl[0] != '/' || strlen(method) >= sizeof r->routes[0].method) return -1;
+    segment *segs = NULL;
+    size_t n = 0, params = 0;
+    const char *p = tpl + 1;
+    bool ok = true;
+    for (;;) {
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        segment s = {0};
+        if (len >= 2 && p[0] == '{' && p[len - 1] == '}') {
+            s.is_param = true;
+            s.text = lm_xstrndup(p + 1, len - 2);
+            s.len = len - 2;
+            if (s.len > 3 && strcmp(s.text + s.len - 3, "...") == 0) {
+                s.is_rest = true;
+                s.len -= 3;
+                s.text[s.len] = '\0';
+                if (end) ok = false; /* rest parameter must be last */
+            }
+            if (s.len == 0 || ++params > LM_ROUTE_MAX_PARAMS) ok = false;
+        } else {
+            if (memchr(p, '{', len) || memchr(p, '}', len)) ok = false;
+            s.text = lm_xstrndup(p, len);
+            s.len = len;
+        }
+        segs = lm_xrealloc(segs, (n + 1) * sizeof *segs);
+        segs[n++] = s;
+        if (!end) break;
+        p = end + 1;
+    }
+    if (!ok) {
+        for (size_t i = 0; i < n; i++) free(segs[i].text);
+        free(segs);
+        return -1;
+    }
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 16;
+        r->routes = lm_xrealloc(r->routes, r->cap * sizeof *r->routes);
+    }
+    route *rt = &r->routes[r->n];
+    memset(rt, 0, sizeof *rt);
+    strcpy(rt->method, method);
+    rt->template_path = lm_xstrdup(tpl);
+    rt->segs = segs;
+    rt->n_segs = n;
+    rt->handler = handler;
+    rt->ctx = ctx;
+    return (int)r->n++;
+}
+
+/* Matches path against rt; returns a score (higher = more literal segments), -1 if no match. */
+static int match_route(const route *rt, const char *path, size_t len, lm_route_match *m)
+{
+    const char *p = path + 1, *end = path + len;
+    size_t np = 0;
+    int score = 0;
+    for (size_t i = 0; i < rt->n_segs; i++) {
+        const segment *s = &rt->segs[i];
+        if (p > end) return -1;
+        if (s->is_rest) {
+            if (p >= end) return -1; /* rest needs at least one byte */
+            m->params[np].name = s->text;
+            m->params[np].raw = p;
+            m->params[np].raw_len = (size_t)(end - p);
+            np++;
+            p = end + 1;
+            break;
+        }
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *seg_end = slash ? slash : end;
+        size_t seg_len = (size_t)(seg_end - p);
+        if (s->is_param) {
+            if (seg_len == 0) return -1;
+            m->params[np].name = s->text;
+            m->params[np].raw = p;
+            m->params[np].raw_len = seg_len;
+            np++;
+        } else {
+            if (seg_len != s->len || memcmp(p, s->text, seg_len) != 0) return -1;
+            score++;
+        }
+        p = seg_end + 1;
+    }
+    if (p <= end) return -1; /* path has more segments than the template */
+    m->n_params = np;
+    return score;
+}
+
+int lm_router_match(const lm_router *r, const char *method, const char *path, size_t len,
+                    lm_route_match *m)
+{
+    memset(m, 0, offsetof(lm_route_match, params));
+    m->route_id = -1;
+    m->allow[0] = '\0';
+    if (len == 0 || path[0] != '/') return LM_ROUTE_NOT_FOUND;
+    bool is_head = strcmp(method, "HEAD") == 0;
+    int best = -1, best_score = -1;
+    bool any_path_match = false;
+    char allow[sizeof m->allow] = "";
+    lm_route_match tmp;
+    for (size_t i = 0; i < r->n; i++) {
+        const route *rt = &r->routes[i];
+        int score = match_route(rt, path, len, &tmp);
+        if (score < 0) continue;
+        any_path_match = true;
+        bool method_ok = strcmp(rt->method, "*") == 0 || strcmp(rt->method, method) == 0 ||
+                         (is_head && strcmp(rt->method, "GET") == 0);
+        if (!method_ok) {
+            if (!strstr(allow, rt->method)) {
+                size_t used = strlen(allow);
+                const char *add = strcmp(rt->method, "GET") == 0 ? "GET, HEAD" : rt->method;
+                if (used + strlen(add) + 3 < sizeof allow) {
+                    if (used) strcat(allow, ", ");
+                    strcat(allow, add);
+                }
+            }
+            continue;
+        }
+        if (score > best_score) {
+            best = (int)i;
+            best_score = score;
+            m->n_params = tmp.n_params;
+            memcpy(m->params, tmp.params, sizeof tmp.params);
+        }
+    }
+    if (best < 0) {
+        if (any_path_match) {
+            memcpy(m->allow, allow, sizeof allow);
+            return LM_ROUTE_METHOD_NOT_ALLOWED;
+        }
+        return LM_ROUTE_NOT_FOUND;
+    }
+    m->route_id = best;
+    m->template_path = r->routes[best].template_path;
+    m->handler = r->routes[best].handler;
+    m->ctx = r->routes[best].ctx;
+    return LM_ROUTE_FOUND;
+}

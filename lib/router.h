@@ -1,0 +1,53 @@
+/* router.h — method + path-template routing (lm_router).
+ *
+ * Templates are literal segments and parameters: "/api/v1/charge/{id}"; a last segment
+ * "{name...}" takes the rest of the path, slashes included ("/api/{service}/{path...}").
+ * Literal segments beat parameters, so "/api/v1/charge/create" and "/api/v1/charge/{id}"
+ * coexist. HEAD matches GET routes. A path that matches a template under another method
+ * gives LM_ROUTE_METHOD_NOT_ALLOWED with the Allow list.
+ *
+ * Route ids are dense indexes from 0 in the order of lm_router_add(); metrics use them.
+ * Ownership: the router copies templates. Threading: build it before the workers start;
+ * after that it is read-only and lm_router_match() may be called from any thread. */
+#ifndef LM_ROUTER_H
+#define LM_ROUTER_H
+
+#include <stddef.h>
+
+#define LM_ROUTE_MAX_PARAMS 8
+
+struct lm_req;
+typedef void (*lm_handler_fn)(struct lm_req *req, void *ctx);
+
+typedef struct lm_router lm_router;
+
+typedef struct lm_route_param {
+    const char *name; /* the template's name, owned by the router */
+    const char *raw;  /* points into the matched path, not decoded, not NUL-terminated */
+    size_t raw_len;
+} lm_route_param;
+
+typedef struct lm_route_match {
+    int route_id;
+    const char *template_path; /* owned by the router */
+    lm_handler_fn handler;
+    void *ctx;
+    size_t n_params;
+    lm_route_param params[LM_ROUTE_MAX_PARAMS];
+    char allow[64]; /* "GET, HEAD, POST" on LM_ROUTE_METHOD_NOT_ALLOWED */
+} lm_route_match;
+
+enum { LM_ROUTE_FOUND = 0, LM_ROUTE_NOT_FOUND = 1, LM_ROUTE_METHOD_NOT_ALLOWED = 2 };
+
+lm_router *lm_router_new(void);
+void lm_router_free(lm_router *r);
+/* method: "GET", "POST", … or "*" for any. Returns the route id, or -1 for a malformed
+ * template (not starting with '/', unclosed '{', "{x...}" not last, too many params). */
+int lm_router_add(lm_router *r, const char *method, const char *template_path,
+                  lm_handler_fn handler, void *ctx);
+int lm_router_match(const lm_router *r, const char *method, const char *path, size_t path_len,
+                    lm_route_match *m);
+size_t lm_router_count(const lm_router *r);
+const char *lm_router_template(const lm_router *r, int route_id);
+
+#endif

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lotmesh needs to build, run, test or benchmark, and only
+# those that are missing, so that `make run` and `make test` work on a fresh machine.
+# Usage: scripts/deps.sh build|test|bench
+set -euo pipefail
+
+build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libjansson-dev
+            libsqlite3-dev libjwt-dev libssl-dev libsodium-dev)
+test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-requests
+           python3-consul python3-jwt python3-jsonschema)
+bench_pkgs=(wrk nginx-light haproxy python3-fastapi python3-uvicorn python3-starlette
+            python3-httpx)
+
+want=("${build_pkgs[@]}")
+case "${1:-build}" in
+  build) ;;
+  test) want+=("${test_pkgs[@]}") ;;
+  bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "deps.sh: unknown set '$1' (build|test|bench)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps.sh: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
