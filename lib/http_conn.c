@@ -52,6 +52,9 @@ static int on_message_begin(llhttp_t *p)
     c->url_off = 0;
     c->in_field = false;
     c->expect_continue = false;
+    c->value_started = false;
+    c->error_status = 0;
+    c->error_detail = NULL;
     c->req.start_ns = mono_ns();
     return 0;
 }
@@ -114,6 +117,17 @@ static int on_header_field_complete(llhttp_t *p)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     lm_conn *c = conn_of(p);
+    if (c->value_started) {
+        bool contiguous = c->last_val_gen == c->exec_gen
+                              ? at == c->last_val_end
+                              : c->last_val_at_end && at == c->exec_start;
+        if (!contiguous)
+            return fail_cb(c, 400, "obs-fold (a header line starting with whitespace) is refused");
+    }
+    c->value_started = true;
+    c->last_val_gen = c->exec_gen;
+    c->last_val_end = at + len;
+    c->last_val_at_end = at + len == c->exec_end;
     c->hdrs[c->n_hdrs - 1].value_len += len;
     lm_buf_append(&c->head, at, len);
     return count_head(c, len);
@@ -124,6 +138,7 @@ static int on_header_value_complete(llhttp_t *p)
     lm_conn *c = conn_of(p);
     lm_buf_append_char(&c->head, '\0');
     c->in_field = false;
+    c->value_started = false;
     return 0;
 }
 
@@ -330,6 +345,9 @@ static void dispatch(lm_conn *c)
 static void run(lm_conn *c, const char *data, size_t len)
 {
     while (len > 0) {
+        c->exec_gen++;
+        c->exec_start = data;
+        c->exec_end = data + len;
         llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
         if (err == HPE_OK) return;
         if (err == HPE_PAUSED) {
@@ -347,10 +365,14 @@ static void run(lm_conn *c, const char *data, size_t len)
             }
             continue;
         }
-        int status = err == HPE_USER && c->error_status ? c->error_status : 400;
-        const char *detail = err == HPE_USER && c->error_detail ? c->error_detail
-                                                                : llhttp_get_error_reason(&c->parser);
-        if (err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH)
+        /* a callback's own verdict wins, whatever errno llhttp wraps it in */
+        int status = c->error_status ? c->error_status : 400;
+        const char *detail = c->error_status && c->error_detail
+                                 ? c->error_detail
+                                 : llhttp_get_error_reason(&c->parser);
+        if (c->error_status)
+            ; /* keep the callback's detail */
+        else if (err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH)
             detail = "invalid, duplicate or conflicting Content-Length";
         else if (err == HPE_INVALID_TRANSFER_ENCODING)
             detail = "invalid Transfer-Encoding";

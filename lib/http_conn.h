@@ -77,6 +77,12 @@ struct lm_conn {
     size_t head_bytes;
     size_t url_off, url_len;
     bool in_field; /* last header callback was a field name */
+    /* obs-fold detection: llhttp 8 unfolds silently, delivering the continuation as another
+     * value chunk; a chunk not byte-contiguous with the previous one of the same value is a
+     * fold (contiguity across reads: the previous chunk ended its read, this one starts one) */
+    unsigned exec_gen, last_val_gen;
+    const char *exec_start, *exec_end, *last_val_end;
+    bool value_started, last_val_at_end;
     int error_status; /* set by callbacks to choose the error response */
     const char *error_detail;
     bool expect_continue;
