@@ -46,8 +46,11 @@ struct lm_app {
         void *ctx;
     } renderers[MAX_HOOKS];
     size_t n_renderers;
-    lm_worker_hook worker_start, worker_stop;
-    void *worker_ctx;
+    struct {
+        lm_worker_hook start, stop;
+        void *ctx;
+    } worker_hooks[MAX_HOOKS];
+    size_t n_worker_hooks;
     hook_list started, stopping, stopped;
     uint64_t t0_ns;
 };
@@ -176,9 +179,10 @@ void lm_app_add_metrics(lm_app *app, lm_metrics_renderer fn, void *ctx)
 
 void lm_app_on_worker(lm_app *app, lm_worker_hook start, lm_worker_hook stop, void *ctx)
 {
-    app->worker_start = start;
-    app->worker_stop = stop;
-    app->worker_ctx = ctx;
+    if (app->n_worker_hooks == MAX_HOOKS) abort(); /* a programming error, found at once */
+    app->worker_hooks[app->n_worker_hooks].start = start;
+    app->worker_hooks[app->n_worker_hooks].stop = stop;
+    app->worker_hooks[app->n_worker_hooks++].ctx = ctx;
 }
 
 static void add_hook(hook_list *l, lm_app_hook fn, void *ctx)
@@ -221,13 +225,16 @@ void lm_app_stop(lm_app *app) { uv_async_send(&app->stop_async); }
 static void worker_start(lm_worker *w, void *ctx)
 {
     lm_app *app = ctx;
-    if (app->worker_start) app->worker_start(w, app->worker_ctx);
+    for (size_t i = 0; i < app->n_worker_hooks; i++)
+        if (app->worker_hooks[i].start) app->worker_hooks[i].start(w, app->worker_hooks[i].ctx);
 }
 
+/* in reverse order of registration, like destructors */
 static void worker_stop(lm_worker *w, void *ctx)
 {
     lm_app *app = ctx;
-    if (app->worker_stop) app->worker_stop(w, app->worker_ctx);
+    for (size_t i = app->n_worker_hooks; i-- > 0;)
+        if (app->worker_hooks[i].stop) app->worker_hooks[i].stop(w, app->worker_hooks[i].ctx);
 }
 
 int lm_app_run(lm_app *app)

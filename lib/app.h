@@ -41,6 +41,7 @@ int lm_app_port(const lm_app *app);
 
 void lm_app_add_ready_check(lm_app *app, const char *name, lm_ready_check fn, void *ctx);
 void lm_app_add_metrics(lm_app *app, lm_metrics_renderer fn, void *ctx);
+/* Per-worker set-up and tear-down (any number; stop hooks run in reverse order). */
 void lm_app_on_worker(lm_app *app, lm_worker_hook start, lm_worker_hook stop, void *ctx);
 /* Hooks on the control loop: started after the server accepts; stopping before it stops
  * accepting (deregister here) — a stopping hook must close its control-loop handles;
