@@ -1,0 +1,97 @@
+/* idempotency.c — Idempotency-Key storage. See idempotency.h. */
+#include "idempotency.h"
+
+#include "buf.h"
+#include "timefmt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+lm_idem_key_state lm_idem_key(const lm_req *req, char out[LM_IDEM_KEY_MAX + 1])
+{
+    const char *k = lm_req_header(req, "idempotency-key");
+    if (!k) return LM_IDEM_NONE;
+    size_t n = strlen(k);
+    if (n == 0 || n > LM_IDEM_KEY_MAX) return LM_IDEM_BAD;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)k[i] < 0x21 || (unsigned char)k[i] > 0x7e) return LM_IDEM_BAD;
+    memcpy(out, k, n + 1);
+    return LM_IDEM_OK;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+void lm_idem_fingerprint(const lm_req *req, char out[17])
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = fnv1a(h, req->method, strlen(req->method));
+    h = fnv1a(h, " ", 1);
+    h = fnv1a(h, req->path, req->path_len);
+    h = fnv1a(h, "\n", 1);
+    h = fnv1a(h, req->body, req->body_len);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? lm_xstrdup((const char *)t) : NULL;
+}
+
+int lm_idem_lookup(lm_db_conn *c, const char *key, const char *fingerprint, lm_idem_hit *hit)
+{
+    memset(hit, 0, sizeof *hit);
+    sqlite3_stmt *st = lm_db_stmt(
+        c, "SELECT fingerprint, status, location, body FROM idempotency_keys WHERE key = ?");
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) return 0;
+    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    const char *fp = (const char *)sqlite3_column_text(st, 0);
+    hit->mismatch = !fp || strcmp(fp, fingerprint) != 0;
+    hit->status = sqlite3_column_int(st, 1);
+    hit->location = dup_col(st, 2);
+    hit->body = dup_col(st, 3);
+    sqlite3_reset(st);
+    return 0;
+}
+
+int lm_idem_store(lm_db_conn *c, const char *key, const char *fingerprint, int status,
+                  const char *location, const char *body)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, "INSERT INTO idempotency_keys (key, fingerprint, status,"
+                                     " location, body, created_ms) VALUES (?, ?, ?, ?, ?, ?)");
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, fingerprint, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, status);
+    if (location) sqlite3_bind_text(st, 4, location, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, body, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, lm_time_now_ms());
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : LM_DB_EIO;
+}
+
+int lm_idem_purge(lm_db_conn *c, int64_t now_ms)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, "DELETE FROM idempotency_keys WHERE created_ms < ?");
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, now_ms - LM_IDEM_TTL_MS);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : LM_DB_EIO;
+}
+
+void lm_idem_hit_free(lm_idem_hit *hit)
+{
+    free(hit->location);
+    free(hit->body);
+    hit->location = hit->body = NULL;
+}

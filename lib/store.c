@@ -1,0 +1,128 @@
+/* store.c — database selection and per-worker ports. See store.h. */
+#include "store.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct lm_store {
+    char name[64];
+    char path[1024];
+    lm_db *db;
+    lm_db_port **ports; /* by worker index */
+    int n_ports;
+};
+
+const char *lm_data_dir(void)
+{
+    const char *d = getenv("LOTMESH_DATA_DIR");
+    if (!d || !*d) d = "var";
+    mkdir(d, 0750);
+    return d;
+}
+
+static void worker_start(lm_worker *w, void *ctx)
+{
+    lm_store *s = ctx;
+    s->ports[lm_worker_index(w)] = lm_db_attach(s->db, lm_worker_loop(w));
+}
+
+static void worker_stop(lm_worker *w, void *ctx)
+{
+    lm_store *s = ctx;
+    lm_db_detach(s->ports[lm_worker_index(w)]);
+    s->ports[lm_worker_index(w)] = NULL;
+}
+
+static bool ready(void *ctx, lm_buf *why)
+{
+    lm_store *s = ctx;
+    lm_db_stats st;
+    lm_db_get_stats(s->db, &st);
+    if (st.failed_commits && st.failed_commits == st.commits) {
+        lm_buf_append_str(why, "every commit failed");
+        return false;
+    }
+    return true;
+}
+
+static void metrics(lm_buf *out, void *ctx)
+{
+    lm_store *s = ctx;
+    lm_db_stats st;
+    lm_db_get_stats(s->db, &st);
+    lm_buf_printf(out,
+                  "# HELP lotmesh_db_commits_total Write transactions committed (group commits).\n"
+                  "# TYPE lotmesh_db_commits_total counter\n"
+                  "lotmesh_db_commits_total %llu\n"
+                  "# HELP lotmesh_db_write_jobs_total Write jobs (requests) in those commits.\n"
+                  "# TYPE lotmesh_db_write_jobs_total counter\n"
+                  "lotmesh_db_write_jobs_total %llu\n"
+                  "# HELP lotmesh_db_failed_commits_total Commits that failed.\n"
+                  "# TYPE lotmesh_db_failed_commits_total counter\n"
+                  "lotmesh_db_failed_commits_total %llu\n"
+                  "# HELP lotmesh_db_reads_total Read jobs.\n"
+                  "# TYPE lotmesh_db_reads_total counter\n"
+                  "lotmesh_db_reads_total %llu\n",
+                  st.commits, st.write_jobs, st.failed_commits, st.reads);
+}
+
+static void on_stopped(lm_app *app, void *ctx)
+{
+    (void)app;
+    lm_store *s = ctx;
+    lm_db_close(s->db);
+    s->db = NULL;
+}
+
+lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name,
+                        const char *const *migrations, size_t n)
+{
+    lm_store *s = lm_xcalloc(1, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    const char *url = lm_cfg_str(cfg, "DATABASE_URL", NULL);
+    if (!url) {
+        snprintf(s->path, sizeof s->path, "%s/%s.db", lm_data_dir(), name);
+    } else if (strncmp(url, "sqlite://", 9) == 0) {
+        snprintf(s->path, sizeof s->path, "%s", url + 9);
+    } else if (strncmp(url, "sqlite:", 7) == 0) {
+        snprintf(s->path, sizeof s->path, "%s", url + 7);
+    } else if (strstr(url, "://")) {
+        lm_cfg_error(cfg, "DATABASE_URL",
+                     "must be sqlite:PATH (got a URL of an unsupported scheme: \"%.32s\")", url);
+        free(s);
+        return NULL;
+    } else {
+        snprintf(s->path, sizeof s->path, "%s", url);
+    }
+    if (!lm_cfg_ok(cfg)) { /* an earlier variable is wrong: report that one */
+        free(s);
+        return NULL;
+    }
+    char err[512];
+    s->db = lm_db_open(s->path, migrations, n, err, sizeof err);
+    if (!s->db) {
+        lm_cfg_error(cfg, "DATABASE_URL", "unusable: %s", err);
+        free(s);
+        return NULL;
+    }
+    s->n_ports = lm_app_server_config(app)->workers;
+    s->ports = lm_xcalloc((size_t)s->n_ports, sizeof *s->ports);
+    lm_app_on_worker(app, worker_start, worker_stop, s);
+    lm_app_add_ready_check(app, "database", ready, s);
+    lm_app_add_metrics(app, metrics, s);
+    lm_app_on_stopped(app, on_stopped, s);
+    lm_log_info("database: %s", s->path);
+    return s;
+}
+
+lm_db *lm_store_db(lm_store *s) { return s->db; }
+
+lm_db_port *lm_store_port(lm_store *s, const lm_req *req)
+{
+    return s->ports[lm_req_worker_index(req)];
+}
