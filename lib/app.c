@@ -31,6 +31,8 @@ typedef struct hook_list {
 
 struct lm_app {
     char name[64];
+    const char *openapi;
+    size_t openapi_len;
     lm_server_config scfg;
     uint64_t shutdown_ms;
     lm_router *router;
@@ -109,6 +111,20 @@ static void handle_metrics(lm_req *req, void *ctx)
     lm_metrics_render(app->metrics, &out);
     lm_resp_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len);
     lm_buf_free(&out);
+}
+
+static void handle_openapi(lm_req *req, void *ctx)
+{
+    lm_app *app = ctx;
+    lm_resp_header(req, "Cache-Control", "public, max-age=300");
+    lm_resp_send(req, 200, "application/json", app->openapi, app->openapi_len);
+}
+
+void lm_app_add_openapi(lm_app *app, const char *doc, size_t len)
+{
+    app->openapi = doc;
+    app->openapi_len = len;
+    lm_router_add(app->router, "GET", "/openapi.json", handle_openapi, app);
 }
 
 lm_app *lm_app_new(lm_cfg *cfg, const char *name, int default_port)

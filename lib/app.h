@@ -39,6 +39,8 @@ lm_server_config *lm_app_server_config(lm_app *app);
 /* Valid after lm_app_run has started the server (e.g. in a start hook). */
 int lm_app_port(const lm_app *app);
 
+/* Serves doc (static, JSON text of len bytes) at GET /openapi.json. */
+void lm_app_add_openapi(lm_app *app, const char *doc, size_t len);
 void lm_app_add_ready_check(lm_app *app, const char *name, lm_ready_check fn, void *ctx);
 void lm_app_add_metrics(lm_app *app, lm_metrics_renderer fn, void *ctx);
 /* Per-worker set-up and tear-down (any number; stop hooks run in reverse order). */

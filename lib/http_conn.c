@@ -84,9 +84,24 @@ static int on_url_complete(llhttp_t *p)
     return 0;
 }
 
+/* RFC 9110 5.6.2 tchar. llhttp 8 lets SP through in field names ("Transfer-Encoding :"),
+ * which another parser on the path may read differently: a smuggling vector. */
+static bool is_tchar(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9') return true;
+    if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') return true;
+    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     lm_conn *c = conn_of(p);
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return fail_cb(c, 400, "invalid character in a header field name");
+    /* Trailer fields (after a chunked body) are counted against the limit but not kept:
+     * the request's header views point into c->head, which must not move any more. */
+    if (c->state == LM_CONN_BODY) return count_head(c, len + 4);
     if (!c->in_field) {
         if (c->n_hdrs >= c->limits->max_headers)
             return fail_cb(c, 431, "too many request header fields");
@@ -109,6 +124,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_field_complete(llhttp_t *p)
 {
     lm_conn *c = conn_of(p);
+    if (c->state == LM_CONN_BODY) return 0; /* trailer */
     lm_buf_append_char(&c->head, '\0');
     c->hdrs[c->n_hdrs - 1].value_off = c->head.len;
     return 0;
@@ -123,11 +139,18 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
                               : c->last_val_at_end && at == c->exec_start;
         if (!contiguous)
             return fail_cb(c, 400, "obs-fold (a header line starting with whitespace) is refused");
+    } else {
+        /* a fold after an empty value arrives as the value's first chunk: after LF [SP/HT]* */
+        const char *q = at;
+        while (q > c->exec_start && (q[-1] == ' ' || q[-1] == '\t')) q--;
+        if (q > c->exec_start ? q[-1] == '\n' : c->prev_tail_lf)
+            return fail_cb(c, 400, "obs-fold (a header line starting with whitespace) is refused");
     }
     c->value_started = true;
     c->last_val_gen = c->exec_gen;
     c->last_val_end = at + len;
     c->last_val_at_end = at + len == c->exec_end;
+    if (c->state == LM_CONN_BODY) return count_head(c, len); /* trailer */
     c->hdrs[c->n_hdrs - 1].value_len += len;
     lm_buf_append(&c->head, at, len);
     return count_head(c, len);
@@ -136,6 +159,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     lm_conn *c = conn_of(p);
+    c->value_started = false;
+    if (c->state == LM_CONN_BODY) return 0; /* trailer */
+    /* llhttp keeps trailing whitespace; a field value excludes it (RFC 9110 5.5) */
+    lm_hdr_off *h = &c->hdrs[c->n_hdrs - 1];
+    while (h->value_len > 0 &&
+           (c->head.data[c->head.len - 1] == ' ' || c->head.data[c->head.len - 1] == '\t')) {
+        h->value_len--;
+        c->head.len--;
+    }
     lm_buf_append_char(&c->head, '\0');
     c->in_field = false;
     c->value_started = false;
@@ -190,8 +222,10 @@ static int on_headers_complete(llhttp_t *p)
     r->head_ = p->method == HTTP_HEAD;
     split_target(r);
 
+    if (p->http_major == 0) return fail_cb(c, 400, "request line lacks the HTTP version");
     if (p->http_major != 1) return fail_cb(c, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
-    if (r->target[0] != '/' && r->target[0] != '*' && strncasecmp(r->target, "http", 4) != 0)
+    if (r->target[0] != '/' && r->target[0] != '*' && strncasecmp(r->target, "http://", 7) != 0 &&
+        strncasecmp(r->target, "https://", 8) != 0)
         return fail_cb(c, 400, "request target must be origin-form or absolute-form");
 
     /* RFC 9112 3.2: exactly one Host in HTTP/1.1. */
@@ -234,10 +268,23 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* A chunk's size is known before its data: refuse an oversized body at once rather than
+ * after buffering up to the limit. */
+static int on_chunk_header(llhttp_t *p)
+{
+    lm_conn *c = conn_of(p);
+    if (p->content_length > c->limits->max_body_bytes - c->body.len)
+        return fail_cb(c, 413, "request body is larger than the limit");
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     lm_conn *c = conn_of(p);
     c->keep_alive = llhttp_should_keep_alive(p);
+    /* Upgrade/CONNECT: llhttp parses no more HTTP after this message. We never switch
+     * protocols, so this request is answered and the connection closed. */
+    if (p->upgrade) c->keep_alive = false;
     c->state = LM_CONN_BUSY;
     return HPE_PAUSED; /* one request at a time: resume when its response is finished */
 }
@@ -257,6 +304,7 @@ static const llhttp_settings_t *settings(void)
         s.on_header_value_complete = on_header_value_complete;
         s.on_headers_complete = on_headers_complete;
         s.on_body = on_body;
+        s.on_chunk_header = on_chunk_header;
         s.on_message_complete = on_message_complete;
         init = 1;
     }
@@ -340,6 +388,13 @@ static void dispatch(lm_conn *c)
     c->in_dispatch = false;
 }
 
+/* Do the bytes end in LF [SP/HT]* (prev: whether what came before them did)? */
+static bool tail_lf(const char *data, size_t len, bool prev)
+{
+    while (len > 0 && (data[len - 1] == ' ' || data[len - 1] == '\t')) len--;
+    return len > 0 ? data[len - 1] == '\n' : prev;
+}
+
 /* Parses data until it is consumed, a request is in flight, or the connection is closing.
  * Unparsed input is kept in c->pending. */
 static void run(lm_conn *c, const char *data, size_t len)
@@ -349,11 +404,15 @@ static void run(lm_conn *c, const char *data, size_t len)
         c->exec_start = data;
         c->exec_end = data + len;
         llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
-        if (err == HPE_OK) return;
+        if (err == HPE_OK) {
+            c->prev_tail_lf = tail_lf(data, len, c->prev_tail_lf);
+            return;
+        }
         if (err == HPE_PAUSED) {
             const char *pos = llhttp_get_error_pos(&c->parser);
             size_t used = (size_t)(pos - data);
             assert(used <= len);
+            c->prev_tail_lf = tail_lf(data, used, c->prev_tail_lf);
             data += used;
             len -= used;
             llhttp_resume(&c->parser);

@@ -83,6 +83,7 @@ struct lm_conn {
     unsigned exec_gen, last_val_gen;
     const char *exec_start, *exec_end, *last_val_end;
     bool value_started, last_val_at_end;
+    bool prev_tail_lf; /* the bytes parsed before exec_start ended in LF [SP/HT]* */
     int error_status; /* set by callbacks to choose the error response */
     const char *error_detail;
     bool expect_continue;

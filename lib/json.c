@@ -43,10 +43,13 @@ void lm_verrs_send(lm_req *req, lm_verrs *e, int status, const char *detail)
         fe[i].field = e->items[i].field;
         fe[i].message = e->items[i].message;
     }
+    status = status ? status : 422;
     lm_problem p = {
-        .status = status ? status : 422,
-        .type = "urn:lotmesh:problem:validation",
-        .title = "Validation failed",
+        .status = status,
+        .type = status == 409   ? "urn:lotmesh:problem:conflict"
+                : status == 400 ? "urn:lotmesh:problem:invalid-parameters"
+                                : "urn:lotmesh:problem:validation",
+        .title = status == 409 ? "Conflict" : status == 400 ? "Invalid parameters" : "Validation failed",
         .detail = detail ? detail : (e->n == 1 ? e->items[0].message : "the request has invalid fields"),
         .errors = fe,
         .n_errors = e->n,

@@ -141,3 +141,9 @@ void lm_log_flush_thread(void)
     write_all(STDERR_FILENO, access_buf.data, access_buf.len);
     lm_buf_reset(&access_buf);
 }
+
+void lm_log_thread_end(void)
+{
+    lm_log_flush_thread();
+    lm_buf_free(&access_buf); /* thread-local: nobody else can free it */
+}

@@ -55,6 +55,8 @@ typedef struct lm_access_entry {
 void lm_log_access(const lm_access_entry *e);
 /* Writes this thread's buffered lines. Cheap when nothing is buffered. */
 void lm_log_flush_thread(void);
+/* Flushes and releases this thread's buffer; a thread that logged calls it before it ends. */
+void lm_log_thread_end(void);
 
 /* Formats now as RFC 3339 UTC with milliseconds into out (>= 25 bytes). */
 void lm_log_time_now(char *out, size_t outlen);

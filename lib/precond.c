@@ -1,6 +1,9 @@
 /* precond.c — ETag / If-Match. See precond.h. */
 #include "precond.h"
 
+#include "buf.h"
+
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -19,33 +22,48 @@ void lm_resp_etag(lm_req *req, long long version)
 
 bool lm_has_if_match(const lm_req *req) { return lm_req_header(req, "if-match") != NULL; }
 
-bool lm_if_match_ok(const lm_req *req, long long version)
+bool lm_if_match_list_ok(const char *p, long long version)
 {
-    /* every If-Match header counts (a list may be split over several) */
     char etag[LM_ETAG_LEN];
     lm_etag_format(version, etag);
     size_t elen = strlen(etag);
-    bool present = false;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (!*p) break;
+        const char *start = p;
+        if (*p == '"') {
+            const char *end = strchr(p + 1, '"');
+            if (!end) return false;
+            p = end + 1;
+        } else {
+            while (*p && *p != ',') p++; /* "*", or a weak tag W/"…": never a strong match */
+        }
+        size_t n = (size_t)(p - start);
+        while (n && (start[n - 1] == ' ' || start[n - 1] == '\t')) n--;
+        if ((n == 1 && *start == '*') || (n == elen && memcmp(start, etag, n) == 0)) return true;
+    }
+    return false;
+}
+
+char *lm_if_match_copy(const lm_req *req)
+{
+    lm_buf all = LM_BUF_INIT;
+    bool any = false;
     for (size_t i = 0; i < req->n_headers; i++) {
         if (strcasecmp(req->headers[i].name, "if-match") != 0) continue;
-        present = true;
-        const char *p = req->headers[i].value;
-        while (*p) {
-            while (*p == ' ' || *p == '\t' || *p == ',') p++;
-            if (!*p) break;
-            const char *start = p;
-            if (*p == '"') {
-                const char *end = strchr(p + 1, '"');
-                if (!end) return false;
-                p = end + 1;
-            } else {
-                while (*p && *p != ',') p++;
-            }
-            size_t n = (size_t)(p - start);
-            while (n && (start[n - 1] == ' ' || start[n - 1] == '\t')) n--;
-            if ((n == 1 && *start == '*') || (n == elen && memcmp(start, etag, n) == 0))
-                return true;
-        }
+        if (any) lm_buf_append_str(&all, ", ");
+        lm_buf_append(&all, req->headers[i].value, req->headers[i].value_len);
+        any = true;
     }
-    return !present;
+    if (!any) return NULL;
+    return lm_buf_steal(&all, NULL);
+}
+
+bool lm_if_match_ok(const lm_req *req, long long version)
+{
+    char *list = lm_if_match_copy(req);
+    if (!list) return true;
+    bool ok = lm_if_match_list_ok(list, version);
+    free(list);
+    return ok;
 }

@@ -17,5 +17,10 @@ void lm_resp_etag(lm_req *req, long long version);
 bool lm_has_if_match(const lm_req *req);
 /* True when If-Match is absent or matches version. */
 bool lm_if_match_ok(const lm_req *req, long long version);
+/* All If-Match headers joined by ", " (caller frees), or NULL when there is none. Lets a
+ * database job check the precondition inside its transaction without touching req. */
+char *lm_if_match_copy(const lm_req *req);
+/* True when the If-Match list (as from lm_if_match_copy) matches version. */
+bool lm_if_match_list_ok(const char *list, long long version);
 
 #endif

@@ -528,7 +528,7 @@ static void worker_main(void *arg)
     uv_unref((uv_handle_t *)&w->log_flush);
     uv_sem_post(&s->started);
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    lm_log_flush_thread();
+    lm_log_thread_end();
 }
 
 /* ---- binding --------------------------------------------------------------------------- */

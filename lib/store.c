@@ -76,7 +76,8 @@ static void on_stopped(lm_app *app, void *ctx)
     (void)app;
     lm_store *s = ctx;
     lm_db_close(s->db);
-    s->db = NULL;
+    free(s->ports);
+    free(s); /* the app is done with it: every worker and hook that used it has ended */
 }
 
 lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name,

@@ -1,0 +1,288 @@
+/* rest.c — shared resource-request flows. See rest.h. */
+#include "rest.h"
+
+#include "problem.h"
+#include "precond.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+lm_rest_op *lm_rest_op_new(lm_req *req)
+{
+    lm_rest_op *op = lm_xcalloc(1, sizeof *op);
+    op->req = req;
+    op->total = -1;
+    op->if_match = lm_if_match_copy(req);
+    switch (lm_idem_key(req, op->idem_key)) {
+    case LM_IDEM_BAD:
+        free(op->if_match);
+        free(op);
+        lm_problem_send(req, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
+        return NULL;
+    case LM_IDEM_OK:
+        op->has_idem = true;
+        lm_idem_fingerprint(req, op->fingerprint);
+        break;
+    case LM_IDEM_NONE: break;
+    }
+    return op;
+}
+
+void lm_rest_op_free(lm_rest_op *op)
+{
+    if (!op) return;
+    json_decref(op->input);
+    free(op->if_match);
+    free(op->body);
+    free(op->detail);
+    lm_verrs_free(&op->errs);
+    free(op);
+}
+
+int lm_rest_fail(lm_rest_op *op, int status, const char *type, const char *fmt, ...)
+{
+    lm_buf d = LM_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    lm_buf_vprintf(&d, fmt, ap);
+    va_end(ap);
+    free(op->detail);
+    op->detail = lm_buf_steal(&d, NULL);
+    op->status = status;
+    op->problem_type = type;
+    return status;
+}
+
+int lm_rest_check_version(lm_rest_op *op, long long current_version)
+{
+    if (!op->if_match || lm_if_match_list_ok(op->if_match, current_version)) return 0;
+    return lm_rest_fail(op, 412, NULL,
+                        "If-Match does not match the current version (ETag \"%lld\")",
+                        current_version);
+}
+
+void lm_rest_ok(lm_rest_op *op, int status, json_t *doc, long long version)
+{
+    free(op->body);
+    op->body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    op->status = status;
+    op->version = version;
+}
+
+static void append_query_escaped(lm_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch <= ' ' || ch >= 0x7f || strchr("&=#%<>+\"", ch)) {
+            char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+            lm_buf_append(b, esc, 3);
+        } else {
+            lm_buf_append_char(b, (char)ch);
+        }
+    }
+}
+
+static void send_link(lm_req *req, const lm_rest_op *op)
+{
+    lm_buf link = LM_BUF_INIT;
+    lm_buf base = LM_BUF_INIT;
+    lm_buf_append(&base, req->path, req->path_len);
+    lm_buf_append_char(&base, '?');
+    /* keep the other query parameters as they came */
+    for (size_t i = 0; i < req->query.n; i++) {
+        const char *k = req->query.pairs[i].key;
+        if (!strcmp(k, "limit") || !strcmp(k, "offset")) continue;
+        const char *v = req->query.pairs[i].value;
+        append_query_escaped(&base, k);
+        lm_buf_append_char(&base, '=');
+        append_query_escaped(&base, v);
+        lm_buf_append_char(&base, '&');
+    }
+    const char *b = lm_buf_cstr(&base);
+    if (op->offset + op->limit < op->total)
+        lm_buf_printf(&link, "<%slimit=%lld&offset=%lld>; rel=\"next\"", b, op->limit,
+                      op->offset + op->limit);
+    if (op->offset > 0) {
+        long long prev = op->offset - op->limit > 0 ? op->offset - op->limit : 0;
+        lm_buf_printf(&link, "%s<%slimit=%lld&offset=%lld>; rel=\"prev\"", link.len ? ", " : "",
+                      b, op->limit, prev);
+    }
+    if (link.len) lm_resp_header(req, "Link", lm_buf_cstr(&link));
+    lm_buf_free(&link);
+    lm_buf_free(&base);
+}
+
+void lm_rest_op_done(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    lm_req *req = op->req;
+    if (rc == LM_DB_EIO) {
+        lm_problem_send(req, 503, "the database is unavailable; nothing was written");
+    } else if (op->errs.n) {
+        lm_verrs_send(req, &op->errs, op->status ? op->status : 422, op->detail);
+    } else if (op->status >= 400 || op->status == 0) {
+        lm_problem p = {.status = op->status ? op->status : 500,
+                        .type = op->problem_type,
+                        .detail = op->detail ? op->detail : "the request could not be handled"};
+        lm_problem_send_full(req, &p);
+    } else {
+        if (op->version > 0) lm_resp_etag(req, op->version);
+        if (op->location[0]) lm_resp_header(req, "Location", op->location);
+        if (op->total >= 0) {
+            char n[32];
+            snprintf(n, sizeof n, "%lld", op->total);
+            lm_resp_header(req, "X-Total-Count", n);
+            send_link(req, op);
+        }
+        if (op->status == 204)
+            lm_resp_send(req, 204, NULL, NULL, 0);
+        else
+            lm_resp_send(req, op->status, "application/json", op->body ? op->body : "null",
+                         op->body ? strlen(op->body) : 4);
+    }
+    lm_rest_op_free(op);
+}
+
+int lm_rest_create_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    if (op->has_idem) {
+        lm_idem_hit hit;
+        if (lm_idem_lookup(c, op->idem_key, op->fingerprint, &hit) != 0) return LM_DB_EIO;
+        if (hit.status && hit.mismatch) {
+            lm_idem_hit_free(&hit);
+            return lm_rest_fail(op, 422, "urn:lotmesh:problem:idempotency-key-reused",
+                                "this Idempotency-Key was used for a different request");
+        }
+        if (hit.status) { /* replay the first result; nothing is written */
+            op->status = hit.status;
+            op->body = hit.body;
+            hit.body = NULL;
+            if (hit.location) snprintf(op->location, sizeof op->location, "%s", hit.location);
+            lm_idem_hit_free(&hit);
+            return 0;
+        }
+    }
+    int rc = op->create(c, op);
+    if (rc != 0) return rc;
+    if (op->has_idem && op->status < 400 &&
+        lm_idem_store(c, op->idem_key, op->fingerprint, op->status,
+                      op->location[0] ? op->location : NULL, op->body ? op->body : "null") != 0)
+        return LM_DB_EIO;
+    return 0;
+}
+
+static bool parse_ll(const char *s, long long *out)
+{
+    if (!s || !*s || (*s < '0' || *s > '9')) {
+        if (!(s && *s == '-' && s[1] >= '0' && s[1] <= '9')) return false;
+    }
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+bool lm_rest_id(lm_req *req, const char *name, long long *out)
+{
+    const char *s = lm_req_param(req, name);
+    long long v;
+    if (!parse_ll(s, &v) || v < 1) {
+        lm_problem_sendf(req, 400, "%s must be a positive integer (got \"%.40s\")", name,
+                         s ? s : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool lm_rest_query_allowed(lm_req *req, const char *const *allowed)
+{
+    for (size_t i = 0; i < req->query.n; i++) {
+        const char *k = req->query.pairs[i].key;
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, k) == 0;
+        if (!ok) {
+            lm_buf list = LM_BUF_INIT;
+            for (const char *const *a = allowed; *a; a++)
+                lm_buf_printf(&list, "%s%s", a == allowed ? "" : ", ", *a);
+            lm_problem_sendf(req, 400, "unknown query parameter '%.64s'; known: %s", k,
+                             lm_buf_cstr(&list));
+            lm_buf_free(&list);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long max,
+                       long long *out, bool *present, lm_verrs *errs)
+{
+    const char *s = lm_req_query(req, key);
+    if (present) *present = s != NULL;
+    if (!s) return true;
+    long long v;
+    if (!parse_ll(s, &v) || v < min || v > max) {
+        lm_verrs_add(errs, key, "must be an integer from %lld to %lld", min, max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool lm_rest_page(lm_req *req, lm_rest_op *op, long long def, long long max)
+{
+    lm_verrs errs = {0};
+    op->limit = def;
+    op->offset = 0;
+    lm_rest_query_int(req, "limit", 1, max, &op->limit, NULL, &errs);
+    lm_rest_query_int(req, "offset", 0, 1LL << 40, &op->offset, NULL, &errs);
+    if (errs.n) {
+        lm_verrs_send(req, &errs, 400, "invalid pagination parameters");
+        return false;
+    }
+    return true;
+}
+
+json_t *lm_rest_column(sqlite3_stmt *st, int i)
+{
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER: return json_integer(sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT: return json_real(sqlite3_column_double(st, i));
+    case SQLITE_TEXT:
+        return json_stringn((const char *)sqlite3_column_text(st, i),
+                            (size_t)sqlite3_column_bytes(st, i));
+    default: return json_null();
+    }
+}
+
+void lm_rest_bind(sqlite3_stmt *st, int idx, const json_t *v)
+{
+    if (!v || json_is_null(v))
+        sqlite3_bind_null(st, idx);
+    else if (json_is_string(v))
+        sqlite3_bind_text(st, idx, json_string_value(v), (int)json_string_length(v),
+                          SQLITE_TRANSIENT);
+    else if (json_is_integer(v))
+        sqlite3_bind_int64(st, idx, json_integer_value(v));
+    else if (json_is_real(v))
+        sqlite3_bind_double(st, idx, json_real_value(v));
+    else if (json_is_boolean(v))
+        sqlite3_bind_int(st, idx, json_is_true(v));
+    else
+        sqlite3_bind_null(st, idx);
+}
+
+json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < n; i++) json_object_set_new(o, cols[i], lm_rest_column(st, i));
+    return o;
+}

@@ -1,0 +1,86 @@
+/* rest.h — the request flows every resource service shares (lm_rest).
+ *
+ * A handler validates on the loop, then hands an lm_rest_op to a database job; the job
+ * fills in the outcome (status + JSON body + ETag version + Location, or a problem), and
+ * lm_rest_op_done — the job's done callback, back on the loop — sends it and frees the op.
+ * lm_rest_create_job wraps a create with Idempotency-Key handling in the same transaction.
+ *
+ * Lists are plain JSON arrays (the seed's List[Charge]); the total goes in X-Total-Count and
+ * neighbouring pages in Link (RFC 8288).
+ *
+ * Ownership: the op owns input (a JSON reference), body, detail and errs. Threading: op
+ * creation and lm_rest_op_done on the request's loop; the job function on a database thread,
+ * where it may only touch the op and the connection. */
+#ifndef LM_REST_H
+#define LM_REST_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "db.h"
+#include "idempotency.h"
+#include "json.h"
+
+typedef struct lm_rest_op lm_rest_op;
+typedef int (*lm_rest_fn)(lm_db_conn *c, lm_rest_op *op);
+
+struct lm_rest_op {
+    lm_req *req;
+    /* input, set on the loop */
+    json_t *input; /* validated body, or NULL */
+    long long id;  /* path id, or 0 */
+    bool partial;  /* PATCH */
+    char *if_match; /* copy of If-Match (owned), or NULL */
+    bool has_idem;
+    char idem_key[LM_IDEM_KEY_MAX + 1];
+    char fingerprint[17];
+    lm_rest_fn create; /* for lm_rest_create_job */
+    void *domain;      /* the service's own input */
+    /* outcome, set by the job */
+    int status;
+    char *body;          /* JSON text (owned) */
+    long long version;   /* > 0: sent as ETag */
+    char location[160];  /* sent as Location when not empty */
+    long long total;     /* lists: X-Total-Count when >= 0 */
+    long long limit, offset;
+    const char *problem_type;
+    char *detail; /* owned */
+    lm_verrs errs;
+};
+
+/* New op for req; sets has_idem/idem_key/fingerprint from the request. Returns NULL after
+ * sending 400 when the Idempotency-Key header is malformed. */
+lm_rest_op *lm_rest_op_new(lm_req *req);
+void lm_rest_op_free(lm_rest_op *op);
+/* In a job: record a problem outcome. Returns status, so a job can `return lm_rest_fail(…)`
+ * to roll back. */
+int lm_rest_fail(lm_rest_op *op, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* In a job: record a success outcome with doc (stolen) as the body. */
+void lm_rest_ok(lm_rest_op *op, int status, json_t *doc, long long version);
+/* In a job: 412 (and returns it) unless If-Match is absent or names current_version. */
+int lm_rest_check_version(lm_rest_op *op, long long current_version);
+/* lm_db_done for every op: sends the outcome, frees the op. */
+void lm_rest_op_done(int rc, void *arg);
+/* A write job: replays a stored result for a known Idempotency-Key, refuses a reused key
+ * (422), otherwise runs op->create and remembers its successful result. */
+int lm_rest_create_job(lm_db_conn *c, void *arg);
+
+/* Path parameter name as a positive 64-bit id; sends 400 and returns false otherwise. */
+bool lm_rest_id(lm_req *req, const char *name, long long *out);
+/* Refuses query parameters not in allowed (NULL-terminated): 400 naming them. */
+bool lm_rest_query_allowed(lm_req *req, const char *const *allowed);
+/* Reads limit (1..max, default def) and offset (>= 0) into op; sends 400 on bad values. */
+bool lm_rest_page(lm_req *req, lm_rest_op *op, long long def, long long max);
+/* Reads an integer query parameter; absent: *present = false. Adds an error when bad. */
+bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long max,
+                       long long *out, bool *present, lm_verrs *errs);
+
+/* Binds a JSON value to parameter idx: absent/null -> NULL, string, integer, real, bool. */
+void lm_rest_bind(sqlite3_stmt *st, int idx, const json_t *v);
+/* Builds an object from the first n columns of a row, named by cols. */
+json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n);
+/* Reads column i of a row as JSON: NULL -> null, integer, real, text. */
+json_t *lm_rest_column(sqlite3_stmt *st, int i);
+
+#endif

@@ -1,0 +1,392 @@
+/* artikel.c — the Artikel resource: create, read, list (filter + pagination), replace,
+ * patch, delete; optimistic concurrency through ETag/If-Match, idempotent creates. Every
+ * database step is one job on the service's store (reads pooled, writes group-committed). */
+#include "articles.h"
+
+#include "problem.h"
+#include "rest.h"
+#include "timefmt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const statuses[] = {"aktiv", "inaktiv", "gesperrt", NULL};
+
+static const lm_field_spec fields[] = {
+    {.name = "artikelnummer", .type = LM_F_STRING, .required = true, .min_len = 1, .max_len = 64},
+    {.name = "bezeichnung", .type = LM_F_STRING, .required = true, .min_len = 1, .max_len = 200},
+    {.name = "einheit_id", .type = LM_F_INTEGER, .required = true, .has_min = true, .min = 1,
+     .has_max = true, .max = 9.2e18},
+    {.name = "beschreibung", .type = LM_F_STRING, .nullable = true, .max_len = 2000},
+    {.name = "mindesthaltbarkeit_tage", .type = LM_F_INTEGER, .nullable = true, .has_min = true,
+     .min = 0, .has_max = true, .max = 36500},
+    {.name = "status", .type = LM_F_STRING, .one_of = statuses},
+    {.name = "id", .type = LM_F_INTEGER, .read_only = true},
+    {.name = "erstellt_am", .type = LM_F_STRING, .read_only = true},
+    {.name = "geaendert_am", .type = LM_F_STRING, .read_only = true},
+};
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+
+static const char *const cols[] = {"id",          "artikelnummer", "bezeichnung",
+                                   "einheit_id",  "beschreibung",  "mindesthaltbarkeit_tage",
+                                   "status",      "erstellt_am",   "geaendert_am"};
+#define N_COLS 9
+#define SELECT_COLS                                                                           \
+    "SELECT id, artikelnummer, bezeichnung, einheit_id, beschreibung, mindesthaltbarkeit_tage," \
+    " status, erstellt_am, geaendert_am, version FROM artikel "
+
+static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
+static const char SQL_LIST[] =
+    SELECT_COLS "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR"
+                " instr(lower(artikelnummer), lower(?2)) > 0 OR"
+                " instr(lower(bezeichnung), lower(?2)) > 0) ORDER BY id LIMIT ?3 OFFSET ?4";
+static const char SQL_COUNT[] =
+    "SELECT count(*) FROM artikel WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR"
+    " instr(lower(artikelnummer), lower(?2)) > 0 OR instr(lower(bezeichnung), lower(?2)) > 0)";
+static const char SQL_UNIT_EXISTS[] = "SELECT 1 FROM einheit WHERE id = ?";
+static const char SQL_INSERT[] =
+    "INSERT INTO artikel (artikelnummer, bezeichnung, einheit_id, beschreibung,"
+    " mindesthaltbarkeit_tage, status, erstellt_am) VALUES (?, ?, ?, ?, ?, ?, ?)";
+static const char SQL_UPDATE[] =
+    "UPDATE artikel SET artikelnummer = ?, bezeichnung = ?, einheit_id = ?, beschreibung = ?,"
+    " mindesthaltbarkeit_tage = ?, status = ?, geaendert_am = ?, version = version + 1"
+    " WHERE id = ? AND version = ?";
+static const char SQL_DELETE[] = "DELETE FROM artikel WHERE id = ? AND version = ?";
+
+static articles_svc *svc_of(void *ctx) { return ctx; }
+
+/* Loads one Artikel: 0 and *row, 404, or LM_DB_EIO. */
+static int load(lm_db_conn *c, long long id, json_t **row, long long *version)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_BY_ID);
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) return 404;
+    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    *row = lm_rest_row(st, cols, N_COLS);
+    *version = sqlite3_column_int64(st, N_COLS);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int not_found(lm_rest_op *op)
+{
+    return lm_rest_fail(op, 404, NULL, "no article with id %lld", op->id);
+}
+
+static bool unit_exists(lm_db_conn *c, long long id, int *rc)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_UNIT_EXISTS);
+    *rc = 0;
+    if (!st) {
+        *rc = LM_DB_EIO;
+        return false;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    int r = sqlite3_step(st);
+    if (r != SQLITE_ROW && r != SQLITE_DONE) *rc = LM_DB_EIO;
+    sqlite3_reset(st);
+    return r == SQLITE_ROW;
+}
+
+/* Binds the six writable columns from obj in table order. */
+static void bind_fields(sqlite3_stmt *st, const json_t *obj)
+{
+    lm_rest_bind(st, 1, json_object_get(obj, "artikelnummer"));
+    lm_rest_bind(st, 2, json_object_get(obj, "bezeichnung"));
+    lm_rest_bind(st, 3, json_object_get(obj, "einheit_id"));
+    lm_rest_bind(st, 4, json_object_get(obj, "beschreibung"));
+    lm_rest_bind(st, 5, json_object_get(obj, "mindesthaltbarkeit_tage"));
+    const json_t *status = json_object_get(obj, "status");
+    if (status && !json_is_null(status))
+        lm_rest_bind(st, 6, status);
+    else
+        sqlite3_bind_text(st, 6, "aktiv", -1, SQLITE_STATIC);
+}
+
+static int check_unit(lm_db_conn *c, lm_rest_op *op, const json_t *obj)
+{
+    long long unit = json_integer_value(json_object_get(obj, "einheit_id"));
+    int rc;
+    if (unit_exists(c, unit, &rc)) return 0;
+    if (rc) return rc;
+    lm_verrs_add(&op->errs, "einheit_id", "no unit with id %lld", unit);
+    op->status = 422;
+    return 422;
+}
+
+static int conflict(lm_rest_op *op, const json_t *obj)
+{
+    lm_verrs_add(&op->errs, "artikelnummer", "an article with artikelnummer '%s' already exists",
+                 json_string_value(json_object_get(obj, "artikelnummer")));
+    op->status = 409;
+    free(op->detail);
+    op->detail = lm_xstrdup("artikelnummer must be unique");
+    return 409;
+}
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+static int get_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    json_t *row;
+    long long version;
+    int rc = load(c, op->id, &row, &version);
+    if (rc == 404) return not_found(op);
+    if (rc) return rc;
+    lm_rest_ok(op, 200, row, version);
+    return 0;
+}
+
+typedef struct list_filter {
+    char *status; /* owned or NULL */
+    char *q;
+} list_filter;
+
+static int list_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    list_filter *f = op->domain;
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_COUNT);
+    if (!st) return LM_DB_EIO;
+    if (f->status) sqlite3_bind_text(st, 1, f->status, -1, SQLITE_STATIC);
+    if (f->q) sqlite3_bind_text(st, 2, f->q, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
+    op->total = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    st = lm_db_stmt(c, SQL_LIST);
+    if (!st) return LM_DB_EIO;
+    if (f->status) sqlite3_bind_text(st, 1, f->status, -1, SQLITE_STATIC);
+    if (f->q) sqlite3_bind_text(st, 2, f->q, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, op->limit);
+    sqlite3_bind_int64(st, 4, op->offset);
+    json_t *items = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(items, lm_rest_row(st, cols, N_COLS));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(items);
+        return LM_DB_EIO;
+    }
+    lm_rest_ok(op, 200, items, 0);
+    return 0;
+}
+
+static int insert(lm_db_conn *c, lm_rest_op *op)
+{
+    int rc = check_unit(c, op, op->input);
+    if (rc) return rc;
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
+    if (!st) return LM_DB_EIO;
+    char now[LM_TIME_STRLEN];
+    lm_time_format(lm_time_now_ms(), now);
+    bind_fields(st, op->input);
+    sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) return conflict(op, op->input);
+    if (rc != SQLITE_DONE) return LM_DB_EIO;
+    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
+    json_t *row;
+    long long version;
+    if (load(c, op->id, &row, &version) != 0) return LM_DB_EIO;
+    snprintf(op->location, sizeof op->location, "/api/v1/article/%lld", op->id);
+    lm_rest_ok(op, 201, row, version);
+    return 0;
+}
+
+static int update_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    json_t *cur;
+    long long version;
+    int rc = load(c, op->id, &cur, &version);
+    if (rc == 404) return not_found(op);
+    if (rc) return rc;
+    if ((rc = lm_rest_check_version(op, version))) {
+        json_decref(cur);
+        return rc;
+    }
+    json_t *next;
+    if (op->partial) {
+        next = cur;
+        json_object_update(next, op->input);
+    } else {
+        json_decref(cur);
+        next = json_deep_copy(op->input);
+    }
+    if ((rc = check_unit(c, op, next))) {
+        json_decref(next);
+        return rc;
+    }
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_UPDATE);
+    if (!st) {
+        json_decref(next);
+        return LM_DB_EIO;
+    }
+    char now[LM_TIME_STRLEN];
+    lm_time_format(lm_time_now_ms(), now);
+    bind_fields(st, next);
+    sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 8, op->id);
+    sqlite3_bind_int64(st, 9, version);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        rc = conflict(op, next);
+        json_decref(next);
+        return rc;
+    }
+    json_decref(next);
+    if (rc != SQLITE_DONE) return LM_DB_EIO;
+    json_t *row;
+    if (load(c, op->id, &row, &version) != 0) return LM_DB_EIO;
+    lm_rest_ok(op, 200, row, version);
+    return 0;
+}
+
+static int delete_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    json_t *cur;
+    long long version;
+    int rc = load(c, op->id, &cur, &version);
+    if (rc == 404) return not_found(op);
+    if (rc) return rc;
+    json_decref(cur);
+    if ((rc = lm_rest_check_version(op, version))) return rc;
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_DELETE);
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, op->id);
+    sqlite3_bind_int64(st, 2, version);
+    if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+    op->status = 204;
+    return 0;
+}
+
+/* ---- handlers -------------------------------------------------------------------------- */
+
+static void handle_get(lm_req *req, void *ctx)
+{
+    lm_rest_op *op;
+    long long id;
+    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
+    op->id = id;
+    lm_db_read(lm_store_port(svc_of(ctx)->store, req), get_job, lm_rest_op_done, op);
+}
+
+static void free_filter_done(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    list_filter *f = op->domain;
+    free(f->status);
+    free(f->q);
+    free(f);
+    lm_rest_op_done(rc, arg);
+}
+
+static void handle_list(lm_req *req, void *ctx)
+{
+    static const char *const allowed[] = {"status", "q", "limit", "offset", NULL};
+    if (!lm_rest_query_allowed(req, allowed)) return;
+    lm_rest_op *op = lm_rest_op_new(req);
+    if (!op) return;
+    if (!lm_rest_page(req, op, 50, 500)) {
+        lm_rest_op_free(op);
+        return;
+    }
+    const char *status = lm_req_query(req, "status"), *q = lm_req_query(req, "q");
+    lm_verrs errs = {0};
+    if (status) {
+        bool ok = false;
+        for (const char *const *s = statuses; *s; s++) ok |= strcmp(*s, status) == 0;
+        if (!ok) lm_verrs_add(&errs, "status", "must be one of: aktiv, inaktiv, gesperrt");
+    }
+    if (q && (lm_utf8_length(q) > 100 || !*q))
+        lm_verrs_add(&errs, "q", "must have 1 to 100 characters");
+    if (errs.n) {
+        lm_rest_op_free(op);
+        lm_verrs_send(req, &errs, 400, "invalid query parameters");
+        return;
+    }
+    list_filter *f = lm_xcalloc(1, sizeof *f);
+    f->status = status ? lm_xstrdup(status) : NULL;
+    f->q = q ? lm_xstrdup(q) : NULL;
+    op->domain = f;
+    lm_db_read(lm_store_port(svc_of(ctx)->store, req), list_job, free_filter_done, op);
+}
+
+/* Parses and validates the body; NULL after the problem was sent. */
+static json_t *valid_body(lm_req *req, bool partial, long long path_id)
+{
+    json_t *in = lm_json_body_object(req);
+    if (!in) return NULL;
+    lm_verrs errs = {0};
+    if (path_id) {
+        /* a GET representation may be sent back as is: server-set fields are ignored, but an
+         * id naming another article is an error */
+        json_t *id = json_object_get(in, "id");
+        if (id && (!json_is_integer(id) || json_integer_value(id) != path_id))
+            lm_verrs_add(&errs, "id", "does not match the article in the path (%lld)", path_id);
+        json_object_del(in, "id");
+        json_object_del(in, "erstellt_am");
+        json_object_del(in, "geaendert_am");
+    }
+    lm_json_validate(in, fields, N_FIELDS, partial, &errs);
+    if (errs.n) {
+        json_decref(in);
+        lm_verrs_send(req, &errs, 422, NULL);
+        return NULL;
+    }
+    return in;
+}
+
+static void handle_create(lm_req *req, void *ctx)
+{
+    lm_rest_op *op = lm_rest_op_new(req);
+    if (!op) return;
+    if (!(op->input = valid_body(req, false, 0))) {
+        lm_rest_op_free(op);
+        return;
+    }
+    op->create = insert;
+    lm_db_write(lm_store_port(svc_of(ctx)->store, req), lm_rest_create_job, lm_rest_op_done, op);
+}
+
+static void handle_update(lm_req *req, void *ctx, bool partial)
+{
+    long long id;
+    if (!lm_rest_id(req, "id", &id)) return;
+    lm_rest_op *op = lm_rest_op_new(req);
+    if (!op) return;
+    op->id = id;
+    op->partial = partial;
+    if (!(op->input = valid_body(req, partial, id))) {
+        lm_rest_op_free(op);
+        return;
+    }
+    lm_db_write(lm_store_port(svc_of(ctx)->store, req), update_job, lm_rest_op_done, op);
+}
+
+static void handle_put(lm_req *req, void *ctx) { handle_update(req, ctx, false); }
+static void handle_patch(lm_req *req, void *ctx) { handle_update(req, ctx, true); }
+
+static void handle_delete(lm_req *req, void *ctx)
+{
+    long long id;
+    lm_rest_op *op;
+    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
+    op->id = id;
+    lm_db_write(lm_store_port(svc_of(ctx)->store, req), delete_job, lm_rest_op_done, op);
+}
+
+void artikel_routes(lm_router *r, articles_svc *svc)
+{
+    lm_router_add(r, "GET", "/api/v1/articles", handle_list, svc);
+    lm_router_add(r, "POST", "/api/v1/article/create", handle_create, svc);
+    lm_router_add(r, "GET", "/api/v1/article/{id}", handle_get, svc);
+    lm_router_add(r, "PUT", "/api/v1/article/{id}", handle_put, svc);
+    lm_router_add(r, "PATCH", "/api/v1/article/{id}", handle_patch, svc);
+    lm_router_add(r, "DELETE", "/api/v1/article/{id}", handle_delete, svc);
+}

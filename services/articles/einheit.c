@@ -1,0 +1,129 @@
+/* einheit.c — the Einheit (unit) resource: list, read, create. Units are referenced by
+ * articles and batches, so they are never deleted or renamed through the API. */
+#include "articles.h"
+
+#include "rest.h"
+#include "timefmt.h"
+
+#include <stdio.h>
+
+static const lm_field_spec fields[] = {
+    {.name = "kuerzel", .type = LM_F_STRING, .required = true, .min_len = 1, .max_len = 16},
+    {.name = "bezeichnung", .type = LM_F_STRING, .required = true, .min_len = 1, .max_len = 100},
+    {.name = "id", .type = LM_F_INTEGER, .read_only = true},
+    {.name = "erstellt_am", .type = LM_F_STRING, .read_only = true},
+};
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+
+static const char *const cols[] = {"id", "kuerzel", "bezeichnung", "erstellt_am"};
+static const char SQL_BY_ID[] = "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit WHERE id = ?";
+static const char SQL_ALL[] = "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit ORDER BY id";
+static const char SQL_INSERT[] = "INSERT INTO einheit (kuerzel, bezeichnung, erstellt_am) VALUES (?, ?, ?)";
+
+static int load(lm_db_conn *c, lm_rest_op *op)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_BY_ID);
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, op->id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) return lm_rest_fail(op, 404, NULL, "no unit with id %lld", op->id);
+    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    json_t *row = lm_rest_row(st, cols, 4);
+    sqlite3_reset(st);
+    lm_rest_ok(op, 200, row, 0);
+    return 0;
+}
+
+static int get_job(lm_db_conn *c, void *arg) { return load(c, arg); }
+
+static int list_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_ALL);
+    if (!st) return LM_DB_EIO;
+    json_t *items = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(items, lm_rest_row(st, cols, 4));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(items);
+        return LM_DB_EIO;
+    }
+    op->total = (long long)json_array_size(items);
+    op->limit = op->total ? op->total : 1;
+    lm_rest_ok(op, 200, items, 0);
+    return 0;
+}
+
+static int insert(lm_db_conn *c, lm_rest_op *op)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
+    if (!st) return LM_DB_EIO;
+    char now[LM_TIME_STRLEN];
+    lm_time_format(lm_time_now_ms(), now);
+    lm_rest_bind(st, 1, json_object_get(op->input, "kuerzel"));
+    lm_rest_bind(st, 2, json_object_get(op->input, "bezeichnung"));
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        lm_verrs_add(&op->errs, "kuerzel", "a unit '%s' already exists",
+                     json_string_value(json_object_get(op->input, "kuerzel")));
+        op->status = 409;
+        return 409;
+    }
+    if (rc != SQLITE_DONE) return LM_DB_EIO;
+    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
+    rc = load(c, op);
+    if (rc) return rc == 404 ? LM_DB_EIO : rc;
+    op->status = 201;
+    snprintf(op->location, sizeof op->location, "/api/v1/unit/%lld", op->id);
+    return 0;
+}
+
+static articles_svc *svc_of(void *ctx) { return ctx; }
+
+static void handle_list(lm_req *req, void *ctx)
+{
+    static const char *const allowed[] = {NULL};
+    lm_rest_op *op;
+    if (!lm_rest_query_allowed(req, allowed) || !(op = lm_rest_op_new(req))) return;
+    lm_db_read(lm_store_port(svc_of(ctx)->store, req), list_job, lm_rest_op_done, op);
+}
+
+static void handle_get(lm_req *req, void *ctx)
+{
+    long long id;
+    lm_rest_op *op;
+    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
+    op->id = id;
+    lm_db_read(lm_store_port(svc_of(ctx)->store, req), get_job, lm_rest_op_done, op);
+}
+
+static void handle_create(lm_req *req, void *ctx)
+{
+    lm_rest_op *op = lm_rest_op_new(req);
+    if (!op) return;
+    json_t *in = lm_json_body_object(req);
+    if (!in) {
+        lm_rest_op_free(op);
+        return;
+    }
+    lm_verrs errs = {0};
+    lm_json_validate(in, fields, N_FIELDS, false, &errs);
+    if (errs.n) {
+        json_decref(in);
+        lm_rest_op_free(op);
+        lm_verrs_send(req, &errs, 422, NULL);
+        return;
+    }
+    op->input = in;
+    op->create = insert;
+    lm_db_write(lm_store_port(svc_of(ctx)->store, req), lm_rest_create_job, lm_rest_op_done, op);
+}
+
+void einheit_routes(lm_router *r, articles_svc *svc)
+{
+    lm_router_add(r, "GET", "/api/v1/units", handle_list, svc);
+    lm_router_add(r, "POST", "/api/v1/unit/create", handle_create, svc);
+    lm_router_add(r, "GET", "/api/v1/unit/{id}", handle_get, svc);
+}

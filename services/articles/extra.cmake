@@ -1,0 +1,1 @@
+lm_embed_file(lotmesh-articles ${dir}/openapi.json articles_openapi)
