@@ -259,9 +259,41 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
+/* Framing check over the bytes that are not body data. Debian's llhttp 8 is built without
+ * LLHTTP_STRICT_MODE, which skips the byte after a CR without looking at it (headers ending
+ * in "\r\n\rX", chunk-size lines "5\rX") and skips the two bytes after chunk data without
+ * checking they are CRLF ("5\r\nhelloXY"): framing that another parser on the path reads
+ * differently, i.e. request smuggling. Here every CR must be followed by LF, and chunk data
+ * by CRLF. State lives in c->frame across reads. */
+enum { FRAME_ANY, FRAME_LF, FRAME_CR };
+
+static bool frame_scan(lm_conn *c, const char *p, const char *end)
+{
+    while (p < end) {
+        if (c->frame == FRAME_ANY) {
+            p = memchr(p, '\r', (size_t)(end - p));
+            if (!p) return true;
+            c->frame = FRAME_LF;
+        } else if (c->frame == FRAME_LF) {
+            if (*p != '\n') return false;
+            c->frame = FRAME_ANY;
+        } else {
+            if (*p != '\r') return false;
+            c->frame = FRAME_LF;
+        }
+        p++;
+    }
+    return true;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     lm_conn *c = conn_of(p);
+    if (!frame_scan(c, c->scan_pos, at))
+        return fail_cb(c, 400, "malformed message framing (bare CR)");
+    c->scan_pos = at + len;
+    /* llhttp has already subtracted this span: 0 left means the chunk's data is complete */
+    if ((p->flags & F_CHUNKED_FLAG) && p->content_length == 0) c->frame = FRAME_CR;
     if (c->body.len + len > c->limits->max_body_bytes)
         return fail_cb(c, 413, "request body is larger than the limit");
     lm_buf_append(&c->body, at, len);
@@ -403,9 +435,11 @@ static void run(lm_conn *c, const char *data, size_t len)
         c->exec_gen++;
         c->exec_start = data;
         c->exec_end = data + len;
+        c->scan_pos = data;
         llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
         if (err == HPE_OK) {
             c->prev_tail_lf = tail_lf(data, len, c->prev_tail_lf);
+            if (!frame_scan(c, c->scan_pos, data + len)) goto framing_error;
             return;
         }
         if (err == HPE_PAUSED) {
@@ -413,6 +447,7 @@ static void run(lm_conn *c, const char *data, size_t len)
             size_t used = (size_t)(pos - data);
             assert(used <= len);
             c->prev_tail_lf = tail_lf(data, used, c->prev_tail_lf);
+            if (!frame_scan(c, c->scan_pos, data + used)) goto framing_error; /* not dispatched */
             data += used;
             len -= used;
             llhttp_resume(&c->parser);
@@ -447,6 +482,10 @@ static void run(lm_conn *c, const char *data, size_t len)
         lm_conn_fail(c, status, detail ? detail : "malformed request");
         return;
     }
+    return;
+framing_error:
+    c->state = LM_CONN_HEAD;
+    lm_conn_fail(c, 400, "malformed message framing (bare CR, or chunk data not followed by CRLF)");
 }
 
 void lm_conn_feed(lm_conn *c, const char *data, size_t len)

@@ -84,6 +84,8 @@ struct lm_conn {
     const char *exec_start, *exec_end, *last_val_end;
     bool value_started, last_val_at_end;
     bool prev_tail_lf; /* the bytes parsed before exec_start ended in LF [SP/HT]* */
+    const char *scan_pos; /* framing check (http_conn.c frame_scan): checked up to here */
+    unsigned char frame;  /* its state: any byte, LF due, CRLF due (after chunk data) */
     int error_status; /* set by callbacks to choose the error response */
     const char *error_detail;
     bool expect_continue;

@@ -1,0 +1,96 @@
+"""pytest fixtures of the lotmesh black-box suite; the machinery lives in harness.py.
+
+    start_process(name, env=None, port=None, wait=True) -> harness.Proc (healthy)
+    run_process(name, env=None, timeout=10) -> harness.Finished (for processes that exit)
+"""
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from harness import (STOP_TIMEOUT, Finished, Proc, _live_pids, base_env, binary, free_port,
+                     sanitizer_lines)
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def start_process(request, tmp_path):
+    """Factory: start_process(name, env=None, port=None, wait=True) -> Proc.
+
+    PORT is set to a free loopback port unless env gives one; BIND_ADDRESS to 127.0.0.1;
+    ACCESS_LOG off unless env says otherwise (keeps stderr small). Teardown stops every
+    process by PID with SIGTERM and fails the test on a non-zero exit (set
+    proc.expected_exit to expect another), a hang, or a sanitizer report."""
+    procs = []
+
+    def start(name, env=None, port=None, wait=True):
+        env = dict(env or {})
+        if port is None:
+            port = int(env["PORT"]) if "PORT" in env else free_port()
+        full = {"PORT": str(port), "BIND_ADDRESS": "127.0.0.1", "ACCESS_LOG": "false",
+                "LOG_LEVEL": "info"}
+        full.update(env)
+        p = Proc(name, base_env(full), port, tmp_path)
+        procs.append(p)
+        p.start()
+        if wait:
+            p.wait_healthy()
+        return p
+
+    yield start
+
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    problems = []
+    for p in procs:
+        if failed:  # shown under "Captured stdout teardown"
+            print(f"--- stderr tail of {p.name} (pid {p.pid}, port {p.port}) ---")
+            print(p.stderr_tail())
+        try:
+            problems += p.check_stopped_cleanly()
+        finally:
+            if p.alive():
+                p.kill()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def run_process(tmp_path):
+    """Runner for processes expected to exit on their own (configuration errors, start-up
+    failures): run_process(name, env, timeout=10) -> Finished(returncode, stderr, stdout).
+    The environment is exactly base_env(env): no PORT default. A sanitizer report fails."""
+
+    def run(name, env=None, timeout=10.0):
+        exe = binary(name)
+        p = subprocess.Popen([str(exe)], env=base_env(env), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(tmp_path),
+                             start_new_session=True)
+        _live_pids.add(p.pid)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            out, err = p.communicate(timeout=STOP_TIMEOUT)
+            _live_pids.discard(p.pid)
+            pytest.fail(f"{name} did not exit within {timeout}s; stderr:\n"
+                        f"{err.decode(errors='replace')}", pytrace=False)
+        _live_pids.discard(p.pid)
+        res = Finished(p.returncode, err.decode(errors="replace"),
+                       out.decode(errors="replace"))
+        san = sanitizer_lines(res.stderr)
+        assert not san, f"sanitizer report:\n{res.stderr}"
+        return res
+
+    return run
+
+
