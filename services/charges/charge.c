@@ -1,0 +1,608 @@
+/* charge.c — the Charge (batch) resource of the seed's Chargen-API: create, read, list
+ * (filters, FEFO order, pagination), replace, patch, delete. The rules of a batch ledger:
+ * positive finite quantity, a real article and unit (refcheck.c), MHD not before the
+ * production date and defaulted from the article's shelf life, unique charge_nummer
+ * (generated from a yearly number series when not given), a known status set with allowed
+ * transitions, server-set timestamps, optimistic concurrency and idempotent creates. */
+#include "charges.h"
+
+#include "problem.h"
+#include "timefmt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const statuses[] = {"aktiv", "gesperrt", "verbraucht", "abgelaufen", NULL};
+
+static const lm_field_spec fields[] = {
+    {.name = "artikel_id", .type = LM_F_INTEGER, .required = true, .has_min = true, .min = 1,
+     .has_max = true, .max = 9.2e18},
+    {.name = "menge", .type = LM_F_NUMBER, .required = true, .has_min = true, .min = 0,
+     .exclusive_min = true, .has_max = true, .max = 1e12},
+    {.name = "einheit_id", .type = LM_F_INTEGER, .required = true, .has_min = true, .min = 1,
+     .has_max = true, .max = 9.2e18},
+    {.name = "herstellungsdatum", .type = LM_F_DATE_OR_DATETIME, .required = true},
+    {.name = "mindesthaltbarkeitsdatum", .type = LM_F_DATE_OR_DATETIME, .nullable = true},
+    {.name = "charge_nummer", .type = LM_F_STRING, .min_len = 1, .max_len = 64},
+    {.name = "status", .type = LM_F_STRING, .one_of = statuses},
+    {.name = "bemerkungen", .type = LM_F_STRING, .nullable = true, .max_len = 2000},
+    {.name = "id", .type = LM_F_INTEGER, .read_only = true},
+    {.name = "erstellt_am", .type = LM_F_STRING, .read_only = true},
+    {.name = "geaendert_am", .type = LM_F_STRING, .read_only = true},
+};
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+
+static const char *const cols[] = {"id",
+                                   "artikel_id",
+                                   "menge",
+                                   "einheit_id",
+                                   "herstellungsdatum",
+                                   "mindesthaltbarkeitsdatum",
+                                   "charge_nummer",
+                                   "status",
+                                   "bemerkungen",
+                                   "erstellt_am",
+                                   "geaendert_am"};
+#define N_COLS 11
+#define SELECT_COLS                                                                           \
+    "SELECT id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"  \
+    " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version FROM charge "
+#define LIST_WHERE                                                                            \
+    "WHERE (?1 IS NULL OR artikel_id = ?1) AND (?2 IS NULL OR status = ?2)"                   \
+    " AND (?3 IS NULL OR charge_nummer = ?3) AND (?4 IS NULL OR mindesthaltbarkeitsdatum_ms < ?4)" \
+    " AND (?5 IS NULL OR mindesthaltbarkeitsdatum_ms > ?5) "
+
+static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
+static const char SQL_LIST_FEFO[] =
+    SELECT_COLS LIST_WHERE "ORDER BY mindesthaltbarkeitsdatum_ms IS NULL,"
+                           " mindesthaltbarkeitsdatum_ms, id LIMIT ?6 OFFSET ?7";
+static const char SQL_LIST_ID[] = SELECT_COLS LIST_WHERE "ORDER BY id LIMIT ?6 OFFSET ?7";
+static const char SQL_COUNT[] = "SELECT count(*) FROM charge " LIST_WHERE;
+static const char SQL_INSERT[] =
+    "INSERT INTO charge (artikel_id, menge, einheit_id, herstellungsdatum, herstellungsdatum_ms,"
+    " mindesthaltbarkeitsdatum, mindesthaltbarkeitsdatum_ms, charge_nummer, status, bemerkungen,"
+    " erstellt_am) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+static const char SQL_UPDATE[] =
+    "UPDATE charge SET artikel_id = ?1, menge = ?2, einheit_id = ?3, herstellungsdatum = ?4,"
+    " herstellungsdatum_ms = ?5, mindesthaltbarkeitsdatum = ?6, mindesthaltbarkeitsdatum_ms = ?7,"
+    " charge_nummer = ?8, status = ?9, bemerkungen = ?10, geaendert_am = ?11,"
+    " version = version + 1 WHERE id = ?12 AND version = ?13";
+static const char SQL_DELETE[] = "DELETE FROM charge WHERE id = ? AND version = ?";
+static const char SQL_NEXT_NUMBER[] =
+    "INSERT INTO nummernkreis (jahr, naechste) VALUES (?1, 2) ON CONFLICT(jahr)"
+    " DO UPDATE SET naechste = naechste + 1 RETURNING naechste - 1";
+static const char SQL_NUMBER_USED[] = "SELECT 1 FROM charge WHERE charge_nummer = ?";
+
+/* The domain part of an op: the batch being written and its references. */
+typedef struct charge_op {
+    charges_svc *svc;
+    charges_refs refs;
+} charge_op;
+
+/* Allowed status changes; a status may always stay as it is. */
+static bool transition_ok(const char *from, const char *to)
+{
+    if (strcmp(from, to) == 0) return true;
+    if (!strcmp(from, "aktiv")) return strcmp(to, "aktiv") != 0;
+    if (!strcmp(from, "gesperrt")) return strcmp(to, "gesperrt") != 0;
+    if (!strcmp(from, "abgelaufen")) return !strcmp(to, "verbraucht");
+    return false; /* verbraucht is final */
+}
+
+static int load(lm_db_conn *c, long long id, json_t **row, long long *version)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_BY_ID);
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) return 404;
+    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    *row = lm_rest_row(st, cols, N_COLS);
+    *version = sqlite3_column_int64(st, N_COLS);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int not_found(lm_rest_op *op)
+{
+    return lm_rest_fail(op, 404, NULL, "no batch with id %lld", op->id);
+}
+
+/* Normalises a date field of obj to RFC 3339 UTC text; returns its epoch ms, or *absent. */
+static int64_t normalise_date(json_t *obj, const char *key, bool *absent)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    int64_t ms = 0;
+    *absent = !s;
+    if (!s) return 0;
+    lm_time_parse(s, true, &ms); /* validated before */
+    char out[LM_TIME_STRLEN];
+    lm_time_format(ms, out);
+    json_object_set_new(obj, key, json_string(out));
+    return ms;
+}
+
+/* Binds the ten writable columns of obj (after date normalisation). */
+static void bind_fields(sqlite3_stmt *st, json_t *obj)
+{
+    bool no_hd, no_mhd;
+    int64_t hd = normalise_date(obj, "herstellungsdatum", &no_hd);
+    int64_t mhd = normalise_date(obj, "mindesthaltbarkeitsdatum", &no_mhd);
+    lm_rest_bind(st, 1, json_object_get(obj, "artikel_id"));
+    lm_rest_bind(st, 2, json_object_get(obj, "menge"));
+    lm_rest_bind(st, 3, json_object_get(obj, "einheit_id"));
+    lm_rest_bind(st, 4, json_object_get(obj, "herstellungsdatum"));
+    sqlite3_bind_int64(st, 5, hd);
+    lm_rest_bind(st, 6, json_object_get(obj, "mindesthaltbarkeitsdatum"));
+    if (!no_mhd) sqlite3_bind_int64(st, 7, mhd);
+    lm_rest_bind(st, 8, json_object_get(obj, "charge_nummer"));
+    const json_t *status = json_object_get(obj, "status");
+    if (status && !json_is_null(status))
+        lm_rest_bind(st, 9, status);
+    else
+        sqlite3_bind_text(st, 9, "aktiv", -1, SQLITE_STATIC);
+    lm_rest_bind(st, 10, json_object_get(obj, "bemerkungen"));
+}
+
+static int conflict(lm_rest_op *op, const json_t *obj)
+{
+    lm_verrs_add(&op->errs, "charge_nummer", "a batch with charge_nummer '%s' already exists",
+                 json_string_value(json_object_get(obj, "charge_nummer")));
+    op->status = 409;
+    free(op->detail);
+    op->detail = lm_xstrdup("charge_nummer must be unique");
+    return 409;
+}
+
+/* Next free number of this year's series: CH-2026-000123. */
+static int next_number(lm_db_conn *c, char *out, size_t outlen)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        sqlite3_stmt *st = lm_db_stmt(c, SQL_NEXT_NUMBER);
+        if (!st) return LM_DB_EIO;
+        sqlite3_bind_int(st, 1, tm.tm_year + 1900);
+        if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
+        long long n = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        snprintf(out, outlen, "CH-%04d-%06lld", tm.tm_year + 1900, n);
+        st = lm_db_stmt(c, SQL_NUMBER_USED); /* a number typed in by hand may be taken */
+        if (!st) return LM_DB_EIO;
+        sqlite3_bind_text(st, 1, out, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc == SQLITE_DONE) return 0;
+        if (rc != SQLITE_ROW) return LM_DB_EIO;
+    }
+    return LM_DB_EIO;
+}
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+static int get_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    json_t *row;
+    long long version;
+    int rc = load(c, op->id, &row, &version);
+    if (rc == 404) return not_found(op);
+    if (rc) return rc;
+    lm_rest_ok(op, 200, row, version);
+    return 0;
+}
+
+typedef struct list_filter {
+    long long artikel_id;
+    bool has_artikel;
+    char *status, *nummer;
+    int64_t before, after;
+    bool has_before, has_after, fefo;
+} list_filter;
+
+static void bind_filter(sqlite3_stmt *st, const list_filter *f)
+{
+    if (f->has_artikel) sqlite3_bind_int64(st, 1, f->artikel_id);
+    if (f->status) sqlite3_bind_text(st, 2, f->status, -1, SQLITE_STATIC);
+    if (f->nummer) sqlite3_bind_text(st, 3, f->nummer, -1, SQLITE_STATIC);
+    if (f->has_before) sqlite3_bind_int64(st, 4, f->before);
+    if (f->has_after) sqlite3_bind_int64(st, 5, f->after);
+}
+
+static int list_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    list_filter *f = op->domain;
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_COUNT);
+    if (!st) return LM_DB_EIO;
+    bind_filter(st, f);
+    if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
+    op->total = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    st = lm_db_stmt(c, f->fefo ? SQL_LIST_FEFO : SQL_LIST_ID);
+    if (!st) return LM_DB_EIO;
+    bind_filter(st, f);
+    sqlite3_bind_int64(st, 6, op->limit);
+    sqlite3_bind_int64(st, 7, op->offset);
+    json_t *items = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(items, lm_rest_row(st, cols, N_COLS));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(items);
+        return LM_DB_EIO;
+    }
+    lm_rest_ok(op, 200, items, 0);
+    return 0;
+}
+
+static int insert(lm_db_conn *c, lm_rest_op *op)
+{
+    charge_op *co = op->domain;
+    int rc = charges_refs_remember(c, &co->refs);
+    if (rc) return rc;
+    if (!json_object_get(op->input, "charge_nummer")) {
+        char nr[32];
+        if ((rc = next_number(c, nr, sizeof nr))) return rc;
+        json_object_set_new(op->input, "charge_nummer", json_string(nr));
+    }
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
+    if (!st) return LM_DB_EIO;
+    char now[LM_TIME_STRLEN];
+    lm_time_format(lm_time_now_ms(), now);
+    bind_fields(st, op->input);
+    sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) return conflict(op, op->input);
+    if (rc != SQLITE_DONE) return LM_DB_EIO;
+    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
+    json_t *row;
+    long long version;
+    if (load(c, op->id, &row, &version) != 0) return LM_DB_EIO;
+    snprintf(op->location, sizeof op->location, "/api/v1/charge/%lld", op->id);
+    lm_rest_ok(op, 201, row, version);
+    return 0;
+}
+
+static int update_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    charge_op *co = op->domain;
+    json_t *cur;
+    long long version;
+    int rc = load(c, op->id, &cur, &version);
+    if (rc == 404) return not_found(op);
+    if (rc) return rc;
+    if ((rc = lm_rest_check_version(op, version))) {
+        json_decref(cur);
+        return rc;
+    }
+    const char *from = json_string_value(json_object_get(cur, "status"));
+    json_t *next = op->partial ? json_deep_copy(cur) : json_deep_copy(op->input);
+    if (op->partial) json_object_update(next, op->input);
+    const char *to = json_string_value(json_object_get(next, "status"));
+    if (!to) to = "aktiv";
+    if (!transition_ok(from, to)) {
+        lm_verrs_add(&op->errs, "status", "cannot change from %s to %s", from, to);
+        op->status = 422;
+        json_decref(cur);
+        json_decref(next);
+        return 422;
+    }
+    json_decref(cur);
+    bool no_hd, no_mhd;
+    int64_t hd = normalise_date(next, "herstellungsdatum", &no_hd);
+    int64_t mhd = normalise_date(next, "mindesthaltbarkeitsdatum", &no_mhd);
+    if (!no_mhd && mhd < hd) {
+        lm_verrs_add(&op->errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
+        op->status = 422;
+        json_decref(next);
+        return 422;
+    }
+    if ((rc = charges_refs_remember(c, &co->refs))) {
+        json_decref(next);
+        return rc;
+    }
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_UPDATE);
+    if (!st) {
+        json_decref(next);
+        return LM_DB_EIO;
+    }
+    char now[LM_TIME_STRLEN];
+    lm_time_format(lm_time_now_ms(), now);
+    if (!json_object_get(next, "charge_nummer")) { /* PUT without a number keeps the old one */
+        json_t *old;
+        long long v;
+        if (load(c, op->id, &old, &v) == 0) {
+            json_object_set(next, "charge_nummer", json_object_get(old, "charge_nummer"));
+            json_decref(old);
+        }
+    }
+    bind_fields(st, next);
+    sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 12, op->id);
+    sqlite3_bind_int64(st, 13, version);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        rc = conflict(op, next);
+        json_decref(next);
+        return rc;
+    }
+    json_decref(next);
+    if (rc != SQLITE_DONE) return LM_DB_EIO;
+    json_t *row;
+    if (load(c, op->id, &row, &version) != 0) return LM_DB_EIO;
+    lm_rest_ok(op, 200, row, version);
+    return 0;
+}
+
+static int delete_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    json_t *cur;
+    long long version;
+    int rc = load(c, op->id, &cur, &version);
+    if (rc == 404) return not_found(op);
+    if (rc) return rc;
+    json_decref(cur);
+    if ((rc = lm_rest_check_version(op, version))) return rc;
+    sqlite3_stmt *st = lm_db_stmt(c, SQL_DELETE);
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, op->id);
+    sqlite3_bind_int64(st, 2, version);
+    if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+    op->status = 204;
+    return 0;
+}
+
+/* An idempotent retry is answered from the store before anything else is asked. */
+static int idem_probe_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    lm_idem_hit hit;
+    if (lm_idem_lookup(c, op->idem_key, op->fingerprint, &hit) != 0) return LM_DB_EIO;
+    if (hit.status && hit.mismatch)
+        lm_rest_fail(op, 422, "urn:lotmesh:problem:idempotency-key-reused",
+                     "this Idempotency-Key was used for a different request");
+    else if (hit.status) {
+        op->status = hit.status;
+        op->body = hit.body;
+        hit.body = NULL;
+        if (hit.location) snprintf(op->location, sizeof op->location, "%s", hit.location);
+    }
+    lm_idem_hit_free(&hit);
+    return 0;
+}
+
+/* ---- handlers -------------------------------------------------------------------------- */
+
+static charges_svc *svc_of(void *ctx) { return ctx; }
+
+static void op_done(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    free(op->domain);
+    op->domain = NULL;
+    lm_rest_op_done(rc, op);
+}
+
+static void handle_get(lm_req *req, void *ctx)
+{
+    lm_rest_op *op;
+    long long id;
+    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
+    op->id = id;
+    lm_db_read(lm_store_port(svc_of(ctx)->store, req), get_job, lm_rest_op_done, op);
+}
+
+static void list_done(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    list_filter *f = op->domain;
+    free(f->status);
+    free(f->nummer);
+    free(f);
+    op->domain = NULL;
+    lm_rest_op_done(rc, op);
+}
+
+static void handle_list(lm_req *req, void *ctx)
+{
+    static const char *const allowed[] = {"artikel_id", "status",  "charge_nummer", "mhd_before",
+                                          "mhd_after",  "sort",    "limit",         "offset",
+                                          NULL};
+    if (!lm_rest_query_allowed(req, allowed)) return;
+    lm_rest_op *op = lm_rest_op_new(req);
+    if (!op) return;
+    if (!lm_rest_page(req, op, 50, 500)) {
+        lm_rest_op_free(op);
+        return;
+    }
+    list_filter *f = lm_xcalloc(1, sizeof *f);
+    lm_verrs errs = {0};
+    lm_rest_query_int(req, "artikel_id", 1, (1LL << 62), &f->artikel_id, &f->has_artikel, &errs);
+    const char *status = lm_req_query(req, "status"), *nummer = lm_req_query(req, "charge_nummer");
+    const char *before = lm_req_query(req, "mhd_before"), *after = lm_req_query(req, "mhd_after");
+    const char *sort = lm_req_query(req, "sort");
+    if (status) {
+        bool ok = false;
+        for (const char *const *s = statuses; *s; s++) ok |= strcmp(*s, status) == 0;
+        if (!ok) lm_verrs_add(&errs, "status", "must be one of: aktiv, gesperrt, verbraucht, abgelaufen");
+    }
+    if (nummer && (!*nummer || lm_utf8_length(nummer) > 64))
+        lm_verrs_add(&errs, "charge_nummer", "must have 1 to 64 characters");
+    if (before && !lm_time_parse(before, true, &f->before))
+        lm_verrs_add(&errs, "mhd_before", "must be an RFC 3339 date or date-time");
+    if (after && !lm_time_parse(after, true, &f->after))
+        lm_verrs_add(&errs, "mhd_after", "must be an RFC 3339 date or date-time");
+    if (sort && strcmp(sort, "fefo") != 0 && strcmp(sort, "id") != 0)
+        lm_verrs_add(&errs, "sort", "must be fefo (expiry first, default) or id");
+    if (errs.n) {
+        free(f);
+        lm_rest_op_free(op);
+        lm_verrs_send(req, &errs, 400, "invalid query parameters");
+        return;
+    }
+    f->has_before = before != NULL;
+    f->has_after = after != NULL;
+    f->fefo = !sort || strcmp(sort, "fefo") == 0;
+    f->status = status ? lm_xstrdup(status) : NULL;
+    f->nummer = nummer ? lm_xstrdup(nummer) : NULL;
+    op->domain = f;
+    lm_db_read(lm_store_port(svc_of(ctx)->store, req), list_job, list_done, op);
+}
+
+/* Parses and validates a body; NULL after the problem was sent. */
+static json_t *valid_body(lm_req *req, bool partial, long long path_id)
+{
+    json_t *in = lm_json_body_object(req);
+    if (!in) return NULL;
+    lm_verrs errs = {0};
+    if (path_id) { /* a GET representation may be sent back: server-set fields are ignored */
+        json_t *id = json_object_get(in, "id");
+        if (id && (!json_is_integer(id) || json_integer_value(id) != path_id))
+            lm_verrs_add(&errs, "id", "does not match the batch in the path (%lld)", path_id);
+        json_object_del(in, "id");
+        json_object_del(in, "erstellt_am");
+        json_object_del(in, "geaendert_am");
+    }
+    lm_json_validate(in, fields, N_FIELDS, partial, &errs);
+    const char *hd = lm_json_str(in, "herstellungsdatum"), *mhd = lm_json_str(in, "mindesthaltbarkeitsdatum");
+    int64_t hd_ms, mhd_ms;
+    if (!errs.n && hd && mhd && lm_time_parse(hd, true, &hd_ms) && lm_time_parse(mhd, true, &mhd_ms) &&
+        mhd_ms < hd_ms)
+        lm_verrs_add(&errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
+    if (errs.n) {
+        json_decref(in);
+        lm_verrs_send(req, &errs, 422, NULL);
+        return NULL;
+    }
+    return in;
+}
+
+/* After the references were checked: refuse, or write. */
+static void refs_checked(charges_refs *refs, void *ctx)
+{
+    lm_rest_op *op = ctx;
+    charge_op *co = op->domain;
+    if (refs->unavailable) {
+        lm_rest_fail(op, 503, "urn:lotmesh:problem:dependency-unavailable",
+                     "the articles service is unreachable and the article or unit is not known "
+                     "locally; nothing was written");
+        op_done(0, op);
+        return;
+    }
+    if (!refs->article_found)
+        lm_verrs_add(&op->errs, "artikel_id", "no article with id %lld", refs->artikel_id);
+    else if (refs->artikel_id && strcmp(refs->article_status, "aktiv") != 0 && !op->id)
+        lm_verrs_add(&op->errs, "artikel_id", "article %lld is %s: no new batches", refs->artikel_id,
+                     refs->article_status);
+    if (!refs->unit_found)
+        lm_verrs_add(&op->errs, "einheit_id", "no unit with id %lld", refs->einheit_id);
+    if (op->errs.n) {
+        op->status = 422;
+        op_done(0, op);
+        return;
+    }
+    if (!op->id) { /* create: default the MHD from the article's shelf life */
+        json_t *mhd = json_object_get(op->input, "mindesthaltbarkeitsdatum");
+        int64_t hd;
+        if ((!mhd || json_is_null(mhd)) && refs->shelf_life_days >= 0 &&
+            lm_time_parse(lm_json_str(op->input, "herstellungsdatum"), true, &hd)) {
+            char out[LM_TIME_STRLEN];
+            lm_time_format(hd + refs->shelf_life_days * 86400000LL, out);
+            json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
+        }
+        lm_db_write(lm_store_port(co->svc->store, op->req), lm_rest_create_job, op_done, op);
+    } else {
+        lm_db_write(lm_store_port(co->svc->store, op->req), update_job, op_done, op);
+    }
+}
+
+static void start_refcheck(lm_rest_op *op)
+{
+    charge_op *co = op->domain;
+    co->refs.artikel_id = json_integer_value(json_object_get(op->input, "artikel_id"));
+    co->refs.einheit_id = json_integer_value(json_object_get(op->input, "einheit_id"));
+    charges_check_refs(co->svc, op->req, &co->refs, refs_checked, op);
+}
+
+static void idem_probed(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    if (rc != 0 || op->status) { /* replayed, key reused, or the database failed */
+        op_done(rc, op);
+        return;
+    }
+    start_refcheck(op);
+}
+
+static void handle_create(lm_req *req, void *ctx)
+{
+    lm_rest_op *op = lm_rest_op_new(req);
+    if (!op) return;
+    if (!(op->input = valid_body(req, false, 0))) {
+        lm_rest_op_free(op);
+        return;
+    }
+    const char *status = lm_json_str(op->input, "status");
+    if (status && strcmp(status, "aktiv") != 0 && strcmp(status, "gesperrt") != 0) {
+        lm_verrs errs = {0};
+        lm_verrs_add(&errs, "status", "a new batch must be aktiv or gesperrt");
+        lm_rest_op_free(op);
+        lm_verrs_send(req, &errs, 422, NULL);
+        return;
+    }
+    charge_op *co = lm_xcalloc(1, sizeof *co);
+    co->svc = svc_of(ctx);
+    op->domain = co;
+    op->create = insert;
+    if (op->has_idem)
+        lm_db_read(lm_store_port(co->svc->store, req), idem_probe_job, idem_probed, op);
+    else
+        start_refcheck(op);
+}
+
+static void handle_update(lm_req *req, void *ctx, bool partial)
+{
+    long long id;
+    if (!lm_rest_id(req, "id", &id)) return;
+    lm_rest_op *op = lm_rest_op_new(req);
+    if (!op) return;
+    op->id = id;
+    op->partial = partial;
+    if (!(op->input = valid_body(req, partial, id))) {
+        lm_rest_op_free(op);
+        return;
+    }
+    charge_op *co = lm_xcalloc(1, sizeof *co);
+    co->svc = svc_of(ctx);
+    op->domain = co;
+    start_refcheck(op); /* ids absent from a PATCH are 0: not checked */
+}
+
+static void handle_put(lm_req *req, void *ctx) { handle_update(req, ctx, false); }
+static void handle_patch(lm_req *req, void *ctx) { handle_update(req, ctx, true); }
+
+static void handle_delete(lm_req *req, void *ctx)
+{
+    long long id;
+    lm_rest_op *op;
+    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
+    op->id = id;
+    lm_db_write(lm_store_port(svc_of(ctx)->store, req), delete_job, lm_rest_op_done, op);
+}
+
+void charge_routes(lm_router *r, charges_svc *svc)
+{
+    lm_router_add(r, "GET", "/api/v1/charges", handle_list, svc);
+    lm_router_add(r, "POST", "/api/v1/charge/create", handle_create, svc);
+    lm_router_add(r, "GET", "/api/v1/charge/{id}", handle_get, svc);
+    lm_router_add(r, "PUT", "/api/v1/charge/{id}", handle_put, svc);
+    lm_router_add(r, "PATCH", "/api/v1/charge/{id}", handle_patch, svc);
+    lm_router_add(r, "DELETE", "/api/v1/charge/{id}", handle_delete, svc);
+}

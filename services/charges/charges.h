@@ -1,0 +1,51 @@
+/* charges.h — the charges service (registry name charges_api): the seed's Chargen-API
+ * (DESIGN 3.2). A batch names an article and a unit that live in the articles service;
+ * refcheck.c verifies them there and keeps a local replica for when articles is down. */
+#ifndef CHARGES_H
+#define CHARGES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "client.h"
+#include "rest.h"
+#include "router.h"
+#include "store.h"
+
+typedef struct charges_svc {
+    lm_store *store;
+    lm_client_url articles; /* where the articles service is (ARTICLES_URL) */
+    uint64_t articles_timeout_ms;
+    lm_client **clients; /* one per worker */
+    int n_clients;
+} charges_svc;
+
+extern const char *const charges_migrations[];
+extern const size_t charges_migrations_count;
+
+void charge_routes(lm_router *r, charges_svc *svc);
+
+/* What the articles service (or the replica) says about a batch's article and unit. */
+typedef struct charges_refs {
+    long long artikel_id, einheit_id;
+    bool article_found, unit_found;
+    bool article_fresh, unit_fresh; /* from the articles service now, not the replica */
+    bool unavailable;               /* articles unreachable and not known locally */
+    char article_status[16];
+    long long shelf_life_days; /* -1: none */
+    char artikelnummer[72];
+    long long article_unit;
+    char unit_kuerzel[24];
+} charges_refs;
+
+typedef void (*charges_refs_done)(charges_refs *refs, void *ctx);
+
+/* Checks artikel_id and einheit_id (0: not changing, skipped) against the articles service,
+ * falling back to the local replica; calls done on the request's loop. refs is owned by the
+ * caller. */
+void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs,
+                        charges_refs_done done, void *ctx);
+/* In a write job: records what the articles service said in the replica. */
+int charges_refs_remember(lm_db_conn *c, const charges_refs *refs);
+
+#endif

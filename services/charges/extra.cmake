@@ -1,0 +1,1 @@
+lm_embed_file(lotmesh-charges ${dir}/openapi.json charges_openapi)

@@ -1,0 +1,53 @@
+/* main.c — lotmesh-charges: configuration, database, the articles client, routes, run. */
+#include "app.h"
+#include "charges.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+#include <stdlib.h>
+
+extern const char charges_openapi[];
+extern const unsigned long charges_openapi_len;
+
+static void worker_start(lm_worker *w, void *ctx)
+{
+    charges_svc *svc = ctx;
+    lm_client_config cc;
+    lm_client_config_default(&cc);
+    cc.connect_timeout_ms = svc->articles_timeout_ms;
+    cc.response_timeout_ms = svc->articles_timeout_ms;
+    svc->clients[lm_worker_index(w)] = lm_client_new(lm_worker_loop(w), &cc);
+}
+
+static void worker_stop(lm_worker *w, void *ctx)
+{
+    charges_svc *svc = ctx;
+    lm_client_close(svc->clients[lm_worker_index(w)], NULL, NULL);
+    svc->clients[lm_worker_index(w)] = NULL;
+}
+
+int main(void)
+{
+    lm_cfg cfg;
+    lm_cfg_init(&cfg, "lotmesh-charges");
+    lm_app *app = lm_app_new(&cfg, "charges_api", 8001);
+    charges_svc svc = {0};
+    const char *url = lm_cfg_str(&cfg, "ARTICLES_URL", "http://127.0.0.1:8002");
+    char err[256];
+    if (lm_client_parse_url(url, &svc.articles, err, sizeof err) != 0)
+        lm_cfg_error(&cfg, "ARTICLES_URL", "must be an http:// URL: %s", err);
+    svc.articles_timeout_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_TIMEOUT", 2000, 10, 60000);
+    svc.store = lm_store_open(app, &cfg, "charges", charges_migrations, charges_migrations_count);
+    lm_cfg_exit_on_error(&cfg);
+
+    svc.n_clients = lm_app_server_config(app)->workers;
+    svc.clients = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.clients);
+    lm_app_on_worker(app, worker_start, worker_stop, &svc);
+    lm_app_add_openapi(app, charges_openapi, charges_openapi_len);
+    charge_routes(lm_app_router(app), &svc);
+    int rc = lm_app_run(app);
+    lm_app_free(app);
+    free(svc.clients);
+    return rc;
+}

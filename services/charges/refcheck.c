@@ -1,0 +1,242 @@
+/* refcheck.c — does a batch's article (and unit) exist? Asked of the articles service, the
+ * owner of that data, through the runtime's HTTP client with a timeout; both lookups run in
+ * parallel. When articles cannot answer (down, timeout, 5xx) the local replica of what it
+ * said before decides (the seed's get_cached_articles), so known articles keep working
+ * through an outage; an article unknown locally then is "unavailable" (503, nothing
+ * written). A 404 from articles is authoritative: the article does not exist. */
+#include "charges.h"
+
+#include "log.h"
+#include "timefmt.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct refcheck {
+    charges_svc *svc;
+    lm_req *req;
+    charges_refs *refs;
+    charges_refs_done done;
+    void *ctx;
+    int pending;
+    bool article_failed, unit_failed; /* articles did not answer authoritatively */
+} refcheck;
+
+static void finish(refcheck *rc)
+{
+    charges_refs_done done = rc->done;
+    charges_refs *refs = rc->refs;
+    void *ctx = rc->ctx;
+    free(rc);
+    done(refs, ctx);
+}
+
+/* ---- replica fallback ---------------------------------------------------------------- */
+
+static int replica_job(lm_db_conn *c, void *arg)
+{
+    refcheck *rc = arg;
+    charges_refs *r = rc->refs;
+    if (rc->article_failed) {
+        sqlite3_stmt *st = lm_db_stmt(c, "SELECT artikelnummer, einheit_id, mindesthaltbarkeit_tage,"
+                                         " status FROM artikel_replica WHERE id = ?");
+        if (!st) return LM_DB_EIO;
+        sqlite3_bind_int64(st, 1, r->artikel_id);
+        int s = sqlite3_step(st);
+        if (s == SQLITE_ROW) {
+            r->article_found = true;
+            snprintf(r->artikelnummer, sizeof r->artikelnummer, "%s",
+                     (const char *)sqlite3_column_text(st, 0));
+            r->article_unit = sqlite3_column_int64(st, 1);
+            r->shelf_life_days =
+                sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 2);
+            snprintf(r->article_status, sizeof r->article_status, "%s",
+                     (const char *)sqlite3_column_text(st, 3));
+        } else if (s == SQLITE_DONE) {
+            r->unavailable = true;
+        } else {
+            return LM_DB_EIO;
+        }
+        sqlite3_reset(st);
+    }
+    if (rc->unit_failed) {
+        sqlite3_stmt *st = lm_db_stmt(c, "SELECT kuerzel FROM einheit_replica WHERE id = ?");
+        if (!st) return LM_DB_EIO;
+        sqlite3_bind_int64(st, 1, r->einheit_id);
+        int s = sqlite3_step(st);
+        if (s == SQLITE_ROW) {
+            r->unit_found = true;
+            snprintf(r->unit_kuerzel, sizeof r->unit_kuerzel, "%s",
+                     (const char *)sqlite3_column_text(st, 0));
+        } else if (s == SQLITE_DONE) {
+            r->unavailable = true;
+        } else {
+            return LM_DB_EIO;
+        }
+        sqlite3_reset(st);
+    }
+    return 0;
+}
+
+static void replica_done(int status, void *arg)
+{
+    refcheck *rc = arg;
+    if (status != 0) rc->refs->unavailable = true;
+    finish(rc);
+}
+
+static void one_done(refcheck *rc)
+{
+    if (--rc->pending > 0) return;
+    if (rc->article_failed || rc->unit_failed) {
+        lm_log(LM_LOG_WARN,
+               &(lm_log_ctx){.request_id = rc->req->request_id, .trace = &rc->req->trace},
+               "articles service did not answer; validating against the local replica");
+        lm_db_read(lm_store_port(rc->svc->store, rc->req), replica_job, replica_done, rc);
+        return;
+    }
+    finish(rc);
+}
+
+/* ---- the two lookups ------------------------------------------------------------------ */
+
+static void on_article(lm_client_req *creq, lm_client_err err, const lm_client_response *resp,
+                       void *ud)
+{
+    (void)creq;
+    refcheck *rc = ud;
+    charges_refs *r = rc->refs;
+    json_t *doc = NULL;
+    if (err == LM_CLIENT_OK && resp->status == 404) {
+        r->article_fresh = true; /* authoritative: no such article */
+    } else if (err == LM_CLIENT_OK && resp->status == 200 &&
+               (doc = json_loadb(resp->body, resp->body_len, 0, NULL)) && json_is_object(doc)) {
+        r->article_found = r->article_fresh = true;
+        const char *nr = json_string_value(json_object_get(doc, "artikelnummer"));
+        const char *st = json_string_value(json_object_get(doc, "status"));
+        json_t *days = json_object_get(doc, "mindesthaltbarkeit_tage");
+        snprintf(r->artikelnummer, sizeof r->artikelnummer, "%s", nr ? nr : "");
+        snprintf(r->article_status, sizeof r->article_status, "%s", st ? st : "aktiv");
+        r->article_unit = json_integer_value(json_object_get(doc, "einheit_id"));
+        r->shelf_life_days = json_is_integer(days) ? json_integer_value(days) : -1;
+    } else {
+        rc->article_failed = true;
+    }
+    json_decref(doc);
+    one_done(rc);
+}
+
+static void on_unit(lm_client_req *creq, lm_client_err err, const lm_client_response *resp,
+                    void *ud)
+{
+    (void)creq;
+    refcheck *rc = ud;
+    charges_refs *r = rc->refs;
+    json_t *doc = NULL;
+    if (err == LM_CLIENT_OK && resp->status == 404) {
+        r->unit_fresh = true;
+    } else if (err == LM_CLIENT_OK && resp->status == 200 &&
+               (doc = json_loadb(resp->body, resp->body_len, 0, NULL)) && json_is_object(doc)) {
+        const char *k = json_string_value(json_object_get(doc, "kuerzel"));
+        r->unit_found = r->unit_fresh = true;
+        snprintf(r->unit_kuerzel, sizeof r->unit_kuerzel, "%s", k ? k : "");
+    } else {
+        rc->unit_failed = true;
+    }
+    json_decref(doc);
+    one_done(rc);
+}
+
+static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
+{
+    charges_svc *svc = rc->svc;
+    lm_client *client = svc->clients[lm_req_worker_index(rc->req)];
+    lm_trace_ctx child;
+    char tp[LM_TRACEPARENT_LEN + 1];
+    lm_trace_child(&rc->req->trace, &child);
+    lm_trace_format(&child, tp);
+    lm_header h[3] = {
+        {.name = "traceparent", .value = tp},
+        {.name = "X-Request-ID", .value = rc->req->request_id},
+        {.name = "Accept", .value = "application/json"},
+    };
+    lm_client_opts o = {
+        .method = "GET",
+        .host = svc->articles.host,
+        .port = svc->articles.port,
+        .path = path,
+        .headers = h,
+        .n_headers = 3,
+        .max_body = 64 * 1024,
+        .on_done = cb,
+        .ud = rc,
+    };
+    return client && lm_client_send(client, &o) != NULL;
+}
+
+void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs,
+                        charges_refs_done done, void *ctx)
+{
+    refcheck *rc = lm_xcalloc(1, sizeof *rc);
+    *rc = (refcheck){.svc = svc, .req = req, .refs = refs, .done = done, .ctx = ctx};
+    refs->shelf_life_days = -1;
+    char path[2300];
+    rc->pending = 2;
+    /* an id of 0 means "not changing": nothing to check */
+    snprintf(path, sizeof path, "%s/api/v1/article/%lld", svc->articles.path, refs->artikel_id);
+    if (refs->artikel_id == 0) {
+        refs->article_found = true;
+        rc->pending--;
+    } else if (!ask(rc, path, on_article)) {
+        rc->article_failed = true;
+        rc->pending--;
+    }
+    snprintf(path, sizeof path, "%s/api/v1/unit/%lld", svc->articles.path, refs->einheit_id);
+    if (refs->einheit_id == 0) {
+        refs->unit_found = true;
+        rc->pending--;
+    } else if (!ask(rc, path, on_unit)) {
+        rc->unit_failed = true;
+        rc->pending--;
+    }
+    if (rc->pending == 0) {
+        rc->pending = 1;
+        one_done(rc);
+    }
+}
+
+int charges_refs_remember(lm_db_conn *c, const charges_refs *r)
+{
+    int64_t now = lm_time_now_ms();
+    if (r->article_fresh && r->article_found) {
+        sqlite3_stmt *st = lm_db_stmt(
+            c, "INSERT INTO artikel_replica (id, artikelnummer, einheit_id,"
+               " mindesthaltbarkeit_tage, status, gesehen_ms) VALUES (?, ?, ?, ?, ?, ?)"
+               " ON CONFLICT(id) DO UPDATE SET artikelnummer = excluded.artikelnummer,"
+               " einheit_id = excluded.einheit_id,"
+               " mindesthaltbarkeit_tage = excluded.mindesthaltbarkeit_tage,"
+               " status = excluded.status, gesehen_ms = excluded.gesehen_ms");
+        if (!st) return LM_DB_EIO;
+        sqlite3_bind_int64(st, 1, r->artikel_id);
+        sqlite3_bind_text(st, 2, r->artikelnummer, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, r->article_unit);
+        if (r->shelf_life_days >= 0) sqlite3_bind_int64(st, 4, r->shelf_life_days);
+        sqlite3_bind_text(st, 5, r->article_status, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, now);
+        if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+    }
+    if (r->unit_fresh && r->unit_found) {
+        sqlite3_stmt *st = lm_db_stmt(
+            c, "INSERT INTO einheit_replica (id, kuerzel, gesehen_ms) VALUES (?, ?, ?)"
+               " ON CONFLICT(id) DO UPDATE SET kuerzel = excluded.kuerzel,"
+               " gesehen_ms = excluded.gesehen_ms");
+        if (!st) return LM_DB_EIO;
+        sqlite3_bind_int64(st, 1, r->einheit_id);
+        sqlite3_bind_text(st, 2, r->unit_kuerzel, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, now);
+        if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+    }
+    return 0;
+}
