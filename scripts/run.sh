@@ -10,7 +10,7 @@ mkdir -p "$data_dir"
 export LOTMESH_DATA_DIR=$data_dir
 
 # name:port — started in this order, stopped in reverse.
-processes=(registry:8500)
+processes=(registry:8500 articles:8002 charges:8001)
 
 pids=()
 stop() {
