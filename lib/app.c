@@ -120,6 +120,13 @@ static void handle_openapi(lm_req *req, void *ctx)
     lm_resp_send(req, 200, "application/json", app->openapi, app->openapi_len);
 }
 
+void lm_app_set_guard(lm_app *app, const char *prefix, lm_guard_fn fn, void *ctx)
+{
+    app->scfg.guard = fn;
+    app->scfg.guard_ctx = ctx;
+    app->scfg.guard_prefix = prefix;
+}
+
 void lm_app_add_openapi(lm_app *app, const char *doc, size_t len)
 {
     app->openapi = doc;

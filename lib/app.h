@@ -39,6 +39,10 @@ lm_server_config *lm_app_server_config(lm_app *app);
 /* Valid after lm_app_run has started the server (e.g. in a start hook). */
 int lm_app_port(const lm_app *app);
 
+/* A guard runs before the handler of every route whose template starts with prefix; it
+ * returns true to continue or sends a response itself and returns false. One per app. */
+typedef bool (*lm_guard_fn)(lm_req *req, void *ctx);
+void lm_app_set_guard(lm_app *app, const char *prefix, lm_guard_fn fn, void *ctx);
 /* Serves doc (static, JSON text of len bytes) at GET /openapi.json. */
 void lm_app_add_openapi(lm_app *app, const char *doc, size_t len);
 void lm_app_add_ready_check(lm_app *app, const char *name, lm_ready_check fn, void *ctx);

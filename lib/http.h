@@ -59,6 +59,8 @@ typedef struct lm_req {
     uint64_t start_ns;           /* uv_hrtime() when the request line arrived */
     struct lm_worker *worker;    /* the worker whose loop runs this request */
     void *user;                  /* free for the handler; the server never touches it */
+    char caller[128];            /* authenticated caller (token sub), set by the guard */
+    char caller_scope[128];
 
     /* --- private: the server's bookkeeping --- */
     struct lm_conn *conn_;

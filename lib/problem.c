@@ -26,6 +26,7 @@ void lm_problem_format(lm_buf *b, const lm_problem *p)
     if (p->detail) kv_str(b, "detail", p->detail, true);
     if (p->instance) kv_str(b, "instance", p->instance, true);
     if (p->trace_id) kv_str(b, "trace_id", p->trace_id, true);
+    if (p->ext_name && p->ext_value) kv_str(b, p->ext_name, p->ext_value, true);
     if (p->n_errors) {
         lm_buf_append_str(b, ",\"errors\":[");
         for (size_t i = 0; i < p->n_errors; i++) {

@@ -26,6 +26,7 @@ typedef struct lm_problem {
     const char *trace_id; /* 32 hex digits, may be NULL */
     const lm_field_error *errors;
     size_t n_errors;
+    const char *ext_name, *ext_value; /* one extension member (e.g. OAuth2's "error"), or NULL */
 } lm_problem;
 
 /* Appends the problem JSON object to out. */

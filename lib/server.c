@@ -68,6 +68,7 @@ struct srv_conn {
     lm_buf inflight; /* bytes handed to uv_write */
     bool writing, reading, closing, closed, shut;
     lm_conn_state seen_state;
+    uint64_t seen_requests;
     uint64_t state_since, last_write_progress, linger_until;
     char peer[64];
 };
@@ -140,10 +141,15 @@ static void conn_close(srv_conn *sc)
     uv_close((uv_handle_t *)&sc->tcp, on_closed);
 }
 
+/* Timeouts run from when the current state began. A request answered synchronously goes
+ * IDLE -> ... -> IDLE within one read, so a finished request also counts as a new state:
+ * otherwise a busy keep-alive connection is closed as idle (and a pipelined request's header
+ * timeout runs from the previous request's start). */
 static void note_state(srv_conn *sc)
 {
-    if (sc->http.state != sc->seen_state) {
+    if (sc->http.state != sc->seen_state || sc->http.requests != sc->seen_requests) {
         sc->seen_state = sc->http.state;
+        sc->seen_requests = sc->http.requests;
         sc->state_since = uv_now(&sc->w->loop);
     }
 }
@@ -187,51 +193,52 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     sc->last_write_progress = uv_now(&sc->w->loop);
-    if (sc->http.out.len) {
-        conn_flush(sc);
-        return;
-    }
-    if (sc->http.out_blocked) {
+    conn_flush(sc); /* what accumulated meanwhile; resumes a parser stopped for output */
+    update_reading(sc);
+}
+
+/* Writes conn output: what the socket takes now, the rest through one uv_write at a time.
+ * When everything is written and the engine had stopped parsing for output (out_blocked),
+ * parsing resumes here, which may produce more output: hence the loop. */
+static void conn_flush(srv_conn *sc)
+{
+    lm_buf *out = &sc->http.out;
+    for (;;) {
+        if (sc->closing || sc->writing) return;
+        if (out->len) {
+            uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+            int n = uv_try_write((uv_stream_t *)&sc->tcp, &b, 1);
+            if (n > 0) {
+                lm_buf_consume(out, (size_t)n);
+                sc->last_write_progress = uv_now(&sc->w->loop);
+            } else if (n < 0 && n != UV_EAGAIN) {
+                conn_close(sc);
+                return;
+            }
+        }
+        if (out->len) {
+            /* hand the rest to libuv: swap buffers so new output keeps accumulating */
+            lm_buf tmp = sc->inflight;
+            sc->inflight = *out;
+            *out = tmp;
+            lm_buf_reset(out);
+            uv_buf_t b = uv_buf_init(sc->inflight.data, (unsigned)sc->inflight.len);
+            sc->wreq.data = sc;
+            if (uv_write(&sc->wreq, (uv_stream_t *)&sc->tcp, &b, 1, on_write) != 0) {
+                conn_close(sc);
+                return;
+            }
+            sc->writing = true;
+            if (sc->inflight.len > OUT_HIGH_WATER) sc->http.out_blocked = true;
+            return;
+        }
+        if (!sc->http.out_blocked) break;
         sc->http.out_blocked = false;
         lm_conn_resume(&sc->http);
         note_state(sc);
-        if (sc->http.out.len) conn_flush(sc);
+        if (!out->len) break;
     }
-    update_reading(sc);
     maybe_finish(sc);
-}
-
-static void conn_flush(srv_conn *sc)
-{
-    if (sc->closing || sc->writing) return;
-    lm_buf *out = &sc->http.out;
-    if (out->len) {
-        uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
-        int n = uv_try_write((uv_stream_t *)&sc->tcp, &b, 1);
-        if (n > 0) {
-            lm_buf_consume(out, (size_t)n);
-            sc->last_write_progress = uv_now(&sc->w->loop);
-        } else if (n < 0 && n != UV_EAGAIN) {
-            conn_close(sc);
-            return;
-        }
-    }
-    if (out->len) {
-        /* hand the rest to libuv: swap buffers so new output keeps accumulating */
-        lm_buf tmp = sc->inflight;
-        sc->inflight = *out;
-        *out = tmp;
-        lm_buf_reset(out);
-        uv_buf_t b = uv_buf_init(sc->inflight.data, (unsigned)sc->inflight.len);
-        sc->wreq.data = sc;
-        if (uv_write(&sc->wreq, (uv_stream_t *)&sc->tcp, &b, 1, on_write) != 0) {
-            conn_close(sc);
-            return;
-        }
-        sc->writing = true;
-        if (sc->inflight.len > OUT_HIGH_WATER) sc->http.out_blocked = true;
-    }
-    if (!sc->writing) maybe_finish(sc);
 }
 
 /* ---- reading -------------------------------------------------------------------------- */
@@ -343,6 +350,10 @@ static void engine_dispatch(lm_conn *c, lm_req *req)
         lm_problem_send(req, 400, "malformed percent-encoding in query string");
         return;
     }
+    if (s->cfg.guard && !strncmp(req->route.template_path, s->cfg.guard_prefix,
+                                 strlen(s->cfg.guard_prefix)) &&
+        !s->cfg.guard(req, s->cfg.guard_ctx))
+        return;
     req->route.handler(req, req->route.ctx);
 }
 

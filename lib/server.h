@@ -32,6 +32,11 @@ typedef struct lm_server_config {
     uint64_t idle_timeout_ms;
     uint64_t write_timeout_ms;
     bool access_log;
+    /* Runs before the handler of routes whose template starts with guard_prefix; returns
+     * false after answering the request itself (e.g. 401). NULL: none. */
+    bool (*guard)(lm_req *req, void *ctx);
+    void *guard_ctx;
+    const char *guard_prefix;
 } lm_server_config;
 
 void lm_server_config_default(lm_server_config *cfg);

@@ -2,7 +2,13 @@
 #include "token.h"
 
 #include "buf.h"
+#include "config.h"
+#include "store.h"
+#include "trace.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <jwt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,4 +189,86 @@ bool lm_token_has_scope(const char *scope, const char *want)
     for (const char *p = scope; (p = strstr(p, want)); p += n)
         if ((p == scope || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' ')) return true;
     return false;
+}
+
+int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, char *err,
+                             size_t errlen)
+{
+    memset(k, 0, sizeof *k);
+    FILE *f = fopen(path, "rb");
+    if (!f && errno == ENOENT && create) {
+        static const char b64[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        unsigned char raw[64];
+        char text[80];
+        if (lm_random_bytes(raw, sizeof raw) != 0) {
+            snprintf(err, errlen, "no randomness for a new secret");
+            return -1;
+        }
+        for (size_t i = 0; i < 64; i++) text[i] = b64[raw[i] & 63]; /* 6 random bits each */
+        text[64] = '\n';
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            bool ok = write(fd, text, 65) == 65 && fsync(fd) == 0;
+            close(fd);
+            if (!ok) {
+                unlink(path);
+                snprintf(err, errlen, "cannot write %s", path);
+                return -1;
+            }
+        }
+        memset(raw, 0, sizeof raw);
+        f = fopen(path, "rb"); /* created now, or by a process racing us */
+    }
+    if (!f) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) n--;
+    int rc = lm_token_key_secret(k, buf, n, err, errlen);
+    memset(buf, 0, sizeof buf);
+    return rc;
+}
+
+int lm_token_key_from_env(lm_token_key *k, lm_cfg *cfg, bool signer)
+{
+    static const char *const algs[] = {"HS256", "RS256", "ES256", NULL};
+    int alg = lm_cfg_enum(cfg, "SERVICE_TOKEN_ALG", "HS256", algs);
+    char err[256];
+    memset(k, 0, sizeof *k);
+    if (!lm_cfg_ok(cfg)) return -1;
+    if (alg == 0) {
+        const char *secret = lm_cfg_str(cfg, "SERVICE_TOKEN_SECRET", NULL);
+        if (secret) {
+            if (lm_token_key_secret(k, secret, strlen(secret), err, sizeof err) != 0) {
+                lm_cfg_error(cfg, "SERVICE_TOKEN_SECRET", "%s", err);
+                return -1;
+            }
+            return 0;
+        }
+        char def[1024];
+        snprintf(def, sizeof def, "%s/service-token.key", lm_data_dir());
+        const char *path = lm_cfg_str(cfg, "SERVICE_TOKEN_SECRET_FILE", def);
+        if (lm_token_key_secret_file(k, path, signer, err, sizeof err) != 0) {
+            lm_cfg_error(cfg, "SERVICE_TOKEN_SECRET_FILE", "%s", err);
+            return -1;
+        }
+        return 0;
+    }
+    const char *priv = lm_cfg_str(cfg, "SERVICE_TOKEN_PRIVATE_KEY_FILE", NULL);
+    const char *pub = lm_cfg_str(cfg, "SERVICE_TOKEN_PUBLIC_KEY_FILE", NULL);
+    if (!pub || (signer && !priv)) {
+        lm_cfg_error(cfg, pub ? "SERVICE_TOKEN_PRIVATE_KEY_FILE" : "SERVICE_TOKEN_PUBLIC_KEY_FILE",
+                     "is required with SERVICE_TOKEN_ALG=%s", algs[alg]);
+        return -1;
+    }
+    if (lm_token_key_pem(k, alg == 1 ? LM_TOKEN_RS256 : LM_TOKEN_ES256, signer ? priv : NULL, pub,
+                         err, sizeof err) != 0) {
+        lm_cfg_error(cfg, "SERVICE_TOKEN_PUBLIC_KEY_FILE", "%s", err);
+        return -1;
+    }
+    return 0;
 }

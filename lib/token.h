@@ -41,6 +41,21 @@ int lm_token_key_secret(lm_token_key *k, const void *secret, size_t len, char *e
 int lm_token_key_pem(lm_token_key *k, lm_token_alg alg, const char *private_path,
                      const char *public_path, char *err, size_t errlen);
 void lm_token_key_free(lm_token_key *k);
+/* HS256 from a secret file; with create, a missing file is made (384 random bits, base64url,
+ * mode 0600) so the processes of one installation share it without a fixed default. */
+int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, char *err,
+                             size_t errlen);
+
+/* The service-token key from the environment, as every process reads it:
+ *   SERVICE_TOKEN_ALG               HS256 (default) | RS256 | ES256
+ *   SERVICE_TOKEN_SECRET            HS256 secret (>= 32 bytes), or
+ *   SERVICE_TOKEN_SECRET_FILE       a file holding it (default <data dir>/service-token.key)
+ *   SERVICE_TOKEN_PRIVATE_KEY_FILE  RS256/ES256, only the gateway (signs)
+ *   SERVICE_TOKEN_PUBLIC_KEY_FILE   RS256/ES256 (verifies)
+ * signer: the gateway (needs the private key; may create the default secret file).
+ * Errors are recorded in cfg. */
+struct lm_cfg;
+int lm_token_key_from_env(lm_token_key *k, struct lm_cfg *cfg, bool signer);
 
 /* Signed compact JWT (caller frees), NULL if the key cannot sign. */
 char *lm_token_mint(const lm_token_key *k, const lm_token_claims *c);

@@ -1,0 +1,123 @@
+/* auth.c — service-token guard for /api/ routes. See auth.h.
+ *
+ * The gateway reuses one service token per (service, client, scope) for minutes, so a
+ * per-thread cache of verified tokens (keyed by hash, confirmed by full comparison, bounded
+ * by the token's exp) turns most checks into a hash and a compare. */
+#include "auth.h"
+
+#include "log.h"
+#include "problem.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define CACHE_SLOTS 64
+
+struct lm_auth {
+    bool enabled;
+    char audience[64];
+    lm_token_key key;
+};
+
+typedef struct cached {
+    uint64_t hash;
+    char *token;
+    lm_token_claims claims;
+} cached;
+
+static _Thread_local cached cache[CACHE_SLOTS];
+
+static uint64_t hash64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static bool deny(lm_req *req, int status, const char *www, const char *detail)
+{
+    lm_resp_header(req, "WWW-Authenticate", www);
+    lm_problem p = {.status = status, .type = "urn:lotmesh:problem:auth", .detail = detail};
+    lm_problem_send_full(req, &p);
+    return false;
+}
+
+static bool guard(lm_req *req, void *ctx)
+{
+    lm_auth *a = ctx;
+    if (!a->enabled) return true;
+    const char *authz = lm_req_header(req, "authorization");
+    if (!authz || strncasecmp(authz, "Bearer ", 7) != 0)
+        return deny(req, 401, "Bearer realm=\"lotmesh-service\"",
+                    "a service token is required (requests come through the gateway)");
+    const char *tok = authz + 7;
+    uint64_t h = hash64(tok);
+    cached *slot = &cache[h % CACHE_SLOTS];
+    lm_token_claims claims;
+    long long now = (long long)time(NULL);
+    if (slot->token && slot->hash == h && strcmp(slot->token, tok) == 0 && slot->claims.exp > now) {
+        claims = slot->claims;
+    } else {
+        lm_token_result r = lm_token_verify(&a->key, tok, "gateway", a->audience, &claims);
+        if (r == LM_TOKEN_WRONG_AUDIENCE)
+            return deny(req, 403, "Bearer realm=\"lotmesh-service\", error=\"invalid_token\"",
+                        lm_token_result_str(r));
+        if (r != LM_TOKEN_OK)
+            return deny(req, 401, "Bearer realm=\"lotmesh-service\", error=\"invalid_token\"",
+                        lm_token_result_str(r));
+        free(slot->token);
+        slot->token = lm_xstrdup(tok);
+        slot->hash = h;
+        slot->claims = claims;
+    }
+    bool reading = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD") ||
+                   !strcmp(req->method, "OPTIONS");
+    if (!lm_token_has_scope(claims.scope, "write") &&
+        !(reading && lm_token_has_scope(claims.scope, "read")))
+        return deny(req, 403, "Bearer realm=\"lotmesh-service\", error=\"insufficient_scope\"",
+                    "the token's scope does not allow this method");
+    snprintf(req->caller, sizeof req->caller, "%s", claims.sub);
+    snprintf(req->caller_scope, sizeof req->caller_scope, "%s", claims.scope);
+    return true;
+}
+
+static void release_cache(lm_worker *w, void *ctx)
+{
+    (void)w;
+    (void)ctx;
+    for (size_t i = 0; i < CACHE_SLOTS; i++) {
+        free(cache[i].token);
+        cache[i].token = NULL;
+    }
+}
+
+static void on_stopped(lm_app *app, void *ctx)
+{
+    (void)app;
+    lm_auth *a = ctx;
+    lm_token_key_free(&a->key);
+    free(a);
+}
+
+lm_auth *lm_auth_install(lm_app *app, lm_cfg *cfg)
+{
+    static const char *const modes[] = {"enabled", "disabled", NULL};
+    lm_auth *a = lm_xcalloc(1, sizeof *a);
+    a->enabled = lm_cfg_enum(cfg, "SERVICE_AUTH", "enabled", modes) == 0;
+    snprintf(a->audience, sizeof a->audience, "%s", lm_app_name(app));
+    if (a->enabled && lm_token_key_from_env(&a->key, cfg, false) != 0) {
+        free(a);
+        return NULL;
+    }
+    if (!a->enabled)
+        lm_log_warn("SERVICE_AUTH=disabled: /api/ requests are accepted without a service token");
+    lm_app_set_guard(app, "/api/", guard, a);
+    lm_app_on_worker(app, NULL, release_cache, a);
+    lm_app_on_stopped(app, on_stopped, a);
+    return a;
+}
