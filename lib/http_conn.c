@@ -21,6 +21,7 @@ void lm_http_limits_default(lm_http_limits *l)
     l->max_headers = 100;
     l->max_body_bytes = 1024 * 1024;
     l->max_pending_bytes = 64 * 1024;
+    l->max_out_bytes = 256 * 1024;
 }
 
 static lm_conn *conn_of(llhttp_t *p) { return (lm_conn *)p->data; }
@@ -453,6 +454,9 @@ static void run(lm_conn *c, const char *data, size_t len)
             llhttp_resume(&c->parser);
             dispatch(c);
             if (c->state == LM_CONN_CLOSING) return;
+            /* Backpressure against pipelining clients that do not read: one read of small
+             * requests can ask for megabytes of responses. */
+            if (c->out.len >= c->limits->max_out_bytes) c->out_blocked = true;
             if (c->state == LM_CONN_BUSY || c->out_blocked) {
                 lm_buf_append(&c->pending, data, len);
                 return;

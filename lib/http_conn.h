@@ -30,6 +30,8 @@ typedef struct lm_http_limits {
     size_t max_headers; /* count */
     size_t max_body_bytes;
     size_t max_pending_bytes; /* pipelined input buffered while a request is in flight */
+    size_t max_out_bytes;     /* response bytes queued before parsing of pipelined requests
+                                 pauses (out_blocked) until the transport has drained them */
 } lm_http_limits;
 
 void lm_http_limits_default(lm_http_limits *l);
@@ -91,7 +93,9 @@ struct lm_conn {
     bool expect_continue;
     bool keep_alive;   /* may the connection carry another request after this one */
     bool draining;     /* server is shutting down: close after the current response */
-    bool out_blocked;  /* transport: output over high-water mark, do not parse further */
+    bool out_blocked;  /* output over high-water mark (set by the transport, or by the engine
+                          when out passes max_out_bytes): do not parse further; the transport
+                          clears it and calls lm_conn_resume() once output has drained */
     bool in_dispatch;
     bool eof;          /* client half-closed */
     uint64_t state_since_ms; /* when the current state began (transport's clock) */

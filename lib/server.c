@@ -411,6 +411,7 @@ static void peer_name(uv_tcp_t *tcp, char *out, size_t len)
 }
 
 static void on_reject_closed(uv_handle_t *h) { free(h); }
+static void on_accept_failed_closed(uv_handle_t *h) { free(h->data); /* the srv_conn */ }
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -434,8 +435,9 @@ static void on_connection(uv_stream_t *listener, int status)
     uv_tcp_init(&w->loop, &sc->tcp);
     sc->tcp.data = sc;
     if (uv_accept(listener, (uv_stream_t *)&sc->tcp) != 0) {
-        free(sc);
-        return; /* handle not yet tracked: uv_close below would need the list */
+        /* the handle is registered with the loop since uv_tcp_init: close, then free */
+        uv_close((uv_handle_t *)&sc->tcp, on_accept_failed_closed);
+        return;
     }
     uv_tcp_nodelay(&sc->tcp, 1);
     lm_conn_init(&sc->http, &s->cfg.limits, &engine_ops, sc);
