@@ -2,6 +2,7 @@
 #include "app.h"
 #include "articles.h"
 #include "config.h"
+#include "registry.h"
 
 extern const char articles_openapi[];
 extern const unsigned long articles_openapi_len;
@@ -14,6 +15,7 @@ int main(void)
     articles_svc svc = {0};
     svc.store = lm_store_open(app, &cfg, "articles", articles_migrations,
                               articles_migrations_count);
+    lm_reg_open(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
     lm_app_add_openapi(app, articles_openapi, articles_openapi_len);
     artikel_routes(lm_app_router(app), &svc);

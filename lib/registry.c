@@ -1,0 +1,1031 @@
+/* registry.c — self-registration and the discovery cache (lm_reg). See registry.h.
+ *
+ * Pieces:
+ *   slot      one watched service name: its current lm_reg_set (under reg->mu), a
+ *             generation that moves with every swap, and its watch (control loop only).
+ *             Slots are never removed; the array is append-only and its length is
+ *             published with release semantics, so lookups find names without a lock.
+ *   wcache    per worker thread: a reference to each slot's set and the generation it was
+ *             taken at, plus a round-robin cursor; touched only by its worker.
+ *   control   registration, heartbeats, watches and deregistration on the control loop,
+ *             through one lm_client owned here.
+ * Retry policy for everything that talks to the registry: 250 ms doubling to 5 s. */
+#include "registry.h"
+
+#include "buf.h"
+#include "client.h"
+#include "consul.h"
+#include "log.h"
+#include "trace.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RETRY_MIN_MS     250
+#define RETRY_MAX_MS     5000
+#define WATCH_MIN_GAP_MS 100   /* at most ten queries a second per service */
+#define REREGISTER_MS    30000 /* HTTP-check mode: idempotent re-registration */
+#define REQ_TIMEOUT_MS   2000
+#define DEREG_TIMEOUT_MS 2000
+#define NAME_MAX_LEN     128
+
+struct lm_reg_set {
+    atomic_uint refs;
+    size_t n;
+    lm_reg_instance *items; /* strings owned by the set */
+};
+
+typedef struct slot {
+    char name[NAME_MAX_LEN + 1]; /* immutable once published */
+    atomic_uint gen;
+    lm_reg_set *set; /* reg->mu */
+    atomic_uint rr;  /* round-robin for threads without a wcache */
+    atomic_ullong m_updates, m_errors, m_misses;
+    atomic_uint m_instances;
+    /* control loop only */
+    bool started;
+    uint64_t index;
+    unsigned failures;
+    uint64_t sent_ms;
+    lm_client_req *inflight;
+    uv_timer_t timer;
+    struct lm_reg *reg;
+    size_t idx; /* position in reg->slots, immutable */
+} slot;
+
+typedef struct wentry {
+    unsigned gen;
+    lm_reg_set *set;
+    unsigned rr;
+} wentry;
+
+struct lm_reg {
+    lm_app *app;
+    lm_reg_mode mode;
+    char url[256];
+    char host[256];
+    int port;
+
+    pthread_mutex_t mu;
+    slot *slots[LM_REG_MAX_SERVICES];
+    atomic_size_t n_slots;
+    bool async_ok; /* mu: the control loop's watch_async may be signalled */
+
+    int n_workers;
+    wentry **wcache; /* [worker][slot] */
+
+    /* registration settings */
+    bool http_check;
+    uint64_t ttl_ms, interval_ms, timeout_ms, dereg_ms, watch_wait_ms;
+    char address[256];
+    char **tags;
+    size_t n_tags;
+
+    /* control loop */
+    char id[512];
+    char check_path[700];
+    char *reg_body;
+    lm_client *client;
+    uv_timer_t hb_timer;    /* heartbeat (TTL) or re-registration (HTTP) */
+    uv_timer_t retry_timer; /* registration retry */
+    uv_async_t watch_async; /* new slots to start */
+    bool running, stopping, sent_registration;
+    unsigned reg_failures;
+    bool hb_failing;
+    lm_client_req *reg_req, *hb_req, *dereg_req;
+
+    atomic_bool registered;
+    atomic_ullong m_registrations, m_hb_ok, m_hb_err, m_reg_err;
+};
+
+static uint64_t backoff_ms(unsigned failures)
+{
+    uint64_t ms = RETRY_MIN_MS;
+    for (unsigned i = 1; i < failures && ms < RETRY_MAX_MS; i++)
+        ms *= 2;
+    return ms < RETRY_MAX_MS ? ms : RETRY_MAX_MS;
+}
+
+/* ---- sets ------------------------------------------------------------------------------ */
+
+static lm_reg_set *set_new(size_t n)
+{
+    lm_reg_set *s = lm_xcalloc(1, sizeof *s);
+    atomic_init(&s->refs, 1);
+    s->items = n ? lm_xcalloc(n, sizeof *s->items) : NULL;
+    return s;
+}
+
+static void set_add(lm_reg_set *s, const char *id, const char *host, int port,
+                    const char *const *tags, size_t n_tags)
+{
+    lm_reg_instance *in = &s->items[s->n++];
+    in->id = lm_xstrdup(id);
+    in->host = lm_xstrdup(host);
+    in->port = port;
+    char **t = lm_xcalloc(n_tags + 1, sizeof *t);
+    for (size_t i = 0; i < n_tags; i++)
+        t[i] = lm_xstrdup(tags[i]);
+    in->tags = (const char *const *)t;
+    in->n_tags = n_tags;
+}
+
+static lm_reg_set *set_ref(lm_reg_set *s)
+{
+    if (s) atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void lm_reg_set_release(lm_reg_set *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    for (size_t i = 0; i < s->n; i++) {
+        lm_reg_instance *in = &s->items[i];
+        free((char *)in->id);
+        free((char *)in->host);
+        for (size_t j = 0; j < in->n_tags; j++)
+            free((char *)in->tags[j]);
+        free((void *)in->tags);
+    }
+    free(s->items);
+    free(s);
+}
+
+size_t lm_reg_set_count(const lm_reg_set *s)
+{
+    return s ? s->n : 0;
+}
+
+const lm_reg_instance *lm_reg_set_get(const lm_reg_set *s, size_t i)
+{
+    return s && i < s->n ? &s->items[i] : NULL;
+}
+
+static bool sets_equal(const lm_reg_set *a, const lm_reg_set *b)
+{
+    if (!a || !b) return a == b;
+    if (a->n != b->n) return false;
+    for (size_t i = 0; i < a->n; i++) {
+        const lm_reg_instance *x = &a->items[i], *y = &b->items[i];
+        if (x->port != y->port || strcmp(x->id, y->id) || strcmp(x->host, y->host) ||
+            x->n_tags != y->n_tags)
+            return false;
+        for (size_t j = 0; j < x->n_tags; j++)
+            if (strcmp(x->tags[j], y->tags[j])) return false;
+    }
+    return true;
+}
+
+lm_reg_set *lm_reg_set_from_health(const char *body, size_t len, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(body, len, 0, &jerr);
+    if (!doc) {
+        snprintf(err, errlen, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+        return NULL;
+    }
+    if (!json_is_array(doc)) {
+        snprintf(err, errlen, "expected an array of health entries");
+        json_decref(doc);
+        return NULL;
+    }
+    lm_reg_set *s = set_new(json_array_size(doc));
+    size_t i;
+    json_t *e;
+    json_array_foreach(doc, i, e)
+    {
+        json_t *svc = lm_consul_get(e, "Service");
+        const char *id = json_string_value(lm_consul_get(svc, "ID"));
+        const char *addr = json_string_value(lm_consul_get(svc, "Address"));
+        json_t *port = lm_consul_get(svc, "Port");
+        if (!addr || !*addr)
+            addr = json_string_value(lm_consul_get(lm_consul_get(e, "Node"), "Address"));
+        if (!id || !addr || !*addr || !json_is_integer(port) || json_integer_value(port) < 1 ||
+            json_integer_value(port) > 65535) {
+            snprintf(err, errlen,
+                     "entry %zu lacks Service.ID, an address or a port from 1 to 65535", i);
+            lm_reg_set_release(s);
+            json_decref(doc);
+            return NULL;
+        }
+        json_t *tags = lm_consul_get(svc, "Tags");
+        const char *tv[64];
+        size_t nt = 0, k;
+        json_t *t;
+        json_array_foreach(tags, k, t)
+        {
+            if (json_is_string(t) && nt < 64) tv[nt++] = json_string_value(t);
+        }
+        set_add(s, id, addr, (int)json_integer_value(port), tv, nt);
+    }
+    json_decref(doc);
+    return s;
+}
+
+/* ---- static: parsing ------------------------------------------------------------------- */
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    return s;
+}
+
+int lm_reg_parse_static(const char *spec, lm_reg_static_fn fn, void *ctx, char *err, size_t errlen)
+{
+    char *copy = lm_xstrdup(spec ? spec : "");
+    char *names[LM_REG_MAX_SERVICES];
+    size_t n_names = 0;
+    int rc = -1;
+    char *save = NULL;
+    lm_client_url *urls = lm_xcalloc(64, sizeof *urls);
+    for (char *ent = strtok_r(copy, ";", &save); ent; ent = strtok_r(NULL, ";", &save)) {
+        ent = trim(ent);
+        if (!*ent) continue;
+        char *eq = strchr(ent, '=');
+        if (!eq) {
+            snprintf(err, errlen, "\"%.64s\" is not name=url[,url…]", ent);
+            goto out;
+        }
+        *eq = '\0';
+        char *name = trim(ent), *list = eq + 1;
+        if (!*name || strlen(name) > NAME_MAX_LEN) {
+            snprintf(err, errlen, "a service name must be 1 to %d characters", NAME_MAX_LEN);
+            goto out;
+        }
+        for (size_t i = 0; i < n_names; i++)
+            if (strcmp(names[i], name) == 0) {
+                snprintf(err, errlen, "service \"%.64s\" is given twice", name);
+                goto out;
+            }
+        if (n_names == LM_REG_MAX_SERVICES) {
+            snprintf(err, errlen, "more than %d services", LM_REG_MAX_SERVICES);
+            goto out;
+        }
+        names[n_names++] = name;
+        const char *hosts[64];
+        int ports[64];
+        size_t n = 0;
+        char *save2 = NULL;
+        for (char *u = strtok_r(list, ",", &save2); u; u = strtok_r(NULL, ",", &save2)) {
+            u = trim(u);
+            if (!*u) continue;
+            if (n == 64) {
+                snprintf(err, errlen, "service \"%.64s\": more than 64 URLs", name);
+                goto out;
+            }
+            char uerr[256];
+            if (lm_client_parse_url(u, &urls[n], uerr, sizeof uerr) != 0) {
+                snprintf(err, errlen, "service \"%.64s\": %s", name, uerr);
+                goto out;
+            }
+            if (urls[n].path[0] && strcmp(urls[n].path, "/") != 0) {
+                snprintf(err, errlen,
+                         "service \"%.64s\": \"%.100s\" has a path; give the "
+                         "instance's origin http://host:port",
+                         name, u);
+                goto out;
+            }
+            hosts[n] = urls[n].host;
+            ports[n] = urls[n].port;
+            n++;
+        }
+        if (n == 0) {
+            snprintf(err, errlen, "service \"%.64s\" has no URL", name);
+            goto out;
+        }
+        if (fn) fn(ctx, name, hosts, ports, n);
+    }
+    if (n_names == 0) {
+        snprintf(err, errlen, "no service given (expected static:name=http://host:port,…;…)");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(urls);
+    free(copy);
+    return rc;
+}
+
+/* ---- slots and lookups ----------------------------------------------------------------- */
+
+static slot *slot_find(lm_reg *reg, const char *name)
+{
+    size_t n = atomic_load_explicit(&reg->n_slots, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(reg->slots[i]->name, name) == 0) return reg->slots[i];
+    return NULL;
+}
+
+/* Swaps in a new set (taking the reference); false when equal to the current one. */
+static bool slot_publish(lm_reg *reg, slot *s, lm_reg_set *set)
+{
+    pthread_mutex_lock(&reg->mu);
+    if (sets_equal(s->set, set)) {
+        pthread_mutex_unlock(&reg->mu);
+        lm_reg_set_release(set);
+        return false;
+    }
+    lm_reg_set *old = s->set;
+    s->set = set;
+    atomic_fetch_add_explicit(&s->gen, 1, memory_order_release);
+    atomic_store_explicit(&s->m_instances, (unsigned)lm_reg_set_count(set), memory_order_relaxed);
+    pthread_mutex_unlock(&reg->mu);
+    lm_reg_set_release(old);
+    return true;
+}
+
+/* Finds or creates the slot for name. Returns NULL when the table is full or the name is
+ * unusable. created tells whether it is new. */
+static slot *slot_get(lm_reg *reg, const char *name, bool *created)
+{
+    *created = false;
+    slot *s = slot_find(reg, name);
+    if (s) return s;
+    if (!*name || strlen(name) > NAME_MAX_LEN) return NULL;
+    pthread_mutex_lock(&reg->mu);
+    s = slot_find(reg, name);
+    size_t n = atomic_load_explicit(&reg->n_slots, memory_order_relaxed);
+    if (!s && n < LM_REG_MAX_SERVICES) {
+        s = lm_xcalloc(1, sizeof *s);
+        snprintf(s->name, sizeof s->name, "%s", name);
+        s->reg = reg;
+        s->idx = n;
+        reg->slots[n] = s;
+        atomic_store_explicit(&reg->n_slots, n + 1, memory_order_release);
+        *created = true;
+        if (reg->mode == LM_REG_CONSUL && reg->async_ok) uv_async_send(&reg->watch_async);
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return s;
+}
+
+int lm_reg_watch(lm_reg *reg, const char *service)
+{
+    bool created;
+    return slot_get(reg, service, &created) ? 0 : -1;
+}
+
+/* The current set of s for the calling thread: a borrowed pointer into the worker's cache
+ * (*owned false) or a new reference (*owned true). rr: the round-robin cursor to use. */
+static lm_reg_set *current_set(lm_reg *reg, slot *s, bool *owned, unsigned *rr)
+{
+    lm_worker *w = lm_worker_current();
+    int wi = w ? lm_worker_index(w) : -1;
+    if (wi >= 0 && wi < reg->n_workers && reg->wcache[wi]) {
+        wentry *e = &reg->wcache[wi][s->idx];
+        unsigned g = atomic_load_explicit(&s->gen, memory_order_acquire);
+        if (e->gen != g) {
+            pthread_mutex_lock(&reg->mu);
+            lm_reg_set *fresh = set_ref(s->set);
+            e->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
+            pthread_mutex_unlock(&reg->mu);
+            lm_reg_set_release(e->set);
+            e->set = fresh;
+        }
+        *owned = false;
+        *rr = e->rr++;
+        return e->set;
+    }
+    pthread_mutex_lock(&reg->mu);
+    lm_reg_set *set = set_ref(s->set);
+    pthread_mutex_unlock(&reg->mu);
+    *owned = true;
+    *rr = atomic_fetch_add_explicit(&s->rr, 1, memory_order_relaxed);
+    return set;
+}
+
+bool lm_reg_pick(lm_reg *reg, const char *service, lm_reg_addr *out)
+{
+    bool created, owned;
+    unsigned rr;
+    slot *s = slot_get(reg, service, &created);
+    if (!s) return false;
+    lm_reg_set *set = current_set(reg, s, &owned, &rr);
+    bool ok = set && set->n > 0;
+    if (ok) {
+        const lm_reg_instance *in = &set->items[rr % set->n];
+        snprintf(out->host, sizeof out->host, "%s", in->host);
+        out->port = in->port;
+    } else {
+        atomic_fetch_add_explicit(&s->m_misses, 1, memory_order_relaxed);
+    }
+    if (owned) lm_reg_set_release(set);
+    return ok;
+}
+
+lm_reg_set *lm_reg_instances(lm_reg *reg, const char *service)
+{
+    bool created;
+    slot *s = slot_get(reg, service, &created);
+    if (!s) return NULL;
+    pthread_mutex_lock(&reg->mu);
+    lm_reg_set *set = s->set && s->set->n ? set_ref(s->set) : NULL;
+    pthread_mutex_unlock(&reg->mu);
+    if (!set) atomic_fetch_add_explicit(&s->m_misses, 1, memory_order_relaxed);
+    return set;
+}
+
+lm_reg_mode lm_reg_get_mode(const lm_reg *reg)
+{
+    return reg->mode;
+}
+const char *lm_reg_self_id(const lm_reg *reg)
+{
+    return reg->id;
+}
+
+/* ---- watches (control loop) ------------------------------------------------------------ */
+
+static void watch_send(slot *s);
+
+static void on_watch_timer(uv_timer_t *t)
+{
+    watch_send(t->data);
+}
+
+static void watch_later(slot *s, uint64_t ms)
+{
+    if (s->reg->stopping) return;
+    uv_timer_start(&s->timer, on_watch_timer, ms, 0);
+}
+
+static void watch_done(lm_client_req *r, lm_client_err err, const lm_client_response *resp,
+                       void *ud)
+{
+    (void)r;
+    slot *s = ud;
+    lm_reg *reg = s->reg;
+    s->inflight = NULL;
+    if (err == LM_CLIENT_ERR_CANCELLED || reg->stopping) return;
+    char why[300] = "";
+    lm_reg_set *set = NULL;
+    uint64_t index = 0;
+    if (err != LM_CLIENT_OK) {
+        snprintf(why, sizeof why, "%s", lm_client_strerror(err));
+    } else if (resp->status != 200) {
+        snprintf(why, sizeof why, "HTTP %d: %.200s", resp->status, resp->body ? resp->body : "");
+    } else {
+        const char *ix = lm_client_response_header(resp, "X-Consul-Index");
+        index = ix ? strtoull(ix, NULL, 10) : 0;
+        set = lm_reg_set_from_health(resp->body, resp->body_len, why, sizeof why);
+    }
+    if (!set) {
+        atomic_fetch_add_explicit(&s->m_errors, 1, memory_order_relaxed);
+        if (s->failures++ == 0)
+            lm_log_warn("discovery: watch of %s failing (%s); keeping its last %u instances",
+                        s->name, why, atomic_load(&s->m_instances));
+        s->index = 0; /* resynchronise with a plain query once the registry answers again */
+        watch_later(s, backoff_ms(s->failures));
+        return;
+    }
+    if (s->failures) lm_log_info("discovery: watch of %s answers again", s->name);
+    s->failures = 0;
+    atomic_fetch_add_explicit(&s->m_updates, 1, memory_order_relaxed);
+    size_t n = set->n;
+    if (slot_publish(reg, s, set))
+        lm_log_info("discovery: %s has %zu passing instance%s", s->name, n, n == 1 ? "" : "s");
+    /* An index that went backwards means a new registry: start over (Consul's advice). */
+    s->index = index < s->index ? 0 : index;
+    uint64_t now = uv_now(lm_app_loop(reg->app));
+    uint64_t gap = now - s->sent_ms;
+    watch_later(s, gap < WATCH_MIN_GAP_MS ? WATCH_MIN_GAP_MS - gap : 0);
+}
+
+static void append_escaped(lm_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~')
+            lm_buf_append_char(b, (char)c);
+        else
+            lm_buf_printf(b, "%%%02X", c);
+    }
+}
+
+static void watch_send(slot *s)
+{
+    lm_reg *reg = s->reg;
+    if (reg->stopping || s->inflight) return;
+    lm_buf path = LM_BUF_INIT;
+    lm_buf_append_str(&path, "/v1/health/service/");
+    append_escaped(&path, s->name);
+    lm_buf_append_str(&path, "?passing=1");
+    uint64_t timeout = REQ_TIMEOUT_MS * 5;
+    if (s->index) {
+        char wait[32];
+        lm_consul_format_duration(reg->watch_wait_ms, wait, sizeof wait);
+        lm_buf_printf(&path, "&index=%llu&wait=%s", (unsigned long long)s->index, wait);
+        timeout = reg->watch_wait_ms + reg->watch_wait_ms / 16 + 5000;
+    }
+    lm_client_opts o = {
+        .method = "GET",
+        .host = reg->host,
+        .port = reg->port,
+        .path = lm_buf_cstr(&path),
+        .connect_timeout_ms = REQ_TIMEOUT_MS,
+        .queue_timeout_ms = REQ_TIMEOUT_MS,
+        .response_timeout_ms = timeout,
+        .on_done = watch_done,
+        .ud = s,
+    };
+    s->sent_ms = uv_now(lm_app_loop(reg->app));
+    s->inflight = lm_client_send(reg->client, &o);
+    lm_buf_free(&path);
+    if (!s->inflight) watch_later(s, RETRY_MAX_MS);
+}
+
+static void start_new_watches(lm_reg *reg)
+{
+    size_t n = atomic_load_explicit(&reg->n_slots, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        slot *s = reg->slots[i];
+        if (s->started) continue;
+        s->started = true;
+        uv_timer_init(lm_app_loop(reg->app), &s->timer);
+        s->timer.data = s;
+        watch_send(s);
+    }
+}
+
+static void on_watch_async(uv_async_t *a)
+{
+    start_new_watches(a->data);
+}
+
+/* ---- registration (control loop) ------------------------------------------------------ */
+
+static void register_send(lm_reg *reg);
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    register_send(t->data);
+}
+
+static void hb_send(lm_reg *reg);
+
+static void on_hb_timer(uv_timer_t *t)
+{
+    lm_reg *reg = t->data;
+    if (!atomic_load(&reg->registered)) return; /* a registration is under way */
+    if (reg->http_check)
+        register_send(reg);
+    else
+        hb_send(reg);
+}
+
+static void register_done(lm_client_req *r, lm_client_err err, const lm_client_response *resp,
+                          void *ud)
+{
+    (void)r;
+    lm_reg *reg = ud;
+    reg->reg_req = NULL;
+    if (err == LM_CLIENT_ERR_CANCELLED || reg->stopping) return;
+    if (err == LM_CLIENT_OK && resp->status == 200) {
+        if (!atomic_load(&reg->registered)) {
+            lm_log_info("discovery: registered as %s with %s (%s check)", reg->id, reg->url,
+                        reg->http_check ? "HTTP" : "TTL");
+            atomic_fetch_add_explicit(&reg->m_registrations, 1, memory_order_relaxed);
+        }
+        atomic_store(&reg->registered, true);
+        reg->reg_failures = 0;
+        return;
+    }
+    atomic_fetch_add_explicit(&reg->m_reg_err, 1, memory_order_relaxed);
+    if (reg->reg_failures++ == 0) {
+        if (err != LM_CLIENT_OK)
+            lm_log_warn("discovery: cannot register with %s (%s); retrying", reg->url,
+                        lm_client_strerror(err));
+        else
+            lm_log_error("discovery: %s refused the registration: HTTP %d %.300s", reg->url,
+                         resp->status, resp->body ? resp->body : "");
+    }
+    uv_timer_start(&reg->retry_timer, on_retry_timer, backoff_ms(reg->reg_failures), 0);
+}
+
+static void register_send(lm_reg *reg)
+{
+    if (reg->stopping || reg->reg_req) return;
+    lm_header h = {.name = "Content-Type", .value = "application/json"};
+    lm_client_opts o = {
+        .method = "PUT",
+        .host = reg->host,
+        .port = reg->port,
+        .path = "/v1/agent/service/register",
+        .headers = &h,
+        .n_headers = 1,
+        .body = reg->reg_body,
+        .body_len = strlen(reg->reg_body),
+        .connect_timeout_ms = REQ_TIMEOUT_MS,
+        .queue_timeout_ms = REQ_TIMEOUT_MS,
+        .response_timeout_ms = REQ_TIMEOUT_MS,
+        .on_done = register_done,
+        .ud = reg,
+    };
+    reg->sent_registration = true;
+    reg->reg_req = lm_client_send(reg->client, &o);
+    if (!reg->reg_req) uv_timer_start(&reg->retry_timer, on_retry_timer, RETRY_MAX_MS, 0);
+}
+
+static void hb_done(lm_client_req *r, lm_client_err err, const lm_client_response *resp, void *ud)
+{
+    (void)r;
+    lm_reg *reg = ud;
+    reg->hb_req = NULL;
+    if (err == LM_CLIENT_ERR_CANCELLED || reg->stopping) return;
+    if (err == LM_CLIENT_OK && resp->status == 200) {
+        atomic_fetch_add_explicit(&reg->m_hb_ok, 1, memory_order_relaxed);
+        if (reg->hb_failing) lm_log_info("discovery: heartbeats to %s succeed again", reg->url);
+        reg->hb_failing = false;
+        return;
+    }
+    atomic_fetch_add_explicit(&reg->m_hb_err, 1, memory_order_relaxed);
+    if (err == LM_CLIENT_OK && resp->status == 404) {
+        /* the registry does not know our check: it restarted without us, or removed us */
+        lm_log_warn("discovery: %s no longer knows %s; registering again", reg->url, reg->id);
+        atomic_store(&reg->registered, false);
+        reg->hb_failing = false;
+        register_send(reg);
+        return;
+    }
+    if (!reg->hb_failing)
+        lm_log_warn("discovery: heartbeat to %s failed (%s); retrying", reg->url,
+                    err != LM_CLIENT_OK ? lm_client_strerror(err) : "unexpected status");
+    reg->hb_failing = true;
+}
+
+static void hb_send(lm_reg *reg)
+{
+    if (reg->stopping || reg->hb_req) return;
+    uint64_t t = reg->ttl_ms / 3;
+    lm_client_opts o = {
+        .method = "PUT",
+        .host = reg->host,
+        .port = reg->port,
+        .path = reg->check_path,
+        .connect_timeout_ms = t,
+        .queue_timeout_ms = t,
+        .response_timeout_ms = t,
+        .on_done = hb_done,
+        .ud = reg,
+    };
+    reg->hb_req = lm_client_send(reg->client, &o);
+}
+
+static void build_registration(lm_reg *reg, int port)
+{
+    const char *name = lm_app_name(reg->app);
+    uint8_t rnd[4];
+    if (lm_random_bytes(rnd, sizeof rnd) != 0) {
+        uint64_t x = lm_rand64();
+        memcpy(rnd, &x, sizeof rnd);
+    }
+    snprintf(reg->id, sizeof reg->id, "%s-%s-%d-%02x%02x%02x%02x", name, reg->address, port, rnd[0],
+             rnd[1], rnd[2], rnd[3]);
+    lm_buf p = LM_BUF_INIT;
+    lm_buf_append_str(&p, "/v1/agent/check/pass/service:");
+    append_escaped(&p, reg->id);
+    snprintf(reg->check_path, sizeof reg->check_path, "%s", lm_buf_cstr(&p));
+    lm_buf_free(&p);
+
+    lm_consul_service def = {0};
+    def.id = reg->id;
+    def.name = (char *)name;
+    def.address = reg->address;
+    def.port = port;
+    def.tags = reg->tags;
+    def.n_tags = reg->n_tags;
+    def.weight_passing = def.weight_warning = 1;
+    lm_consul_check c = {0};
+    char url[400], check_name[300];
+    snprintf(check_name, sizeof check_name, "%s alive", name);
+    c.name = check_name;
+    c.deregister_ms = reg->dereg_ms;
+    c.has_status = true; /* we accept connections already */
+    c.status = LM_CONSUL_PASSING;
+    if (reg->http_check) {
+        bool v6 = strchr(reg->address, ':') != NULL;
+        snprintf(url, sizeof url, "http://%s%s%s:%d/health", v6 ? "[" : "", reg->address,
+                 v6 ? "]" : "", port);
+        c.type = LM_CONSUL_CHECK_HTTP;
+        c.http = url;
+        c.interval_ms = reg->interval_ms;
+        c.timeout_ms = reg->timeout_ms;
+    } else {
+        c.type = LM_CONSUL_CHECK_TTL;
+        c.ttl_ms = reg->ttl_ms;
+    }
+    def.checks = &c;
+    def.n_checks = 1;
+    json_t *doc = lm_consul_service_encode(&def);
+    reg->reg_body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static void on_started(lm_app *app, void *ctx)
+{
+    lm_reg *reg = ctx;
+    if (reg->mode != LM_REG_CONSUL) return;
+    uv_loop_t *loop = lm_app_loop(app);
+    reg->client = lm_client_new(loop, NULL);
+    uv_timer_init(loop, &reg->hb_timer);
+    uv_timer_init(loop, &reg->retry_timer);
+    reg->hb_timer.data = reg->retry_timer.data = reg;
+    uv_async_init(loop, &reg->watch_async, on_watch_async);
+    reg->watch_async.data = reg;
+    pthread_mutex_lock(&reg->mu);
+    reg->async_ok = true;
+    pthread_mutex_unlock(&reg->mu);
+    reg->running = true;
+    build_registration(reg, lm_app_port(app));
+    register_send(reg);
+    uint64_t every = reg->http_check ? REREGISTER_MS : reg->ttl_ms / 3;
+    uv_timer_start(&reg->hb_timer, on_hb_timer, every, every);
+    start_new_watches(reg);
+}
+
+static void close_control(lm_reg *reg)
+{
+    lm_client_close(reg->client, NULL, NULL);
+    reg->client = NULL;
+    uv_close((uv_handle_t *)&reg->hb_timer, NULL);
+    uv_close((uv_handle_t *)&reg->retry_timer, NULL);
+    uv_close((uv_handle_t *)&reg->watch_async, NULL);
+    size_t n = atomic_load_explicit(&reg->n_slots, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        if (reg->slots[i]->started) uv_close((uv_handle_t *)&reg->slots[i]->timer, NULL);
+}
+
+static void dereg_done(lm_client_req *r, lm_client_err err, const lm_client_response *resp,
+                       void *ud)
+{
+    (void)r;
+    lm_reg *reg = ud;
+    reg->dereg_req = NULL;
+    if (err == LM_CLIENT_OK && (resp->status == 200 || resp->status == 404))
+        lm_log_info("discovery: deregistered %s from %s", reg->id, reg->url);
+    else
+        lm_log_warn("discovery: could not deregister %s from %s (%s); its check will lapse",
+                    reg->id, reg->url,
+                    err != LM_CLIENT_OK ? lm_client_strerror(err) : "unexpected status");
+    atomic_store(&reg->registered, false);
+    close_control(reg);
+}
+
+static void on_stopping(lm_app *app, void *ctx)
+{
+    (void)app;
+    lm_reg *reg = ctx;
+    if (!reg->running) return;
+    reg->running = false;
+    reg->stopping = true;
+    pthread_mutex_lock(&reg->mu);
+    reg->async_ok = false;
+    pthread_mutex_unlock(&reg->mu);
+    uv_timer_stop(&reg->hb_timer);
+    uv_timer_stop(&reg->retry_timer);
+    size_t n = atomic_load_explicit(&reg->n_slots, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        slot *s = reg->slots[i];
+        if (s->started) uv_timer_stop(&s->timer);
+        if (s->inflight) lm_client_cancel(s->inflight);
+    }
+    if (reg->reg_req) lm_client_cancel(reg->reg_req);
+    if (reg->hb_req) lm_client_cancel(reg->hb_req);
+    if (!reg->sent_registration) {
+        close_control(reg);
+        return;
+    }
+    /* deregister before the server stops accepting: nobody is sent here any more */
+    lm_buf path = LM_BUF_INIT;
+    lm_buf_append_str(&path, "/v1/agent/service/deregister/");
+    append_escaped(&path, reg->id);
+    lm_client_opts o = {
+        .method = "PUT",
+        .host = reg->host,
+        .port = reg->port,
+        .path = lm_buf_cstr(&path),
+        .connect_timeout_ms = DEREG_TIMEOUT_MS,
+        .queue_timeout_ms = DEREG_TIMEOUT_MS,
+        .response_timeout_ms = DEREG_TIMEOUT_MS,
+        .on_done = dereg_done,
+        .ud = reg,
+    };
+    reg->dereg_req = lm_client_send(reg->client, &o);
+    lm_buf_free(&path);
+    if (!reg->dereg_req) close_control(reg);
+}
+
+static void reg_free(lm_reg *reg)
+{
+    size_t n = atomic_load_explicit(&reg->n_slots, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        lm_reg_set_release(reg->slots[i]->set);
+        free(reg->slots[i]);
+    }
+    for (int w = 0; w < reg->n_workers; w++)
+        free(reg->wcache[w]);
+    free(reg->wcache);
+    for (size_t i = 0; i < reg->n_tags; i++)
+        free(reg->tags[i]);
+    free(reg->tags);
+    free(reg->reg_body);
+    pthread_mutex_destroy(&reg->mu);
+    free(reg);
+}
+
+static void on_stopped(lm_app *app, void *ctx)
+{
+    (void)app;
+    reg_free(ctx); /* every worker, hook and handle that used it has ended */
+}
+
+static void worker_start(lm_worker *w, void *ctx)
+{
+    lm_reg *reg = ctx;
+    int i = lm_worker_index(w);
+    if (i < reg->n_workers) reg->wcache[i] = lm_xcalloc(LM_REG_MAX_SERVICES, sizeof(wentry));
+}
+
+static void worker_stop(lm_worker *w, void *ctx)
+{
+    lm_reg *reg = ctx;
+    int i = lm_worker_index(w);
+    if (i >= reg->n_workers || !reg->wcache[i]) return;
+    for (size_t j = 0; j < LM_REG_MAX_SERVICES; j++)
+        lm_reg_set_release(reg->wcache[i][j].set);
+    free(reg->wcache[i]);
+    reg->wcache[i] = NULL;
+}
+
+static bool ready_registered(void *ctx, lm_buf *why)
+{
+    lm_reg *reg = ctx;
+    if (atomic_load(&reg->registered)) return true;
+    lm_buf_printf(why, "not registered with %s", reg->url);
+    return false;
+}
+
+static void render_metrics(lm_buf *out, void *ctx)
+{
+    lm_reg *reg = ctx;
+#define LD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+    if (reg->mode == LM_REG_CONSUL)
+        lm_buf_printf(out,
+                      "# HELP lotmesh_discovery_registered 1 while this instance is registered.\n"
+                      "# TYPE lotmesh_discovery_registered gauge\n"
+                      "lotmesh_discovery_registered %d\n"
+                      "# HELP lotmesh_discovery_registrations_total Successful registrations "
+                      "(more than one: the registry lost this instance).\n"
+                      "# TYPE lotmesh_discovery_registrations_total counter\n"
+                      "lotmesh_discovery_registrations_total %llu\n"
+                      "# HELP lotmesh_discovery_registration_errors_total Failed registrations.\n"
+                      "# TYPE lotmesh_discovery_registration_errors_total counter\n"
+                      "lotmesh_discovery_registration_errors_total %llu\n"
+                      "# HELP lotmesh_discovery_heartbeats_total TTL check passes by result.\n"
+                      "# TYPE lotmesh_discovery_heartbeats_total counter\n"
+                      "lotmesh_discovery_heartbeats_total{result=\"ok\"} %llu\n"
+                      "lotmesh_discovery_heartbeats_total{result=\"error\"} %llu\n",
+                      atomic_load(&reg->registered) ? 1 : 0, LD(reg->m_registrations),
+                      LD(reg->m_reg_err), LD(reg->m_hb_ok), LD(reg->m_hb_err));
+    size_t n = atomic_load_explicit(&reg->n_slots, memory_order_acquire);
+    if (!n) return;
+    static const char *const heads[] = {
+        "# HELP lotmesh_discovery_instances Passing instances in the cache.\n"
+        "# TYPE lotmesh_discovery_instances gauge\n",
+        "# HELP lotmesh_discovery_watch_updates_total Watch answers received.\n"
+        "# TYPE lotmesh_discovery_watch_updates_total counter\n",
+        "# HELP lotmesh_discovery_watch_errors_total Watch queries that failed.\n"
+        "# TYPE lotmesh_discovery_watch_errors_total counter\n",
+        "# HELP lotmesh_discovery_lookup_misses_total Lookups that found no instance.\n"
+        "# TYPE lotmesh_discovery_lookup_misses_total counter\n"};
+    static const char *const names[] = {"instances", "watch_updates_total", "watch_errors_total",
+                                        "lookup_misses_total"};
+    for (int k = 0; k < 4; k++) {
+        lm_buf_append_str(out, heads[k]);
+        for (size_t i = 0; i < n; i++) {
+            slot *s = reg->slots[i];
+            unsigned long long v = k == 0   ? LD(s->m_instances)
+                                   : k == 1 ? LD(s->m_updates)
+                                   : k == 2 ? LD(s->m_errors)
+                                            : LD(s->m_misses);
+            lm_buf_printf(out, "lotmesh_discovery_%s{service=\"", names[k]);
+            lm_buf_append_json_escaped(out, s->name, strlen(s->name));
+            lm_buf_printf(out, "\"} %llu\n", v);
+        }
+    }
+#undef LD
+}
+
+/* ---- opening --------------------------------------------------------------------------- */
+
+static void static_add(void *ctx, const char *service, const char *const *hosts, const int *ports,
+                       size_t n)
+{
+    lm_reg *reg = ctx;
+    bool created;
+    slot *s = slot_get(reg, service, &created);
+    if (!s) return;
+    lm_reg_set *set = set_new(n);
+    for (size_t i = 0; i < n; i++) {
+        char id[400];
+        snprintf(id, sizeof id, "%s-%s-%d", service, hosts[i], ports[i]);
+        set_add(set, id, hosts[i], ports[i], NULL, 0);
+    }
+    slot_publish(reg, s, set);
+}
+
+static void parse_tags(lm_reg *reg, const char *list)
+{
+    if (!list) return;
+    char *copy = lm_xstrdup(list), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        t = trim(t);
+        if (!*t || reg->n_tags == LM_CONSUL_MAX_TAGS) continue;
+        reg->tags = lm_xrealloc(reg->tags, (reg->n_tags + 1) * sizeof *reg->tags);
+        reg->tags[reg->n_tags++] = lm_xstrdup(t);
+    }
+    free(copy);
+}
+
+lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
+{
+    lm_reg *reg = lm_xcalloc(1, sizeof *reg);
+    reg->app = app;
+    pthread_mutex_init(&reg->mu, NULL);
+    const char *url = lm_cfg_str(cfg, "SERVICE_REGISTRY_URL", NULL);
+    const char *addr = lm_cfg_str(cfg, "SERVICE_ADDRESS", NULL);
+    const char *tags = lm_cfg_str(cfg, "SERVICE_TAGS", NULL);
+    static const char *const kinds[] = {"ttl", "http", NULL};
+    reg->http_check = lm_cfg_enum(cfg, "SERVICE_CHECK", "ttl", kinds) == 1;
+    reg->ttl_ms = lm_cfg_duration_ms(cfg, "SERVICE_CHECK_TTL", 10000, 300, 3600000);
+    reg->interval_ms = lm_cfg_duration_ms(cfg, "SERVICE_CHECK_INTERVAL", 10000, 100, 3600000);
+    reg->timeout_ms = lm_cfg_duration_ms(cfg, "SERVICE_CHECK_TIMEOUT", 2000, 10, 600000);
+    reg->dereg_ms = lm_cfg_duration_ms(cfg, "SERVICE_DEREGISTER_AFTER", 60000, 0, 7 * 86400000ULL);
+    reg->watch_wait_ms = lm_cfg_duration_ms(cfg, "SERVICE_WATCH_WAIT", 300000, 1000, 600000);
+    parse_tags(reg, tags);
+    const char *bind = lm_app_server_config(app)->host;
+    if (addr)
+        snprintf(reg->address, sizeof reg->address, "%s", addr);
+    else if (strcmp(bind, "0.0.0.0") == 0)
+        snprintf(reg->address, sizeof reg->address, "127.0.0.1");
+    else if (strcmp(bind, "::") == 0)
+        snprintf(reg->address, sizeof reg->address, "::1");
+    else
+        snprintf(reg->address, sizeof reg->address, "%s", bind);
+
+    reg->n_workers = lm_app_server_config(app)->workers;
+    reg->wcache = lm_xcalloc((size_t)reg->n_workers, sizeof *reg->wcache);
+
+    char err[400];
+    if (!url) {
+        reg->mode = LM_REG_NONE;
+    } else if (strncmp(url, "static:", 7) == 0) {
+        reg->mode = LM_REG_STATIC;
+        snprintf(reg->url, sizeof reg->url, "static");
+        if (lm_reg_parse_static(url + 7, static_add, reg, err, sizeof err) != 0)
+            lm_cfg_error(cfg, "SERVICE_REGISTRY_URL", "static: %s", err);
+    } else {
+        lm_client_url u;
+        reg->mode = LM_REG_CONSUL;
+        snprintf(reg->url, sizeof reg->url, "%s", url);
+        if (lm_client_parse_url(url, &u, err, sizeof err) != 0)
+            lm_cfg_error(cfg, "SERVICE_REGISTRY_URL",
+                         "must be http://host:port, static:name=url,…;… or unset (%s)", err);
+        else if (u.path[0] && strcmp(u.path, "/") != 0)
+            lm_cfg_error(cfg, "SERVICE_REGISTRY_URL",
+                         "must be the registry's origin http://host:port (got a path: \"%.64s\")",
+                         u.path);
+        snprintf(reg->host, sizeof reg->host, "%s", u.host);
+        reg->port = u.port;
+    }
+    if (reg->http_check && reg->timeout_ms > reg->interval_ms)
+        lm_cfg_error(cfg, "SERVICE_CHECK_TIMEOUT", "must not exceed SERVICE_CHECK_INTERVAL");
+
+    lm_app_on_worker(app, worker_start, worker_stop, reg);
+    lm_app_on_started(app, on_started, reg);
+    lm_app_on_stopping(app, on_stopping, reg);
+    lm_app_on_stopped(app, on_stopped, reg);
+    lm_app_add_metrics(app, render_metrics, reg);
+    if (reg->mode == LM_REG_CONSUL)
+        lm_app_add_ready_check(app, "registered", ready_registered, reg);
+    if (lm_cfg_ok(cfg)) {
+        if (reg->mode == LM_REG_NONE)
+            lm_log_info("discovery: SERVICE_REGISTRY_URL unset: standalone (no registration, "
+                        "no lookups)");
+        else if (reg->mode == LM_REG_STATIC)
+            lm_log_info("discovery: static instances for %zu services", atomic_load(&reg->n_slots));
+    }
+    return reg;
+}
