@@ -4,6 +4,7 @@
 #include "log.h"
 #include "problem.h"
 
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +145,12 @@ lm_app *lm_app_new(lm_cfg *cfg, const char *name, int default_port)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     s->port = (int)lm_cfg_int(cfg, "PORT", default_port, 0, 65535);
     s->host = lm_cfg_str(cfg, "BIND_ADDRESS", "127.0.0.1");
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, s->host, addr) != 1 && inet_pton(AF_INET6, s->host, addr) != 1)
+        lm_cfg_error(cfg, "BIND_ADDRESS",
+                     "must be an IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or :: "
+                     "(got \"%.64s\")",
+                     s->host);
     s->workers = (int)lm_cfg_int(cfg, "WORKERS", cores > 0 ? cores : 1, 1, 256);
     s->access_log = lm_cfg_bool(cfg, "ACCESS_LOG", true);
     s->limits.max_body_bytes =

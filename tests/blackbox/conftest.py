@@ -28,7 +28,8 @@ def start_process(request, tmp_path):
     """Factory: start_process(name, env=None, port=None, wait=True) -> Proc.
 
     PORT is set to a free loopback port unless env gives one; BIND_ADDRESS to 127.0.0.1;
-    ACCESS_LOG off unless env says otherwise (keeps stderr small). Teardown stops every
+    ACCESS_LOG off unless env says otherwise (keeps stderr small); LOTMESH_DATA_DIR to a
+    fresh directory under the test's tmp dir (databases, snapshots, keys stay per test). Teardown stops every
     process by PID with SIGTERM and fails the test on a non-zero exit (set
     proc.expected_exit to expect another), a hang, or a sanitizer report."""
     procs = []
@@ -37,8 +38,10 @@ def start_process(request, tmp_path):
         env = dict(env or {})
         if port is None:
             port = int(env["PORT"]) if "PORT" in env else free_port()
+        data_dir = tmp_path / f"data-{name}-{port}"
+        data_dir.mkdir(exist_ok=True)
         full = {"PORT": str(port), "BIND_ADDRESS": "127.0.0.1", "ACCESS_LOG": "false",
-                "LOG_LEVEL": "info"}
+                "LOG_LEVEL": "info", "LOTMESH_DATA_DIR": str(data_dir)}
         full.update(env)
         p = Proc(name, base_env(full), port, tmp_path)
         procs.append(p)

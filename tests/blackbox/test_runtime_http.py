@@ -1,7 +1,11 @@
 """The shared runtime's normal HTTP behaviour, seen by real clients: /health, /ready, /metrics,
 404/405 problems, X-Request-ID, traceparent, HEAD, keep-alive, HTTP/1.0, Expect: 100-continue,
-chunked request bodies, pipelining. Runs against lotmesh-registry (the runtime's first
-process)."""
+chunked request bodies, pipelining.
+
+Every lotmesh process serves this runtime; the tests run against lotmesh-registry (the first
+process, the lightest to start) and only use what the runtime itself routes (/health,
+/ready, /metrics, and paths no service uses). Multi-worker behaviour uses lotmesh-articles,
+which runs one worker per WORKERS (the registry keeps its catalog on one loop)."""
 
 import re
 import socket
@@ -46,7 +50,10 @@ def test_ready(reg):
     r = reg.get("/ready")
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "application/json"
-    assert r.json() == {"status": "ready", "checks": {}}
+    body = r.json()
+    assert body["status"] == "ready"
+    assert isinstance(body["checks"], dict)
+    assert all(v == "ok" for v in body["checks"].values()), body
 
 
 def test_metrics_prometheus_text(reg):
@@ -414,6 +421,30 @@ def test_concurrent_clients(reg):
     for t in threads:
         t.join(30)
     assert not errors, errors
+
+
+def test_multi_worker_metrics_are_summed(start_process):
+    p = start_process("articles", {"WORKERS": "3", "IDLE_TIMEOUT": "30s"})
+    started = [ln for ln in p.log_lines() if ln.get("msg", "").startswith("listening")]
+    assert started and "with 3 workers" in started[0]["msg"]
+    m0 = p.metrics()
+    # a new connection per request: the kernel spreads them over the workers' listeners
+    n = 60
+    for _ in range(n):
+        assert p.get("/health").status_code == 200
+    key = ("lotmesh_http_requests_total",
+           frozenset({"route": "/health", "method": "GET", "status": "2xx"}.items()))
+    m1 = p.metrics()
+    assert m1[key] - m0.get(key, 0) == n
+    held = [p.connect() for _ in range(9)]
+    try:
+        for c in held:
+            c.send(req("GET", "/health"))
+            assert c.read_response().status == 200
+        assert p.metric("lotmesh_http_connections") == 9 + 1  # the held ones and the scrape
+    finally:
+        for c in held:
+            c.close()
 
 
 def test_access_log_line_per_request(start_process):
