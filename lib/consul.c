@@ -600,7 +600,7 @@ int lm_consul_service_decode(const json_t *body, lm_consul_service *s, char *err
         {
             char where[32];
             snprintf(where, sizeof where, "Checks[%zu]", i);
-            if (add_check(&d, c, where, s) != 0) goto bad;
+            if (!json_is_null(c) && add_check(&d, c, where, s) != 0) goto bad;
         }
     }
     /* check IDs given explicitly must be distinct within the service */

@@ -967,6 +967,7 @@ lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
     const char *url = lm_cfg_str(cfg, "SERVICE_REGISTRY_URL", NULL);
     const char *addr = lm_cfg_str(cfg, "SERVICE_ADDRESS", NULL);
     const char *tags = lm_cfg_str(cfg, "SERVICE_TAGS", NULL);
+    const char *watch = lm_cfg_str(cfg, "SERVICE_WATCH", NULL);
     static const char *const kinds[] = {"ttl", "http", NULL};
     reg->http_check = lm_cfg_enum(cfg, "SERVICE_CHECK", "ttl", kinds) == 1;
     reg->ttl_ms = lm_cfg_duration_ms(cfg, "SERVICE_CHECK_TTL", 10000, 300, 3600000);
@@ -1009,6 +1010,14 @@ lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
                          u.path);
         snprintf(reg->host, sizeof reg->host, "%s", u.host);
         reg->port = u.port;
+    }
+    if (watch) { /* warm caches from the start, for the services this process calls */
+        char *copy = lm_xstrdup(watch), *save = NULL;
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            if (*trim(t) && lm_reg_watch(reg, trim(t)) != 0)
+                lm_cfg_error(cfg, "SERVICE_WATCH", "\"%.64s\" is not a usable service name",
+                             trim(t));
+        free(copy);
     }
     if (reg->http_check && reg->timeout_ms > reg->interval_ms)
         lm_cfg_error(cfg, "SERVICE_CHECK_TIMEOUT", "must not exceed SERVICE_CHECK_INTERVAL");

@@ -19,7 +19,8 @@
  * SERVICE_CHECK_TIMEOUT; the registration is re-sent every 30 s, which an unchanged
  * registry ignores). DeregisterCriticalServiceAfter is SERVICE_DEREGISTER_AFTER.
  *
- * Discovery: each watched service has a cache of its passing instances, kept fresh by a
+ * Discovery: SERVICE_WATCH (comma-separated names) warms the caches at start; any lookup
+ * of another name starts its watch too. Each watched service has a cache of its passing instances, kept fresh by a
  * blocking query (GET /v1/health/service/<name>?passing&index=…&wait=SERVICE_WATCH_WAIT) on
  * the control loop. Lookups read the cache and never wait on the registry; when the
  * registry is unreachable the last known instances stay. The cache of a service is an
