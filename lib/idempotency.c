@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define LM_IDEM_PURGE_EVERY 1024
+
 lm_idem_key_state lm_idem_key(const lm_req *req, char out[LM_IDEM_KEY_MAX + 1])
 {
     const char *k = lm_req_header(req, "idempotency-key");
@@ -50,10 +52,11 @@ static char *dup_col(sqlite3_stmt *st, int i)
 int lm_idem_lookup(lm_db_conn *c, const char *key, const char *fingerprint, lm_idem_hit *hit)
 {
     memset(hit, 0, sizeof *hit);
-    sqlite3_stmt *st = lm_db_stmt(
-        c, "SELECT fingerprint, status, location, body FROM idempotency_keys WHERE key = ?");
+    sqlite3_stmt *st = lm_db_stmt(c, "SELECT fingerprint, status, location, body FROM"
+                                     " idempotency_keys WHERE key = ? AND created_ms >= ?");
     if (!st) return LM_DB_EIO;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, lm_time_now_ms() - LM_IDEM_TTL_MS); /* expired: a new key */
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) return 0;
     if (rc != SQLITE_ROW) return LM_DB_EIO;
@@ -69,8 +72,13 @@ int lm_idem_lookup(lm_db_conn *c, const char *key, const char *fingerprint, lm_i
 int lm_idem_store(lm_db_conn *c, const char *key, const char *fingerprint, int status,
                   const char *location, const char *body)
 {
-    sqlite3_stmt *st = lm_db_stmt(c, "INSERT INTO idempotency_keys (key, fingerprint, status,"
-                                     " location, body, created_ms) VALUES (?, ?, ?, ?, ?, ?)");
+    /* now and then drop expired keys, so the table holds about one TTL's worth */
+    static _Thread_local unsigned stores;
+    if (++stores % LM_IDEM_PURGE_EVERY == 0) (void)lm_idem_purge(c, lm_time_now_ms());
+    /* OR REPLACE: an expired row of the same key may still be there */
+    sqlite3_stmt *st = lm_db_stmt(c, "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint,"
+                                     " status, location, body, created_ms)"
+                                     " VALUES (?, ?, ?, ?, ?, ?)");
     if (!st) return LM_DB_EIO;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, fingerprint, -1, SQLITE_STATIC);

@@ -6,7 +6,8 @@
  * transaction as the create, so "created" and "remembered" commit together: a crash can
  * lose neither one without the other. Concurrent requests with one key are serialised by
  * the single writer, so the second sees the first's row. A key reused for a different
- * request is refused (422). Keys are kept for LM_IDEM_TTL_MS.
+ * request is refused (422). Keys are kept for LM_IDEM_TTL_MS: an older key counts as new,
+ * and lm_idem_store deletes expired keys every so often.
  *
  * Threading: lm_idem_key/fingerprint on the loop; lookup/store/purge inside write jobs. */
 #ifndef LM_IDEMPOTENCY_H

@@ -77,8 +77,12 @@ json_t *lm_json_body_object(lm_req *req)
     json_error_t err;
     json_t *doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
     if (!doc) {
+        /* jansson's own text names its flag (JSON_ALLOW_NUL); say what is wrong instead */
+        const char *why = json_error_code(&err) == json_error_null_character
+                              ? "\\u0000 (NUL) is not allowed in strings"
+                              : err.text;
         lm_problem_sendf(req, 400, "malformed JSON at line %d, column %d: %s", err.line,
-                         err.column, err.text);
+                         err.column, why);
         return NULL;
     }
     if (!json_is_object(doc)) {

@@ -16,6 +16,8 @@ lm_rest_op *lm_rest_op_new(lm_req *req)
     op->req = req;
     op->total = -1;
     op->if_match = lm_if_match_copy(req);
+    /* Idempotency-Key means something only for a create (POST); other methods ignore it */
+    if (strcmp(req->method, "POST") != 0) return op;
     switch (lm_idem_key(req, op->idem_key)) {
     case LM_IDEM_BAD:
         free(op->if_match);

@@ -48,8 +48,9 @@ struct lm_rest_op {
     lm_verrs errs;
 };
 
-/* New op for req; sets has_idem/idem_key/fingerprint from the request. Returns NULL after
- * sending 400 when the Idempotency-Key header is malformed. */
+/* New op for req; for a POST sets has_idem/idem_key/fingerprint from the request (other
+ * methods ignore Idempotency-Key). Returns NULL after sending 400 when a POST's
+ * Idempotency-Key header is malformed. */
 lm_rest_op *lm_rest_op_new(lm_req *req);
 void lm_rest_op_free(lm_rest_op *op);
 /* In a job: record a problem outcome. Returns status, so a job can `return lm_rest_fail(…)`
