@@ -8,6 +8,7 @@
 #include "log.h"
 #include "problem.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,8 +19,15 @@
 struct lm_auth {
     bool enabled;
     char audience[64];
+    char issuers[256]; /* ",gateway,articles_api," — commas around each for lookup */
     lm_token_key key;
 };
+
+static _Thread_local struct {
+    char key[256];
+    char *token;
+    long long exp;
+} outbound[8];
 
 typedef struct cached {
     uint64_t hash;
@@ -63,7 +71,11 @@ static bool guard(lm_req *req, void *ctx)
     if (slot->token && slot->hash == h && strcmp(slot->token, tok) == 0 && slot->claims.exp > now) {
         claims = slot->claims;
     } else {
-        lm_token_result r = lm_token_verify(&a->key, tok, "gateway", a->audience, &claims);
+        lm_token_result r = lm_token_verify(&a->key, tok, NULL, a->audience, &claims);
+        char needle[80];
+        snprintf(needle, sizeof needle, ",%s,", claims.iss);
+        if (r == LM_TOKEN_OK && (!claims.iss[0] || !strstr(a->issuers, needle)))
+            r = LM_TOKEN_WRONG_ISSUER;
         if (r == LM_TOKEN_WRONG_AUDIENCE)
             return deny(req, 403, "Bearer realm=\"lotmesh-service\", error=\"invalid_token\"",
                         lm_token_result_str(r));
@@ -94,6 +106,36 @@ static void release_cache(lm_worker *w, void *ctx)
         free(cache[i].token);
         cache[i].token = NULL;
     }
+    for (size_t i = 0; i < 8; i++) {
+        free(outbound[i].token);
+        outbound[i].token = NULL;
+    }
+}
+
+const char *lm_auth_outbound_token(lm_auth *a, const char *aud, const char *sub,
+                                   const char *scope)
+{
+    if (!a || !a->enabled || !a->key.sign_key) return NULL;
+    char key[256];
+    snprintf(key, sizeof key, "%s|%s|%s", aud, sub, scope);
+    long long now = (long long)time(NULL);
+    size_t slot = hash64(key) % 8;
+    if (outbound[slot].token && !strcmp(outbound[slot].key, key) && outbound[slot].exp - 60 > now)
+        return outbound[slot].token;
+    lm_token_claims c = {0};
+    snprintf(c.iss, sizeof c.iss, "%s", a->audience); /* this process's own name */
+    snprintf(c.aud, sizeof c.aud, "%s", aud);
+    snprintf(c.sub, sizeof c.sub, "%s", sub);
+    snprintf(c.scope, sizeof c.scope, "%s", scope);
+    c.iat = now;
+    c.exp = now + 300;
+    char *t = lm_token_mint(&a->key, &c);
+    if (!t) return NULL;
+    free(outbound[slot].token);
+    outbound[slot].token = t;
+    outbound[slot].exp = c.exp;
+    snprintf(outbound[slot].key, sizeof outbound[slot].key, "%s", key);
+    return t;
 }
 
 static void on_stopped(lm_app *app, void *ctx)
@@ -110,7 +152,10 @@ lm_auth *lm_auth_install(lm_app *app, lm_cfg *cfg)
     lm_auth *a = lm_xcalloc(1, sizeof *a);
     a->enabled = lm_cfg_enum(cfg, "SERVICE_AUTH", "enabled", modes) == 0;
     snprintf(a->audience, sizeof a->audience, "%s", lm_app_name(app));
-    if (a->enabled && lm_token_key_from_env(&a->key, cfg, false) != 0) {
+    snprintf(a->issuers, sizeof a->issuers, ",%s,",
+             lm_cfg_str(cfg, "SERVICE_TOKEN_ISSUERS", "gateway,articles_api,charges_api"));
+    bool can_sign = lm_cfg_str(cfg, "SERVICE_TOKEN_PRIVATE_KEY_FILE", NULL) != NULL;
+    if (a->enabled && lm_token_key_from_env(&a->key, cfg, can_sign) != 0) {
         free(a);
         return NULL;
     }

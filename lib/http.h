@@ -95,6 +95,16 @@ void lm_resp_begin(lm_req *req, int status, const char *content_type, int64_t co
 bool lm_resp_write(lm_req *req, const void *data, size_t len);
 void lm_resp_end(lm_req *req);
 
+/* Streaming backpressure: after lm_resp_write returned false, cb(req, ud) runs once, on the
+ * request's loop, when the queued output has been written to the socket. */
+void lm_resp_on_drain(lm_req *req, void (*cb)(lm_req *req, void *ud), void *ud);
+/* Ends a started (or not yet started) response abnormally: the connection closes without a
+ * proper end of body, so the client sees a truncated response, never a complete wrong one
+ * (a proxy whose upstream failed mid-body). Finishes the request. */
+void lm_resp_abort(lm_req *req);
+/* The client's IP address as text, "" when unknown. */
+void lm_req_peer_ip(const lm_req *req, char *out, size_t len);
+
 /* Reason phrase for a status code ("Not Found"); "Unknown" for others. */
 const char *lm_http_reason(int status);
 

@@ -100,6 +100,9 @@ struct lm_conn {
     bool eof;          /* client half-closed */
     uint64_t state_since_ms; /* when the current state began (transport's clock) */
 
+    void (*drain_cb)(lm_req *req, void *ud); /* lm_resp_on_drain, one-shot */
+    void *drain_ud;
+
     lm_req req;
     bool resp_started, resp_chunked, resp_finished;
     int resp_status;
@@ -121,6 +124,8 @@ void lm_conn_abandon(lm_conn *c);
 bool lm_conn_busy(const lm_conn *c);
 /* Is more input wanted now (false while busy with a full pending buffer, or closing)? */
 bool lm_conn_wants_input(const lm_conn *c);
+/* The transport wrote every queued byte: runs a pending lm_resp_on_drain callback. */
+void lm_conn_drained(lm_conn *c);
 /* Sends a final error (e.g. 408 on a header timeout) and enters CLOSING. */
 void lm_conn_fail(lm_conn *c, int status, const char *detail);
 

@@ -152,6 +152,8 @@ static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
 static void finish(lm_conn *c)
 {
     c->resp_finished = true;
+    c->drain_cb = NULL;
+    c->drain_ud = NULL;
     if (c->ops->completed) c->ops->completed(c, &c->req, c->resp_status, c->resp_bytes);
     c->requests++;
     lm_query_free(&c->req.query);
@@ -214,6 +216,7 @@ bool lm_resp_write(lm_req *req, const void *data, size_t len)
     lm_buf_append(&c->out, data, len);
     if (c->resp_chunked) lm_buf_append(&c->out, "\r\n", 2);
     c->resp_bytes += len;
+    if (c->out.len >= c->limits->max_out_bytes) c->out_blocked = true; /* until drained */
     if (!c->in_dispatch) c->ops->output(c);
     return !c->out_blocked;
 }
@@ -223,5 +226,31 @@ void lm_resp_end(lm_req *req)
     lm_conn *c = req->conn_;
     assert(c->resp_started);
     if (!req->abandoned_ && c->resp_chunked && !req->head_) lm_buf_append_str(&c->out, "0\r\n\r\n");
+    finish(c);
+}
+
+void lm_resp_on_drain(lm_req *req, void (*cb)(lm_req *req, void *ud), void *ud)
+{
+    lm_conn *c = req->conn_;
+    c->drain_cb = cb;
+    c->drain_ud = ud;
+}
+
+void lm_conn_drained(lm_conn *c)
+{
+    void (*cb)(lm_req *, void *) = c->drain_cb;
+    void *ud = c->drain_ud;
+    c->drain_cb = NULL;
+    c->drain_ud = NULL;
+    if (cb && lm_conn_busy(c)) cb(&c->req, ud);
+}
+
+void lm_resp_abort(lm_req *req)
+{
+    lm_conn *c = req->conn_;
+    assert(c->state == LM_CONN_BUSY);
+    c->keep_alive = false; /* the close is what tells the client the body is incomplete */
+    if (!c->resp_started) c->resp_status = 502;
+    c->resp_chunked = false; /* no terminating chunk */
     finish(c);
 }

@@ -70,7 +70,8 @@ struct srv_conn {
     lm_conn_state seen_state;
     uint64_t seen_requests;
     uint64_t state_since, last_write_progress, linger_until;
-    char peer[64];
+    char peer[64];    /* "ip:port", for the access log */
+    char peer_ip[48]; /* for X-Forwarded-For */
 };
 
 static _Thread_local lm_worker *current_worker;
@@ -232,8 +233,13 @@ static void conn_flush(srv_conn *sc)
             if (sc->inflight.len > OUT_HIGH_WATER) sc->http.out_blocked = true;
             return;
         }
-        if (!sc->http.out_blocked) break;
+        bool was_blocked = sc->http.out_blocked;
         sc->http.out_blocked = false;
+        if (sc->http.drain_cb) { /* a streaming response may go on */
+            lm_conn_drained(&sc->http);
+            if (out->len) continue;
+        }
+        if (!was_blocked) break;
         lm_conn_resume(&sc->http);
         note_state(sc);
         if (!out->len) break;
@@ -391,23 +397,28 @@ static const lm_conn_ops engine_ops = {engine_dispatch, engine_output, engine_co
 
 /* ---- accepting ------------------------------------------------------------------------- */
 
-static void peer_name(uv_tcp_t *tcp, char *out, size_t len)
+/* The client's address: ip (for X-Forwarded-For) and "ip:port" (for the access log). */
+static void peer_name(srv_conn *sc)
 {
     struct sockaddr_storage ss;
     int sl = sizeof ss;
-    out[0] = '\0';
-    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &sl) != 0) return;
+    sc->peer[0] = sc->peer_ip[0] = '\0';
+    if (uv_tcp_getpeername(&sc->tcp, (struct sockaddr *)&ss, &sl) != 0) return;
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        char ip[INET_ADDRSTRLEN];
-        uv_ip4_name(a, ip, sizeof ip);
-        snprintf(out, len, "%s:%d", ip, ntohs(a->sin_port));
+        uv_ip4_name(a, sc->peer_ip, sizeof sc->peer_ip);
+        snprintf(sc->peer, sizeof sc->peer, "%s:%d", sc->peer_ip, ntohs(a->sin_port));
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        char ip[INET6_ADDRSTRLEN];
-        uv_ip6_name(a, ip, sizeof ip);
-        snprintf(out, len, "[%s]:%d", ip, ntohs(a->sin6_port));
+        uv_ip6_name(a, sc->peer_ip, sizeof sc->peer_ip);
+        snprintf(sc->peer, sizeof sc->peer, "[%s]:%d", sc->peer_ip, ntohs(a->sin6_port));
     }
+}
+
+void lm_req_peer_ip(const lm_req *req, char *out, size_t len)
+{
+    const srv_conn *sc = req->conn_ ? req->conn_->owner : NULL;
+    snprintf(out, len, "%s", sc ? sc->peer_ip : "");
 }
 
 static void on_reject_closed(uv_handle_t *h) { free(h); }
@@ -446,7 +457,7 @@ static void on_connection(uv_stream_t *listener, int status)
     sc->http.req.conn_ = &sc->http;
     sc->seen_state = LM_CONN_IDLE;
     sc->state_since = sc->last_write_progress = uv_now(&w->loop);
-    if (s->cfg.access_log) peer_name(&sc->tcp, sc->peer, sizeof sc->peer);
+    peer_name(sc);
     sc->next = w->conns;
     if (w->conns) w->conns->prev = sc;
     w->conns = sc;

@@ -252,7 +252,8 @@ int lm_token_key_from_env(lm_token_key *k, lm_cfg *cfg, bool signer)
         char def[1024];
         snprintf(def, sizeof def, "%s/service-token.key", lm_data_dir());
         const char *path = lm_cfg_str(cfg, "SERVICE_TOKEN_SECRET_FILE", def);
-        if (lm_token_key_secret_file(k, path, signer, err, sizeof err) != 0) {
+        /* the installation's shared secret: whichever process starts first creates it */
+        if (lm_token_key_secret_file(k, path, true, err, sizeof err) != 0) {
             lm_cfg_error(cfg, "SERVICE_TOKEN_SECRET_FILE", "%s", err);
             return -1;
         }

@@ -52,7 +52,8 @@ int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, cha
  *   SERVICE_TOKEN_SECRET_FILE       a file holding it (default <data dir>/service-token.key)
  *   SERVICE_TOKEN_PRIVATE_KEY_FILE  RS256/ES256, only the gateway (signs)
  *   SERVICE_TOKEN_PUBLIC_KEY_FILE   RS256/ES256 (verifies)
- * signer: the gateway (needs the private key; may create the default secret file).
+ * signer: RS256/ES256 needs the private key too. The default HS256 secret file is created
+ * by whichever process of the installation starts first.
  * Errors are recorded in cfg. */
 struct lm_cfg;
 int lm_token_key_from_env(lm_token_key *k, struct lm_cfg *cfg, bool signer);

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Runs every lotmesh process in the foreground on 127.0.0.1 with embedded defaults
-# (no external server needed); state under $LOTMESH_DATA_DIR (default ./var).
-# Ctrl-C (or SIGTERM) stops every process gracefully and waits for it.
+# (no external server needed): registry 8500, articles 8002, charges 8001, gateway 8000.
+# State lives under $LOTMESH_DATA_DIR (default ./var): one database per service, the
+# registry snapshot, the generated keys and dev-client.json; each process logs to
+# <data dir>/<name>.log. Ctrl-C (or SIGTERM) stops every process gracefully, in reverse.
 # Usage: scripts/run.sh <build_dir>
 set -euo pipefail
 bin_dir=${1:-build/release}
 data_dir=${LOTMESH_DATA_DIR:-$PWD/var}
 mkdir -p "$data_dir"
+data_dir=$(cd "$data_dir" && pwd)
 export LOTMESH_DATA_DIR=$data_dir
+export SERVICE_REGISTRY_URL=${SERVICE_REGISTRY_URL:-http://127.0.0.1:8500}
 
-# name:port — started in this order, stopped in reverse.
-processes=(registry:8500 articles:8002 charges:8001)
+# name:port — started in this order (each once healthy), stopped in reverse.
+processes=(registry:8500 articles:8002 charges:8001 gateway:8000)
 
 pids=()
 stop() {
@@ -26,17 +30,30 @@ for entry in "${processes[@]}"; do
   port=${entry##*:}
   exe="$bin_dir/lotmesh-$name"
   [ -x "$exe" ] || { echo "lotmesh: $exe is missing; run 'make build'" >&2; exit 1; }
-  PORT=$port "$exe" 2> >(tee -a "$data_dir/$name.log" >&2) &
+  PORT=$port "$exe" 2>>"$data_dir/$name.log" &
   pids+=($!)
-done
-
-for entry in "${processes[@]}"; do
-  name=${entry%%:*}; port=${entry##*:}
-  for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+  ok=
+  for _ in $(seq 1 200); do
+    if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then ok=1; break; fi
+    kill -0 "${pids[-1]}" 2>/dev/null || break
     sleep 0.05
   done
+  if [ -z "$ok" ]; then
+    echo "lotmesh: $name did not start; the end of $data_dir/$name.log:" >&2
+    tail -n 5 "$data_dir/$name.log" >&2
+    exit 1
+  fi
   echo "lotmesh: $name ready on http://127.0.0.1:$port" >&2
 done
-echo "lotmesh: running; logs in $data_dir; Ctrl-C stops everything" >&2
+
+cat >&2 <<MSG
+lotmesh: running; logs in $data_dir/*.log; Ctrl-C stops everything.
+
+  First call through the gateway (credentials of the generated dev client):
+    ID=\$(jq -r .client_id $data_dir/dev-client.json); SECRET=\$(jq -r .client_secret $data_dir/dev-client.json)
+    TOKEN=\$(curl -s -d grant_type=client_credentials -u "\$ID:\$SECRET" http://127.0.0.1:8000/auth/token | jq -r .access_token)
+    curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8000/api/articles_api/api/v1/units
+  or with the API key:
+    curl -s -H "X-API-Key: \$(jq -r .api_key $data_dir/dev-client.json)" http://127.0.0.1:8000/api/charges_api/api/v1/charges
+MSG
 wait -n "${pids[@]}" || true

@@ -1,6 +1,7 @@
 /* main.c — lotmesh-articles: configuration, database, routes, run. */
 #include "app.h"
 #include "articles.h"
+#include "auth.h"
 #include "config.h"
 #include "registry.h"
 
@@ -16,6 +17,7 @@ int main(void)
     svc.store = lm_store_open(app, &cfg, "articles", articles_migrations,
                               articles_migrations_count);
     lm_reg_open(app, &cfg);
+    lm_auth_install(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
     lm_app_add_openapi(app, articles_openapi, articles_openapi_len);
     artikel_routes(lm_app_router(app), &svc);

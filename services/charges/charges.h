@@ -12,9 +12,15 @@
 #include "router.h"
 #include "store.h"
 
+struct lm_reg;
+struct lm_auth;
+
 typedef struct charges_svc {
     lm_store *store;
-    lm_client_url articles; /* where the articles service is (ARTICLES_URL) */
+    struct lm_reg *reg;   /* discovery of articles_api, unless ARTICLES_URL fixes it */
+    struct lm_auth *auth; /* tokens for the calls to articles */
+    bool articles_fixed;  /* ARTICLES_URL given: no discovery */
+    lm_client_url articles; /* ARTICLES_URL, or the standalone default */
     uint64_t articles_timeout_ms;
     lm_client **clients; /* one per worker */
     int n_clients;

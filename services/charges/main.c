@@ -1,11 +1,14 @@
 /* main.c — lotmesh-charges: configuration, database, the articles client, routes, run. */
 #include "app.h"
+#include "auth.h"
+#include "registry.h"
 #include "charges.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 extern const char charges_openapi[];
 extern const unsigned long charges_openapi_len;
@@ -33,13 +36,24 @@ int main(void)
     lm_cfg_init(&cfg, "lotmesh-charges");
     lm_app *app = lm_app_new(&cfg, "charges_api", 8001);
     charges_svc svc = {0};
-    const char *url = lm_cfg_str(&cfg, "ARTICLES_URL", "http://127.0.0.1:8002");
+    const char *url = lm_cfg_str(&cfg, "ARTICLES_URL", NULL);
+    svc.articles_fixed = url != NULL;
+    if (!url) url = "http://127.0.0.1:8002"; /* standalone, no registry */
     char err[256];
     if (lm_client_parse_url(url, &svc.articles, err, sizeof err) != 0)
         lm_cfg_error(&cfg, "ARTICLES_URL", "must be an http:// URL: %s", err);
+    else if (strchr(svc.articles.path, '?'))
+        lm_cfg_error(&cfg, "ARTICLES_URL", "must not have a query (got \"%.200s\")", url);
+    /* the path is a prefix for /api/v1/...: "http://h:8002/" must not ask for //api/v1/...,
+     * which articles answers 404, read here as "no such article" */
+    for (size_t n = strlen(svc.articles.path); n > 0 && svc.articles.path[n - 1] == '/'; n--)
+        svc.articles.path[n - 1] = '\0';
     svc.articles_timeout_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_TIMEOUT", 2000, 10, 60000);
     svc.store = lm_store_open(app, &cfg, "charges", charges_migrations, charges_migrations_count);
+    svc.reg = lm_reg_open(app, &cfg);
+    svc.auth = lm_auth_install(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
+    if (!svc.articles_fixed) lm_reg_watch(svc.reg, "articles_api");
 
     svc.n_clients = lm_app_server_config(app)->workers;
     svc.clients = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.clients);

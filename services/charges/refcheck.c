@@ -6,7 +6,9 @@
  * written). A 404 from articles is authoritative: the article does not exist. */
 #include "charges.h"
 
+#include "auth.h"
 #include "log.h"
+#include "registry.h"
 #include "timefmt.h"
 
 #include <jansson.h>
@@ -149,26 +151,57 @@ static void on_unit(lm_client_req *creq, lm_client_err err, const lm_client_resp
     one_done(rc);
 }
 
+/* Where articles is: ARTICLES_URL when given, else a passing instance from the registry,
+ * else (standalone) the default address. */
+static void articles_origin(charges_svc *svc, const char **host, int *port, char *buf,
+                            size_t buflen)
+{
+    lm_reg_addr a;
+    if (!svc->articles_fixed && svc->reg && lm_reg_get_mode(svc->reg) != LM_REG_NONE) {
+        if (lm_reg_pick(svc->reg, "articles_api", &a)) {
+            snprintf(buf, buflen, "%s", a.host);
+            *host = buf;
+            *port = a.port;
+            return;
+        }
+        *host = NULL; /* registry mode and no passing instance: articles is unavailable */
+        return;
+    }
+    *host = svc->articles.host;
+    *port = svc->articles.port;
+}
+
 static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
 {
     charges_svc *svc = rc->svc;
     lm_client *client = svc->clients[lm_req_worker_index(rc->req)];
+    const char *host;
+    int port = 0;
+    char hostbuf[256];
+    articles_origin(svc, &host, &port, hostbuf, sizeof hostbuf);
+    if (!host) return false;
     lm_trace_ctx child;
-    char tp[LM_TRACEPARENT_LEN + 1];
+    char tp[LM_TRACEPARENT_LEN + 1], bearer[4200];
     lm_trace_child(&rc->req->trace, &child);
     lm_trace_format(&child, tp);
-    lm_header h[3] = {
+    lm_header h[4] = {
         {.name = "traceparent", .value = tp},
         {.name = "X-Request-ID", .value = rc->req->request_id},
         {.name = "Accept", .value = "application/json"},
     };
+    size_t n = 3;
+    const char *tok = lm_auth_outbound_token(svc->auth, "articles_api", rc->req->caller, "read");
+    if (tok) {
+        snprintf(bearer, sizeof bearer, "Bearer %s", tok);
+        h[n++] = (lm_header){.name = "Authorization", .value = bearer};
+    }
     lm_client_opts o = {
         .method = "GET",
-        .host = svc->articles.host,
-        .port = svc->articles.port,
+        .host = host,
+        .port = port,
         .path = path,
         .headers = h,
-        .n_headers = 3,
+        .n_headers = n,
         .max_body = 64 * 1024,
         .on_done = cb,
         .ud = rc,
@@ -185,7 +218,7 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs,
     char path[2300];
     rc->pending = 2;
     /* an id of 0 means "not changing": nothing to check */
-    snprintf(path, sizeof path, "%s/api/v1/article/%lld", svc->articles.path, refs->artikel_id);
+    snprintf(path, sizeof path, "%s/api/v1/article/%lld", svc->articles_fixed ? svc->articles.path : "", refs->artikel_id);
     if (refs->artikel_id == 0) {
         refs->article_found = true;
         rc->pending--;
@@ -193,7 +226,7 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs,
         rc->article_failed = true;
         rc->pending--;
     }
-    snprintf(path, sizeof path, "%s/api/v1/unit/%lld", svc->articles.path, refs->einheit_id);
+    snprintf(path, sizeof path, "%s/api/v1/unit/%lld", svc->articles_fixed ? svc->articles.path : "", refs->einheit_id);
     if (refs->einheit_id == 0) {
         refs->unit_found = true;
         rc->pending--;

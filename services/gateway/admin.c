@@ -1,0 +1,85 @@
+/* admin.c — GET /admin/services: what the gateway routes to and how (services, aliases,
+ * passing instances, requests in flight per instance, the balancer, the upstream pools).
+ * Behind a client credential with the "admin" scope. */
+#include "gateway.h"
+
+#include "json.h"
+#include "problem.h"
+#include "registry.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+static long long in_flight(const gateway *gw, const char *id)
+{
+    long long n = 0;
+    for (int w = 0; w < gw->n_workers; w++) {
+        const gw_worker *gwk = &gw->workers[w];
+        int used = atomic_load(&((gw_worker *)gwk)->n_out);
+        for (int i = 0; i < used && i < GW_MAX_UPSTREAMS; i++)
+            if (!strcmp(gwk->out[i].id, id))
+                n += atomic_load_explicit(&((gw_worker *)gwk)->out[i].n, memory_order_relaxed);
+    }
+    return n;
+}
+
+static void handle_services(lm_req *req, void *ctx)
+{
+    gateway *gw = ctx;
+    gw_principal who;
+    if (!gw_authenticate(gw, req, &who)) return;
+    if (!lm_token_has_scope(who.scope, "admin")) {
+        lm_problem_send(req, 403, "the admin scope is required");
+        return;
+    }
+    json_t *services = json_array();
+    for (size_t i = 0; i < gw->n_services; i++) {
+        json_t *instances = json_array();
+        lm_reg_set *set = lm_reg_instances(gw->reg, gw->services[i]);
+        for (size_t j = 0; set && j < lm_reg_set_count(set); j++) {
+            const lm_reg_instance *in = lm_reg_set_get(set, j);
+            json_array_append_new(instances,
+                                  json_pack("{s:s, s:s, s:i, s:s, s:I}", "id", in->id, "host",
+                                            in->host, "port", in->port, "health", "passing",
+                                            "in_flight", (json_int_t)in_flight(gw, in->id)));
+        }
+        if (set) lm_reg_set_release(set);
+        json_t *aliases = json_array();
+        for (size_t a = 0; a < gw->n_aliases; a++)
+            if (!strcmp(gw->aliases[a].to, gw->services[i]))
+                json_array_append_new(aliases, json_string(gw->aliases[a].from));
+        json_array_append_new(services, json_pack("{s:s, s:o, s:o}", "name", gw->services[i],
+                                                  "aliases", aliases, "instances", instances));
+    }
+    lm_client_stats total = {0};
+    for (int w = 0; w < gw->n_workers; w++) {
+        lm_client_stats st;
+        if (!gw->workers[w].client) continue;
+        lm_client_stats_get(gw->workers[w].client, &st);
+        total.requests += st.requests;
+        total.responses += st.responses;
+        total.retries += st.retries;
+        total.connects += st.connects;
+        total.reuses += st.reuses;
+        total.conns_open += st.conns_open;
+        total.conns_idle += st.conns_idle;
+        total.queued += st.queued;
+        total.inflight += st.inflight;
+    }
+    json_t *pool = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
+                             (json_int_t)total.requests, "responses", (json_int_t)total.responses,
+                             "retries", (json_int_t)total.retries, "connects",
+                             (json_int_t)total.connects, "reuses", (json_int_t)total.reuses,
+                             "connections_open", (json_int_t)total.conns_open,
+                             "connections_idle", (json_int_t)total.conns_idle, "queued",
+                             (json_int_t)total.queued, "in_flight", (json_int_t)total.inflight);
+    lm_resp_json(req, 200,
+                 json_pack("{s:o, s:s, s:o}", "services", services, "balancer",
+                           gw->least_outstanding ? "least_outstanding" : "round_robin",
+                           "upstream_pool", pool));
+}
+
+void gw_admin_routes(lm_router *r, gateway *gw)
+{
+    lm_router_add(r, "GET", "/admin/services", handle_services, gw);
+}

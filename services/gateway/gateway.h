@@ -1,0 +1,117 @@
+/* gateway.h — the API gateway (DESIGN 1, 3.1, 3.5): the one public entry. Clients
+ * authenticate here (OAuth2 client credentials or API keys: clients.c, auth.c); requests to
+ * /api/{service}/{path} go to a passing instance of the service with a short-lived service
+ * token in place of the client's credentials (proxy.c); /admin/services shows the state
+ * (admin.c). Everything per request runs on the worker loop that received it; the
+ * per-worker state (gw_worker) is touched by that loop only. */
+#ifndef GATEWAY_H
+#define GATEWAY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "app.h"
+#include "client.h"
+#include "token.h"
+
+/* ---- clients (clients.c) --------------------------------------------------------------- */
+
+typedef struct gw_client {
+    char id[128];
+    char secret_hash[128];         /* Argon2id string (libsodium crypto_pwhash_str) */
+    char scope[128];               /* "read write admin" */
+    unsigned char (*api_keys)[32]; /* BLAKE2b-256 of each API key */
+    size_t n_api_keys;
+} gw_client;
+
+typedef struct gw_clients {
+    gw_client *items;
+    size_t n;
+} gw_clients;
+
+/* Loads path; when it does not exist, creates it with one client and writes that client's
+ * credentials to dev_path (DESIGN 2: dev-client.json). One-line reason in err on failure. */
+int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char *err,
+                    size_t errlen);
+void gw_clients_free(gw_clients *cs);
+const gw_client *gw_clients_find(const gw_clients *cs, const char *id);
+const gw_client *gw_clients_by_api_key(const gw_clients *cs, const char *key);
+
+/* ---- who is calling (auth.c) ---------------------------------------------------------- */
+
+typedef struct gw_principal {
+    char client_id[128];
+    char scope[128];
+} gw_principal;
+
+/* ---- per worker ------------------------------------------------------------------------ */
+
+#define GW_TOKEN_CACHE 256
+#define GW_MAX_UPSTREAMS 64
+
+typedef struct gw_worker {
+    lm_client *client; /* upstream connections */
+    struct {
+        uint64_t hash;
+        char *token; /* owned */
+        gw_principal who;
+        long long exp;
+    } access[GW_TOKEN_CACHE]; /* access tokens already verified */
+    struct {
+        uint64_t hash;
+        char key[400]; /* service|client|scope */
+        char *token;   /* owned */
+        long long exp;
+    } service[GW_TOKEN_CACHE]; /* minted service tokens */
+    uint64_t rr; /* round-robin cursor */
+    struct {
+        char id[160];
+        atomic_int n; /* written by this worker, read by /admin/services */
+    } out[GW_MAX_UPSTREAMS]; /* requests in flight per upstream instance */
+    _Atomic int n_out;
+} gw_worker;
+
+/* ---- the gateway ---------------------------------------------------------------------- */
+
+typedef struct gw_alias {
+    char from[64], to[64];
+} gw_alias;
+
+typedef struct gateway {
+    lm_app *app;
+    gw_clients clients;
+    char dummy_hash[128]; /* verified against for unknown client ids */
+    lm_token_key access_key;  /* the gateway's own access tokens (HS256) */
+    lm_token_key service_key; /* service tokens (shared with, or public to, the services) */
+    uint64_t access_ttl_s, service_ttl_s;
+    gw_alias aliases[32];
+    size_t n_aliases;
+    char services[32][64]; /* exposed through /api/ (GATEWAY_SERVICES) */
+    size_t n_services;
+    bool least_outstanding; /* else round-robin */
+    uint64_t connect_timeout_ms, upstream_timeout_ms;
+    struct lm_reg *reg;
+    gw_worker *workers; /* by worker index */
+    int n_workers;
+} gateway;
+
+#define GW_ACCESS_ISSUER   "lotmesh-gateway"
+#define GW_ACCESS_AUDIENCE "lotmesh-api"
+#define GW_SERVICE_ISSUER  "gateway"
+
+void gw_auth_routes(lm_router *r, gateway *gw);
+/* Authenticates req (Bearer access token or X-API-Key) and checks the scope its method
+ * needs; on failure sends 401 (with WWW-Authenticate) or 403 and returns false. */
+bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who);
+/* A service token for (service, principal), cached per worker and re-minted before expiry;
+ * the pointer stays valid until the next call on this worker. NULL if minting failed. */
+const char *gw_service_token(gateway *gw, lm_req *req, const char *service,
+                             const gw_principal *who);
+void gw_auth_worker_free(gw_worker *w);
+
+void gw_proxy_routes(lm_router *r, gateway *gw);
+bool gw_service_exposed(const gateway *gw, const char *name);
+void gw_admin_routes(lm_router *r, gateway *gw);
+
+#endif

@@ -1,0 +1,344 @@
+/* proxy.c — /api/{service}/{path}: the gateway's forwarding (DESIGN 3.1).
+ *
+ * For each request: authenticate (auth.c), resolve an alias, take the service's passing
+ * instances from the registry cache (never waiting on the registry), pick one (round-robin,
+ * or least outstanding of two random choices), and forward through this worker's keep-alive
+ * pool: method, path, query and body as they came; end-to-end headers pass, hop-by-hop
+ * ones (Connection and what it names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade,
+ * Proxy-*) are dropped both ways; Host and Content-Length are rebuilt; X-Forwarded-For,
+ * -Proto and -Host appended; X-Request-ID and a child traceparent set; the client's
+ * credentials are replaced by a service token. The response streams back as it arrives,
+ * pausing the upstream while the client's socket is full.
+ *
+ * Failures answer fast with a problem: unknown service 404, no passing instance 503,
+ * refused/reset 502, timeout 504. A GET/HEAD whose connection failed before anything was
+ * sent is tried once more on another instance. A failure after the response head went out
+ * cannot become a problem any more: the client's response is cut (lm_resp_abort). */
+#include "gateway.h"
+
+#include "log.h"
+#include "problem.h"
+#include "registry.h"
+#include "server.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_FWD_HEADERS 128
+
+typedef struct fwd {
+    gateway *gw;
+    lm_req *req;
+    lm_client_req *creq;
+    char service[64];
+    gw_principal who;
+    lm_reg_set *set; /* the passing instances, referenced until done */
+    int n_inst;
+    int chosen;
+    int attempts;
+    bool head_sent;
+    bool paused;
+} fwd;
+
+static gw_worker *worker_of(gateway *gw, const lm_req *req)
+{
+    return &gw->workers[lm_req_worker_index(req)];
+}
+
+static bool hop_by_hop(const char *name, const char *connection)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "te", "trailer",
+                                      "transfer-encoding", "upgrade", "content-length", "host",
+                                      NULL};
+    for (const char *const *h = hop; *h; h++)
+        if (!strcasecmp(name, *h)) return true;
+    if (!strncasecmp(name, "proxy-", 6)) return true;
+    if (connection) { /* headers named by Connection are hop-by-hop too */
+        size_t n = strlen(name);
+        for (const char *p = connection; *p;) {
+            while (*p == ' ' || *p == ',' || *p == '\t') p++;
+            const char *e = p;
+            while (*e && *e != ',' && *e != ' ' && *e != '\t') e++;
+            if ((size_t)(e - p) == n && !strncasecmp(p, name, n)) return true;
+            p = e;
+        }
+    }
+    return false;
+}
+
+static const char *resolve_alias(gateway *gw, const char *name)
+{
+    for (size_t i = 0; i < gw->n_aliases; i++)
+        if (!strcmp(gw->aliases[i].from, name)) return gw->aliases[i].to;
+    return name;
+}
+
+/* Least outstanding of two random choices (power of two choices), or round-robin. */
+static atomic_int *outstanding(gw_worker *w, const char *id);
+static const lm_reg_instance *inst(const fwd *f, int i) { return lm_reg_set_get(f->set, (size_t)i); }
+
+static int choose(fwd *f, int exclude)
+{
+    gw_worker *w = worker_of(f->gw, f->req);
+    int n = f->n_inst;
+    if (n == 1) return exclude == 0 ? -1 : 0;
+    if (f->gw->least_outstanding) {
+        int a = (int)(lm_rand64() % (uint64_t)n), b = (int)(lm_rand64() % (uint64_t)(n - 1));
+        if (b >= a) b++;
+        if (a == exclude) return b;
+        if (b == exclude) return a;
+        return atomic_load_explicit(outstanding(w, inst(f, a)->id), memory_order_relaxed) <=
+                       atomic_load_explicit(outstanding(w, inst(f, b)->id), memory_order_relaxed) ? a : b;
+    }
+    int i = (int)(w->rr++ % (uint64_t)n);
+    return i == exclude ? (i + 1) % n : i;
+}
+
+/* Requests in flight per upstream instance, on this worker (the balancer's view). */
+static atomic_int *outstanding(gw_worker *w, const char *id)
+{
+    for (int i = 0; i < w->n_out; i++)
+        if (!strcmp(w->out[i].id, id)) return &w->out[i].n;
+    int slot = w->n_out < GW_MAX_UPSTREAMS ? w->n_out++ : (int)(lm_rand64() % GW_MAX_UPSTREAMS);
+    snprintf(w->out[slot].id, sizeof w->out[slot].id, "%s", id);
+    atomic_store_explicit(&w->out[slot].n, 0, memory_order_relaxed);
+    return &w->out[slot].n;
+}
+
+static void fwd_free(fwd *f)
+{
+    if (f->set) lm_reg_set_release(f->set);
+    free(f);
+}
+
+
+static void send_upstream(fwd *f);
+
+static void fail(fwd *f, int status, const char *detail)
+{
+    lm_problem p = {.status = status, .type = "urn:lotmesh:problem:upstream", .detail = detail};
+    lm_problem_send_full(f->req, &p);
+}
+
+static void on_head(lm_client_req *creq, const lm_client_response *resp, void *ud)
+{
+    (void)creq;
+    fwd *f = ud;
+    lm_req *req = f->req;
+    const char *connection = lm_client_response_header(resp, "connection");
+    const char *ctype = NULL;
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        const lm_header *h = &resp->headers[i];
+        if (hop_by_hop(h->name, connection) || !strcasecmp(h->name, "date") ||
+            !strcasecmp(h->name, "server") || !strcasecmp(h->name, "x-request-id"))
+            continue;
+        if (!strcasecmp(h->name, "content-type")) {
+            ctype = h->value;
+            continue;
+        }
+        lm_resp_header(req, h->name, h->value);
+    }
+    const char *cl = lm_client_response_header(resp, "content-length");
+    const char *te = lm_client_response_header(resp, "transfer-encoding");
+    int64_t len = cl && !te ? strtoll(cl, NULL, 10) : -1;
+    lm_resp_begin(req, resp->status, ctype, len);
+    f->head_sent = true;
+}
+
+static void on_drain(lm_req *req, void *ud)
+{
+    (void)req;
+    fwd *f = ud;
+    if (f->paused && f->creq) {
+        f->paused = false;
+        lm_client_resume(f->creq);
+    }
+}
+
+static void on_body(lm_client_req *creq, const char *data, size_t len, void *ud)
+{
+    fwd *f = ud;
+    if (!lm_resp_write(f->req, data, len) && !lm_req_abandoned(f->req) && !f->paused) {
+        f->paused = true; /* the client reads slower than the upstream sends */
+        lm_client_pause(creq);
+        lm_resp_on_drain(f->req, on_drain, f);
+    }
+}
+
+static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_response *resp,
+                    void *ud)
+{
+    (void)creq;
+    (void)resp;
+    fwd *f = ud;
+    lm_req *req = f->req;
+    f->creq = NULL;
+    atomic_fetch_sub_explicit(outstanding(worker_of(f->gw, req), inst(f, f->chosen)->id), 1,
+                              memory_order_relaxed);
+    if (err == LM_CLIENT_OK) {
+        lm_resp_end(req);
+        fwd_free(f);
+        return;
+    }
+    if (f->head_sent) { /* too late for a problem: cut the response */
+        lm_log(LM_LOG_WARN, &(lm_log_ctx){.request_id = req->request_id, .trace = &req->trace},
+               "upstream %s failed mid-response: %s", inst(f, f->chosen)->id,
+               lm_client_strerror(err));
+        lm_resp_abort(req);
+        fwd_free(f);
+        return;
+    }
+    bool idempotent_read = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+    if ((err == LM_CLIENT_ERR_CONNECT || err == LM_CLIENT_ERR_CONNECT_TIMEOUT ||
+         err == LM_CLIENT_ERR_RESOLVE) &&
+        idempotent_read && f->attempts < 2 && f->n_inst > 1) {
+        int next = choose(f, f->chosen);
+        if (next >= 0) { /* nothing was sent: try another instance once */
+            f->chosen = next;
+            send_upstream(f);
+            return;
+        }
+    }
+    char detail[256];
+    int status = 502;
+    if (err == LM_CLIENT_ERR_RESPONSE_TIMEOUT || err == LM_CLIENT_ERR_CONNECT_TIMEOUT ||
+        err == LM_CLIENT_ERR_QUEUE_TIMEOUT)
+        status = 504;
+    if (err == LM_CLIENT_ERR_QUEUE_FULL) status = 503;
+    snprintf(detail, sizeof detail, "%s: %s", f->service, lm_client_strerror(err));
+    fail(f, status, detail);
+    fwd_free(f);
+}
+
+static void send_upstream(fwd *f)
+{
+    lm_req *req = f->req;
+    gateway *gw = f->gw;
+    gw_worker *w = worker_of(gw, req);
+    const lm_reg_instance *in = inst(f, f->chosen);
+    f->attempts++;
+
+    /* path: "/" + the rest of /api/{service}/ + the query */
+    const char *rest = lm_req_param(req, "path");
+    char *path = NULL;
+    size_t rest_raw_len = 0;
+    const char *rest_raw = "";
+    for (size_t i = 0; i < req->route.n_params; i++)
+        if (!strcmp(req->route.params[i].name, "path")) {
+            rest_raw = req->route.params[i].raw;
+            rest_raw_len = req->route.params[i].raw_len;
+        }
+    (void)rest;
+    lm_buf p = LM_BUF_INIT;
+    lm_buf_append_char(&p, '/');
+    lm_buf_append(&p, rest_raw, rest_raw_len); /* forwarded as received, not re-encoded */
+    if (req->query_len) {
+        lm_buf_append_char(&p, '?');
+        lm_buf_append(&p, req->query_string, req->query_len);
+    }
+    path = lm_buf_steal(&p, NULL);
+
+    lm_header hs[MAX_FWD_HEADERS + 8];
+    size_t n = 0;
+    const char *connection = lm_req_header(req, "connection");
+    const char *xff = NULL, *host = lm_req_header(req, "host");
+    for (size_t i = 0; i < req->n_headers && n < MAX_FWD_HEADERS; i++) {
+        const lm_header *h = &req->headers[i];
+        if (hop_by_hop(h->name, connection) || !strcasecmp(h->name, "authorization") ||
+            !strcasecmp(h->name, "x-api-key") || !strcasecmp(h->name, "traceparent") ||
+            !strcasecmp(h->name, "x-request-id") || !strncasecmp(h->name, "x-forwarded-", 12))
+            continue;
+        hs[n++] = *h;
+    }
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (!strcasecmp(req->headers[i].name, "x-forwarded-for")) xff = req->headers[i].value;
+    char peer[64] = "", fwd_for[512];
+    lm_req_peer_ip(req, peer, sizeof peer);
+    if (xff)
+        snprintf(fwd_for, sizeof fwd_for, "%s, %s", xff, peer);
+    else
+        snprintf(fwd_for, sizeof fwd_for, "%s", peer);
+    lm_trace_ctx child;
+    char tp[LM_TRACEPARENT_LEN + 1], bearer[4200];
+    lm_trace_child(&req->trace, &child);
+    lm_trace_format(&child, tp);
+    const char *tok = gw_service_token(gw, req, f->service, &f->who);
+    snprintf(bearer, sizeof bearer, "Bearer %s", tok ? tok : "");
+    hs[n++] = (lm_header){.name = "Authorization", .value = bearer};
+    hs[n++] = (lm_header){.name = "X-Forwarded-For", .value = fwd_for};
+    hs[n++] = (lm_header){.name = "X-Forwarded-Proto", .value = "http"};
+    if (host) hs[n++] = (lm_header){.name = "X-Forwarded-Host", .value = host};
+    hs[n++] = (lm_header){.name = "X-Request-ID", .value = req->request_id};
+    hs[n++] = (lm_header){.name = "traceparent", .value = tp};
+
+    lm_client_opts o = {
+        .method = req->method,
+        .host = in->host,
+        .port = in->port,
+        .path = path,
+        .headers = hs,
+        .n_headers = n,
+        .body = req->body_len ? req->body : NULL,
+        .body_len = req->body_len,
+        .connect_timeout_ms = gw->connect_timeout_ms,
+        .response_timeout_ms = gw->upstream_timeout_ms,
+        .on_head = on_head,
+        .on_body = on_body,
+        .on_done = on_done,
+        .ud = f,
+    };
+    atomic_fetch_add_explicit(outstanding(w, in->id), 1, memory_order_relaxed);
+    f->creq = lm_client_send(w->client, &o);
+    free(path);
+    if (!f->creq) {
+        atomic_fetch_sub_explicit(outstanding(w, in->id), 1, memory_order_relaxed);
+        fail(f, 400, "the request cannot be forwarded (malformed header or method)");
+        fwd_free(f);
+    }
+}
+
+static void handle_proxy(lm_req *req, void *ctx)
+{
+    gateway *gw = ctx;
+    fwd *f = lm_xcalloc(1, sizeof *f);
+    f->gw = gw;
+    f->req = req;
+    if (!gw_authenticate(gw, req, &f->who)) {
+        fwd_free(f);
+        return;
+    }
+    const char *name = resolve_alias(gw, lm_req_param(req, "service"));
+    if (!gw_service_exposed(gw, name)) {
+        lm_problem_sendf(req, 404, "unknown service '%.64s'", name);
+        fwd_free(f);
+        return;
+    }
+    snprintf(f->service, sizeof f->service, "%s", name);
+    f->set = lm_reg_instances(gw->reg, f->service);
+    f->n_inst = f->set ? (int)lm_reg_set_count(f->set) : 0;
+    if (f->n_inst == 0) {
+        lm_problem p = {.status = 503, .type = "urn:lotmesh:problem:no-instance",
+                        .detail = "the service has no passing instance"};
+        lm_resp_header(req, "Retry-After", "1");
+        lm_problem_send_full(req, &p);
+        fwd_free(f);
+        return;
+    }
+    f->chosen = choose(f, -1);
+    send_upstream(f);
+}
+
+void gw_proxy_routes(lm_router *r, gateway *gw)
+{
+    lm_router_add(r, "*", "/api/{service}/{path...}", handle_proxy, gw);
+}
+
+bool gw_service_exposed(const gateway *gw, const char *name)
+{
+    for (size_t i = 0; i < gw->n_services; i++)
+        if (!strcmp(gw->services[i], name)) return true;
+    return false;
+}
