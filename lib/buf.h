@@ -31,7 +31,8 @@ void lm_buf_append_str(lm_buf *b, const char *s);
 void lm_buf_append_char(lm_buf *b, char c);
 void lm_buf_append_u64(lm_buf *b, unsigned long long v);
 void lm_buf_printf(lm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void lm_buf_vprintf(lm_buf *b, const char *fmt, va_list ap);
+void lm_buf_vprintf(lm_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0))); /* clang's -Wformat-nonliteral needs it */
 /* Appends s as the inside of a JSON string (no surrounding quotes), escaping as RFC 8259
  * requires; invalid UTF-8 bytes become U+FFFD so the output is always valid JSON. */
 void lm_buf_append_json_escaped(lm_buf *b, const char *s, size_t n);
