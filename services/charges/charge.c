@@ -105,6 +105,14 @@ static int load(lm_db_conn *c, long long id, json_t **row, long long *version)
     return 0;
 }
 
+/* Representable times: the API writes years 0001 to 9999 (RFC 3339), so a date that would
+ * normalise (to UTC, or by adding a shelf life) outside them is refused rather than stored
+ * with text that no longer matches its instant. */
+#define MIN_TIME_MS (-62135596800000LL) /* 0001-01-01T00:00:00Z */
+#define MAX_TIME_MS 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
+
+static bool time_in_range(int64_t ms) { return ms >= MIN_TIME_MS && ms <= MAX_TIME_MS; }
+
 static int not_found(lm_rest_op *op)
 {
     return lm_rest_fail(op, 404, NULL, "no batch with id %lld", op->id);
@@ -473,8 +481,13 @@ static json_t *valid_body(lm_req *req, bool partial, long long path_id)
     lm_json_validate(in, fields, N_FIELDS, partial, &errs);
     const char *hd = lm_json_str(in, "herstellungsdatum"), *mhd = lm_json_str(in, "mindesthaltbarkeitsdatum");
     int64_t hd_ms, mhd_ms;
-    if (!errs.n && hd && mhd && lm_time_parse(hd, true, &hd_ms) && lm_time_parse(mhd, true, &mhd_ms) &&
-        mhd_ms < hd_ms)
+    bool hd_ok = !errs.n && hd && lm_time_parse(hd, true, &hd_ms);
+    bool mhd_ok = !errs.n && mhd && lm_time_parse(mhd, true, &mhd_ms);
+    if (hd_ok && !time_in_range(hd_ms))
+        lm_verrs_add(&errs, "herstellungsdatum", "must be from 0001-01-01 to 9999-12-31 in UTC");
+    if (mhd_ok && !time_in_range(mhd_ms))
+        lm_verrs_add(&errs, "mindesthaltbarkeitsdatum", "must be from 0001-01-01 to 9999-12-31 in UTC");
+    if (!errs.n && hd_ok && mhd_ok && mhd_ms < hd_ms)
         lm_verrs_add(&errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
     if (errs.n) {
         json_decref(in);
@@ -508,15 +521,27 @@ static void refs_checked(charges_refs *refs, void *ctx)
         op_done(0, op);
         return;
     }
-    if (!op->id) { /* create: default the MHD from the article's shelf life */
-        json_t *mhd = json_object_get(op->input, "mindesthaltbarkeitsdatum");
-        int64_t hd;
-        if ((!mhd || json_is_null(mhd)) && refs->shelf_life_days >= 0 &&
-            lm_time_parse(lm_json_str(op->input, "herstellungsdatum"), true, &hd)) {
-            char out[LM_TIME_STRLEN];
-            lm_time_format(hd + refs->shelf_life_days * 86400000LL, out);
-            json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
+    /* create and PUT (a whole representation): default the MHD from the article's shelf
+     * life; a PATCH changes only what it names */
+    json_t *mhd = json_object_get(op->input, "mindesthaltbarkeitsdatum");
+    int64_t hd;
+    if (!op->partial && (!mhd || json_is_null(mhd)) && refs->shelf_life_days >= 0 &&
+        lm_time_parse(lm_json_str(op->input, "herstellungsdatum"), true, &hd)) {
+        int64_t days = refs->shelf_life_days;
+        if (days > (MAX_TIME_MS - hd) / 86400000LL) {
+            lm_verrs_add(&op->errs, "mindesthaltbarkeitsdatum",
+                         "herstellungsdatum plus the article's shelf life (%lld days) is after "
+                         "9999-12-31; give mindesthaltbarkeitsdatum",
+                         (long long)days);
+            op->status = 422;
+            op_done(0, op);
+            return;
         }
+        char out[LM_TIME_STRLEN];
+        lm_time_format(hd + days * 86400000LL, out);
+        json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
+    }
+    if (!op->id) {
         lm_db_write(lm_store_port(co->svc->store, op->req), lm_rest_create_job, op_done, op);
     } else {
         lm_db_write(lm_store_port(co->svc->store, op->req), update_job, op_done, op);
