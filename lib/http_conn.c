@@ -50,6 +50,7 @@ static int on_message_begin(llhttp_t *p)
     c->n_hdrs = 0;
     c->head_bytes = 0;
     c->url_len = 0;
+    c->url_complete = false;
     c->url_off = 0;
     c->in_field = false;
     c->expect_continue = false;
@@ -81,6 +82,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 static int on_url_complete(llhttp_t *p)
 {
     lm_conn *c = conn_of(p);
+    c->url_complete = true;
     lm_buf_append_char(&c->head, '\0');
     return 0;
 }
@@ -140,8 +142,9 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
                               : c->last_val_at_end && at == c->exec_start;
         if (!contiguous)
             return fail_cb(c, 400, "obs-fold (a header line starting with whitespace) is refused");
-    } else {
-        /* a fold after an empty value arrives as the value's first chunk: after LF [SP/HT]* */
+    } else if (len > 0) {
+        /* a fold after an empty value arrives as the value's first chunk: after LF [SP/HT]*.
+         * (An empty value itself is a zero-length chunk pointing at the next line.) */
         const char *q = at;
         while (q > c->exec_start && (q[-1] == ' ' || q[-1] == '\t')) q--;
         if (q > c->exec_start ? q[-1] == '\n' : c->prev_tail_lf)
@@ -387,9 +390,19 @@ void lm_conn_fail(lm_conn *c, int status, const char *detail)
     lm_trace_ctx t;
     lm_trace_begin(&t, NULL, 0);
     lm_trace_id_hex(&t, trace_hex);
-    lm_problem pr = {.status = status, .detail = detail, .trace_id = trace_hex};
+    /* instance: the request's path when the request line got that far (DESIGN 3.4) */
+    char *instance = NULL;
+    if (c->url_complete && c->url_len) {
+        const char *target = c->head.data + c->url_off;
+        size_t n = strcspn(target, "?");
+        if (n > 512) n = 512;
+        instance = lm_xstrndup(target, n);
+    }
+    lm_problem pr = {.status = status, .detail = detail, .trace_id = trace_hex,
+                     .instance = instance};
     lm_buf body = LM_BUF_INIT;
     lm_problem_format(&body, &pr);
+    free(instance);
     lm_buf_printf(&c->out,
                   "HTTP/1.1 %d %s\r\nServer: lotmesh\r\nDate: %s\r\nContent-Type: "
                   "application/problem+json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",

@@ -78,6 +78,7 @@ struct lm_conn {
     size_t n_hdrs, cap_hdrs;
     size_t head_bytes;
     size_t url_off, url_len;
+    bool url_complete; /* the request target is in head, NUL-terminated */
     bool in_field; /* last header callback was a field name */
     /* obs-fold detection: llhttp 8 unfolds silently, delivering the continuation as another
      * value chunk; a chunk not byte-contiguous with the previous one of the same value is a

@@ -10,6 +10,7 @@ which runs one worker per WORKERS (the registry keeps its catalog on one loop)."
 import re
 import socket
 import threading
+import time
 
 import pytest
 import requests
@@ -425,7 +426,13 @@ def test_concurrent_clients(reg):
 
 def test_multi_worker_metrics_are_summed(start_process):
     p = start_process("articles", {"WORKERS": "3", "IDLE_TIMEOUT": "30s"})
-    started = [ln for ln in p.log_lines() if ln.get("msg", "").startswith("listening")]
+    # /health may answer a moment before the "listening" line is written: wait for it
+    deadline = time.monotonic() + 5
+    started = []
+    while not started and time.monotonic() < deadline:
+        started = [ln for ln in p.log_lines() if ln.get("msg", "").startswith("listening")]
+        if not started:
+            time.sleep(0.02)
     assert started and "with 3 workers" in started[0]["msg"]
     m0 = p.metrics()
     # a new connection per request: the kernel spreads them over the workers' listeners
