@@ -554,9 +554,6 @@ def test_body_over_the_limit_is_413(stack):
     stack.charges.assert_healthy()
 
 
-@pytest.mark.xfail(strict=True, reason="lib/http_conn.c lm_conn_fail() writes engine problems "
-                   "(413, 431, 414, ...) without instance, although the request target is "
-                   "known by then (DESIGN 3.4 wants instance on every problem)")
 def test_body_over_the_limit_problem_names_the_instance(stack):
     r = _post_oversized(stack, 1024 * 1024 + 1)
     assert r.status == 413
