@@ -7,6 +7,7 @@ charges), on top of harness.py:
     unique("A")                                          # a fresh, test-unique text
     Contract(doc)                                        # response-vs-OpenAPI checks
     contract_tools()                                     # path of tests/contract, installed
+    AUTH_ENV, service_token(aud, scope="read write", …)  # services with the token check on
 """
 
 import itertools
@@ -239,3 +240,25 @@ def wait_until(pred, timeout=IO_TIMEOUT, step=0.02, what="condition"):
 def session():
     """A requests.Session (keep-alive) with the default timeout applied by callers."""
     return requests.Session()
+
+
+# ---- service tokens (DESIGN 3.5) ---------------------------------------------------------------
+
+# Environment for a service that checks service tokens (HS256 with this test secret).
+TOKEN_SECRET = "lotmesh-blackbox-test-secret-0123456789abcdef"
+AUTH_ENV = {"SERVICE_AUTH": "enabled", "SERVICE_TOKEN_SECRET": TOKEN_SECRET}
+
+
+def service_token(aud, scope="read write", iss="gateway", sub="blackbox", exp_in=300,
+                  secret=TOKEN_SECRET, alg="HS256", **extra):
+    """A service token as the gateway mints it (PyJWT, python3-jwt)."""
+    import jwt
+    now = int(time.time())
+    claims = {"iss": iss, "aud": aud, "sub": sub, "scope": scope, "iat": now,
+              "exp": now + exp_in}
+    claims.update(extra)
+    return jwt.encode(claims, secret, algorithm=alg)
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}

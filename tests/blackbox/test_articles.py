@@ -7,8 +7,9 @@ nesting, huge numbers, invalid UTF-8, 1 MB strings, duplicate keys). Every error
 RFC 9457 problem with type, title, status, detail, instance and trace_id. Routes under /api/
 need a service token (DESIGN 3.5): a second process checks them.
 
-One articles process (with SERVICE_AUTH=disabled, as the harness sets) serves the module (its own database in a temporary folder); tests keep
-apart by unique artikelnummer prefixes and filter lists by them."""
+One articles process (SERVICE_AUTH=disabled, as the harness sets) serves the module (its own
+database in a temporary folder); tests keep apart by unique artikelnummer prefixes and filter
+lists by them."""
 
 import json
 import socket
