@@ -214,6 +214,7 @@ def cmd_cgtop(path, requests, top):
 # ---- report ---------------------------------------------------------------------------------
 
 NOISY = 1.25  # a round whose calibration loop ran this much slower than the run's best
+OTHERS_BUSY = 10  # % of all cores used by other processes during a round
 
 def to_ms(v):
     for suffix, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3), ("m", 60e3)):
@@ -266,6 +267,10 @@ def cmd_report(meta_path, wrkdir):
         cpu = meta.get(f"cpu_{variant},{workers},{server},{rnd}")
         res["cpu_us_req"] = int(cpu) / 1e3 / res["requests"] if cpu and res["requests"] else None
         res["cpu_pct"] = int(cpu) / 1e7 / float(meta["duration"]) if cpu else None
+        others = meta.get(f"others_{variant},{workers},{server},{rnd}")
+        # percent of the whole machine (all cores) over the round
+        res["others_pct"] = (max(int(others), 0) / 10 / float(meta["duration"]) /
+                             int(meta.get("nproc", "1"))) if others else None
         calib = meta.get(f"calib_{variant},{workers},{server},{rnd}")
         res["calib"] = int(calib) if calib else None
         runs.setdefault((variant, int(workers), server), []).append((int(rnd), res))
@@ -293,6 +298,13 @@ def cmd_report(meta_path, wrkdir):
         else:
             p(f"- {w} worker: server (all its processes/threads) under `{srv}`, "
               f"wrk -t{threads} under `{wrk}`")
+    others = sorted(r["others_pct"] for rs in runs.values() for _, r in rs
+                    if r["others_pct"] is not None)
+    if others:
+        busy = sum(1 for o in others if o > OTHERS_BUSY)
+        p(f"- other work on the machine during the rounds (all busy CPU minus server and wrk): "
+          f"median {statistics.median(others):.0f}%, max {others[-1]:.0f}% of all cores; "
+          f"{busy} of {len(others)} rounds over {OTHERS_BUSY:.0f}% (marked ⚠ below)")
     calibs = sorted(r["calib"] for rs in runs.values() for _, r in rs if r["calib"])
     fastest = calibs[0] if calibs else None
     if calibs:
@@ -376,8 +388,8 @@ def cmd_report(meta_path, wrkdir):
     p("## Every round")
     p("")
     p("| access log | workers | server | round | req/s | p50 | p99 | requests | errors | "
-      "server CPU/req | host slowdown |")
-    p("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+      "server CPU/req | other load | host slowdown |")
+    p("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for v, w in cases:
         for s in ("lotmesh", "nginx"):
             for rnd, r in sorted(runs.get((v, w, s), [])):
@@ -386,15 +398,20 @@ def cmd_report(meta_path, wrkdir):
                 if r["calib"] and fastest:
                     f = r["calib"] / fastest
                     slow = f"{f:.2f}{' ⚠' if f > NOISY else ''}"
+                oth = "-"
+                if r["others_pct"] is not None:
+                    oth = f"{r['others_pct']:.0f}%{' ⚠' if r['others_pct'] > OTHERS_BUSY else ''}"
                 p(f"| {'off' if v == 'raw' else 'on'} | {w} | {s} | {rnd} | {r['rps']:,.0f} | "
                   f"{msf(r['p50'])} | {msf(r['p99'])} | {r['requests']:,} | {r['errors']} | "
-                  f"{cpu} | {slow} |")
+                  f"{cpu} | {oth} | {slow} |")
     logs = sorted(k for k in meta if k.startswith("loglines_"))
     if logs:
         p("")
-        p("Access-log lines written during the logged cases (warm-up included): " +
-          ", ".join(f"{k[len('loglines_'):].replace('_logged-w', ' WORKERS=')}: "
-                    f"{int(meta[k]):,}" for k in logs) + ".")
+        p("Access-log lines written during the logged cases (warm-up included), and bytes per "
+          "line: " + ", ".join(
+              f"{k[len('loglines_'):].replace('_logged-w', ' WORKERS=')}: {int(meta[k]):,} "
+              f"({int(meta.get('logbytes_' + k[len('loglines_'):], 0)) / max(int(meta[k]), 1):.0f} B)"
+              for k in logs) + ".")
     print("\n".join(out))
     return 0
 

@@ -181,6 +181,21 @@ calib_ms() {
   echo $(((b - a) / 1000000))
 }
 
+busy_ms() { # CPU time all cores spent on anything but idle/iowait since boot, in ms
+  local _c u n s i w irq sirq st rest
+  read -r _c u n s i w irq sirq st rest </proc/stat
+  echo $(((u + n + s + irq + sirq + st) * 1000 / $(getconf CLK_TCK)))
+}
+
+children_ms() { # CPU time of this shell's finished children (wrk, ...), in ms
+  local line
+  times >"$TMP/times"
+  line=$(sed -n 2p "$TMP/times") # "XmY.YYYs XmY.YYYs": user, system
+  awk -v l="$line" 'BEGIN { n = split(l, f, " "); t = 0
+    for (i = 1; i <= n; i++) { split(f[i], p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
+    printf "%d\n", t * 1000 }'
+}
+
 rss_kb() { # VmRSS of PID and its children, kB
   local total=0 p kb
   for p in $(pid_tree "$1"); do
@@ -279,10 +294,12 @@ for variant in $VARIANTS; do
         pid=$L; [ $s = nginx ] && pid=$N
         note "$tag: round $r/$ROUNDS $s"
         meta "calib_$variant,$w,$s,$r" "$(calib_ms)"
-        c0=$(cpu_ns "$pid")
+        c0=$(cpu_ns "$pid"); b0=$(busy_ms); k0=$(children_ms)
         run_wrk "$TMP/wrk/$variant,$w,$s,$r.txt" "$port" "$threads" "${wrk_pin[@]}"
-        c1=$(cpu_ns "$pid")
+        b1=$(busy_ms); k1=$(children_ms); c1=$(cpu_ns "$pid")
         meta "cpu_$variant,$w,$s,$r" "$((c1 - c0))"
+        # CPU the rest of the machine used meanwhile: all busy time minus server and wrk
+        meta "others_$variant,$w,$s,$r" "$((b1 - b0 - (c1 - c0) / 1000000 - (k1 - k0)))"
       done
     done
     meta "rss_after_$tag" "$(rss_kb "$L")"
@@ -290,6 +307,14 @@ for variant in $VARIANTS; do
     if [ "$variant" = logged ]; then
       meta "loglines_lotmesh_$tag" "$(grep -c '"msg":"access"' "$TMP/lotmesh-$tag.log" || true)"
       meta "loglines_nginx_$tag" "$(wc -l <"$TMP/nginx-$tag/access.log")"
+      meta "logbytes_lotmesh_$tag" "$(stat -c %s "$TMP/lotmesh-$tag.log")"
+      meta "logbytes_nginx_$tag" "$(stat -c %s "$TMP/nginx-$tag/access.log")"
+      # hundreds of MB each: keep only the last lines unless asked to keep everything
+      if [ "${KEEP_TMP:-0}" != 1 ]; then
+        for f in "$TMP/lotmesh-$tag.log" "$TMP/nginx-$tag/access.log"; do
+          tail -n 5 "$f" >"$f.tail" && rm -f "$f"
+        done
+      fi
     fi
   done
 done
