@@ -95,6 +95,23 @@ void lm_resp_begin(lm_req *req, int status, const char *content_type, int64_t co
 bool lm_resp_write(lm_req *req, const void *data, size_t len);
 void lm_resp_end(lm_req *req);
 
+/* Streamed request bodies (routes added with LM_ROUTE_STREAM_BODY). The handler runs when
+ * the headers are complete, with req->body empty; before it returns it calls
+ * lm_req_read_body to receive the body as it arrives: data(req, bytes, len, ud) any number
+ * of times, then end(req, status, ud) once — status 0 when the body is complete, else why
+ * it failed (413 over MAX_BODY_BYTES, 400 malformed framing, 408 too slow, 499 the client
+ * went away); after a failure the connection closes once the handler has responded. The
+ * handler may respond at any time; a response finished before the body ended closes the
+ * connection after it. lm_req_streaming tells whether req is such a request (a route
+ * streams only requests that have a body). Pause/resume: while paused no data arrives and
+ * the client's socket is no longer read (TCP backpressure). All on the request's loop. */
+typedef void (*lm_body_data_fn)(lm_req *req, const char *data, size_t len, void *ud);
+typedef void (*lm_body_end_fn)(lm_req *req, int status, void *ud);
+bool lm_req_streaming(const lm_req *req);
+void lm_req_read_body(lm_req *req, lm_body_data_fn data, lm_body_end_fn end, void *ud);
+void lm_req_pause_body(lm_req *req);
+void lm_req_resume_body(lm_req *req);
+
 /* Streaming backpressure: after lm_resp_write returned false, cb(req, ud) runs once, on the
  * request's loop, when the queued output has been written to the socket. */
 void lm_resp_on_drain(lm_req *req, void (*cb)(lm_req *req, void *ud), void *ud);

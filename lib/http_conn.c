@@ -55,6 +55,10 @@ static int on_message_begin(llhttp_t *p)
     c->in_field = false;
     c->expect_continue = false;
     c->value_started = false;
+    c->stream = c->stream_started = c->stream_paused = c->stream_done = false;
+    c->stream_bytes = 0;
+    c->body_data = NULL;
+    c->body_end = NULL;
     c->error_status = 0;
     c->error_detail = NULL;
     c->req.start_ns = mono_ns();
@@ -260,6 +264,12 @@ static int on_headers_complete(llhttp_t *p)
         }
     }
     c->keep_alive = llhttp_should_keep_alive(p);
+    bool has_body = (p->flags & F_CHUNKED_FLAG) ||
+                    ((p->flags & F_CONTENT_LENGTH_FLAG) && p->content_length > 0);
+    if (has_body && c->ops->stream && c->ops->stream(c, r)) {
+        c->stream = true;
+        return HPE_PAUSED; /* run() dispatches now; the body follows to the handler */
+    }
     return 0;
 }
 
@@ -298,6 +308,18 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     c->scan_pos = at + len;
     /* llhttp has already subtracted this span: 0 left means the chunk's data is complete */
     if ((p->flags & F_CHUNKED_FLAG) && p->content_length == 0) c->frame = FRAME_CR;
+    if (c->stream) {
+        c->stream_bytes += len;
+        if (c->stream_bytes > c->limits->max_body_bytes)
+            return fail_cb(c, 413, "request body is larger than the limit");
+        if (c->body_data && c->dispatched && !c->stream_done) {
+            bool d = c->in_dispatch;
+            c->in_dispatch = true; /* a response finished here is flushed by the caller */
+            c->body_data(&c->req, at, len, c->body_ud);
+            c->in_dispatch = d;
+        }
+        return 0;
+    }
     if (c->body.len + len > c->limits->max_body_bytes)
         return fail_cb(c, 413, "request body is larger than the limit");
     lm_buf_append(&c->body, at, len);
@@ -317,6 +339,7 @@ static int on_chunk_header(llhttp_t *p)
 static int on_message_complete(llhttp_t *p)
 {
     lm_conn *c = conn_of(p);
+    if (c->state == LM_CONN_CLOSING) return HPE_PAUSED; /* answered before the body ended */
     c->keep_alive = llhttp_should_keep_alive(p);
     /* Upgrade/CONNECT: llhttp parses no more HTTP after this message. We never switch
      * protocols, so this request is answered and the connection closed. */
@@ -373,19 +396,54 @@ void lm_conn_free(lm_conn *c)
     lm_buf_free(&c->params);
 }
 
-bool lm_conn_busy(const lm_conn *c) { return c->state == LM_CONN_BUSY && !c->resp_finished; }
+bool lm_conn_busy(const lm_conn *c) { return c->dispatched; }
+
+/* May the parser go on now? Not while a request waits for its response, output is backed
+ * up, or the handler paused its streamed body. */
+static bool parse_blocked(const lm_conn *c)
+{
+    return (c->state == LM_CONN_BUSY && c->dispatched) || c->out_blocked || c->stream_paused;
+}
+
+/* Ends a streamed body once: status 0 complete, else why it failed (the connection will
+ * close after the response; further input is discarded). */
+static void stream_end(lm_conn *c, int status)
+{
+    if (c->stream_done) return;
+    c->stream_done = true;
+    c->stream_paused = false;
+    if (status) {
+        c->keep_alive = false;
+        c->parse_failed = true;
+        lm_buf_reset(&c->pending);
+    }
+    lm_body_end_fn end = c->body_end;
+    void *ud = c->body_ud;
+    c->body_data = NULL;
+    c->body_end = NULL;
+    if (end && c->dispatched) {
+        bool d = c->in_dispatch;
+        c->in_dispatch = true;
+        end(&c->req, status, ud);
+        c->in_dispatch = d;
+    }
+}
 
 bool lm_conn_wants_input(const lm_conn *c)
 {
     if (c->state == LM_CONN_CLOSING) return true; /* read and discard (lingering close) */
-    if (c->state == LM_CONN_BUSY || c->out_blocked)
-        return c->pending.len < c->limits->max_pending_bytes;
+    if (c->parse_failed) return true; /* discard until the close */
+    if (parse_blocked(c)) return c->pending.len < c->limits->max_pending_bytes;
     return true;
 }
 
 void lm_conn_fail(lm_conn *c, int status, const char *detail)
 {
-    if (c->state == LM_CONN_CLOSING || lm_conn_busy(c)) return;
+    if (c->state == LM_CONN_CLOSING) return;
+    if (lm_conn_busy(c)) { /* the handler answers; a streamed body it reads has failed */
+        if (c->stream_started) stream_end(c, status);
+        return;
+    }
     char trace_hex[33];
     lm_trace_ctx t;
     lm_trace_begin(&t, NULL, 0);
@@ -429,6 +487,7 @@ static void dispatch(lm_conn *c)
     c->resp_started = c->resp_finished = c->resp_chunked = false;
     c->resp_status = 0;
     c->resp_bytes = 0;
+    c->dispatched = true;
     c->in_dispatch = true;
     c->ops->dispatch(c, r);
     c->in_dispatch = false;
@@ -465,12 +524,20 @@ static void run(lm_conn *c, const char *data, size_t len)
             data += used;
             len -= used;
             llhttp_resume(&c->parser);
-            dispatch(c);
+            if (c->state == LM_CONN_CLOSING) return;
+            if (c->stream && !c->stream_started) { /* headers of a streamed request */
+                c->stream_started = true;
+                dispatch(c);
+            } else if (c->stream) { /* the end of a streamed body */
+                stream_end(c, 0);
+            } else {
+                dispatch(c);
+            }
             if (c->state == LM_CONN_CLOSING) return;
             /* Backpressure against pipelining clients that do not read: one read of small
              * requests can ask for megabytes of responses. */
             if (c->out.len >= c->limits->max_out_bytes) c->out_blocked = true;
-            if (c->state == LM_CONN_BUSY || c->out_blocked) {
+            if (parse_blocked(c)) {
                 lm_buf_append(&c->pending, data, len);
                 return;
             }
@@ -495,22 +562,30 @@ static void run(lm_conn *c, const char *data, size_t len)
             detail = "invalid HTTP version";
         else if (err == HPE_INVALID_HEADER_TOKEN)
             detail = "invalid character in a header field (obs-fold and bare CR/LF are refused)";
+        if (c->stream_started && lm_conn_busy(c)) { /* the handler has the request */
+            stream_end(c, status);
+            return;
+        }
         c->state = LM_CONN_HEAD; /* not busy: allowed to answer */
         lm_conn_fail(c, status, detail ? detail : "malformed request");
         return;
     }
     return;
 framing_error:
+    if (c->stream_started && lm_conn_busy(c)) {
+        stream_end(c, 400);
+        return;
+    }
     c->state = LM_CONN_HEAD;
     lm_conn_fail(c, 400, "malformed message framing (bare CR, or chunk data not followed by CRLF)");
 }
 
 void lm_conn_feed(lm_conn *c, const char *data, size_t len)
 {
-    if (c->state == LM_CONN_CLOSING || len == 0) return;
-    if (lm_conn_busy(c) || c->out_blocked || c->pending.len > 0) {
+    if (c->state == LM_CONN_CLOSING || c->parse_failed || len == 0) return;
+    if (parse_blocked(c) || c->pending.len > 0) {
         lm_buf_append(&c->pending, data, len);
-        if (!lm_conn_busy(c) && !c->out_blocked) lm_conn_resume(c);
+        if (!parse_blocked(c)) lm_conn_resume(c);
         return;
     }
     run(c, data, len);
@@ -518,7 +593,7 @@ void lm_conn_feed(lm_conn *c, const char *data, size_t len)
 
 void lm_conn_resume(lm_conn *c)
 {
-    if (c->state == LM_CONN_CLOSING || lm_conn_busy(c) || c->out_blocked) return;
+    if (c->state == LM_CONN_CLOSING || c->parse_failed || parse_blocked(c)) return;
     if (c->pending.len == 0) {
         if (c->eof) lm_conn_eof(c);
         return;
@@ -538,6 +613,10 @@ void lm_conn_resume(lm_conn *c)
 void lm_conn_eof(lm_conn *c)
 {
     c->eof = true;
+    if (c->stream_started && lm_conn_busy(c) && !c->stream_done && c->pending.len == 0) {
+        stream_end(c, 499); /* the body will never be complete */
+        return;
+    }
     if (lm_conn_busy(c) || c->pending.len > 0) return; /* answer what we have first */
     if (c->state == LM_CONN_HEAD || c->state == LM_CONN_BODY) {
         /* half a request: nobody will read an answer reliably; just close */
@@ -549,7 +628,31 @@ void lm_conn_eof(lm_conn *c)
 
 void lm_conn_abandon(lm_conn *c)
 {
-    if (lm_conn_busy(c)) c->req.abandoned_ = true;
+    if (lm_conn_busy(c)) {
+        c->req.abandoned_ = true;
+        if (c->stream_started) stream_end(c, 499);
+    }
     lm_buf_reset(&c->pending);
     if (!lm_conn_busy(c)) c->state = LM_CONN_CLOSING;
+}
+
+bool lm_req_streaming(const lm_req *req) { return req->conn_ && req->conn_->stream; }
+
+void lm_req_read_body(lm_req *req, lm_body_data_fn data, lm_body_end_fn end, void *ud)
+{
+    lm_conn *c = req->conn_;
+    assert(c->stream && c->dispatched);
+    c->body_data = data;
+    c->body_end = end;
+    c->body_ud = ud;
+}
+
+void lm_req_pause_body(lm_req *req) { req->conn_->stream_paused = !req->conn_->stream_done; }
+
+void lm_req_resume_body(lm_req *req)
+{
+    lm_conn *c = req->conn_;
+    if (!c->stream_paused) return;
+    c->stream_paused = false;
+    if (!c->in_dispatch) c->ops->output(c); /* the transport parses what waited, reads again */
 }

@@ -46,6 +46,9 @@ typedef struct lm_conn_ops {
     void (*output)(lm_conn *c);
     /* The response of req is complete (status known): metrics and access log. */
     void (*completed)(lm_conn *c, lm_req *req, int status, uint64_t bytes_out);
+    /* Optional: at headers complete of a request with a body, should it be dispatched now
+     * and its body streamed to the handler (its route has LM_ROUTE_STREAM_BODY)? */
+    bool (*stream)(lm_conn *c, lm_req *req);
 } lm_conn_ops;
 
 typedef enum {
@@ -100,6 +103,18 @@ struct lm_conn {
     bool in_dispatch;
     bool eof;          /* client half-closed */
     uint64_t state_since_ms; /* when the current state began (transport's clock) */
+
+    /* streamed request body (see lm_req_read_body) */
+    bool stream;         /* this request's body goes to its handler as it arrives */
+    bool stream_started; /* dispatched at headers complete */
+    bool stream_paused;  /* the handler paused the body */
+    bool stream_done;    /* body complete or failed: no more data/end calls */
+    bool parse_failed;   /* a streamed body failed: input is discarded until the close */
+    size_t stream_bytes;
+    lm_body_data_fn body_data;
+    lm_body_end_fn body_end;
+    void *body_ud;
+    bool dispatched; /* the handler holds req: from dispatch until its response finished */
 
     void (*drain_cb)(lm_req *req, void *ud); /* lm_resp_on_drain, one-shot */
     void *drain_ud;

@@ -109,6 +109,7 @@ static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
     lm_req *r = &c->req;
     lm_buf *o = &c->out;
     if (c->draining || c->eof) c->keep_alive = false;
+    if (c->stream_started && !c->stream_done) c->keep_alive = false; /* body left unread */
     lm_buf_reserve(o, 256 + c->resp_headers.len);
     lm_buf_append(o, "HTTP/1.1 ", 9);
     lm_buf_append_u64(o, (unsigned long long)status);
@@ -152,6 +153,11 @@ static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
 static void finish(lm_conn *c)
 {
     c->resp_finished = true;
+    c->dispatched = false;
+    if (c->stream_started && !c->stream_done) c->keep_alive = false; /* body left unread */
+    c->body_data = NULL;
+    c->body_end = NULL;
+    c->stream_paused = false;
     c->drain_cb = NULL;
     c->drain_ud = NULL;
     if (c->ops->completed) c->ops->completed(c, &c->req, c->resp_status, c->resp_bytes);
@@ -177,7 +183,7 @@ void lm_resp_send(lm_req *req, int status, const char *content_type, const void 
                   size_t len)
 {
     lm_conn *c = req->conn_;
-    assert(c->state == LM_CONN_BUSY && !c->resp_started);
+    assert(c->dispatched && !c->resp_started);
     if (req->abandoned_) {
         c->resp_status = status;
         finish(c);
@@ -193,7 +199,7 @@ void lm_resp_send(lm_req *req, int status, const char *content_type, const void 
 void lm_resp_begin(lm_req *req, int status, const char *content_type, int64_t content_length)
 {
     lm_conn *c = req->conn_;
-    assert(c->state == LM_CONN_BUSY && !c->resp_started);
+    assert(c->dispatched && !c->resp_started);
     if (req->abandoned_) {
         c->resp_started = true;
         c->resp_status = status;
@@ -248,7 +254,7 @@ void lm_conn_drained(lm_conn *c)
 void lm_resp_abort(lm_req *req)
 {
     lm_conn *c = req->conn_;
-    assert(c->state == LM_CONN_BUSY);
+    assert(c->dispatched);
     c->keep_alive = false; /* the close is what tells the client the body is incomplete */
     if (!c->resp_started) c->resp_status = 502;
     c->resp_chunked = false; /* no terminating chunk */

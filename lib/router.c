@@ -22,6 +22,7 @@ typedef struct route {
     size_t n_segs;
     lm_handler_fn handler;
     void *ctx;
+    unsigned flags;
 } route;
 
 struct lm_router {
@@ -52,6 +53,12 @@ const char *lm_router_template(const lm_router *r, int id)
 
 int lm_router_add(lm_router *r, const char *method, const char *tpl, lm_handler_fn handler,
                   void *ctx)
+{
+    return lm_router_add_flags(r, method, tpl, handler, ctx, 0);
+}
+
+int lm_router_add_flags(lm_router *r, const char *method, const char *tpl, lm_handler_fn handler,
+                        void *ctx, unsigned flags)
 {
     if (!tpl || tpl[0] != '/' || strlen(method) >= sizeof r->routes[0].method) return -1;
     segment *segs = NULL;
@@ -100,6 +107,7 @@ int lm_router_add(lm_router *r, const char *method, const char *tpl, lm_handler_
     rt->n_segs = n;
     rt->handler = handler;
     rt->ctx = ctx;
+    rt->flags = flags;
     return (int)r->n++;
 }
 
@@ -189,5 +197,6 @@ int lm_router_match(const lm_router *r, const char *method, const char *path, si
     m->template_path = r->routes[best].template_path;
     m->handler = r->routes[best].handler;
     m->ctx = r->routes[best].ctx;
+    m->flags = r->routes[best].flags;
     return LM_ROUTE_FOUND;
 }

@@ -27,8 +27,14 @@ typedef struct lm_route_param {
     size_t raw_len;
 } lm_route_param;
 
+/* Route flags. LM_ROUTE_STREAM_BODY: the handler runs as soon as the headers are complete
+ * and receives the body as it arrives (lm_req_read_body), instead of after the whole body
+ * was buffered. */
+enum { LM_ROUTE_STREAM_BODY = 1u << 0 };
+
 typedef struct lm_route_match {
     int route_id;
+    unsigned flags;
     const char *template_path; /* owned by the router */
     lm_handler_fn handler;
     void *ctx;
@@ -45,6 +51,8 @@ void lm_router_free(lm_router *r);
  * template (not starting with '/', unclosed '{', "{x...}" not last, too many params). */
 int lm_router_add(lm_router *r, const char *method, const char *template_path,
                   lm_handler_fn handler, void *ctx);
+int lm_router_add_flags(lm_router *r, const char *method, const char *template_path,
+                        lm_handler_fn handler, void *ctx, unsigned flags);
 int lm_router_match(const lm_router *r, const char *method, const char *path, size_t path_len,
                     lm_route_match *m);
 size_t lm_router_count(const lm_router *r);

@@ -39,6 +39,7 @@ struct lm_worker {
     size_t n_conns;
     bool stopping;
     uint64_t stop_deadline;
+    uint64_t refused, refused_logged_at; /* connections over the limit, not yet logged */
     char readbuf[READ_BUF_SIZE];
 };
 
@@ -393,7 +394,18 @@ static void engine_completed(lm_conn *c, lm_req *req, int status, uint64_t bytes
     }
 }
 
-static const lm_conn_ops engine_ops = {engine_dispatch, engine_output, engine_completed};
+/* At headers complete: does the request's route take its body as a stream? */
+static bool engine_stream(lm_conn *c, lm_req *req)
+{
+    srv_conn *sc = c->owner;
+    lm_route_match m;
+    return lm_router_match(sc->w->server->router, req->method, req->path, req->path_len, &m) ==
+               LM_ROUTE_FOUND &&
+           (m.flags & LM_ROUTE_STREAM_BODY);
+}
+
+static const lm_conn_ops engine_ops = {engine_dispatch, engine_output, engine_completed,
+                                       engine_stream};
 
 /* ---- accepting ------------------------------------------------------------------------- */
 
@@ -422,6 +434,16 @@ void lm_req_peer_ip(const lm_req *req, char *out, size_t len)
 }
 
 static void on_reject_closed(uv_handle_t *h) { free(h); }
+
+/* One line per second at most: a connection flood must not become a log flood (each line is
+ * a write on this loop). The sweep logs what was counted since. */
+static void log_refused(lm_worker *w)
+{
+    lm_log_warn("connection limit (%zu per worker) reached: refused %llu connection(s)",
+                w->server->max_conns_per_worker, (unsigned long long)w->refused);
+    w->refused = 0;
+    w->refused_logged_at = uv_now(&w->loop);
+}
 static void on_accept_failed_closed(uv_handle_t *h) { free(h->data); /* the srv_conn */ }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -435,9 +457,10 @@ static void on_connection(uv_stream_t *listener, int status)
     if (w->n_conns >= s->max_conns_per_worker || w->stopping) {
         uv_tcp_t *t = lm_xmalloc(sizeof *t);
         uv_tcp_init(&w->loop, t);
-        if (uv_accept(listener, (uv_stream_t *)t) == 0 && !w->stopping)
-            lm_log_warn("connection limit (%zu per worker) reached, refusing a connection",
-                        s->max_conns_per_worker);
+        if (uv_accept(listener, (uv_stream_t *)t) == 0 && !w->stopping) {
+            w->refused++;
+            if (w->refused_logged_at == 0) log_refused(w); /* the first at once */
+        }
         uv_close((uv_handle_t *)t, on_reject_closed);
         return;
     }
@@ -507,6 +530,7 @@ static void on_sweep(uv_timer_t *t)
             conn_flush(sc);
         }
     }
+    if (w->refused && now - w->refused_logged_at >= 1000) log_refused(w);
     lm_log_flush_thread();
     if (w->stopping && w->conns == NULL) close_worker_handles(w);
 }

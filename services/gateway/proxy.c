@@ -10,6 +10,10 @@
  * credentials are replaced by a service token. The response streams back as it arrives,
  * pausing the upstream while the client's socket is full.
  *
+ * Request bodies stream too (LM_ROUTE_STREAM_BODY): the upstream request starts when the
+ * client's headers are complete and body chunks are written to it as they arrive, the
+ * client's body paused while the upstream connection is backed up.
+ *
  * Failures answer fast with a problem: unknown service 404, no passing instance 503,
  * refused/reset 502, timeout 504. A GET/HEAD whose connection failed before anything was
  * sent is tried once more on another instance. A failure after the response head went out
@@ -40,7 +44,10 @@ typedef struct fwd {
     int chosen;
     int attempts;
     bool head_sent;
-    bool paused;
+    bool paused;      /* upstream response paused: the client reads slowly */
+    bool streaming;   /* the request body streams to the upstream as it arrives */
+    bool req_paused;  /* client body paused: the upstream takes it slowly */
+    int body_error;   /* why the client's body failed (413, 400, 408, 499), or 0 */
 } fwd;
 
 static gw_worker *worker_of(gateway *gw, const lm_req *req)
@@ -183,6 +190,14 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
         fwd_free(f);
         return;
     }
+    if (f->body_error && !f->head_sent) { /* the client's body failed: say why */
+        fail(f, f->body_error, f->body_error == 413   ? "request body is larger than the limit"
+                               : f->body_error == 408 ? "request body not received in time"
+                               : f->body_error == 499 ? "the client went away"
+                                                      : "malformed request body");
+        fwd_free(f);
+        return;
+    }
     if (f->head_sent) { /* too late for a problem: cut the response */
         lm_log(LM_LOG_WARN, &(lm_log_ctx){.request_id = req->request_id, .trace = &req->trace},
                "upstream %s failed mid-response: %s", inst(f, f->chosen)->id,
@@ -194,7 +209,7 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
     bool idempotent_read = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
     if ((err == LM_CLIENT_ERR_CONNECT || err == LM_CLIENT_ERR_CONNECT_TIMEOUT ||
          err == LM_CLIENT_ERR_RESOLVE) &&
-        idempotent_read && f->attempts < 2 && f->n_inst > 1) {
+        idempotent_read && !f->streaming && f->attempts < 2 && f->n_inst > 1) {
         int next = choose(f, f->chosen);
         if (next >= 0) { /* nothing was sent: try another instance once */
             f->chosen = next;
@@ -211,6 +226,40 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
     snprintf(detail, sizeof detail, "%s: %s", f->service, lm_client_strerror(err));
     fail(f, status, detail);
     fwd_free(f);
+}
+
+/* ---- the client's body, streamed ------------------------------------------------------ */
+
+static void on_upstream_drain(lm_client_req *creq, void *ud)
+{
+    (void)creq;
+    fwd *f = ud;
+    if (f->req_paused) {
+        f->req_paused = false;
+        lm_req_resume_body(f->req);
+    }
+}
+
+static void on_req_data(lm_req *req, const char *data, size_t len, void *ud)
+{
+    fwd *f = ud;
+    if (f->creq && !lm_client_write(f->creq, data, len) && !f->req_paused) {
+        f->req_paused = true;
+        lm_req_pause_body(req);
+    }
+}
+
+static void on_req_end(lm_req *req, int status, void *ud)
+{
+    (void)req;
+    fwd *f = ud;
+    if (!f->creq) return;
+    if (status == 0) {
+        lm_client_end(f->creq);
+        return;
+    }
+    f->body_error = status;
+    lm_client_cancel(f->creq); /* completes now: on_done answers and frees f */
 }
 
 static void send_upstream(fwd *f)
@@ -248,6 +297,7 @@ static void send_upstream(fwd *f)
     for (size_t i = 0; i < req->n_headers && n < MAX_FWD_HEADERS; i++) {
         const lm_header *h = &req->headers[i];
         if (hop_by_hop(h->name, connection) || !strcasecmp(h->name, "authorization") ||
+            !strcasecmp(h->name, "expect") || /* answered here (100 Continue) */
             !strcasecmp(h->name, "x-api-key") || !strcasecmp(h->name, "traceparent") ||
             !strcasecmp(h->name, "x-request-id") || !strncasecmp(h->name, "x-forwarded-", 12))
             continue;
@@ -274,6 +324,9 @@ static void send_upstream(fwd *f)
     hs[n++] = (lm_header){.name = "X-Request-ID", .value = req->request_id};
     hs[n++] = (lm_header){.name = "traceparent", .value = tp};
 
+    int64_t stream_length = -1; /* chunked unless the client gave a length */
+    const char *cl = lm_req_header(req, "content-length");
+    if (f->streaming && cl) stream_length = strtoll(cl, NULL, 10);
     lm_client_opts o = {
         .method = req->method,
         .host = in->host,
@@ -281,8 +334,11 @@ static void send_upstream(fwd *f)
         .path = path,
         .headers = hs,
         .n_headers = n,
-        .body = req->body_len ? req->body : NULL,
-        .body_len = req->body_len,
+        .body = !f->streaming && req->body_len ? req->body : NULL,
+        .body_len = f->streaming ? 0 : req->body_len,
+        .stream_body = f->streaming,
+        .stream_length = stream_length,
+        .on_drain = on_upstream_drain,
         .connect_timeout_ms = gw->connect_timeout_ms,
         .response_timeout_ms = gw->upstream_timeout_ms,
         .on_head = on_head,
@@ -297,7 +353,9 @@ static void send_upstream(fwd *f)
         atomic_fetch_sub_explicit(outstanding(w, in->id), 1, memory_order_relaxed);
         fail(f, 400, "the request cannot be forwarded (malformed header or method)");
         fwd_free(f);
+        return;
     }
+    if (f->streaming && f->attempts == 1) lm_req_read_body(req, on_req_data, on_req_end, f);
 }
 
 static void handle_proxy(lm_req *req, void *ctx)
@@ -327,13 +385,15 @@ static void handle_proxy(lm_req *req, void *ctx)
         fwd_free(f);
         return;
     }
+    f->streaming = lm_req_streaming(req);
     f->chosen = choose(f, -1);
     send_upstream(f);
 }
 
 void gw_proxy_routes(lm_router *r, gateway *gw)
 {
-    lm_router_add(r, "*", "/api/{service}/{path...}", handle_proxy, gw);
+    lm_router_add_flags(r, "*", "/api/{service}/{path...}", handle_proxy, gw,
+                        LM_ROUTE_STREAM_BODY);
 }
 
 bool gw_service_exposed(const gateway *gw, const char *name)

@@ -49,7 +49,15 @@ static void on_completed(lm_conn *c, lm_req *req, int status, uint64_t bytes)
     last_status = status;
 }
 
-static const lm_conn_ops ops = {on_dispatch, on_output, on_completed};
+static bool stream_mode; /* the test's "route" streams bodies */
+static bool on_stream(lm_conn *c, lm_req *req)
+{
+    (void)c;
+    (void)req;
+    return stream_mode;
+}
+
+static const lm_conn_ops ops = {on_dispatch, on_output, on_completed, on_stream};
 static lm_http_limits limits;
 
 static void setup_conn(lm_conn *c)
@@ -63,6 +71,7 @@ static void setup_conn(lm_conn *c)
     dispatched = completed = last_status = outputs = 0;
     held = NULL;
     mode = SYNC;
+    stream_mode = false;
 }
 
 static void feed(lm_conn *c, const char *s) { lm_conn_feed(c, s, strlen(s)); }
@@ -289,6 +298,144 @@ static void test_response_header_injection_refused(void **state)
     lm_conn_free(&c);
 }
 
+/* ---- streamed request bodies --------------------------------------------------------- */
+
+static char streamed[256];
+static size_t streamed_len;
+static int stream_end_status = -1;
+static bool respond_on_end, pause_on_data;
+
+static void on_data(lm_req *req, const char *d, size_t n, void *ud)
+{
+    (void)ud;
+    memcpy(streamed + streamed_len, d, n);
+    streamed_len += n;
+    if (pause_on_data) lm_req_pause_body(req);
+}
+
+static void on_end(lm_req *req, int status, void *ud)
+{
+    (void)ud;
+    stream_end_status = status;
+    if (respond_on_end) lm_resp_send(req, status ? status : 200, "text/plain", streamed, streamed_len);
+}
+
+static void setup_stream(lm_conn *c)
+{
+    setup_conn(c);
+    stream_mode = true;
+    mode = ASYNC;
+    streamed_len = 0;
+    stream_end_status = -1;
+    respond_on_end = true;
+    pause_on_data = false;
+}
+
+static void start_reading(void)
+{
+    assert_non_null(held);
+    assert_true(lm_req_streaming(held));
+    lm_req_read_body(held, on_data, on_end, NULL);
+}
+
+static void test_stream_dispatch_at_headers(void **state)
+{
+    (void)state;
+    lm_conn c;
+    setup_stream(&c);
+    feed(&c, "POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\n");
+    assert_int_equal(dispatched, 1); /* before any body byte */
+    start_reading();
+    feed(&c, "abc");
+    assert_int_equal(streamed_len, 3);
+    assert_int_equal(stream_end_status, -1);
+    feed(&c, "defGET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_int_equal(stream_end_status, 0);
+    assert_memory_equal(streamed, "abcdef", 6);
+    /* the pipelined request after the streamed one is served (ASYNC: held again) */
+    assert_int_equal(dispatched, 2);
+    assert_non_null(strstr(lm_buf_cstr(&c.out), "HTTP/1.1 200 OK"));
+    lm_resp_send(held, 204, NULL, NULL, 0);
+    assert_int_equal(c.state, LM_CONN_IDLE);
+    lm_conn_free(&c);
+}
+
+static void test_stream_answer_before_body_end_closes(void **state)
+{
+    (void)state;
+    lm_conn c;
+    setup_stream(&c);
+    feed(&c, "POST /s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+    start_reading();
+    lm_resp_send(held, 401, "text/plain", "no", 2); /* e.g. authentication failed */
+    assert_non_null(strstr(lm_buf_cstr(&c.out), "Connection: close"));
+    assert_int_equal(c.state, LM_CONN_CLOSING);
+    feed(&c, "3\r\ndef\r\n0\r\n\r\n"); /* discarded, no callback */
+    assert_int_equal(stream_end_status, -1);
+    lm_conn_free(&c);
+}
+
+static void test_stream_pause_and_resume(void **state)
+{
+    (void)state;
+    lm_conn c;
+    setup_stream(&c);
+    feed(&c, "POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\n");
+    start_reading();
+    pause_on_data = true;
+    feed(&c, "ab");
+    assert_int_equal(streamed_len, 2);
+    feed(&c, "cdef"); /* paused: kept for later */
+    assert_int_equal(streamed_len, 2);
+    assert_true(c.pending.len == 4);
+    pause_on_data = false;
+    lm_req_resume_body(held);
+    lm_conn_resume(&c); /* what the transport does on output() */
+    assert_int_equal(streamed_len, 6);
+    assert_int_equal(stream_end_status, 0);
+    lm_conn_free(&c);
+}
+
+static void test_stream_failures_reach_the_handler(void **state)
+{
+    (void)state;
+    lm_conn c;
+    setup_stream(&c); /* over the limit (64) in a chunked body */
+    feed(&c, "POST /s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    start_reading();
+    char big[200];
+    snprintf(big, sizeof big, "50\r\n%080d\r\n", 0);
+    feed(&c, big);
+    assert_int_equal(stream_end_status, 413);
+    assert_non_null(strstr(lm_buf_cstr(&c.out), "HTTP/1.1 413"));
+    assert_int_equal(c.state, LM_CONN_CLOSING);
+    lm_conn_free(&c);
+
+    setup_stream(&c); /* the client goes away mid-body */
+    respond_on_end = false;
+    feed(&c, "POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
+    start_reading();
+    lm_conn_eof(&c);
+    assert_int_equal(stream_end_status, 499);
+    lm_resp_send(held, 400, NULL, NULL, 0);
+    assert_int_equal(c.state, LM_CONN_CLOSING);
+    lm_conn_free(&c);
+
+    setup_stream(&c); /* malformed chunk size mid-body */
+    feed(&c, "POST /s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    start_reading();
+    feed(&c, "zz\r\n");
+    assert_int_equal(stream_end_status, 400);
+    lm_conn_free(&c);
+
+    setup_stream(&c); /* a body-less request is not streamed */
+    mode = SYNC;
+    feed(&c, "POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(dispatched, 1);
+    assert_int_equal(stream_end_status, -1);
+    lm_conn_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +450,10 @@ int main(void)
         cmocka_unit_test(test_chunked_request_body),
         cmocka_unit_test(test_abandon_while_busy),
         cmocka_unit_test(test_response_header_injection_refused),
+        cmocka_unit_test(test_stream_dispatch_at_headers),
+        cmocka_unit_test(test_stream_answer_before_body_end_closes),
+        cmocka_unit_test(test_stream_pause_and_resume),
+        cmocka_unit_test(test_stream_failures_reach_the_handler),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
