@@ -59,14 +59,24 @@ class Stack:
         self.charges = charges
         self.articles_env = articles_env
         self.charges_env = charges_env
+        # sent with every request of the helpers below (service tokens, when checked)
+        self.articles_headers = {}
+        self.charges_headers = {}
 
     @staticmethod
-    def envs(workdir, articles_port, charges_extra=None):
-        a = {"DATABASE_URL": str(workdir / "articles.db"), "WORKERS": "2"}
+    def envs(workdir, articles_port, charges_extra=None, both_extra=None):
+        a = {"DATABASE_URL": str(workdir / "articles.db"), "WORKERS": "2", **(both_extra or {})}
         c = {"DATABASE_URL": str(workdir / "charges.db"), "WORKERS": "2",
-             "ARTICLES_URL": f"http://127.0.0.1:{articles_port}", "ARTICLES_TIMEOUT": "1s"}
+             "ARTICLES_URL": f"http://127.0.0.1:{articles_port}", "ARTICLES_TIMEOUT": "1s",
+             **(both_extra or {})}
         c.update(charges_extra or {})
         return a, c
+
+    def _a(self, headers=None):
+        return {**self.articles_headers, **(headers or {})}
+
+    def _c(self, headers=None):
+        return {**self.charges_headers, **(headers or {})}
 
     @classmethod
     def start(cls, start_process, workdir, charges_extra=None):
@@ -85,13 +95,13 @@ class Stack:
         body = {"artikelnummer": unique("ART-"), "bezeichnung": "Vollmilch 3,5 %",
                 "einheit_id": UNIT_LITER}
         body.update(kw)
-        r = send_json(self.articles, "POST", ARTICLE_CREATE, body)
+        r = send_json(self.articles, "POST", ARTICLE_CREATE, body, self._a())
         assert r.status_code == 201, r.text
         return r.json()
 
     def set_article_status(self, art, status):
         r = send_json(self.articles, "PATCH", f"/api/v1/article/{art['id']}",
-                      {"status": status})
+                      {"status": status}, self._a())
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -105,7 +115,7 @@ class Stack:
         return {k: v for k, v in b.items() if v is not OMIT}
 
     def post_charge(self, doc, headers=None):
-        return send_json(self.charges, "POST", CREATE, doc, headers)
+        return send_json(self.charges, "POST", CREATE, doc, self._c(headers))
 
     def charge(self, art, headers=None, **kw):
         """Creates a batch (expects 201); returns its JSON."""
@@ -114,10 +124,10 @@ class Stack:
         return r.json()
 
     def get(self, cid):
-        return self.charges.get(charge_path(cid))
+        return self.charges.get(charge_path(cid), headers=self._c())
 
     def list(self, **params):
-        r = self.charges.get(LIST, params=params)
+        r = self.charges.get(LIST, params=params, headers=self._c())
         assert r.status_code == 200, r.text
         return r
 
@@ -126,10 +136,10 @@ class Stack:
         return int(self.list(**params).headers["X-Total-Count"])
 
     def patch(self, cid, doc, headers=None):
-        return send_json(self.charges, "PATCH", charge_path(cid), doc, headers)
+        return send_json(self.charges, "PATCH", charge_path(cid), doc, self._c(headers))
 
     def put(self, cid, doc, headers=None):
-        return send_json(self.charges, "PUT", charge_path(cid), doc, headers)
+        return send_json(self.charges, "PUT", charge_path(cid), doc, self._c(headers))
 
 
 class _Omit:
@@ -140,13 +150,14 @@ class _Omit:
 OMIT = _Omit()  # Stack.body(art, menge=OMIT) leaves the member out
 
 
-def module_stack(tmp_path_factory, charges_extra=None):
+def module_stack(tmp_path_factory, charges_extra=None, both_extra=None, tag="charges-stack"):
     """Generator for a module-scoped fixture: one articles and one charges process for the
     whole module, stopped with SIGTERM at the end; a non-zero exit, a hang or a sanitizer
-    report of either fails the module's last teardown."""
-    workdir = tmp_path_factory.mktemp("charges-stack")
+    report of either fails the module's last teardown. both_extra: environment for both
+    (e.g. the service-token check)."""
+    workdir = tmp_path_factory.mktemp(tag)
     aport, cport = free_port(), free_port()
-    a_env, c_env = Stack.envs(workdir, aport, charges_extra)
+    a_env, c_env = Stack.envs(workdir, aport, charges_extra, both_extra)
     common = {"BIND_ADDRESS": "127.0.0.1", "ACCESS_LOG": "false", "LOG_LEVEL": "info"}
     articles = Proc("articles", base_env({**common, "PORT": str(aport), **a_env}), aport,
                     workdir)

@@ -19,7 +19,7 @@ import pytest
 from charges_util import (CREATE, LIST, UNIT_LITER, Stack, assert_full_problem, charge_path,
                           module_stack, send_json, unique)
 from harness import RawResponse
-from services_util import REPO, Contract, run_contract_check
+from services_util import AUTH_ENV, REPO, Contract, bearer, run_contract_check, service_token
 
 DOC_FILE = REPO / "services" / "charges" / "openapi.json"
 METHODS = ("get", "head", "put", "patch", "delete", "post")
@@ -428,8 +428,8 @@ def test_live_responses_match_the_document(contract, exchanges):
             assert_full_problem(x.raw, x.status)
 
 
-def test_every_documented_status_is_exercised(doc, exchanges):
-    seen = {(x.method, x.template, str(x.status)) for x in exchanges}
+def test_every_documented_status_is_exercised(doc, exchanges, auth_exchanges):
+    seen = {(x.method, x.template, str(x.status)) for x in exchanges + auth_exchanges}
     missing = []
     for path, item in doc["paths"].items():
         for method, op in item.items():
@@ -489,6 +489,103 @@ def test_live_responses_match_the_document_by_ajv(contract, exchanges, tmp_path,
     bad = [s for s in out["samples"] if s["valid"] != (not s["label"].startswith("must fail"))]
     assert rc == 0 and out["valid"] and not bad, json.dumps(bad or out, indent=1)[:4000]
     assert len(out["samples"]) == len(samples)
+
+
+# ---- service tokens (DESIGN 3.5) ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def auth_stack(tmp_path_factory):
+    yield from module_stack(tmp_path_factory, both_extra=AUTH_ENV, tag="charges-auth")
+
+
+@pytest.fixture(scope="module")
+def auth_exchanges(auth_stack):
+    """Both processes check service tokens: every /api/ operation without a usable token
+    (401) and with a token that does not allow it (403), and the open operations."""
+    s = auth_stack
+    s.articles_headers = bearer(service_token("articles_api"))
+    s.charges_headers = bearer(service_token("charges_api"))
+    art = s.article(mindesthaltbarkeit_tage=3)
+    c = s.charge(art, herstellungsdatum="2026-01-01")  # charges asked articles with its token
+    assert c["mindesthaltbarkeitsdatum"] == "2026-01-04T00:00:00Z"
+    ci = charge_path(c["id"])
+    unauthorized = [{}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": "Bearer"},
+                    {"Authorization": "Bearer not.a.jwt"},
+                    bearer(service_token("charges_api", exp_in=-120)),
+                    bearer(service_token("charges_api", secret="another-secret-" * 3)),
+                    bearer(service_token("charges_api", iss="mallory"))]
+    other_audience = bearer(service_token("articles_api"))
+    read_only = bearer(service_token("charges_api", scope="read"))
+    full = {k: c[k] for k in ("artikel_id", "menge", "einheit_id", "herstellungsdatum")}
+    ops = [("GET", LIST, LIST, None), ("HEAD", LIST, LIST, None),
+           ("POST", CREATE, CREATE, s.body(art)), ("GET", ONE, ci, None),
+           ("HEAD", ONE, ci, None), ("PUT", ONE, ci, full), ("PATCH", ONE, ci, {"menge": 2}),
+           ("DELETE", ONE, ci, None)]
+    out = []
+
+    def send(method, path, doc, headers):
+        if doc is None:
+            return s.charges.request(method, path, headers=headers)
+        return send_json(s.charges, method, path, doc, headers)
+
+    for method, template, path, doc in ops:
+        for h in unauthorized:
+            r = send(method, path, doc, h)
+            assert r.status_code == 401, (method, path, h, r.text)
+            out.append(_x(method, template, r))
+        r = send(method, path, doc, other_audience)
+        assert r.status_code == 403, (method, path, r.text)
+        out.append(_x(method, template, r))
+        r = send(method, path, doc, read_only)
+        reading = method in ("GET", "HEAD")
+        assert r.status_code == (200 if reading else 403), (method, path, r.text)
+        out.append(_x(method, template, r))
+        # the token is checked before the request: no token and a bad body is still 401
+        if doc is not None:
+            r = send_json(s.charges, method, path, b"{", {})
+            assert r.status_code == 401
+            out.append(_x(method, template, r))
+    for p in ("/health", "/ready", "/metrics", "/openapi.json"):
+        r = s.charges.get(p)
+        assert r.status_code == 200, (p, r.text)
+        out.append(_x("GET", p, r))
+    # the full token still works for everything
+    assert s.patch(c["id"], {"menge": 3}).status_code == 200
+    assert s.list().status_code == 200
+    return out
+
+
+def test_token_problems_match_the_document(contract, auth_exchanges):
+    for x in auth_exchanges:
+        contract.check(x.raw, x.method, x.template)
+        if x.status in (401, 403):
+            www = x.headers.get("www-authenticate", "")
+            assert www.startswith('Bearer realm="lotmesh-service"'), (x.method, x.template)
+            if x.method != "HEAD":
+                body = assert_full_problem(x.raw, x.status)
+                assert body["type"] == "urn:lotmesh:problem:auth"
+
+
+def test_token_problems_match_the_document_by_ajv(contract, auth_exchanges, tmp_path, doc):
+    samples = _samples(contract, auth_exchanges)
+    (tmp_path / "openapi.json").write_text(json.dumps(doc), encoding="utf-8")
+    (tmp_path / "samples.json").write_text(json.dumps(samples), encoding="utf-8")
+    rc, out = run_contract_check(tmp_path / "openapi.json", tmp_path / "samples.json")
+    assert rc == 0 and out["valid"], json.dumps(out, indent=1)[:4000]
+
+
+def test_security_is_documented_where_it_is_checked(doc, auth_exchanges):
+    scheme = doc["components"]["securitySchemes"]["serviceToken"]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method not in METHODS:
+                continue
+            if path.startswith("/api/"):
+                assert op.get("security") == [{"serviceToken": []}], (path, method)
+            else:
+                assert "security" not in op, (path, method)
+    assert "security" not in doc
 
 
 def test_outage_problems_match_the_document(start_process, tmp_path, contract):
