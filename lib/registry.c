@@ -424,14 +424,16 @@ bool lm_reg_pick(lm_reg *reg, const char *service, lm_reg_addr *out)
 
 lm_reg_set *lm_reg_instances(lm_reg *reg, const char *service)
 {
-    bool created;
+    bool created, owned;
+    unsigned rr;
     slot *s = slot_get(reg, service, &created);
     if (!s) return NULL;
-    pthread_mutex_lock(&reg->mu);
-    lm_reg_set *set = s->set && s->set->n ? set_ref(s->set) : NULL;
-    pthread_mutex_unlock(&reg->mu);
-    if (!set) atomic_fetch_add_explicit(&s->m_misses, 1, memory_order_relaxed);
-    return set;
+    lm_reg_set *set = current_set(reg, s, &owned, &rr); /* a worker: no lock */
+    if (!owned) set_ref(set);
+    if (set && set->n) return set;
+    lm_reg_set_release(set);
+    atomic_fetch_add_explicit(&s->m_misses, 1, memory_order_relaxed);
+    return NULL;
 }
 
 lm_reg_mode lm_reg_get_mode(const lm_reg *reg)
@@ -649,7 +651,9 @@ static void hb_done(lm_client_req *r, lm_client_err err, const lm_client_respons
         return;
     }
     atomic_fetch_add_explicit(&reg->m_hb_err, 1, memory_order_relaxed);
-    if (err == LM_CLIENT_OK && resp->status == 404) {
+    if (err == LM_CLIENT_OK &&
+        (resp->status == 404 || /* older Consul agents answer 500 "Unknown check ID" */
+         (resp->status == 500 && resp->body && strstr(resp->body, "Unknown check")))) {
         /* the registry does not know our check: it restarted without us, or removed us */
         lm_log_warn("discovery: %s no longer knows %s; registering again", reg->url, reg->id);
         atomic_store(&reg->registered, false);
@@ -946,6 +950,13 @@ static void static_add(void *ctx, const char *service, const char *const *hosts,
     slot_publish(reg, s, set);
 }
 
+static bool has_space_or_ctl(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || *s == 0x7f) return true;
+    return false;
+}
+
 static void parse_tags(lm_reg *reg, const char *list)
 {
     if (!list) return;
@@ -976,6 +987,14 @@ lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
     reg->dereg_ms = lm_cfg_duration_ms(cfg, "SERVICE_DEREGISTER_AFTER", 60000, 0, 7 * 86400000ULL);
     reg->watch_wait_ms = lm_cfg_duration_ms(cfg, "SERVICE_WATCH_WAIT", 300000, 1000, 600000);
     parse_tags(reg, tags);
+    for (size_t i = 0; i < reg->n_tags; i++)
+        if (strlen(reg->tags[i]) > LM_CONSUL_MAX_TAG || has_space_or_ctl(reg->tags[i]))
+            lm_cfg_error(cfg, "SERVICE_TAGS",
+                         "tags must be comma-separated words of at most %d bytes (got \"%.64s\")",
+                         LM_CONSUL_MAX_TAG, reg->tags[i]);
+    if (addr && (strlen(addr) > 255 || has_space_or_ctl(addr)))
+        lm_cfg_error(cfg, "SERVICE_ADDRESS", "must be an IP address or host name (got \"%.64s\")",
+                     addr);
     const char *bind = lm_app_server_config(app)->host;
     if (addr)
         snprintf(reg->address, sizeof reg->address, "%s", addr);

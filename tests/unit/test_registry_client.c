@@ -119,6 +119,8 @@ static void clear_env(void)
                                        "SERVICE_WATCH",
                                        "SERVICE_CHECK_TIMEOUT",
                                        "SERVICE_CHECK_INTERVAL",
+                                       "SERVICE_TAGS",
+                                       "SERVICE_ADDRESS",
                                        "PORT",
                                        "WORKERS"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
@@ -236,6 +238,10 @@ static void test_config_errors(void **state)
     open_with2("http://127.0.0.1:1", "SERVICE_CHECK_TIMEOUT", "20s", "SERVICE_CHECK", "http", err,
                sizeof err);
     assert_non_null(strstr(err, "must not exceed SERVICE_CHECK_INTERVAL"));
+    open_with("http://127.0.0.1:1", "SERVICE_TAGS", "a,b c", err, sizeof err);
+    assert_non_null(strstr(err, "SERVICE_TAGS"));
+    open_with("http://127.0.0.1:1", "SERVICE_ADDRESS", "a b", err, sizeof err);
+    assert_non_null(strstr(err, "SERVICE_ADDRESS"));
     open_with("http://127.0.0.1:1", "SERVICE_WATCH", "a,,b", err, sizeof err);
     assert_string_equal(err, "");
     clear_env();
