@@ -23,6 +23,12 @@ missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The contract tests run an OpenAPI validator from npm: any Node.js with npm will do (a
+# machine may have NodeSource's, whose bundled npm conflicts with Debian's npm package).
+if [ "${1:-build}" != build ]; then
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "deps.sh: installing ${missing[*]}" >&2
