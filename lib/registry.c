@@ -754,7 +754,11 @@ static void on_started(lm_app *app, void *ctx)
     reg->running = true;
     build_registration(reg, lm_app_port(app));
     register_send(reg);
-    uint64_t every = reg->http_check ? REREGISTER_MS : reg->ttl_ms / 3;
+    uint64_t every = reg->ttl_ms / 3;
+    if (reg->http_check) { /* three probe intervals, within 1 s .. 30 s */
+        every = reg->interval_ms * 3;
+        every = every < 1000 ? 1000 : every > REREGISTER_MS ? REREGISTER_MS : every;
+    }
     uv_timer_start(&reg->hb_timer, on_hb_timer, every, every);
     start_new_watches(reg);
 }

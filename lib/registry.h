@@ -16,8 +16,8 @@
  * and one check: SERVICE_CHECK=ttl (default; the control loop passes it every third of
  * SERVICE_CHECK_TTL, and a pass answered 404 means the registry lost us: re-register) or
  * SERVICE_CHECK=http (the registry probes GET /health every SERVICE_CHECK_INTERVAL with
- * SERVICE_CHECK_TIMEOUT; the registration is re-sent every 30 s, which an unchanged
- * registry ignores). DeregisterCriticalServiceAfter is SERVICE_DEREGISTER_AFTER.
+ * SERVICE_CHECK_TIMEOUT; the registration is re-sent every three intervals (1 s to 30 s),
+ * which a registry that still has it ignores). DeregisterCriticalServiceAfter is SERVICE_DEREGISTER_AFTER.
  *
  * Discovery: SERVICE_WATCH (comma-separated names) warms the caches at start; any lookup
  * of another name starts its watch too. Each watched service has a cache of its passing instances, kept fresh by a

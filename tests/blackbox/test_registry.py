@@ -528,6 +528,18 @@ def test_http_check_mode(start_process, reg, c, tmp_path):
     assert wait_until(lambda: instance_ports(c) == [], 3)
 
 
+def test_http_check_mode_registers_again_after_registry_restart(start_process, tmp_path, cc):
+    reg = start_process("registry", {"REGISTRY_SNAPSHOT": "off"})
+    a = articles(start_process, reg, tmp_path, SERVICE_CHECK="http",
+                 SERVICE_CHECK_INTERVAL="200ms", SERVICE_CHECK_TIMEOUT="150ms")
+    assert wait_until(lambda: instance_ports(cc(reg.port)) == [a.port])
+    reg.expected_exit = -signal.SIGKILL
+    reg.kill()
+    reg2 = start_process("registry", {"REGISTRY_SNAPSHOT": "off"}, port=reg.port)
+    # no heartbeat to be refused in this mode: the periodic re-registration brings it back
+    assert wait_until(lambda: instance_ports(cc(reg2.port)) == [a.port], 5)
+
+
 def discovered(p, service="articles_api"):
     return p.metric("lotmesh_discovery_instances", service=service)
 
