@@ -35,6 +35,9 @@ bool lm_if_match_list_ok(const char *p, long long version)
             const char *end = strchr(p + 1, '"');
             if (!end) return false;
             p = end + 1;
+            const char *q = p; /* only whitespace may follow a tag before the next comma */
+            while (*q == ' ' || *q == '\t') q++;
+            if (*q && *q != ',') return false;
         } else {
             while (*p && *p != ',') p++; /* "*", or a weak tag W/"…": never a strong match */
         }

@@ -87,13 +87,16 @@ bool lm_time_parse(const char *s, bool allow_date, int64_t *unix_ms)
 
 void lm_time_format(int64_t unix_ms, char out[LM_TIME_STRLEN])
 {
+    /* RFC 3339 has four-digit years: saturate outside 0001-01-01 .. 9999-12-31T23:59:59.999 */
+    const int64_t lo = -62135596800000LL, hi = 253402300799999LL;
+    if (unix_ms < lo) unix_ms = lo;
+    if (unix_ms > hi) unix_ms = hi;
     int64_t secs = unix_ms >= 0 ? unix_ms / 1000 : (unix_ms - 999) / 1000;
     int ms = (int)(unix_ms - secs * 1000);
     time_t t = (time_t)secs;
     struct tm tm;
     gmtime_r(&t, &tm);
-    char tmp[96]; /* gcc cannot prove the fields small; the year is clamped below */
-    if (tm.tm_year + 1900 > 9999) tm.tm_year = 9999 - 1900;
+    char tmp[96]; /* gcc cannot prove the fields small */
     if (ms)
         snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);

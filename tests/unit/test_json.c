@@ -109,6 +109,11 @@ static void test_times(void **state)
     assert_int_equal(ms, -1);
     lm_time_format(ms, out);
     assert_string_equal(out, "1969-12-31T23:59:59.999Z");
+    /* outside four-digit years: saturated, never a wrong date inside the range */
+    lm_time_format(253402300800000LL, out);
+    assert_string_equal(out, "9999-12-31T23:59:59.999Z");
+    lm_time_format(-62135596800001LL, out);
+    assert_string_equal(out, "0001-01-01T00:00:00Z");
 }
 
 int main(void)
