@@ -287,6 +287,7 @@ int lm_app_run(lm_app *app)
     char err[256];
     if (lm_server_start(app->server, err, sizeof err) != 0) {
         fprintf(stderr, "%s: %s\n", app->name, err);
+        run_hooks(app, &app->stopped); /* release what the modules set up (stores, registry) */
         uv_close((uv_handle_t *)&app->sigint, NULL);
         uv_close((uv_handle_t *)&app->sigterm, NULL);
         uv_close((uv_handle_t *)&app->stop_async, NULL);

@@ -544,10 +544,8 @@ static void on_wake(uv_async_t *a)
     uv_close((uv_handle_t *)&w->listener, NULL);
     for (srv_conn *sc = w->conns; sc; sc = sc->next) {
         sc->http.draining = true;
-        if (sc->http.state == LM_CONN_IDLE && !sc->writing && !sc->http.out.len) {
-            sc->http.state = LM_CONN_CLOSING;
-            maybe_finish(sc);
-        }
+        /* idle keep-alive connections close now: no response is owed, nothing to linger for */
+        if (sc->http.state == LM_CONN_IDLE && !sc->writing && !sc->http.out.len) conn_close(sc);
     }
     uv_timer_start(&w->sweep, on_sweep, 0, 50);
 }
