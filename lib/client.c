@@ -21,6 +21,7 @@
 #include "client.h"
 
 #include "buf.h"
+#include "log.h"
 
 #include <llhttp.h>
 #include <uv.h>
@@ -37,6 +38,7 @@
 #define READ_BUF_SIZE (64 * 1024)
 #define HIGH_WATER    (256 * 1024) /* streamed upload: lm_client_write returns false above */
 #define MAX_HEADERS   256
+#define KEEP_BUF      (64 * 1024) /* a pooled connection keeps buffers up to this capacity */
 
 typedef struct origin origin;
 typedef struct cconn cconn;
@@ -100,10 +102,10 @@ struct cconn {
     lm_buf held_body;  /* body bytes that arrived while paused */
     uint64_t requests;
     uint64_t idle_since;
-    cconn *o_next, *o_prev;        /* origin's idle stack */
-    cconn *g_next, *g_prev;        /* client's idle list, oldest first */
-    cconn *resume_next;            /* client's resume list */
-    cconn *a_next, *a_prev;        /* client's list of all connections */
+    cconn *o_next, *o_prev; /* origin's idle stack */
+    cconn *g_next, *g_prev; /* client's idle list, oldest first */
+    cconn *resume_next;     /* client's resume list */
+    cconn *a_next, *a_prev; /* client's list of all connections */
     bool any_bytes, msg_complete, informational, keep_alive, complete_held;
     lm_client_err fail_err;
 };
@@ -122,16 +124,16 @@ struct origin {
 };
 
 typedef struct client_stats {
-    _Atomic uint64_t requests, responses, errors[LM_CLIENT_ERR__COUNT], retries, connects,
-        reuses, conns_open, conns_idle, queued, inflight;
+    _Atomic uint64_t requests, responses, errors[LM_CLIENT_ERR__COUNT], retries, connects, reuses,
+        conns_open, conns_idle, queued, inflight;
 } client_stats;
 
 struct lm_client {
     uv_loop_t *loop;
     lm_client_config cfg;
     origin *origins;
-    creq *reqs;    /* live requests */
-    cconn *conns;  /* every connection not yet freed */
+    creq *reqs;   /* live requests */
+    cconn *conns; /* every connection not yet freed */
     cconn *idle_head, *idle_tail;
     creq *def_head, *def_tail; /* requests to complete on the next loop turn */
     cconn *resume_head, *resume_tail;
@@ -148,9 +150,9 @@ struct lm_client {
 };
 
 /* single writer (the loop thread), readers anywhere: relaxed load + store is enough */
-#define STAT_ADD(c, f, d)                                                                      \
-    atomic_store_explicit(&(c)->st.f, atomic_load_explicit(&(c)->st.f, memory_order_relaxed) + \
-                                          (uint64_t)(d),                                      \
+#define STAT_ADD(c, f, d)                                                                          \
+    atomic_store_explicit(&(c)->st.f,                                                              \
+                          atomic_load_explicit(&(c)->st.f, memory_order_relaxed) + (uint64_t)(d),  \
                           memory_order_relaxed)
 #define STAT_SUB(c, f, d) STAT_ADD(c, f, -(uint64_t)(d))
 
@@ -199,7 +201,8 @@ void lm_client_stats_get(const lm_client *c, lm_client_stats *out)
 #define LD(f) atomic_load_explicit(&c->st.f, memory_order_relaxed)
     out->requests = LD(requests);
     out->responses = LD(responses);
-    for (int i = 0; i < LM_CLIENT_ERR__COUNT; i++) out->errors[i] = LD(errors[i]);
+    for (int i = 0; i < LM_CLIENT_ERR__COUNT; i++)
+        out->errors[i] = LD(errors[i]);
     out->retries = LD(retries);
     out->connects = LD(connects);
     out->reuses = LD(reuses);
@@ -216,21 +219,30 @@ static void q_append(creq **head, creq **tail, creq *r)
 {
     r->q_next = NULL;
     r->q_prev = *tail;
-    if (*tail) (*tail)->q_next = r;
-    else *head = r;
+    if (*tail)
+        (*tail)->q_next = r;
+    else
+        *head = r;
     *tail = r;
 }
 
 static void q_remove(creq **head, creq **tail, creq *r)
 {
-    if (r->q_prev) r->q_prev->q_next = r->q_next;
-    else *head = r->q_next;
-    if (r->q_next) r->q_next->q_prev = r->q_prev;
-    else *tail = r->q_prev;
+    if (r->q_prev)
+        r->q_prev->q_next = r->q_next;
+    else
+        *head = r->q_next;
+    if (r->q_next)
+        r->q_next->q_prev = r->q_prev;
+    else
+        *tail = r->q_prev;
     r->q_prev = r->q_next = NULL;
 }
 
-static uint64_t pick(uint64_t v, uint64_t dflt) { return v ? v : dflt; }
+static uint64_t pick(uint64_t v, uint64_t dflt)
+{
+    return v ? v : dflt;
+}
 
 /* ---- forward declarations --------------------------------------------------------------- */
 
@@ -286,8 +298,10 @@ static void conn_resume_later(cconn *k)
     if (k->resume_queued) return;
     k->resume_queued = true;
     k->resume_next = NULL;
-    if (c->resume_tail) c->resume_tail->resume_next = k;
-    else c->resume_head = k;
+    if (c->resume_tail)
+        c->resume_tail->resume_next = k;
+    else
+        c->resume_head = k;
     c->resume_tail = k;
     defer_start(c);
 }
@@ -299,8 +313,10 @@ static void resume_list_remove(cconn *k)
     cconn *prev = NULL;
     for (cconn *x = c->resume_head; x; prev = x, x = x->resume_next) {
         if (x != k) continue;
-        if (prev) prev->resume_next = k->resume_next;
-        else c->resume_head = k->resume_next;
+        if (prev)
+            prev->resume_next = k->resume_next;
+        else
+            c->resume_head = k->resume_next;
         if (c->resume_tail == k) c->resume_tail = prev;
         break;
     }
@@ -355,8 +371,8 @@ static void enqueue(origin *o, creq *r)
 {
     lm_client *c = o->c;
     r->state = R_QUEUED;
-    r->queue_deadline = r->queue_to == LM_CLIENT_NO_TIMEOUT ? UINT64_MAX
-                                                              : uv_now(c->loop) + r->queue_to;
+    r->queue_deadline =
+        r->queue_to == LM_CLIENT_NO_TIMEOUT ? UINT64_MAX : uv_now(c->loop) + r->queue_to;
     q_append(&o->q_head, &o->q_tail, r);
     o->n_queued++;
     STAT_ADD(c, queued, 1);
@@ -376,13 +392,19 @@ static void idle_remove(cconn *k)
 {
     origin *o = k->o;
     lm_client *c = k->c;
-    if (k->o_prev) k->o_prev->o_next = k->o_next;
-    else o->idle = k->o_next;
+    if (k->o_prev)
+        k->o_prev->o_next = k->o_next;
+    else
+        o->idle = k->o_next;
     if (k->o_next) k->o_next->o_prev = k->o_prev;
-    if (k->g_prev) k->g_prev->g_next = k->g_next;
-    else c->idle_head = k->g_next;
-    if (k->g_next) k->g_next->g_prev = k->g_prev;
-    else c->idle_tail = k->g_prev;
+    if (k->g_prev)
+        k->g_prev->g_next = k->g_next;
+    else
+        c->idle_head = k->g_next;
+    if (k->g_next)
+        k->g_next->g_prev = k->g_prev;
+    else
+        c->idle_tail = k->g_prev;
     k->o_next = k->o_prev = k->g_next = k->g_prev = NULL;
     o->n_idle--;
     STAT_SUB(c, conns_idle, 1);
@@ -468,8 +490,10 @@ static void conn_unref(cconn *k)
 {
     if (--k->refs) return;
     lm_client *c = k->c;
-    if (k->a_prev) k->a_prev->a_next = k->a_next;
-    else c->conns = k->a_next;
+    if (k->a_prev)
+        k->a_prev->a_next = k->a_next;
+    else
+        c->conns = k->a_next;
     if (k->a_next) k->a_next->a_prev = k->a_prev;
     lm_buf_free(&k->out);
     lm_buf_free(&k->inflight);
@@ -481,7 +505,10 @@ static void conn_unref(cconn *k)
     client_maybe_finalize(c);
 }
 
-static void on_conn_handle_closed(uv_handle_t *h) { conn_unref(h->data); }
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
 
 /* Closes k (no request may be attached). pump: let queued requests use the freed slot. */
 static void conn_close(cconn *k, bool pump)
@@ -501,10 +528,22 @@ static void conn_close(cconn *k, bool pump)
     if (pump) origin_pump(o);
 }
 
+static void buf_trim(lm_buf *b)
+{
+    if (b->cap > KEEP_BUF)
+        lm_buf_free(b);
+    else
+        lm_buf_reset(b);
+}
+
 static void pool_put(cconn *k)
 {
     lm_client *c = k->c;
     origin *o = k->o;
+    buf_trim(&k->out); /* one large upload must not pin its buffers for the pool's life */
+    buf_trim(&k->inflight);
+    buf_trim(&k->pending_in);
+    buf_trim(&k->held_body);
     k->req = NULL;
     k->state = K_IDLE;
     uv_timer_stop(&k->timer);
@@ -516,8 +555,10 @@ static void pool_put(cconn *k)
     o->idle = k;
     k->g_next = NULL;
     k->g_prev = c->idle_tail;
-    if (c->idle_tail) c->idle_tail->g_next = k;
-    else c->idle_head = k;
+    if (c->idle_tail)
+        c->idle_tail->g_next = k;
+    else
+        c->idle_head = k;
     c->idle_tail = k;
     o->n_idle++;
     STAT_ADD(c, conns_idle, 1);
@@ -551,13 +592,17 @@ static void req_complete(creq *r, lm_client_err err)
 {
     lm_client *c = r->c;
     assert(r->state == R_NEW && r->k == NULL);
-    if (r->prev) r->prev->next = r->next;
-    else c->reqs = r->next;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
     r->state = R_DONE;
     STAT_SUB(c, inflight, 1);
-    if (err == LM_CLIENT_OK) STAT_ADD(c, responses, 1);
-    else STAT_ADD(c, errors[err], 1);
+    if (err == LM_CLIENT_OK)
+        STAT_ADD(c, responses, 1);
+    else
+        STAT_ADD(c, errors[err], 1);
     if (r->on_done) {
         const lm_client_response *resp = NULL;
         if (r->have_head) {
@@ -582,7 +627,9 @@ static void req_detach_any(creq *r)
     lm_client *c = r->c;
     cconn *k = r->k;
     switch (r->state) {
-    case R_QUEUED: dequeue(r); break;
+    case R_QUEUED:
+        dequeue(r);
+        break;
     case R_DEFERRED:
         q_remove(&c->def_head, &c->def_tail, r);
         r->state = R_NEW;
@@ -595,7 +642,8 @@ static void req_detach_any(creq *r)
         detach(k, r);
         conn_close(k, true);
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -643,11 +691,14 @@ static void conn_failed(cconn *k, lm_client_err err)
     }
     if (r->abort_pending) err = r->abort_err;
     detach(k, r);
-    if (err == LM_CLIENT_ERR_CLOSED && !k->any_bytes && r->reused && r->retriable &&
-        !r->retried && !r->abort_pending && !c->closing) {
+    if (err == LM_CLIENT_ERR_CLOSED && !k->any_bytes && r->reused && r->retriable && !r->retried &&
+        !r->abort_pending && !c->closing) {
         conn_close(k, false);
         r->retried = true;
         STAT_ADD(c, retries, 1);
+        lm_log_debug("http client: %s:%d closed a pooled connection as it was reused; "
+                     "sending the request again on a fresh one",
+                     o->host, o->port);
         conn_new(o, r); /* takes the slot just freed, ahead of the queue */
         origin_pump(o);
         return;
@@ -684,25 +735,43 @@ static size_t req_buffered(const creq *r)
 
 static void on_write(uv_write_t *w, int status);
 
-static bool write_start(cconn *k, char *data, size_t len)
+/* Hands k->out to libuv (nothing may be in flight). False: the connection is broken. */
+static bool conn_write_out(cconn *k)
 {
-    uv_buf_t b = uv_buf_init(data, (unsigned)len);
-    k->wreq.data = k;
-    if (uv_write(&k->wreq, (uv_stream_t *)&k->tcp, &b, 1, on_write) != 0) return false;
-    k->writing = true;
-    k->write_len = len;
-    return true;
-}
-
-/* Hands k->out to libuv when nothing is being written. False: the write failed at once. */
-static bool conn_flush(cconn *k)
-{
-    if (k->writing || k->out.len == 0 || k->state != K_ACTIVE) return true;
-    lm_buf tmp = k->inflight;
+    lm_buf tmp = k->inflight; /* swap: new output keeps accumulating in k->out */
     k->inflight = k->out;
     k->out = tmp;
     lm_buf_reset(&k->out);
-    return write_start(k, k->inflight.data, k->inflight.len);
+    uv_buf_t b = uv_buf_init(k->inflight.data, (unsigned)k->inflight.len);
+    k->wreq.data = k;
+    if (uv_write(&k->wreq, (uv_stream_t *)&k->tcp, &b, 1, on_write) != 0) return false;
+    k->writing = true;
+    k->write_len = k->inflight.len;
+    return true;
+}
+
+/* Writes what the socket takes now; the rest goes through k->out and uv_write. Trying first
+ * matters beyond saving a copy: a uv_write that completes at once still reports on the next
+ * loop turn, and a response read before that would find the request "not yet sent" and
+ * close a connection that could have been pooled. False: the connection is broken. */
+static bool conn_sendv(cconn *k, uv_buf_t *bufs, unsigned n)
+{
+    size_t done = 0;
+    if (!k->writing && k->out.len == 0) {
+        int w = uv_try_write((uv_stream_t *)&k->tcp, bufs, n);
+        if (w < 0 && w != UV_EAGAIN) return false;
+        done = w > 0 ? (size_t)w : 0;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (done >= bufs[i].len) {
+            done -= bufs[i].len;
+            continue;
+        }
+        lm_buf_append(&k->out, bufs[i].base + done, bufs[i].len - done);
+        done = 0;
+    }
+    if (k->writing || k->out.len == 0) return true;
+    return conn_write_out(k);
 }
 
 static void on_write(uv_write_t *w, int status)
@@ -717,7 +786,7 @@ static void on_write(uv_write_t *w, int status)
         conn_failed(k, LM_CLIENT_ERR_CLOSED);
         return;
     }
-    if (!conn_flush(k)) {
+    if (k->out.len && !conn_write_out(k)) {
         conn_failed(k, LM_CLIENT_ERR_CLOSED);
         return;
     }
@@ -729,7 +798,10 @@ static void on_write(uv_write_t *w, int status)
 
 /* ---- response parsing ------------------------------------------------------------------- */
 
-static cconn *conn_of(llhttp_t *p) { return p->data; }
+static cconn *conn_of(llhttp_t *p)
+{
+    return p->data;
+}
 
 static int fail_parse(cconn *k, lm_client_err err)
 {
@@ -835,8 +907,7 @@ static int p_headers_complete(llhttp_t *p)
     r->resp.headers = r->hdrs;
     r->resp.n_headers = r->n_h;
     bool no_body = r->is_head || status == 204 || status == 304;
-    if (!no_body && !r->on_body && (p->flags & F_CONTENT_LENGTH) &&
-        p->content_length > r->max_body)
+    if (!no_body && !r->on_body && (p->flags & F_CONTENT_LENGTH) && p->content_length > r->max_body)
         return fail_parse(k, LM_CLIENT_ERR_TOO_LARGE);
     if (r->on_head && !call_head(r)) return HPE_USER;
     if (no_body) return 1; /* llhttp cannot know about HEAD; 204/304 for good measure */
@@ -895,8 +966,7 @@ static void finish_success(cconn *k)
 {
     creq *r = k->req;
     origin *o = k->o;
-    bool reusable = k->keep_alive && req_sent(k, r) && k->pending_in.len == 0 &&
-                    !k->c->closing;
+    bool reusable = k->keep_alive && req_sent(k, r) && k->pending_in.len == 0 && !k->c->closing;
     detach(k, r);
     if (reusable) {
         pool_put(k);
@@ -936,19 +1006,31 @@ static bool conn_parse(cconn *k, const char *data, size_t len)
     }
     /* a callback's own verdict wins, whatever errno llhttp wraps it in */
     lm_client_err err = LM_CLIENT_ERR_PROTOCOL;
-    if (r->abort_pending) err = r->abort_err;
-    else if (k->fail_err) err = k->fail_err;
+    if (r->abort_pending)
+        err = r->abort_err;
+    else if (k->fail_err)
+        err = k->fail_err;
     detach(k, r);
     conn_close(k, true);
     req_complete(r, err);
     return false;
 }
 
-/* Delivers what a pause held back, then reads on. Runs from the loop (deferred). */
+/* Runs from the loop (deferred): tells a streaming uploader that its output drained, then
+ * delivers what a pause held back and reads on. */
 static void conn_resume_work(cconn *k)
 {
     creq *r = k->req;
-    if (k->state != K_ACTIVE || !r || r->paused) return;
+    if (k->state != K_ACTIVE || !r) return;
+    if (r->want_drain && !k->writing && !k->out.len && r->on_drain) {
+        r->want_drain = false;
+        if (!call_drain(r)) {
+            conn_failed(k, r->abort_err);
+            return;
+        }
+        if (k->req != r || k->state != K_ACTIVE) return;
+    }
+    if (r->paused) return;
     if (k->held_body.len) {
         lm_buf held = k->held_body;
         k->held_body = (lm_buf)LM_BUF_INIT;
@@ -965,14 +1047,14 @@ static void conn_resume_work(cconn *k)
         finish_success(k);
         return;
     }
-    if (k->pending_in.len) {
-        lm_buf in = k->pending_in;
-        k->pending_in = (lm_buf)LM_BUF_INIT;
-        bool more = conn_parse(k, in.data, in.len);
-        lm_buf_free(&in);
-        if (!more) return;
-    }
-    conn_update_reading(k);
+    /* Always re-enter the parser, with no bytes if none are held: a pause on the last piece
+     * of a body (or in on_head of an empty one) leaves llhttp one step short of the message
+     * end, a step that needs no input. */
+    lm_buf in = k->pending_in;
+    k->pending_in = (lm_buf)LM_BUF_INIT;
+    bool more = conn_parse(k, in.data ? in.data : "", in.len);
+    lm_buf_free(&in);
+    if (more) conn_update_reading(k);
 }
 
 /* ---- reading ---------------------------------------------------------------------------- */
@@ -1077,9 +1159,11 @@ static void dispatch(cconn *k, creq *r)
     k->requests++;
     if (r->response_to != LM_CLIENT_NO_TIMEOUT)
         uv_timer_start(&k->timer, on_conn_timer, r->response_to, 0);
-    else uv_timer_stop(&k->timer);
+    else
+        uv_timer_stop(&k->timer);
     conn_update_reading(k);
-    if (r->wire.len && !write_start(k, r->wire.data, r->wire.len)) {
+    uv_buf_t wb = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
+    if (r->wire.len && !conn_sendv(k, &wb, 1)) {
         if (r->reused && r->retriable && !r->retried) {
             /* the pooled connection is already dead: same as a reset before the response */
             detach(k, r);
@@ -1090,7 +1174,10 @@ static void dispatch(cconn *k, creq *r)
             return;
         }
         conn_failed_later(k, LM_CLIENT_ERR_CLOSED);
+        return;
     }
+    /* all of it went out at once: no write callback will announce the drain */
+    if (r->want_drain && !k->writing) conn_resume_later(k);
 }
 
 static void on_connect(uv_connect_t *cr, int status)
@@ -1214,10 +1301,13 @@ static bool valid_token(const char *s, size_t n)
     return true;
 }
 
+/* field-value: no control characters but HTAB (so no CR/LF/NUL: no request splitting) */
 static bool valid_value(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return false;
+    }
     return true;
 }
 
@@ -1264,7 +1354,8 @@ static bool build_wire(creq *r, const lm_client_opts *op, origin *o)
     if (op->stream_body) {
         if (op->stream_length >= 0)
             lm_buf_printf(w, "Content-Length: %lld\r\n", (long long)op->stream_length);
-        else lm_buf_append_str(w, "Transfer-Encoding: chunked\r\n");
+        else
+            lm_buf_append_str(w, "Transfer-Encoding: chunked\r\n");
     } else if (op->body_len || !strcmp(op->method, "POST") || !strcmp(op->method, "PUT") ||
                !strcmp(op->method, "PATCH")) {
         lm_buf_printf(w, "Content-Length: %zu\r\n", op->body_len);
@@ -1276,8 +1367,8 @@ static bool build_wire(creq *r, const lm_client_opts *op, origin *o)
 
 static bool idempotent(const char *m)
 {
-    return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "PUT") ||
-           !strcmp(m, "DELETE") || !strcmp(m, "OPTIONS");
+    return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "PUT") || !strcmp(m, "DELETE") ||
+           !strcmp(m, "OPTIONS");
 }
 
 lm_client_req *lm_client_send(lm_client *c, const lm_client_opts *op)
@@ -1293,7 +1384,7 @@ lm_client_req *lm_client_send(lm_client *c, const lm_client_opts *op)
         host++;
         hl -= 2;
     }
-    if (!valid_value(host, hl) || memchr(host, ' ', hl) || memchr(host, '/', hl)) return NULL;
+    if (!hl || !valid_value(host, hl) || strcspn(host, " \t/?#@") < hl) return NULL;
 
     origin *o = origin_get(c, host, hl, op->port);
     creq *r = lm_xcalloc(1, sizeof *r);
@@ -1326,8 +1417,10 @@ lm_client_req *lm_client_send(lm_client *c, const lm_client_opts *op)
     STAT_ADD(c, inflight, 1);
 
     if (o->q_head) {
-        if (o->n_queued >= c->cfg.max_queue_per_origin) req_fail_later(r, LM_CLIENT_ERR_QUEUE_FULL);
-        else enqueue(o, r);
+        if (o->n_queued >= c->cfg.max_queue_per_origin)
+            req_fail_later(r, LM_CLIENT_ERR_QUEUE_FULL);
+        else
+            enqueue(o, r);
     } else if (o->idle) {
         cconn *k = o->idle;
         idle_remove(k);
@@ -1357,20 +1450,27 @@ static void req_abort_from_user(creq *r, lm_client_err err)
     req_fail_later(r, err);
 }
 
+/* Streamed body bytes: into the request's wire bytes until it is on a connection. */
 static void body_append(creq *r, const void *data, size_t len)
 {
-    bool active = r->state == R_ACTIVE && r->k;
-    lm_buf *dst = active ? &r->k->out : &r->wire;
-    if (r->chunked) lm_buf_printf(dst, "%zx\r\n", len);
-    lm_buf_append(dst, data, len);
-    if (r->chunked) lm_buf_append(dst, "\r\n", 2);
-    if (active && !conn_flush(r->k)) conn_failed_later(r->k, LM_CLIENT_ERR_CLOSED);
+    if (r->state != R_ACTIVE || !r->k) {
+        if (r->chunked) lm_buf_printf(&r->wire, "%zx\r\n", len);
+        lm_buf_append(&r->wire, data, len);
+        if (r->chunked) lm_buf_append(&r->wire, "\r\n", 2);
+        return;
+    }
+    char sz[24];
+    uv_buf_t b[3];
+    unsigned n = 0;
+    if (r->chunked) b[n++] = uv_buf_init(sz, (unsigned)snprintf(sz, sizeof sz, "%zx\r\n", len));
+    b[n++] = uv_buf_init((char *)data, (unsigned)len);
+    if (r->chunked) b[n++] = uv_buf_init("\r\n", 2);
+    if (!conn_sendv(r->k, b, n)) conn_failed_later(r->k, LM_CLIENT_ERR_CLOSED);
 }
 
 bool lm_client_write(lm_client_req *r, const void *data, size_t len)
 {
-    if (!r->stream || r->ended || r->abort_pending || r->state == R_DONE ||
-        r->state == R_DEFERRED)
+    if (!r->stream || r->ended || r->abort_pending || r->state == R_DONE || r->state == R_DEFERRED)
         return false;
     if (len == 0) return true;
     if (r->k && r->k->msg_complete) return false; /* the response has arrived already */
@@ -1390,8 +1490,7 @@ bool lm_client_write(lm_client_req *r, const void *data, size_t len)
 
 void lm_client_end(lm_client_req *r)
 {
-    if (!r->stream || r->ended || r->abort_pending || r->state == R_DONE ||
-        r->state == R_DEFERRED)
+    if (!r->stream || r->ended || r->abort_pending || r->state == R_DONE || r->state == R_DEFERRED)
         return;
     r->ended = true;
     if (!r->chunked && r->written != r->declared) {
@@ -1399,10 +1498,12 @@ void lm_client_end(lm_client_req *r)
         return;
     }
     if (!r->chunked) return;
-    bool active = r->state == R_ACTIVE && r->k;
-    lm_buf *dst = active ? &r->k->out : &r->wire;
-    lm_buf_append(dst, "0\r\n\r\n", 5);
-    if (active && !conn_flush(r->k)) conn_failed_later(r->k, LM_CLIENT_ERR_CLOSED);
+    if (r->state != R_ACTIVE || !r->k)
+        lm_buf_append(&r->wire, "0\r\n\r\n", 5);
+    else {
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        if (!conn_sendv(r->k, &b, 1)) conn_failed_later(r->k, LM_CLIENT_ERR_CLOSED);
+    }
 }
 
 void lm_client_pause(lm_client_req *r)
@@ -1437,8 +1538,10 @@ lm_client *lm_client_new(uv_loop_t *loop, const lm_client_config *cfg)
     uv_once(&settings_once, settings_init);
     lm_client *c = lm_xcalloc(1, sizeof *c);
     c->loop = loop;
-    if (cfg) c->cfg = *cfg;
-    else lm_client_config_default(&c->cfg);
+    if (cfg)
+        c->cfg = *cfg;
+    else
+        lm_client_config_default(&c->cfg);
     lm_client_config d;
     lm_client_config_default(&d);
     if (!c->cfg.max_conns_per_origin) c->cfg.max_conns_per_origin = d.max_conns_per_origin;
@@ -1508,16 +1611,15 @@ void lm_client_close(lm_client *c, void (*cb)(void *ctx), void *ctx)
 int lm_client_parse_url(const char *url, lm_client_url *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-#define FAIL(...)                                                                              \
-    do {                                                                                       \
-        if (err && errlen) snprintf(err, errlen, __VA_ARGS__);                                 \
-        return -1;                                                                             \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        if (err && errlen) snprintf(err, errlen, __VA_ARGS__);                                     \
+        return -1;                                                                                 \
     } while (0)
     if (!url) FAIL("no URL");
     if (strncasecmp(url, "https://", 8) == 0)
         FAIL("'%.200s': https is not supported; the client speaks plain http:// only", url);
-    if (strncasecmp(url, "http://", 7) != 0)
-        FAIL("'%.200s': only http:// URLs are supported", url);
+    if (strncasecmp(url, "http://", 7) != 0) FAIL("'%.200s': only http:// URLs are supported", url);
     const char *a = url + 7;
     size_t alen = strcspn(a, "/?#");
     const char *rest = a + alen;

@@ -39,11 +39,18 @@
  * same way, closes all handles, and calls its callback once the loop owes the client
  * nothing more; the client is freed then.
  *
+ * A streamed upload stops at on_done: a server may answer (413, 401 …) before the body is
+ * all sent; the connection is then closed rather than pooled.
+ *
+ * Hosts: numeric IPv4/IPv6 addresses connect directly; names resolve with uv_getaddrinfo (the
+ * loop's thread pool) for every new connection, the first IPv4 address preferred, without a
+ * fallback to further addresses.
+ *
  * Memory: options, headers and body are copied by lm_client_send(); the caller keeps nothing
  * alive. The lm_client_response and every pointer in it belong to the request and are valid
  * only during the callback that receives them.
  *
- * Threading: all functions on the client's loop thread, except lm_client_stats() (any thread,
+ * Threading: all functions on the client's loop thread, except lm_client_stats_get() (any thread,
  * while the client exists: counters are relaxed atomics with a single writer) and
  * lm_client_parse_url()/lm_client_strerror()/lm_client_config_default() (pure). */
 #ifndef LM_CLIENT_H
@@ -82,7 +89,8 @@ const char *lm_client_strerror(lm_client_err err);
 
 typedef struct lm_client_config {
     size_t max_conns_per_origin;  /* cap: open + connecting connections (default 64) */
-    size_t max_queue_per_origin;  /* waiting requests beyond it fail fast (default 1024) */
+    size_t max_queue_per_origin;  /* waiting requests beyond it fail fast (default 1024;
+                                   * 0: no waiting, a full pool fails at once) */
     uint64_t idle_timeout_ms;     /* pooled connection unused that long is closed (30000) */
     uint64_t connect_timeout_ms;  /* default per request (2000) */
     uint64_t queue_timeout_ms;    /* default per request (2000) */
@@ -176,16 +184,16 @@ void lm_client_cancel(lm_client_req *req);
 void lm_client_close(lm_client *c, void (*cb)(void *ctx), void *ctx);
 
 typedef struct lm_client_stats {
-    uint64_t requests;        /* accepted by lm_client_send */
-    uint64_t responses;       /* completed with LM_CLIENT_OK */
+    uint64_t requests;                     /* accepted by lm_client_send */
+    uint64_t responses;                    /* completed with LM_CLIENT_OK */
     uint64_t errors[LM_CLIENT_ERR__COUNT]; /* completed with each error ([0] unused) */
-    uint64_t retries;         /* resent after a stale pooled connection */
-    uint64_t connects;        /* connections opened (attempts) */
-    uint64_t reuses;          /* requests sent on a pooled connection */
-    uint64_t conns_open;      /* gauge: open or connecting connections */
-    uint64_t conns_idle;      /* gauge: idle in the pools */
-    uint64_t queued;          /* gauge: requests waiting for a connection slot */
-    uint64_t inflight;        /* gauge: requests not yet completed */
+    uint64_t retries;                      /* resent after a stale pooled connection */
+    uint64_t connects;                     /* connections opened (attempts) */
+    uint64_t reuses;                       /* requests sent on a pooled connection */
+    uint64_t conns_open;                   /* gauge: open or connecting connections */
+    uint64_t conns_idle;                   /* gauge: idle in the pools */
+    uint64_t queued;                       /* gauge: requests waiting for a connection slot */
+    uint64_t inflight;                     /* gauge: requests not yet completed */
 } lm_client_stats;
 
 /* Any thread, while the client exists. */
