@@ -168,6 +168,14 @@ static void on_drain(lm_req *req, void *ud)
 static void on_body(lm_client_req *creq, const char *data, size_t len, void *ud)
 {
     fwd *f = ud;
+    if (lm_req_abandoned(f->req)) { /* the client is gone: stop the upstream's work too */
+        lm_client_cancel(creq);      /* completes after this callback returns */
+        return;
+    }
+    if (lm_req_abandoned(f->req)) { /* the client is gone: stop the download, free the slot */
+        lm_client_cancel(creq);      /* on_done follows when this callback returns */
+        return;
+    }
     if (!lm_resp_write(f->req, data, len) && !lm_req_abandoned(f->req) && !f->paused) {
         f->paused = true; /* the client reads slower than the upstream sends */
         lm_client_pause(creq);
@@ -199,9 +207,10 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
         return;
     }
     if (f->head_sent) { /* too late for a problem: cut the response */
-        lm_log(LM_LOG_WARN, &(lm_log_ctx){.request_id = req->request_id, .trace = &req->trace},
-               "upstream %s failed mid-response: %s", inst(f, f->chosen)->id,
-               lm_client_strerror(err));
+        if (!lm_req_abandoned(req))
+            lm_log(LM_LOG_WARN, &(lm_log_ctx){.request_id = req->request_id, .trace = &req->trace},
+                   "upstream %s failed mid-response: %s", inst(f, f->chosen)->id,
+                   lm_client_strerror(err));
         lm_resp_abort(req);
         fwd_free(f);
         return;
@@ -293,7 +302,7 @@ static void send_upstream(fwd *f)
     lm_header hs[MAX_FWD_HEADERS + 8];
     size_t n = 0;
     const char *connection = lm_req_header(req, "connection");
-    const char *xff = NULL, *host = lm_req_header(req, "host");
+    const char *host = lm_req_header(req, "host");
     for (size_t i = 0; i < req->n_headers && n < MAX_FWD_HEADERS; i++) {
         const lm_header *h = &req->headers[i];
         if (hop_by_hop(h->name, connection) || !strcasecmp(h->name, "authorization") ||
@@ -303,14 +312,18 @@ static void send_upstream(fwd *f)
             continue;
         hs[n++] = *h;
     }
+    /* X-Forwarded-For: every field the client sent (one list, RFC 9110 5.3), then the
+     * client's address — never cut, as that last entry is the one the gateway vouches for */
+    lm_buf xff = LM_BUF_INIT;
     for (size_t i = 0; i < req->n_headers; i++)
-        if (!strcasecmp(req->headers[i].name, "x-forwarded-for")) xff = req->headers[i].value;
-    char peer[64] = "", fwd_for[512];
+        if (!strcasecmp(req->headers[i].name, "x-forwarded-for") && req->headers[i].value[0]) {
+            if (xff.len) lm_buf_append_str(&xff, ", ");
+            lm_buf_append_str(&xff, req->headers[i].value);
+        }
+    char peer[64] = "";
     lm_req_peer_ip(req, peer, sizeof peer);
-    if (xff)
-        snprintf(fwd_for, sizeof fwd_for, "%s, %s", xff, peer);
-    else
-        snprintf(fwd_for, sizeof fwd_for, "%s", peer);
+    if (xff.len) lm_buf_append_str(&xff, ", ");
+    lm_buf_append_str(&xff, peer);
     lm_trace_ctx child;
     char tp[LM_TRACEPARENT_LEN + 1], bearer[4200];
     lm_trace_child(&req->trace, &child);
@@ -318,7 +331,7 @@ static void send_upstream(fwd *f)
     const char *tok = gw_service_token(gw, req, f->service, &f->who);
     snprintf(bearer, sizeof bearer, "Bearer %s", tok ? tok : "");
     hs[n++] = (lm_header){.name = "Authorization", .value = bearer};
-    hs[n++] = (lm_header){.name = "X-Forwarded-For", .value = fwd_for};
+    hs[n++] = (lm_header){.name = "X-Forwarded-For", .value = lm_buf_cstr(&xff)};
     hs[n++] = (lm_header){.name = "X-Forwarded-Proto", .value = "http"};
     if (host) hs[n++] = (lm_header){.name = "X-Forwarded-Host", .value = host};
     hs[n++] = (lm_header){.name = "X-Request-ID", .value = req->request_id};
@@ -347,8 +360,9 @@ static void send_upstream(fwd *f)
         .ud = f,
     };
     atomic_fetch_add_explicit(outstanding(w, in->id), 1, memory_order_relaxed);
-    f->creq = lm_client_send(w->client, &o);
+    f->creq = lm_client_send(w->client, &o); /* copies the headers */
     free(path);
+    lm_buf_free(&xff);
     if (!f->creq) {
         atomic_fetch_sub_explicit(outstanding(w, in->id), 1, memory_order_relaxed);
         fail(f, 400, "the request cannot be forwarded (malformed header or method)");
