@@ -172,10 +172,6 @@ static void on_body(lm_client_req *creq, const char *data, size_t len, void *ud)
         lm_client_cancel(creq);      /* completes after this callback returns */
         return;
     }
-    if (lm_req_abandoned(f->req)) { /* the client is gone: stop the download, free the slot */
-        lm_client_cancel(creq);      /* on_done follows when this callback returns */
-        return;
-    }
     if (!lm_resp_write(f->req, data, len) && !lm_req_abandoned(f->req) && !f->paused) {
         f->paused = true; /* the client reads slower than the upstream sends */
         lm_client_pause(creq);
