@@ -153,22 +153,10 @@ void lm_rest_op_done(int rc, void *arg)
 int lm_rest_create_job(lm_db_conn *c, void *arg)
 {
     lm_rest_op *op = arg;
-    if (op->has_idem) {
-        lm_idem_hit hit;
-        if (lm_idem_lookup(c, op->idem_key, op->fingerprint, &hit) != 0) return LM_DB_EIO;
-        if (hit.status && hit.mismatch) {
-            lm_idem_hit_free(&hit);
-            return lm_rest_fail(op, 422, "urn:lotmesh:problem:idempotency-key-reused",
-                                "this Idempotency-Key was used for a different request");
-        }
-        if (hit.status) { /* replay the first result; nothing is written */
-            op->status = hit.status;
-            op->body = hit.body;
-            hit.body = NULL;
-            if (hit.location) snprintf(op->location, sizeof op->location, "%s", hit.location);
-            lm_idem_hit_free(&hit);
-            return 0;
-        }
+    if (op->has_idem) { /* again inside the transaction: a concurrent twin may have won */
+        int rc = lm_rest_idem_probe_job(c, op);
+        if (rc) return rc;
+        if (op->status) return op->status >= 400 ? op->status : 0; /* refused, or replayed */
     }
     int rc = op->create(c, op);
     if (rc != 0) return rc;
@@ -287,4 +275,122 @@ json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n)
     json_t *o = json_object();
     for (int i = 0; i < n; i++) json_object_set_new(o, cols[i], lm_rest_column(st, i));
     return o;
+}
+
+/* ---- generic flows over an lm_rest_resource ------------------------------------------- */
+
+int lm_rest_load(lm_db_conn *c, const lm_rest_resource *r, long long id, json_t **row,
+                 long long *version)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, r->sql_by_id);
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) return 404;
+    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    *row = lm_rest_row(st, r->cols, r->n_cols);
+    *version = r->has_version ? sqlite3_column_int64(st, r->n_cols) : 0;
+    sqlite3_reset(st);
+    return 0;
+}
+
+int lm_rest_not_found(lm_rest_op *op)
+{
+    return lm_rest_fail(op, 404, NULL, "no %s with id %lld", op->resource->noun, op->id);
+}
+
+int lm_rest_get_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    json_t *row;
+    long long version;
+    int rc = lm_rest_load(c, op->resource, op->id, &row, &version);
+    if (rc == 404) return lm_rest_not_found(op);
+    if (rc) return rc;
+    lm_rest_ok(op, 200, row, version);
+    return 0;
+}
+
+int lm_rest_delete_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    json_t *cur;
+    long long version;
+    int rc = lm_rest_load(c, op->resource, op->id, &cur, &version);
+    if (rc == 404) return lm_rest_not_found(op);
+    if (rc) return rc;
+    json_decref(cur);
+    if ((rc = lm_rest_check_version(op, version))) return rc;
+    sqlite3_stmt *st = lm_db_stmt(c, op->resource->sql_delete);
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, op->id);
+    sqlite3_bind_int64(st, 2, version);
+    if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+    op->status = 204;
+    return 0;
+}
+
+int lm_rest_idem_probe_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    lm_idem_hit hit;
+    if (lm_idem_lookup(c, op->idem_key, op->fingerprint, &hit) != 0) return LM_DB_EIO;
+    if (hit.status && hit.mismatch) {
+        lm_rest_fail(op, 422, "urn:lotmesh:problem:idempotency-key-reused",
+                     "this Idempotency-Key was used for a different request");
+    } else if (hit.status) {
+        op->status = hit.status;
+        op->body = hit.body;
+        hit.body = NULL;
+        if (hit.location) snprintf(op->location, sizeof op->location, "%s", hit.location);
+    }
+    lm_idem_hit_free(&hit);
+    return 0;
+}
+
+static void by_id(lm_req *req, const lm_rest_resource *r, lm_db_port *port, bool write)
+{
+    long long id;
+    lm_rest_op *op;
+    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
+    op->id = id;
+    op->resource = r;
+    if (write)
+        lm_db_write(port, lm_rest_delete_job, lm_rest_op_done, op);
+    else
+        lm_db_read(port, lm_rest_get_job, lm_rest_op_done, op);
+}
+
+void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_db_port *port)
+{
+    by_id(req, r, port, false);
+}
+
+void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_db_port *port)
+{
+    by_id(req, r, port, true);
+}
+
+json_t *lm_rest_body(lm_req *req, const lm_rest_resource *r, bool partial, long long path_id)
+{
+    json_t *in = lm_json_body_object(req);
+    if (!in) return NULL;
+    lm_verrs errs = {0};
+    if (path_id) {
+        json_t *id = json_object_get(in, "id");
+        if (id && (!json_is_integer(id) || json_integer_value(id) != path_id))
+            lm_verrs_add(&errs, "id", "does not match the %s in the path (%lld)", r->noun,
+                         path_id);
+        json_object_del(in, "id");
+        json_object_del(in, "erstellt_am");
+        json_object_del(in, "geaendert_am");
+    }
+    lm_json_validate(in, r->fields, r->n_fields, partial, &errs);
+    if (!errs.n && r->check) r->check(in, &errs);
+    if (errs.n) {
+        json_decref(in);
+        lm_verrs_send(req, &errs, 422, NULL);
+        return NULL;
+    }
+    return in;
 }

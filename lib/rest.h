@@ -24,6 +24,21 @@
 typedef struct lm_rest_op lm_rest_op;
 typedef int (*lm_rest_fn)(lm_db_conn *c, lm_rest_op *op);
 
+/* A resource table as the generic flows see it. The SELECT returns cols in order, then the
+ * version (when has_version); ids are INTEGER PRIMARY KEY. */
+typedef struct lm_rest_resource {
+    const char *noun;       /* "article", "batch": in messages */
+    const char *sql_by_id;  /* "SELECT <cols>, version FROM t WHERE id = ?" (a literal) */
+    const char *sql_delete; /* "DELETE FROM t WHERE id = ? AND version = ?", or NULL */
+    const char *const *cols;
+    int n_cols;
+    bool has_version; /* ETag/If-Match */
+    const lm_field_spec *fields; /* request bodies */
+    size_t n_fields;
+    /* Optional rules across fields, run when every field is valid by itself. */
+    void (*check)(json_t *body, lm_verrs *errs);
+} lm_rest_resource;
+
 struct lm_rest_op {
     lm_req *req;
     /* input, set on the loop */
@@ -35,6 +50,7 @@ struct lm_rest_op {
     char idem_key[LM_IDEM_KEY_MAX + 1];
     char fingerprint[17];
     lm_rest_fn create; /* for lm_rest_create_job */
+    const lm_rest_resource *resource; /* for the generic jobs */
     void *domain;      /* the service's own input */
     /* outcome, set by the job */
     int status;
@@ -66,6 +82,27 @@ void lm_rest_op_done(int rc, void *arg);
 /* A write job: replays a stored result for a known Idempotency-Key, refuses a reused key
  * (422), otherwise runs op->create and remembers its successful result. */
 int lm_rest_create_job(lm_db_conn *c, void *arg);
+
+/* ---- generic flows over an lm_rest_resource ------------------------------------------- */
+
+/* In a job: 0 and a new *row (and *version), 404, or LM_DB_EIO. */
+int lm_rest_load(lm_db_conn *c, const lm_rest_resource *r, long long id, json_t **row,
+                 long long *version);
+/* In a job: the 404 outcome for op->id. */
+int lm_rest_not_found(lm_rest_op *op);
+/* Jobs for op->resource: read op->id; delete op->id (If-Match checked); replay of an
+ * Idempotency-Key before a create does other work (sets op->status when answered). */
+int lm_rest_get_job(lm_db_conn *c, void *op);
+int lm_rest_delete_job(lm_db_conn *c, void *op);
+int lm_rest_idem_probe_job(lm_db_conn *c, void *op);
+/* Whole handlers: GET and DELETE of /…/{id} on port. */
+void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_db_port *port);
+void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_db_port *port);
+/* A request body for a create (path_id 0) or an update of path_id (partial: PATCH): parsed
+ * and validated against r's fields; a GET representation sent back is accepted (server-set
+ * id/erstellt_am/geaendert_am are dropped, an id naming another resource is an error). NULL
+ * after the problem was sent. */
+json_t *lm_rest_body(lm_req *req, const lm_rest_resource *r, bool partial, long long path_id);
 
 /* Path parameter name as a positive 64-bit id; sends 400 and returns false otherwise. */
 bool lm_rest_id(lm_req *req, const char *name, long long *out);

@@ -56,25 +56,16 @@ static const char SQL_DELETE[] = "DELETE FROM artikel WHERE id = ? AND version =
 
 static articles_svc *svc_of(void *ctx) { return ctx; }
 
-/* Loads one Artikel: 0 and *row, 404, or LM_DB_EIO. */
-static int load(lm_db_conn *c, long long id, json_t **row, long long *version)
-{
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_BY_ID);
-    if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) return 404;
-    if (rc != SQLITE_ROW) return LM_DB_EIO;
-    *row = lm_rest_row(st, cols, N_COLS);
-    *version = sqlite3_column_int64(st, N_COLS);
-    sqlite3_reset(st);
-    return 0;
-}
-
-static int not_found(lm_rest_op *op)
-{
-    return lm_rest_fail(op, 404, NULL, "no article with id %lld", op->id);
-}
+static const lm_rest_resource artikel = {
+    .noun = "article",
+    .sql_by_id = SQL_BY_ID,
+    .sql_delete = SQL_DELETE,
+    .cols = cols,
+    .n_cols = N_COLS,
+    .has_version = true,
+    .fields = fields,
+    .n_fields = N_FIELDS,
+};
 
 static bool unit_exists(lm_db_conn *c, long long id, int *rc)
 {
@@ -129,18 +120,6 @@ static int conflict(lm_rest_op *op, const json_t *obj)
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 
-static int get_job(lm_db_conn *c, void *arg)
-{
-    lm_rest_op *op = arg;
-    json_t *row;
-    long long version;
-    int rc = load(c, op->id, &row, &version);
-    if (rc == 404) return not_found(op);
-    if (rc) return rc;
-    lm_rest_ok(op, 200, row, version);
-    return 0;
-}
-
 typedef struct list_filter {
     char *status; /* owned or NULL */
     char *q;
@@ -191,7 +170,7 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
     json_t *row;
     long long version;
-    if (load(c, op->id, &row, &version) != 0) return LM_DB_EIO;
+    if (lm_rest_load(c, &artikel, op->id, &row, &version) != 0) return LM_DB_EIO;
     snprintf(op->location, sizeof op->location, "/api/v1/article/%lld", op->id);
     lm_rest_ok(op, 201, row, version);
     return 0;
@@ -202,8 +181,8 @@ static int update_job(lm_db_conn *c, void *arg)
     lm_rest_op *op = arg;
     json_t *cur;
     long long version;
-    int rc = load(c, op->id, &cur, &version);
-    if (rc == 404) return not_found(op);
+    int rc = lm_rest_load(c, &artikel, op->id, &cur, &version);
+    if (rc == 404) return lm_rest_not_found(op);
     if (rc) return rc;
     if ((rc = lm_rest_check_version(op, version))) {
         json_decref(cur);
@@ -241,27 +220,8 @@ static int update_job(lm_db_conn *c, void *arg)
     json_decref(next);
     if (rc != SQLITE_DONE) return LM_DB_EIO;
     json_t *row;
-    if (load(c, op->id, &row, &version) != 0) return LM_DB_EIO;
+    if (lm_rest_load(c, &artikel, op->id, &row, &version) != 0) return LM_DB_EIO;
     lm_rest_ok(op, 200, row, version);
-    return 0;
-}
-
-static int delete_job(lm_db_conn *c, void *arg)
-{
-    lm_rest_op *op = arg;
-    json_t *cur;
-    long long version;
-    int rc = load(c, op->id, &cur, &version);
-    if (rc == 404) return not_found(op);
-    if (rc) return rc;
-    json_decref(cur);
-    if ((rc = lm_rest_check_version(op, version))) return rc;
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_DELETE);
-    if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, op->id);
-    sqlite3_bind_int64(st, 2, version);
-    if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
-    op->status = 204;
     return 0;
 }
 
@@ -269,11 +229,7 @@ static int delete_job(lm_db_conn *c, void *arg)
 
 static void handle_get(lm_req *req, void *ctx)
 {
-    lm_rest_op *op;
-    long long id;
-    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
-    op->id = id;
-    lm_db_read(lm_store_port(svc_of(ctx)->store, req), get_job, lm_rest_op_done, op);
+    lm_rest_get(req, &artikel, lm_store_port(svc_of(ctx)->store, req));
 }
 
 static void free_filter_done(int rc, void *arg)
@@ -317,36 +273,12 @@ static void handle_list(lm_req *req, void *ctx)
     lm_db_read(lm_store_port(svc_of(ctx)->store, req), list_job, free_filter_done, op);
 }
 
-/* Parses and validates the body; NULL after the problem was sent. */
-static json_t *valid_body(lm_req *req, bool partial, long long path_id)
-{
-    json_t *in = lm_json_body_object(req);
-    if (!in) return NULL;
-    lm_verrs errs = {0};
-    if (path_id) {
-        /* a GET representation may be sent back as is: server-set fields are ignored, but an
-         * id naming another article is an error */
-        json_t *id = json_object_get(in, "id");
-        if (id && (!json_is_integer(id) || json_integer_value(id) != path_id))
-            lm_verrs_add(&errs, "id", "does not match the article in the path (%lld)", path_id);
-        json_object_del(in, "id");
-        json_object_del(in, "erstellt_am");
-        json_object_del(in, "geaendert_am");
-    }
-    lm_json_validate(in, fields, N_FIELDS, partial, &errs);
-    if (errs.n) {
-        json_decref(in);
-        lm_verrs_send(req, &errs, 422, NULL);
-        return NULL;
-    }
-    return in;
-}
-
 static void handle_create(lm_req *req, void *ctx)
 {
     lm_rest_op *op = lm_rest_op_new(req);
     if (!op) return;
-    if (!(op->input = valid_body(req, false, 0))) {
+    op->resource = &artikel;
+    if (!(op->input = lm_rest_body(req, &artikel, false, 0))) {
         lm_rest_op_free(op);
         return;
     }
@@ -362,7 +294,8 @@ static void handle_update(lm_req *req, void *ctx, bool partial)
     if (!op) return;
     op->id = id;
     op->partial = partial;
-    if (!(op->input = valid_body(req, partial, id))) {
+    op->resource = &artikel;
+    if (!(op->input = lm_rest_body(req, &artikel, partial, id))) {
         lm_rest_op_free(op);
         return;
     }
@@ -374,11 +307,7 @@ static void handle_patch(lm_req *req, void *ctx) { handle_update(req, ctx, true)
 
 static void handle_delete(lm_req *req, void *ctx)
 {
-    long long id;
-    lm_rest_op *op;
-    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
-    op->id = id;
-    lm_db_write(lm_store_port(svc_of(ctx)->store, req), delete_job, lm_rest_op_done, op);
+    lm_rest_delete(req, &artikel, lm_store_port(svc_of(ctx)->store, req));
 }
 
 void artikel_routes(lm_router *r, articles_svc *svc)

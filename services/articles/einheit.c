@@ -20,21 +20,15 @@ static const char SQL_BY_ID[] = "SELECT id, kuerzel, bezeichnung, erstellt_am FR
 static const char SQL_ALL[] = "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit ORDER BY id";
 static const char SQL_INSERT[] = "INSERT INTO einheit (kuerzel, bezeichnung, erstellt_am) VALUES (?, ?, ?)";
 
-static int load(lm_db_conn *c, lm_rest_op *op)
-{
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_BY_ID);
-    if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, op->id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) return lm_rest_fail(op, 404, NULL, "no unit with id %lld", op->id);
-    if (rc != SQLITE_ROW) return LM_DB_EIO;
-    json_t *row = lm_rest_row(st, cols, 4);
-    sqlite3_reset(st);
-    lm_rest_ok(op, 200, row, 0);
-    return 0;
-}
-
-static int get_job(lm_db_conn *c, void *arg) { return load(c, arg); }
+static const lm_rest_resource einheit = {
+    .noun = "unit",
+    .sql_by_id = SQL_BY_ID,
+    .cols = cols,
+    .n_cols = 4,
+    .has_version = false, /* units are never changed through the API */
+    .fields = fields,
+    .n_fields = N_FIELDS,
+};
 
 static int list_job(lm_db_conn *c, void *arg)
 {
@@ -73,9 +67,10 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     }
     if (rc != SQLITE_DONE) return LM_DB_EIO;
     op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
-    rc = load(c, op);
-    if (rc) return rc == 404 ? LM_DB_EIO : rc;
-    op->status = 201;
+    json_t *row;
+    long long version;
+    if (lm_rest_load(c, &einheit, op->id, &row, &version) != 0) return LM_DB_EIO;
+    lm_rest_ok(op, 201, row, 0);
     snprintf(op->location, sizeof op->location, "/api/v1/unit/%lld", op->id);
     return 0;
 }
@@ -92,28 +87,16 @@ static void handle_list(lm_req *req, void *ctx)
 
 static void handle_get(lm_req *req, void *ctx)
 {
-    long long id;
-    lm_rest_op *op;
-    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
-    op->id = id;
-    lm_db_read(lm_store_port(svc_of(ctx)->store, req), get_job, lm_rest_op_done, op);
+    lm_rest_get(req, &einheit, lm_store_port(svc_of(ctx)->store, req));
 }
 
 static void handle_create(lm_req *req, void *ctx)
 {
     lm_rest_op *op = lm_rest_op_new(req);
     if (!op) return;
-    json_t *in = lm_json_body_object(req);
+    json_t *in = lm_rest_body(req, &einheit, false, 0);
     if (!in) {
         lm_rest_op_free(op);
-        return;
-    }
-    lm_verrs errs = {0};
-    lm_json_validate(in, fields, N_FIELDS, false, &errs);
-    if (errs.n) {
-        json_decref(in);
-        lm_rest_op_free(op);
-        lm_verrs_send(req, &errs, 422, NULL);
         return;
     }
     op->input = in;

@@ -91,20 +91,6 @@ static bool transition_ok(const char *from, const char *to)
     return false; /* verbraucht is final */
 }
 
-static int load(lm_db_conn *c, long long id, json_t **row, long long *version)
-{
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_BY_ID);
-    if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) return 404;
-    if (rc != SQLITE_ROW) return LM_DB_EIO;
-    *row = lm_rest_row(st, cols, N_COLS);
-    *version = sqlite3_column_int64(st, N_COLS);
-    sqlite3_reset(st);
-    return 0;
-}
-
 /* Representable times: the API writes years 0001 to 9999 (RFC 3339), so a date that would
  * normalise (to UTC, or by adding a shelf life) outside them is refused rather than stored
  * with text that no longer matches its instant. */
@@ -113,10 +99,34 @@ static int load(lm_db_conn *c, long long id, json_t **row, long long *version)
 
 static bool time_in_range(int64_t ms) { return ms >= MIN_TIME_MS && ms <= MAX_TIME_MS; }
 
-static int not_found(lm_rest_op *op)
+/* Rules across fields: dates in the representable range, MHD not before production. */
+static void check_dates(json_t *in, lm_verrs *errs)
 {
-    return lm_rest_fail(op, 404, NULL, "no batch with id %lld", op->id);
+    const char *hd = lm_json_str(in, "herstellungsdatum");
+    const char *mhd = lm_json_str(in, "mindesthaltbarkeitsdatum");
+    int64_t hd_ms, mhd_ms;
+    bool hd_ok = hd && lm_time_parse(hd, true, &hd_ms);
+    bool mhd_ok = mhd && lm_time_parse(mhd, true, &mhd_ms);
+    if (hd_ok && !time_in_range(hd_ms))
+        lm_verrs_add(errs, "herstellungsdatum", "must be from 0001-01-01 to 9999-12-31 in UTC");
+    if (mhd_ok && !time_in_range(mhd_ms))
+        lm_verrs_add(errs, "mindesthaltbarkeitsdatum",
+                     "must be from 0001-01-01 to 9999-12-31 in UTC");
+    if (!errs->n && hd_ok && mhd_ok && mhd_ms < hd_ms)
+        lm_verrs_add(errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
 }
+
+static const lm_rest_resource charge = {
+    .noun = "batch",
+    .sql_by_id = SQL_BY_ID,
+    .sql_delete = SQL_DELETE,
+    .cols = cols,
+    .n_cols = N_COLS,
+    .has_version = true,
+    .fields = fields,
+    .n_fields = N_FIELDS,
+    .check = check_dates,
+};
 
 /* Normalises a date field of obj to RFC 3339 UTC text; returns its epoch ms, or *absent. */
 static int64_t normalise_date(json_t *obj, const char *key, bool *absent)
@@ -191,18 +201,6 @@ static int next_number(lm_db_conn *c, char *out, size_t outlen)
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 
-static int get_job(lm_db_conn *c, void *arg)
-{
-    lm_rest_op *op = arg;
-    json_t *row;
-    long long version;
-    int rc = load(c, op->id, &row, &version);
-    if (rc == 404) return not_found(op);
-    if (rc) return rc;
-    lm_rest_ok(op, 200, row, version);
-    return 0;
-}
-
 typedef struct list_filter {
     long long artikel_id;
     bool has_artikel;
@@ -270,7 +268,7 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
     json_t *row;
     long long version;
-    if (load(c, op->id, &row, &version) != 0) return LM_DB_EIO;
+    if (lm_rest_load(c, &charge, op->id, &row, &version) != 0) return LM_DB_EIO;
     snprintf(op->location, sizeof op->location, "/api/v1/charge/%lld", op->id);
     lm_rest_ok(op, 201, row, version);
     return 0;
@@ -282,8 +280,8 @@ static int update_job(lm_db_conn *c, void *arg)
     charge_op *co = op->domain;
     json_t *cur;
     long long version;
-    int rc = load(c, op->id, &cur, &version);
-    if (rc == 404) return not_found(op);
+    int rc = lm_rest_load(c, &charge, op->id, &cur, &version);
+    if (rc == 404) return lm_rest_not_found(op);
     if (rc) return rc;
     if ((rc = lm_rest_check_version(op, version))) {
         json_decref(cur);
@@ -325,7 +323,7 @@ static int update_job(lm_db_conn *c, void *arg)
     if (!json_object_get(next, "charge_nummer")) { /* PUT without a number keeps the old one */
         json_t *old;
         long long v;
-        if (load(c, op->id, &old, &v) == 0) {
+        if (lm_rest_load(c, &charge, op->id, &old, &v) == 0) {
             json_object_set(next, "charge_nummer", json_object_get(old, "charge_nummer"));
             json_decref(old);
         }
@@ -343,46 +341,8 @@ static int update_job(lm_db_conn *c, void *arg)
     json_decref(next);
     if (rc != SQLITE_DONE) return LM_DB_EIO;
     json_t *row;
-    if (load(c, op->id, &row, &version) != 0) return LM_DB_EIO;
+    if (lm_rest_load(c, &charge, op->id, &row, &version) != 0) return LM_DB_EIO;
     lm_rest_ok(op, 200, row, version);
-    return 0;
-}
-
-static int delete_job(lm_db_conn *c, void *arg)
-{
-    lm_rest_op *op = arg;
-    json_t *cur;
-    long long version;
-    int rc = load(c, op->id, &cur, &version);
-    if (rc == 404) return not_found(op);
-    if (rc) return rc;
-    json_decref(cur);
-    if ((rc = lm_rest_check_version(op, version))) return rc;
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_DELETE);
-    if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, op->id);
-    sqlite3_bind_int64(st, 2, version);
-    if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
-    op->status = 204;
-    return 0;
-}
-
-/* An idempotent retry is answered from the store before anything else is asked. */
-static int idem_probe_job(lm_db_conn *c, void *arg)
-{
-    lm_rest_op *op = arg;
-    lm_idem_hit hit;
-    if (lm_idem_lookup(c, op->idem_key, op->fingerprint, &hit) != 0) return LM_DB_EIO;
-    if (hit.status && hit.mismatch)
-        lm_rest_fail(op, 422, "urn:lotmesh:problem:idempotency-key-reused",
-                     "this Idempotency-Key was used for a different request");
-    else if (hit.status) {
-        op->status = hit.status;
-        op->body = hit.body;
-        hit.body = NULL;
-        if (hit.location) snprintf(op->location, sizeof op->location, "%s", hit.location);
-    }
-    lm_idem_hit_free(&hit);
     return 0;
 }
 
@@ -400,11 +360,7 @@ static void op_done(int rc, void *arg)
 
 static void handle_get(lm_req *req, void *ctx)
 {
-    lm_rest_op *op;
-    long long id;
-    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
-    op->id = id;
-    lm_db_read(lm_store_port(svc_of(ctx)->store, req), get_job, lm_rest_op_done, op);
+    lm_rest_get(req, &charge, lm_store_port(svc_of(ctx)->store, req));
 }
 
 static void list_done(int rc, void *arg)
@@ -462,39 +418,6 @@ static void handle_list(lm_req *req, void *ctx)
     f->nummer = nummer ? lm_xstrdup(nummer) : NULL;
     op->domain = f;
     lm_db_read(lm_store_port(svc_of(ctx)->store, req), list_job, list_done, op);
-}
-
-/* Parses and validates a body; NULL after the problem was sent. */
-static json_t *valid_body(lm_req *req, bool partial, long long path_id)
-{
-    json_t *in = lm_json_body_object(req);
-    if (!in) return NULL;
-    lm_verrs errs = {0};
-    if (path_id) { /* a GET representation may be sent back: server-set fields are ignored */
-        json_t *id = json_object_get(in, "id");
-        if (id && (!json_is_integer(id) || json_integer_value(id) != path_id))
-            lm_verrs_add(&errs, "id", "does not match the batch in the path (%lld)", path_id);
-        json_object_del(in, "id");
-        json_object_del(in, "erstellt_am");
-        json_object_del(in, "geaendert_am");
-    }
-    lm_json_validate(in, fields, N_FIELDS, partial, &errs);
-    const char *hd = lm_json_str(in, "herstellungsdatum"), *mhd = lm_json_str(in, "mindesthaltbarkeitsdatum");
-    int64_t hd_ms, mhd_ms;
-    bool hd_ok = !errs.n && hd && lm_time_parse(hd, true, &hd_ms);
-    bool mhd_ok = !errs.n && mhd && lm_time_parse(mhd, true, &mhd_ms);
-    if (hd_ok && !time_in_range(hd_ms))
-        lm_verrs_add(&errs, "herstellungsdatum", "must be from 0001-01-01 to 9999-12-31 in UTC");
-    if (mhd_ok && !time_in_range(mhd_ms))
-        lm_verrs_add(&errs, "mindesthaltbarkeitsdatum", "must be from 0001-01-01 to 9999-12-31 in UTC");
-    if (!errs.n && hd_ok && mhd_ok && mhd_ms < hd_ms)
-        lm_verrs_add(&errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
-    if (errs.n) {
-        json_decref(in);
-        lm_verrs_send(req, &errs, 422, NULL);
-        return NULL;
-    }
-    return in;
 }
 
 /* After the references were checked: refuse, or write. */
@@ -570,7 +493,8 @@ static void handle_create(lm_req *req, void *ctx)
 {
     lm_rest_op *op = lm_rest_op_new(req);
     if (!op) return;
-    if (!(op->input = valid_body(req, false, 0))) {
+    op->resource = &charge;
+    if (!(op->input = lm_rest_body(req, &charge, false, 0))) {
         lm_rest_op_free(op);
         return;
     }
@@ -587,7 +511,7 @@ static void handle_create(lm_req *req, void *ctx)
     op->domain = co;
     op->create = insert;
     if (op->has_idem)
-        lm_db_read(lm_store_port(co->svc->store, req), idem_probe_job, idem_probed, op);
+        lm_db_read(lm_store_port(co->svc->store, req), lm_rest_idem_probe_job, idem_probed, op);
     else
         start_refcheck(op);
 }
@@ -600,7 +524,8 @@ static void handle_update(lm_req *req, void *ctx, bool partial)
     if (!op) return;
     op->id = id;
     op->partial = partial;
-    if (!(op->input = valid_body(req, partial, id))) {
+    op->resource = &charge;
+    if (!(op->input = lm_rest_body(req, &charge, partial, id))) {
         lm_rest_op_free(op);
         return;
     }
@@ -615,11 +540,7 @@ static void handle_patch(lm_req *req, void *ctx) { handle_update(req, ctx, true)
 
 static void handle_delete(lm_req *req, void *ctx)
 {
-    long long id;
-    lm_rest_op *op;
-    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
-    op->id = id;
-    lm_db_write(lm_store_port(svc_of(ctx)->store, req), delete_job, lm_rest_op_done, op);
+    lm_rest_delete(req, &charge, lm_store_port(svc_of(ctx)->store, req));
 }
 
 void charge_routes(lm_router *r, charges_svc *svc)
