@@ -76,6 +76,19 @@ static bool hop_by_hop(const char *name, const char *connection)
     return false;
 }
 
+/* Every Connection field joined with commas — a header named in any of them is hop-by-hop
+ * (RFC 9110 7.6.1), not only in the first. NULL when there is none; the caller frees. */
+static char *connection_names(const lm_header *hs, size_t n)
+{
+    lm_buf b = LM_BUF_INIT;
+    for (size_t i = 0; i < n; i++)
+        if (!strcasecmp(hs[i].name, "connection")) {
+            if (b.len) lm_buf_append_char(&b, ',');
+            lm_buf_append_str(&b, hs[i].value);
+        }
+    return b.len ? lm_buf_steal(&b, NULL) : NULL;
+}
+
 static const char *resolve_alias(gateway *gw, const char *name)
 {
     for (size_t i = 0; i < gw->n_aliases; i++)
@@ -135,7 +148,7 @@ static void on_head(lm_client_req *creq, const lm_client_response *resp, void *u
     (void)creq;
     fwd *f = ud;
     lm_req *req = f->req;
-    const char *connection = lm_client_response_header(resp, "connection");
+    char *connection = connection_names(resp->headers, resp->n_headers);
     const char *ctype = NULL;
     for (size_t i = 0; i < resp->n_headers; i++) {
         const lm_header *h = &resp->headers[i];
@@ -148,6 +161,7 @@ static void on_head(lm_client_req *creq, const lm_client_response *resp, void *u
         }
         lm_resp_header(req, h->name, h->value);
     }
+    free(connection);
     const char *cl = lm_client_response_header(resp, "content-length");
     const char *te = lm_client_response_header(resp, "transfer-encoding");
     int64_t len = cl && !te ? strtoll(cl, NULL, 10) : -1;
@@ -297,7 +311,7 @@ static void send_upstream(fwd *f)
 
     lm_header hs[MAX_FWD_HEADERS + 8];
     size_t n = 0;
-    const char *connection = lm_req_header(req, "connection");
+    char *connection = connection_names(req->headers, req->n_headers);
     const char *host = lm_req_header(req, "host");
     for (size_t i = 0; i < req->n_headers && n < MAX_FWD_HEADERS; i++) {
         const lm_header *h = &req->headers[i];
@@ -308,6 +322,7 @@ static void send_upstream(fwd *f)
             continue;
         hs[n++] = *h;
     }
+    free(connection);
     /* X-Forwarded-For: every field the client sent (one list, RFC 9110 5.3), then the
      * client's address — never cut, as that last entry is the one the gateway vouches for */
     lm_buf xff = LM_BUF_INIT;

@@ -462,6 +462,7 @@ def test_request_reaches_the_upstream_intact(gw, rec, creds):
     body = '{"bezeichnung": "Käse", "n": 1}'.encode()
     rid = f"rid-{t}"
     hop = [("Connection", "keep-alive, X-Hop-Named"), ("X-Hop-Named", "secret-hop"),
+           ("Connection", "X-Hop-Second"), ("X-Hop-Second", "named-in-a-second-field"),
            ("Keep-Alive", "timeout=5"), ("TE", "trailers"), ("Trailer", "X-Checksum"),
            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="), ("Proxy-Connection", "keep-alive")]
     e2e = [("Content-Type", "application/json; charset=utf-8"), ("Accept", "application/json"),
@@ -483,7 +484,7 @@ def test_request_reaches_the_upstream_intact(gw, rec, creds):
         assert r.header_all(name) == [v for k, v in e2e if k == name], (name, r.headers)
     # hop-by-hop headers and the client's credentials do not
     names = r.names()
-    for name in ("connection", "x-hop-named", "keep-alive", "te", "trailer",
+    for name in ("connection", "x-hop-named", "x-hop-second", "keep-alive", "te", "trailer",
                  "proxy-authorization", "proxy-connection", "x-api-key", "transfer-encoding"):
         assert name not in names, (name, r.headers)
     assert "secret-hop" not in json.dumps(r.headers)
@@ -847,7 +848,8 @@ def test_response_status_and_end_to_end_headers_relayed(gw, rec):
                      ("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/"),
                      ("Cache-Control", "no-cache"), ("X-Total-Count", "7"),
                      ("X-Request-ID", "made-up-upstream"), ("Connection", "X-Hop-Resp"),
-                     ("X-Hop-Resp", "1"), ("Keep-Alive", "timeout=5"),
+                     ("X-Hop-Resp", "1"), ("Connection", "X-Hop-Second"),
+                     ("X-Hop-Second", "1"), ("Keep-Alive", "timeout=5"),
                      ("Proxy-Authenticate", "Basic realm=x"), ("Trailer", "X-Sum"),
                      ("Content-Length", str(len(body)))]:
             h.send_header(k, v)
@@ -871,7 +873,8 @@ def test_response_status_and_end_to_end_headers_relayed(gw, rec):
         assert resp.header_all("X-Request-ID") == [rid]
         assert resp.header_all("Content-Length") == ["9"]
         assert len(resp.header_all("Date")) == 1 and len(resp.header_all("Server")) == 1
-        for name in ("X-Hop-Resp", "Keep-Alive", "Proxy-Authenticate", "Trailer"):
+        for name in ("X-Hop-Resp", "X-Hop-Second", "Keep-Alive", "Proxy-Authenticate",
+                     "Trailer"):
             assert resp.header(name) is None, (name, resp.header_list)
         assert (resp.header("Connection") or "").lower() in ("", "keep-alive")
         # the connection is still good for the next request
