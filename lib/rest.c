@@ -394,3 +394,45 @@ json_t *lm_rest_body(lm_req *req, const lm_rest_resource *r, bool partial, long 
     }
     return in;
 }
+
+int lm_rest_conflict(lm_rest_op *op, const json_t *body)
+{
+    const lm_rest_resource *r = op->resource;
+    const char *field = r->unique_field ? r->unique_field : "id";
+    const char *value = json_string_value(json_object_get(body, field));
+    lm_verrs_add(&op->errs, field, "a %s with %s '%s' already exists", r->noun, field,
+                 value ? value : "?");
+    op->status = 409;
+    free(op->detail);
+    lm_buf d = LM_BUF_INIT;
+    lm_buf_printf(&d, "%s must be unique", field);
+    op->detail = lm_buf_steal(&d, NULL);
+    return 409;
+}
+
+int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) return lm_rest_conflict(op, body);
+    if (rc != SQLITE_DONE) return LM_DB_EIO;
+    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
+    json_t *row;
+    long long version;
+    if (lm_rest_load(c, op->resource, op->id, &row, &version) != 0) return LM_DB_EIO;
+    snprintf(op->location, sizeof op->location, "%s%lld", op->resource->location, op->id);
+    lm_rest_ok(op, 201, row, version);
+    return 0;
+}
+
+int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long *version)
+{
+    int rc = lm_rest_load(c, op->resource, op->id, cur, version);
+    if (rc == 404) return lm_rest_not_found(op);
+    if (rc) return rc;
+    if ((rc = lm_rest_check_version(op, *version))) {
+        json_decref(*cur);
+        *cur = NULL;
+        return rc;
+    }
+    return 0;
+}

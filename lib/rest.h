@@ -37,6 +37,8 @@ typedef struct lm_rest_resource {
     size_t n_fields;
     /* Optional rules across fields, run when every field is valid by itself. */
     void (*check)(json_t *body, lm_verrs *errs);
+    const char *unique_field; /* the UNIQUE column a 409 names, or NULL */
+    const char *location;     /* "/api/v1/article/" — Location of a created one is this + id */
 } lm_rest_resource;
 
 struct lm_rest_op {
@@ -95,6 +97,13 @@ int lm_rest_not_found(lm_rest_op *op);
 int lm_rest_get_job(lm_db_conn *c, void *op);
 int lm_rest_delete_job(lm_db_conn *c, void *op);
 int lm_rest_idem_probe_job(lm_db_conn *c, void *op);
+/* In a create job: steps the prepared INSERT st; on success the new row is the outcome
+ * (201, ETag, Location), a unique violation a 409 naming unique_field of body. */
+int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body);
+/* The 409 outcome for a unique violation of body's unique_field; returns 409. */
+int lm_rest_conflict(lm_rest_op *op, const json_t *body);
+/* In an update job: loads op->id (404) and checks If-Match (412). 0 and *cur, or a code. */
+int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long *version);
 /* Whole handlers: GET and DELETE of /…/{id} on port. */
 void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_db_port *port);
 void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_db_port *port);

@@ -65,6 +65,8 @@ static const lm_rest_resource artikel = {
     .has_version = true,
     .fields = fields,
     .n_fields = N_FIELDS,
+    .unique_field = "artikelnummer",
+    .location = "/api/v1/article/",
 };
 
 static bool unit_exists(lm_db_conn *c, long long id, int *rc)
@@ -106,16 +108,6 @@ static int check_unit(lm_db_conn *c, lm_rest_op *op, const json_t *obj)
     lm_verrs_add(&op->errs, "einheit_id", "no unit with id %lld", unit);
     op->status = 422;
     return 422;
-}
-
-static int conflict(lm_rest_op *op, const json_t *obj)
-{
-    lm_verrs_add(&op->errs, "artikelnummer", "an article with artikelnummer '%s' already exists",
-                 json_string_value(json_object_get(obj, "artikelnummer")));
-    op->status = 409;
-    free(op->detail);
-    op->detail = lm_xstrdup("artikelnummer must be unique");
-    return 409;
 }
 
 /* ---- jobs ------------------------------------------------------------------------------ */
@@ -164,16 +156,7 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     lm_time_format(lm_time_now_ms(), now);
     bind_fields(st, op->input);
     sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) return conflict(op, op->input);
-    if (rc != SQLITE_DONE) return LM_DB_EIO;
-    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
-    json_t *row;
-    long long version;
-    if (lm_rest_load(c, &artikel, op->id, &row, &version) != 0) return LM_DB_EIO;
-    snprintf(op->location, sizeof op->location, "/api/v1/article/%lld", op->id);
-    lm_rest_ok(op, 201, row, version);
-    return 0;
+    return lm_rest_insert(c, op, st, op->input);
 }
 
 static int update_job(lm_db_conn *c, void *arg)
@@ -181,13 +164,8 @@ static int update_job(lm_db_conn *c, void *arg)
     lm_rest_op *op = arg;
     json_t *cur;
     long long version;
-    int rc = lm_rest_load(c, &artikel, op->id, &cur, &version);
-    if (rc == 404) return lm_rest_not_found(op);
+    int rc = lm_rest_load_current(c, op, &cur, &version);
     if (rc) return rc;
-    if ((rc = lm_rest_check_version(op, version))) {
-        json_decref(cur);
-        return rc;
-    }
     json_t *next;
     if (op->partial) {
         next = cur;
@@ -213,7 +191,7 @@ static int update_job(lm_db_conn *c, void *arg)
     sqlite3_bind_int64(st, 9, version);
     rc = sqlite3_step(st);
     if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-        rc = conflict(op, next);
+        rc = lm_rest_conflict(op, next);
         json_decref(next);
         return rc;
     }

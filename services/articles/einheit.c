@@ -28,6 +28,8 @@ static const lm_rest_resource einheit = {
     .has_version = false, /* units are never changed through the API */
     .fields = fields,
     .n_fields = N_FIELDS,
+    .unique_field = "kuerzel",
+    .location = "/api/v1/unit/",
 };
 
 static int list_job(lm_db_conn *c, void *arg)
@@ -58,21 +60,7 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     lm_rest_bind(st, 1, json_object_get(op->input, "kuerzel"));
     lm_rest_bind(st, 2, json_object_get(op->input, "bezeichnung"));
     sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-        lm_verrs_add(&op->errs, "kuerzel", "a unit '%s' already exists",
-                     json_string_value(json_object_get(op->input, "kuerzel")));
-        op->status = 409;
-        return 409;
-    }
-    if (rc != SQLITE_DONE) return LM_DB_EIO;
-    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
-    json_t *row;
-    long long version;
-    if (lm_rest_load(c, &einheit, op->id, &row, &version) != 0) return LM_DB_EIO;
-    lm_rest_ok(op, 201, row, 0);
-    snprintf(op->location, sizeof op->location, "/api/v1/unit/%lld", op->id);
-    return 0;
+    return lm_rest_insert(c, op, st, op->input);
 }
 
 static articles_svc *svc_of(void *ctx) { return ctx; }
@@ -100,6 +88,7 @@ static void handle_create(lm_req *req, void *ctx)
         return;
     }
     op->input = in;
+    op->resource = &einheit;
     op->create = insert;
     lm_db_write(lm_store_port(svc_of(ctx)->store, req), lm_rest_create_job, lm_rest_op_done, op);
 }

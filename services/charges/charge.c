@@ -126,6 +126,8 @@ static const lm_rest_resource charge = {
     .fields = fields,
     .n_fields = N_FIELDS,
     .check = check_dates,
+    .unique_field = "charge_nummer",
+    .location = "/api/v1/charge/",
 };
 
 /* Normalises a date field of obj to RFC 3339 UTC text; returns its epoch ms, or *absent. */
@@ -162,16 +164,6 @@ static void bind_fields(sqlite3_stmt *st, json_t *obj)
     else
         sqlite3_bind_text(st, 9, "aktiv", -1, SQLITE_STATIC);
     lm_rest_bind(st, 10, json_object_get(obj, "bemerkungen"));
-}
-
-static int conflict(lm_rest_op *op, const json_t *obj)
-{
-    lm_verrs_add(&op->errs, "charge_nummer", "a batch with charge_nummer '%s' already exists",
-                 json_string_value(json_object_get(obj, "charge_nummer")));
-    op->status = 409;
-    free(op->detail);
-    op->detail = lm_xstrdup("charge_nummer must be unique");
-    return 409;
 }
 
 /* Next free number of this year's series: CH-2026-000123. */
@@ -262,16 +254,7 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     lm_time_format(lm_time_now_ms(), now);
     bind_fields(st, op->input);
     sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) return conflict(op, op->input);
-    if (rc != SQLITE_DONE) return LM_DB_EIO;
-    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
-    json_t *row;
-    long long version;
-    if (lm_rest_load(c, &charge, op->id, &row, &version) != 0) return LM_DB_EIO;
-    snprintf(op->location, sizeof op->location, "/api/v1/charge/%lld", op->id);
-    lm_rest_ok(op, 201, row, version);
-    return 0;
+    return lm_rest_insert(c, op, st, op->input);
 }
 
 static int update_job(lm_db_conn *c, void *arg)
@@ -280,13 +263,8 @@ static int update_job(lm_db_conn *c, void *arg)
     charge_op *co = op->domain;
     json_t *cur;
     long long version;
-    int rc = lm_rest_load(c, &charge, op->id, &cur, &version);
-    if (rc == 404) return lm_rest_not_found(op);
+    int rc = lm_rest_load_current(c, op, &cur, &version);
     if (rc) return rc;
-    if ((rc = lm_rest_check_version(op, version))) {
-        json_decref(cur);
-        return rc;
-    }
     const char *from = json_string_value(json_object_get(cur, "status"));
     json_t *next = op->partial ? json_deep_copy(cur) : json_deep_copy(op->input);
     if (op->partial) json_object_update(next, op->input);
@@ -334,7 +312,7 @@ static int update_job(lm_db_conn *c, void *arg)
     sqlite3_bind_int64(st, 13, version);
     rc = sqlite3_step(st);
     if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-        rc = conflict(op, next);
+        rc = lm_rest_conflict(op, next);
         json_decref(next);
         return rc;
     }
