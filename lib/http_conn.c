@@ -317,6 +317,12 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
             c->in_dispatch = true; /* a response finished here is flushed by the caller */
             c->body_data(&c->req, at, len, c->body_ud);
             c->in_dispatch = d;
+            /* paused from the callback: stop here, not at the end of this read (no data may
+             * arrive while paused); run() keeps the rest in pending */
+            if (c->stream_paused) {
+                c->body_pause = true;
+                return HPE_PAUSED;
+            }
         }
         return 0;
     }
@@ -504,7 +510,12 @@ static bool tail_lf(const char *data, size_t len, bool prev)
  * Unparsed input is kept in c->pending. */
 static void run(lm_conn *c, const char *data, size_t len)
 {
-    while (len > 0) {
+    /* after a pause at a body's last byte llhttp owes on_message_complete: execute once even
+     * without input */
+    bool kick = c->body_kick;
+    c->body_kick = false;
+    while (len > 0 || kick) {
+        kick = false;
         c->exec_gen++;
         c->exec_start = data;
         c->exec_end = data + len;
@@ -525,6 +536,12 @@ static void run(lm_conn *c, const char *data, size_t len)
             len -= used;
             llhttp_resume(&c->parser);
             if (c->state == LM_CONN_CLOSING) return;
+            if (c->body_pause) { /* the handler paused its streamed body mid-read */
+                c->body_pause = false;
+                c->body_kick = true;
+                lm_buf_append(&c->pending, data, len);
+                return;
+            }
             if (c->stream && !c->stream_started) { /* headers of a streamed request */
                 c->stream_started = true;
                 dispatch(c);
@@ -566,6 +583,9 @@ static void run(lm_conn *c, const char *data, size_t len)
             stream_end(c, status);
             return;
         }
+        /* already answered (a streamed request's response finished before its body): the
+         * rest of the body is discarded, and nothing may follow that Connection: close */
+        if (c->state == LM_CONN_CLOSING) return;
         c->state = LM_CONN_HEAD; /* not busy: allowed to answer */
         lm_conn_fail(c, status, detail ? detail : "malformed request");
         return;
@@ -576,6 +596,7 @@ framing_error:
         stream_end(c, 400);
         return;
     }
+    if (c->state == LM_CONN_CLOSING) return; /* answered already, see above */
     c->state = LM_CONN_HEAD;
     lm_conn_fail(c, 400, "malformed message framing (bare CR, or chunk data not followed by CRLF)");
 }
@@ -595,6 +616,7 @@ void lm_conn_resume(lm_conn *c)
 {
     if (c->state == LM_CONN_CLOSING || c->parse_failed || parse_blocked(c)) return;
     if (c->pending.len == 0) {
+        if (c->body_kick) run(c, "", 0);
         if (c->eof) lm_conn_eof(c);
         return;
     }

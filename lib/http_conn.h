@@ -110,6 +110,8 @@ struct lm_conn {
     bool stream_paused;  /* the handler paused the body */
     bool stream_done;    /* body complete or failed: no more data/end calls */
     bool parse_failed;   /* a streamed body failed: input is discarded until the close */
+    bool body_pause;     /* on_body stopped llhttp because the handler paused the body */
+    bool body_kick;      /* llhttp stopped at a body's end: execute once more on resume */
     size_t stream_bytes;
     lm_body_data_fn body_data;
     lm_body_end_fn body_end;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # fuzz.sh <build_dir> <seconds> — runs every libFuzzer target in <build_dir> (fuzz_*) for
 # <seconds> each, on a copy of its seed corpus (fuzz/corpus/<target>/; the checked-in corpus
-# is never modified), and prints one summary line per target. Exits non-zero if any target
+# is never modified) with its dictionary (fuzz/<target>.dict) when there is one, and prints
+# one summary line per target. Exits non-zero if any target
 # crashed, leaked, timed out, ran out of memory, or if there is no target at all; the crash
 # input is kept under <build_dir>/fuzz-artifacts/ and the tail of the log is printed.
 set -u
@@ -33,10 +34,13 @@ for exe in $targets; do
         cp -R "$seeds/." "$work/corpus/"
         nseeds=$(find "$work/corpus" -type f | wc -l)
     fi
+    dict=
+    [ -f "$repo/fuzz/$name.dict" ] && dict="-dict=$repo/fuzz/$name.dict"
     # -timeout: one input taking longer is a hang (reported as a failure);
     # -rss_limit_mb: memory growth is a failure too.
+    # shellcheck disable=SC2086 # $dict is one word or none
     "$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1
+        -artifact_prefix="$work/artifacts/" $dict "$work/corpus" >"$work/log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log" | tail -1)
     rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$work/log" | tail -1)

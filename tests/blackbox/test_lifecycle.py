@@ -39,7 +39,7 @@ def wait_for(pred, timeout, interval=0.05):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_closes_idle_connections_and_exits_0(start_process, sig):
-    p = start_process("registry", {"WORKERS": "2", "SHUTDOWN_TIMEOUT": "5s",
+    p = start_process("registry", {"WORKERS": "2", "SHUTDOWN_TIMEOUT": "8s",
                                    "IDLE_TIMEOUT": "60s"})
     conns = [p.connect() for _ in range(6)]
     try:
@@ -50,8 +50,9 @@ def test_signal_closes_idle_connections_and_exits_0(start_process, sig):
         p.signal(sig)
         rc = p.wait(10)
         assert rc == 0, p.stderr_tail()
-        # idle keep-alive connections do not hold the shutdown until the deadline
-        assert time.monotonic() - t0 < 3
+        # idle keep-alive connections do not hold the shutdown until the deadline (these
+        # clients never close their side: the server's lingering close ends after 2 s)
+        assert time.monotonic() - t0 < 5
         for c in conns:
             assert c.wait_closed(2)
             assert c.buf == b""
