@@ -436,3 +436,15 @@ int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long 
     }
     return 0;
 }
+
+int lm_rest_update(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) return lm_rest_conflict(op, body);
+    if (rc != SQLITE_DONE) return LM_DB_EIO;
+    json_t *row;
+    long long version;
+    if (lm_rest_load(c, op->resource, op->id, &row, &version) != 0) return LM_DB_EIO;
+    lm_rest_ok(op, 200, row, version);
+    return 0;
+}

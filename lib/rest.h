@@ -100,6 +100,9 @@ int lm_rest_idem_probe_job(lm_db_conn *c, void *op);
 /* In a create job: steps the prepared INSERT st; on success the new row is the outcome
  * (201, ETag, Location), a unique violation a 409 naming unique_field of body. */
 int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body);
+/* In an update job: steps the prepared UPDATE st; on success the changed row is the outcome
+ * (200, new ETag), a unique violation a 409 naming unique_field of body. */
+int lm_rest_update(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body);
 /* The 409 outcome for a unique violation of body's unique_field; returns 409. */
 int lm_rest_conflict(lm_rest_op *op, const json_t *body);
 /* In an update job: loads op->id (404) and checks If-Match (412). 0 and *cur, or a code. */

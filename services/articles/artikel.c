@@ -189,18 +189,9 @@ static int update_job(lm_db_conn *c, void *arg)
     sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 8, op->id);
     sqlite3_bind_int64(st, 9, version);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-        rc = lm_rest_conflict(op, next);
-        json_decref(next);
-        return rc;
-    }
+    rc = lm_rest_update(c, op, st, next);
     json_decref(next);
-    if (rc != SQLITE_DONE) return LM_DB_EIO;
-    json_t *row;
-    if (lm_rest_load(c, &artikel, op->id, &row, &version) != 0) return LM_DB_EIO;
-    lm_rest_ok(op, 200, row, version);
-    return 0;
+    return rc;
 }
 
 /* ---- handlers -------------------------------------------------------------------------- */
