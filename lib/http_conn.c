@@ -653,6 +653,8 @@ void lm_conn_abandon(lm_conn *c)
     if (lm_conn_busy(c)) {
         c->req.abandoned_ = true;
         if (c->stream_started) stream_end(c, 499);
+        /* a producer waiting for the output to drain must learn it never will */
+        if (lm_conn_busy(c)) lm_conn_drained(c);
     }
     lm_buf_reset(&c->pending);
     if (!lm_conn_busy(c)) c->state = LM_CONN_CLOSING;

@@ -145,6 +145,7 @@ lm_token_result lm_token_verify(const lm_token_key *k, const char *token, const 
                                 const char *aud, lm_token_claims *out)
 {
     jwt_t *jwt = NULL;
+    memset(out, 0, sizeof *out); /* defined on every return */
     if (!token || strlen(token) > 8192) return LM_TOKEN_MALFORMED;
     if (jwt_decode(&jwt, token, k->verify_key, (int)k->verify_len) != 0 || !jwt)
         return LM_TOKEN_MALFORMED;
@@ -153,7 +154,6 @@ lm_token_result lm_token_verify(const lm_token_key *k, const char *token, const 
         r = LM_TOKEN_MALFORMED; /* pinned algorithm: no confusion, no "none" */
         goto done;
     }
-    memset(out, 0, sizeof *out);
     copy_grant(jwt, "iss", out->iss, sizeof out->iss);
     copy_grant(jwt, "sub", out->sub, sizeof out->sub);
     copy_grant(jwt, "aud", out->aud, sizeof out->aud);

@@ -1096,9 +1096,6 @@ def test_client_gone_mid_response_releases_the_upstream(gw, rec, creds):
     gw.proc.assert_healthy()
 
 
-@pytest.mark.xfail(strict=True, reason="lib: a closed client connection never calls the "
-                   "response drain callback (lm_conn_abandon), so a proxy paused on "
-                   "backpressure waits for UPSTREAM_TIMEOUT")
 def test_client_gone_while_backpressured_releases_the_upstream(gw, rec, creds):
     t = unique("gone-")
     total, block = 96 << 20, pattern(256 << 10)
