@@ -49,6 +49,8 @@ typedef struct gw_principal {
 
 #define GW_TOKEN_CACHE 256
 #define GW_MAX_UPSTREAMS 64
+#define GW_MAX_SERVICES 32
+#define GW_BUCKETS 14 /* latency histogram buckets (metrics.c's bounds) */
 
 typedef struct gw_worker {
     lm_client *client; /* upstream connections */
@@ -65,11 +67,18 @@ typedef struct gw_worker {
         long long exp;
     } service[GW_TOKEN_CACHE]; /* minted service tokens */
     uint64_t rr; /* round-robin cursor */
-    struct {
+    struct gw_upstream_stat {
         char id[160];
-        atomic_int n; /* written by this worker, read by /admin/services */
-    } out[GW_MAX_UPSTREAMS]; /* requests in flight per upstream instance */
+        atomic_int n;              /* in flight; written by this worker, read elsewhere */
+        atomic_ullong requests;    /* sent to it */
+        atomic_ullong failures;    /* connect/timeout/reset: no response */
+    } out[GW_MAX_UPSTREAMS]; /* per upstream instance */
     _Atomic int n_out;
+    struct {
+        atomic_ullong by_class[5];             /* 1xx..5xx answered to clients */
+        atomic_ullong buckets[GW_BUCKETS + 1]; /* latency histogram, last +Inf */
+        atomic_ullong sum_us;
+    } svc[GW_MAX_SERVICES]; /* by index in gateway.services */
 } gw_worker;
 
 /* ---- the gateway ---------------------------------------------------------------------- */
@@ -87,7 +96,7 @@ typedef struct gateway {
     uint64_t access_ttl_s, service_ttl_s;
     gw_alias aliases[32];
     size_t n_aliases;
-    char services[32][64]; /* exposed through /api/ (GATEWAY_SERVICES) */
+    char services[GW_MAX_SERVICES][64]; /* exposed through /api/ (GATEWAY_SERVICES) */
     size_t n_services;
     bool least_outstanding; /* else round-robin */
     uint64_t connect_timeout_ms, upstream_timeout_ms;
@@ -113,5 +122,8 @@ void gw_auth_worker_free(gw_worker *w);
 void gw_proxy_routes(lm_router *r, gateway *gw);
 bool gw_service_exposed(const gateway *gw, const char *name);
 void gw_admin_routes(lm_router *r, gateway *gw);
+/* Prometheus text for /metrics (metrics.c). */
+void gw_metrics_render(lm_buf *out, void *gw);
+void gw_metrics_observe(gateway *gw, int worker, int service, int status, double seconds);
 
 #endif

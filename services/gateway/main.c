@@ -61,7 +61,7 @@ static void parse_services(gateway *gw, lm_cfg *cfg)
     snprintf(buf, sizeof buf, "%s", spec);
     char *save = NULL;
     for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        if (!*item || strlen(item) >= 64 || gw->n_services == 32) {
+        if (!*item || strlen(item) >= 64 || gw->n_services == GW_MAX_SERVICES) {
             lm_cfg_error(cfg, "GATEWAY_SERVICES", "must be service[,service…] (got \"%.64s\")", item);
             return;
         }
@@ -112,6 +112,7 @@ int main(int argc, char **argv)
     gw.n_workers = lm_app_server_config(app)->workers;
     gw.workers = lm_xcalloc((size_t)gw.n_workers, sizeof *gw.workers);
     lm_app_on_worker(app, worker_start, worker_stop, &gw);
+    lm_app_add_metrics(app, gw_metrics_render, &gw);
     gw_auth_routes(lm_app_router(app), &gw);
     gw_admin_routes(lm_app_router(app), &gw);
     gw_proxy_routes(lm_app_router(app), &gw);

@@ -27,6 +27,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -48,6 +49,11 @@ typedef struct fwd {
     bool streaming;   /* the request body streams to the upstream as it arrives */
     bool req_paused;  /* client body paused: the upstream takes it slowly */
     int body_error;   /* why the client's body failed (413, 400, 408, 499), or 0 */
+    int worker;       /* for metrics: req may be gone by the time f is freed */
+    int svc_index;    /* in gw->services, -1 before it is known */
+    int status;       /* answered to the client */
+    uint64_t t0_ns;
+    char prefix[80];  /* "/api/<service as the client named it>": for Location and Link */
 } fwd;
 
 static gw_worker *worker_of(gateway *gw, const lm_req *req)
@@ -98,6 +104,7 @@ static const char *resolve_alias(gateway *gw, const char *name)
 
 /* Least outstanding of two random choices (power of two choices), or round-robin. */
 static atomic_int *outstanding(gw_worker *w, const char *id);
+static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id);
 static const lm_reg_instance *inst(const fwd *f, int i) { return lm_reg_set_get(f->set, (size_t)i); }
 
 static int choose(fwd *f, int exclude)
@@ -118,18 +125,40 @@ static int choose(fwd *f, int exclude)
 }
 
 /* Requests in flight per upstream instance, on this worker (the balancer's view). */
-static atomic_int *outstanding(gw_worker *w, const char *id)
+/* This worker's counters for an upstream instance; a full table evicts an idle entry. */
+static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id)
 {
-    for (int i = 0; i < w->n_out; i++)
-        if (!strcmp(w->out[i].id, id)) return &w->out[i].n;
-    int slot = w->n_out < GW_MAX_UPSTREAMS ? w->n_out++ : (int)(lm_rand64() % GW_MAX_UPSTREAMS);
-    snprintf(w->out[slot].id, sizeof w->out[slot].id, "%s", id);
-    atomic_store_explicit(&w->out[slot].n, 0, memory_order_relaxed);
-    return &w->out[slot].n;
+    int used = atomic_load(&w->n_out);
+    for (int i = 0; i < used; i++)
+        if (!strcmp(w->out[i].id, id)) return &w->out[i];
+    int slot = -1;
+    if (used < GW_MAX_UPSTREAMS) {
+        slot = used;
+    } else {
+        for (int i = 0; i < GW_MAX_UPSTREAMS && slot < 0; i++)
+            if (atomic_load_explicit(&w->out[i].n, memory_order_relaxed) == 0) slot = i;
+        if (slot < 0) slot = (int)(lm_rand64() % GW_MAX_UPSTREAMS);
+    }
+    struct gw_upstream_stat *e = &w->out[slot];
+    snprintf(e->id, sizeof e->id, "%s", id);
+    atomic_store_explicit(&e->n, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->requests, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->failures, 0, memory_order_relaxed);
+    if (slot == used) atomic_store(&w->n_out, used + 1); /* publish after the id is written */
+    return e;
 }
+
+static atomic_int *outstanding(gw_worker *w, const char *id) { return &upstream_stat(w, id)->n; }
 
 static void fwd_free(fwd *f)
 {
+    if (f->svc_index >= 0 && f->status) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        gw_metrics_observe(f->gw, f->worker, f->svc_index, f->status,
+                           f->t0_ns && now > f->t0_ns ? (double)(now - f->t0_ns) / 1e9 : 0);
+    }
     if (f->set) lm_reg_set_release(f->set);
     free(f);
 }
@@ -139,6 +168,7 @@ static void send_upstream(fwd *f);
 
 static void fail(fwd *f, int status, const char *detail)
 {
+    f->status = status;
     lm_problem p = {.status = status, .type = "urn:lotmesh:problem:upstream", .detail = detail};
     lm_problem_send_full(f->req, &p);
 }
@@ -159,6 +189,25 @@ static void on_head(lm_client_req *creq, const lm_client_response *resp, void *u
             ctype = h->value;
             continue;
         }
+        if ((!strcasecmp(h->name, "location") || !strcasecmp(h->name, "content-location")) &&
+            h->value[0] == '/' && h->value[1] != '/') {
+            /* the service's path, seen from the client: under the gateway's prefix */
+            lm_buf v = LM_BUF_INIT;
+            lm_buf_printf(&v, "%s%s", f->prefix, h->value);
+            lm_resp_header(req, h->name, lm_buf_cstr(&v));
+            lm_buf_free(&v);
+            continue;
+        }
+        if (!strcasecmp(h->name, "link")) { /* <"/path…">: the same rewrite per link */
+            lm_buf v = LM_BUF_INIT;
+            for (const char *p = h->value; *p; p++) {
+                lm_buf_append_char(&v, *p);
+                if (*p == '<' && p[1] == '/' && p[2] != '/') lm_buf_append_str(&v, f->prefix);
+            }
+            lm_resp_header(req, h->name, lm_buf_cstr(&v));
+            lm_buf_free(&v);
+            continue;
+        }
         lm_resp_header(req, h->name, h->value);
     }
     free(connection);
@@ -166,6 +215,7 @@ static void on_head(lm_client_req *creq, const lm_client_response *resp, void *u
     const char *te = lm_client_response_header(resp, "transfer-encoding");
     int64_t len = cl && !te ? strtoll(cl, NULL, 10) : -1;
     lm_resp_begin(req, resp->status, ctype, len);
+    f->status = resp->status;
     f->head_sent = true;
 }
 
@@ -201,8 +251,10 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
     fwd *f = ud;
     lm_req *req = f->req;
     f->creq = NULL;
-    atomic_fetch_sub_explicit(outstanding(worker_of(f->gw, req), inst(f, f->chosen)->id), 1,
-                              memory_order_relaxed);
+    struct gw_upstream_stat *us = upstream_stat(worker_of(f->gw, req), inst(f, f->chosen)->id);
+    atomic_fetch_sub_explicit(&us->n, 1, memory_order_relaxed);
+    if (err != LM_CLIENT_OK && err != LM_CLIENT_ERR_CANCELLED)
+        atomic_fetch_add_explicit(&us->failures, 1, memory_order_relaxed);
     if (err == LM_CLIENT_OK) {
         lm_resp_end(req);
         fwd_free(f);
@@ -371,6 +423,7 @@ static void send_upstream(fwd *f)
         .ud = f,
     };
     atomic_fetch_add_explicit(outstanding(w, in->id), 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&upstream_stat(w, in->id)->requests, 1, memory_order_relaxed);
     f->creq = lm_client_send(w->client, &o); /* copies the headers */
     free(path);
     lm_buf_free(&xff);
@@ -389,6 +442,10 @@ static void handle_proxy(lm_req *req, void *ctx)
     fwd *f = lm_xcalloc(1, sizeof *f);
     f->gw = gw;
     f->req = req;
+    f->worker = lm_req_worker_index(req);
+    f->svc_index = -1;
+    f->t0_ns = req->start_ns;
+    snprintf(f->prefix, sizeof f->prefix, "/api/%.64s", lm_req_param(req, "service"));
     if (!gw_authenticate(gw, req, &f->who)) {
         fwd_free(f);
         return;
@@ -400,12 +457,15 @@ static void handle_proxy(lm_req *req, void *ctx)
         return;
     }
     snprintf(f->service, sizeof f->service, "%s", name);
+    for (size_t i = 0; i < gw->n_services; i++)
+        if (!strcmp(gw->services[i], name)) f->svc_index = (int)i;
     f->set = lm_reg_instances(gw->reg, f->service);
     f->n_inst = f->set ? (int)lm_reg_set_count(f->set) : 0;
     if (f->n_inst == 0) {
         lm_problem p = {.status = 503, .type = "urn:lotmesh:problem:no-instance",
                         .detail = "the service has no passing instance"};
         lm_resp_header(req, "Retry-After", "1");
+        f->status = 503;
         lm_problem_send_full(req, &p);
         fwd_free(f);
         return;
@@ -419,6 +479,7 @@ void gw_proxy_routes(lm_router *r, gateway *gw)
 {
     lm_router_add_flags(r, "*", "/api/{service}/{path...}", handle_proxy, gw,
                         LM_ROUTE_STREAM_BODY);
+    lm_router_add_flags(r, "*", "/api/{service}/", handle_proxy, gw, LM_ROUTE_STREAM_BODY);
 }
 
 bool gw_service_exposed(const gateway *gw, const char *name)

@@ -865,7 +865,8 @@ def test_response_status_and_end_to_end_headers_relayed(gw, rec):
         resp = c.read_response()
         assert resp.status == 201 and resp.body == b'{"id": 7}'
         assert resp.header_all("Content-Type") == ["application/vnd.lotmesh+json"]
-        assert resp.header_all("Location") == ["/api/v1/thing/7"]
+        # the service's own path, rewritten into the gateway's URL space
+        assert resp.header_all("Location") == ["/api/rec/api/v1/thing/7"]
         assert resp.header_all("ETag") == ['"7"']
         assert resp.header_all("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
         assert resp.header_all("Cache-Control") == ["no-cache"]
@@ -1483,6 +1484,26 @@ def test_admin_services_lists_the_discovered_instances(real):
     r = requests.get(real.gw_rr.url("/admin/services"), headers=real.gw_rr.auth("dev"),
                      timeout=IO_TIMEOUT)
     assert r.json()["balancer"] == "round_robin"
+
+
+def test_gateway_metrics_by_service_status_and_instance(real):
+    r = real.gw.api("GET", "/api/charges_api/api/v1/charges?limit=1")
+    assert r.status_code == 200, r.text
+    r = real.gw.api("GET", "/api/charges_api/api/v1/charge/999999999")
+    assert r.status_code == 404
+    text = requests.get(real.gw.url("/metrics"), timeout=IO_TIMEOUT).text
+    def value(prefix):
+        lines = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+        assert lines, f"no {prefix} in /metrics"
+        return float(lines[0].rsplit(" ", 1)[1])
+    assert value('lotmesh_gateway_requests_total{service="charges_api",status="2xx"}') >= 1
+    assert value('lotmesh_gateway_requests_total{service="charges_api",status="4xx"}') >= 1
+    assert value('lotmesh_gateway_request_duration_seconds_count{service="charges_api"}') >= 2
+    inst = [ln for ln in text.splitlines()
+            if ln.startswith("lotmesh_gateway_upstream_requests_total{instance=\"charges_api-")]
+    assert inst and sum(float(ln.rsplit(" ", 1)[1]) for ln in inst) >= 2
+    assert "lotmesh_gateway_upstream_in_flight{instance=" in text
+    assert value('lotmesh_gateway_pool_connections{state="open"}') >= 1
 
 
 @pytest.mark.parametrize("balancer", ["least_outstanding", "round_robin"])
