@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "breaker.h"
 #include "client.h"
 #include "rest.h"
 #include "router.h"
@@ -22,7 +23,10 @@ typedef struct charges_svc {
     bool articles_fixed;  /* ARTICLES_URL given: no discovery */
     lm_client_url articles; /* ARTICLES_URL, or the standalone default */
     uint64_t articles_timeout_ms;
-    lm_client **clients; /* one per worker */
+    lm_client **clients;  /* one per worker */
+    lm_breaker *breakers; /* one per worker: the circuit to articles */
+    int breaker_threshold;
+    uint64_t breaker_reset_ms;
     int n_clients;
 } charges_svc;
 

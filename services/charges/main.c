@@ -49,6 +49,8 @@ int main(void)
     for (size_t n = strlen(svc.articles.path); n > 0 && svc.articles.path[n - 1] == '/'; n--)
         svc.articles.path[n - 1] = '\0';
     svc.articles_timeout_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_TIMEOUT", 2000, 10, 60000);
+    svc.breaker_threshold = (int)lm_cfg_int(&cfg, "ARTICLES_BREAKER_THRESHOLD", 5, 1, 1000);
+    svc.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_BREAKER_RESET", 30000, 100, 3600000);
     svc.store = lm_store_open(app, &cfg, "charges", charges_migrations, charges_migrations_count);
     svc.reg = lm_reg_open(app, &cfg);
     svc.auth = lm_auth_install(app, &cfg);
@@ -57,11 +59,15 @@ int main(void)
 
     svc.n_clients = lm_app_server_config(app)->workers;
     svc.clients = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.clients);
+    svc.breakers = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.breakers);
+    for (int i = 0; i < svc.n_clients; i++)
+        lm_breaker_init(&svc.breakers[i], svc.breaker_threshold, svc.breaker_reset_ms);
     lm_app_on_worker(app, worker_start, worker_stop, &svc);
     lm_app_add_openapi(app, charges_openapi, charges_openapi_len);
     charge_routes(lm_app_router(app), &svc);
     int rc = lm_app_run(app);
     lm_app_free(app);
     free(svc.clients);
+    free(svc.breakers);
     return rc;
 }

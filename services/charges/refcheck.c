@@ -24,7 +24,24 @@ typedef struct refcheck {
     void *ctx;
     int pending;
     bool article_failed, unit_failed; /* articles did not answer authoritatively */
+    bool open_circuit; /* the breaker spared the calls: the replica was asked first */
 } refcheck;
+
+static lm_breaker *breaker_of(refcheck *rc)
+{
+    return &rc->svc->breakers[lm_req_worker_index(rc->req)];
+}
+
+/* Any answer from articles (also 404) shows it works; no answer or a 5xx counts against it. */
+static void record(refcheck *rc, lm_client_err err, const lm_client_response *resp)
+{
+    if (err == LM_CLIENT_OK && resp && resp->status < 500)
+        lm_breaker_success(breaker_of(rc));
+    else
+        lm_breaker_failure(breaker_of(rc), uv_now(lm_req_loop(rc->req)));
+}
+
+static void ask_both(refcheck *rc);
 
 static void finish(refcheck *rc)
 {
@@ -86,6 +103,18 @@ static void replica_done(int status, void *arg)
 {
     refcheck *rc = arg;
     if (status != 0) rc->refs->unavailable = true;
+    if (rc->open_circuit && rc->refs->unavailable) {
+        /* The circuit is open but the replica cannot answer: the request would be a 503, so
+         * asking articles costs nothing more — and notices at once when it is back. */
+        charges_refs *r = rc->refs;
+        rc->open_circuit = false;
+        rc->article_failed = rc->unit_failed = false;
+        r->unavailable = false;
+        r->article_found = r->artikel_id == 0;
+        r->unit_found = r->einheit_id == 0;
+        ask_both(rc);
+        return;
+    }
     finish(rc);
 }
 
@@ -111,6 +140,7 @@ static void on_article(lm_client_req *creq, lm_client_err err, const lm_client_r
     refcheck *rc = ud;
     charges_refs *r = rc->refs;
     json_t *doc = NULL;
+    record(rc, err, resp);
     if (err == LM_CLIENT_OK && resp->status == 404) {
         r->article_fresh = true; /* authoritative: no such article */
     } else if (err == LM_CLIENT_OK && resp->status == 200 &&
@@ -137,6 +167,7 @@ static void on_unit(lm_client_req *creq, lm_client_err err, const lm_client_resp
     refcheck *rc = ud;
     charges_refs *r = rc->refs;
     json_t *doc = NULL;
+    record(rc, err, resp);
     if (err == LM_CLIENT_OK && resp->status == 404) {
         r->unit_fresh = true;
     } else if (err == LM_CLIENT_OK && resp->status == 200 &&
@@ -215,6 +246,25 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs,
     refcheck *rc = lm_xcalloc(1, sizeof *rc);
     *rc = (refcheck){.svc = svc, .req = req, .refs = refs, .done = done, .ctx = ctx};
     refs->shelf_life_days = -1;
+    if ((refs->artikel_id || refs->einheit_id) &&
+        !lm_breaker_allow(breaker_of(rc), uv_now(lm_req_loop(req)))) {
+        /* circuit open: the replica answers what it can without waiting on articles */
+        rc->open_circuit = true;
+        rc->article_failed = refs->artikel_id != 0;
+        rc->unit_failed = refs->einheit_id != 0;
+        refs->article_found = refs->artikel_id == 0;
+        refs->unit_found = refs->einheit_id == 0;
+        lm_db_read(lm_store_port(svc->store, req), replica_job, replica_done, rc);
+        return;
+    }
+    ask_both(rc);
+}
+
+/* Both lookups, in parallel (an id of 0 is not asked). */
+static void ask_both(refcheck *rc)
+{
+    charges_svc *svc = rc->svc;
+    charges_refs *refs = rc->refs;
     char path[2300];
     rc->pending = 2;
     /* an id of 0 means "not changing": nothing to check */

@@ -1265,6 +1265,38 @@ def test_articles_hanging_times_out_into_the_replica(start_process, tmp_path):
     assert r.status_code == 201, r.text
 
 
+def test_open_circuit_answers_known_references_without_waiting(start_process, tmp_path):
+    """ARTICLES_BREAKER_THRESHOLD failures in a row open the circuit to articles: then a
+    batch for a known article is validated against the replica without asking a hanging
+    articles (its timeout is far longer than the client waits), an unknown one still asks
+    (a 503 either way), and a reachable articles closes the circuit at once."""
+    stack = Stack.start(start_process, tmp_path, {
+        "WORKERS": "1", "ARTICLES_TIMEOUT": "1500ms", "ARTICLES_BREAKER_THRESHOLD": "2",
+        "ARTICLES_BREAKER_RESET": "10m"})
+    known = stack.article(mindesthaltbarkeit_tage=3)
+    stack.charge(known)
+    unseen = stack.article()
+    total = stack.count()
+    stack.articles.signal(signal.SIGSTOP)
+    try:
+        # article + unit lookups time out: two failures, the circuit opens
+        r = stack.post_charge(stack.body(known))
+        assert r.status_code == 201, r.text
+        # open: no lookup is made, so this answers although articles would take 1.5 s
+        for _ in range(3):
+            r = requests.post(stack.charges.url(CREATE), json=stack.body(known), timeout=1.0)
+            assert r.status_code == 201, r.text
+        # an unknown article still asks (a 503 either way)
+        r = stack.post_charge(stack.body(unseen))
+        assert_full_problem(r, 503)
+    finally:
+        stack.articles.signal(signal.SIGCONT)
+    assert stack.count() == total + 4
+    # articles answers again: the replica miss asks it, succeeds, and closes the circuit
+    r = stack.post_charge(stack.body(unseen))
+    assert r.status_code == 201, r.text
+
+
 def test_client_gone_while_articles_is_asked(start_process, tmp_path):
     """The request's connection closes while charges waits for articles: the late answer
     must go nowhere, without a crash or a leak (the teardown checks for sanitizer reports)."""
