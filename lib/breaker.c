@@ -25,6 +25,13 @@ bool lm_breaker_allow(lm_breaker *b, uint64_t now)
     return true;
 }
 
+bool lm_breaker_ready(const lm_breaker *b, uint64_t now)
+{
+    if (b->state == LM_BREAKER_CLOSED) return true;
+    if (b->state == LM_BREAKER_OPEN) return now - b->opened_at >= b->reset_ms;
+    return !b->trial_in_flight;
+}
+
 void lm_breaker_success(lm_breaker *b)
 {
     b->state = LM_BREAKER_CLOSED;

@@ -26,6 +26,8 @@ typedef struct lm_breaker {
 void lm_breaker_init(lm_breaker *b, int threshold, uint64_t reset_ms);
 /* May a call go out now? Open: false until reset_ms passed, then one trial (half-open). */
 bool lm_breaker_allow(lm_breaker *b, uint64_t now_ms);
+/* Would lm_breaker_allow say yes now? (No state change: for choosing among several.) */
+bool lm_breaker_ready(const lm_breaker *b, uint64_t now_ms);
 void lm_breaker_success(lm_breaker *b);
 void lm_breaker_failure(lm_breaker *b, uint64_t now_ms);
 const char *lm_breaker_state_name(lm_breaker_state s);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "breaker.h"
 #include "client.h"
 #include "token.h"
 
@@ -67,11 +68,14 @@ typedef struct gw_worker {
         long long exp;
     } service[GW_TOKEN_CACHE]; /* minted service tokens */
     uint64_t rr; /* round-robin cursor */
+    int breaker_threshold;     /* for the circuits of new instances */
+    uint64_t breaker_reset_ms;
     struct gw_upstream_stat {
         char id[160];
         atomic_int n;              /* in flight; written by this worker, read elsewhere */
         atomic_ullong requests;    /* sent to it */
         atomic_ullong failures;    /* connect/timeout/reset: no response */
+        lm_breaker breaker;        /* this worker's circuit to the instance */
     } out[GW_MAX_UPSTREAMS]; /* per upstream instance */
     _Atomic int n_out;
     struct {
@@ -100,6 +104,8 @@ typedef struct gateway {
     size_t n_services;
     bool least_outstanding; /* else round-robin */
     uint64_t connect_timeout_ms, upstream_timeout_ms;
+    int breaker_threshold;
+    uint64_t breaker_reset_ms;
     struct lm_reg *reg;
     gw_worker *workers; /* by worker index */
     int n_workers;

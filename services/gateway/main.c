@@ -21,7 +21,10 @@ static void worker_start(lm_worker *w, void *ctx)
     cc.response_timeout_ms = gw->upstream_timeout_ms;
     cc.max_conns_per_origin = 256;
     cc.max_response_body = 64 * 1024 * 1024;
-    gw->workers[lm_worker_index(w)].client = lm_client_new(lm_worker_loop(w), &cc);
+    gw_worker *gwk = &gw->workers[lm_worker_index(w)];
+    gwk->client = lm_client_new(lm_worker_loop(w), &cc);
+    gwk->breaker_threshold = gw->breaker_threshold;
+    gwk->breaker_reset_ms = gw->breaker_reset_ms;
 }
 
 static void worker_stop(lm_worker *w, void *ctx)
@@ -90,6 +93,8 @@ int main(int argc, char **argv)
     gw.least_outstanding = lm_cfg_enum(&cfg, "GATEWAY_BALANCER", "least_outstanding", balancers) == 0;
     gw.connect_timeout_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_CONNECT_TIMEOUT", 1000, 10, 60000);
     gw.upstream_timeout_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_TIMEOUT", 30000, 10, 3600000);
+    gw.breaker_threshold = (int)lm_cfg_int(&cfg, "UPSTREAM_BREAKER_THRESHOLD", 5, 1, 1000);
+    gw.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_BREAKER_RESET", 10000, 100, 3600000);
     parse_aliases(&gw, &cfg);
     parse_services(&gw, &cfg);
     if (lm_cfg_ok(&cfg)) lm_token_key_from_env(&gw.service_key, &cfg, true);

@@ -107,24 +107,37 @@ static atomic_int *outstanding(gw_worker *w, const char *id);
 static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id);
 static const lm_reg_instance *inst(const fwd *f, int i) { return lm_reg_set_get(f->set, (size_t)i); }
 
+/* Picks an instance (not exclude) whose circuit lets a call through: the less loaded of two
+ * random ones (power of two choices), or the next one round-robin; -1 when every circuit is
+ * open. Taking the pick claims its half-open trial, if it is in one. */
 static int choose(fwd *f, int exclude)
 {
     gw_worker *w = worker_of(f->gw, f->req);
-    int n = f->n_inst;
-    if (n == 1) return exclude == 0 ? -1 : 0;
-    if (f->gw->least_outstanding) {
-        int a = (int)(lm_rand64() % (uint64_t)n), b = (int)(lm_rand64() % (uint64_t)(n - 1));
+    uint64_t now = uv_now(lm_req_loop(f->req));
+    int ready[GW_MAX_UPSTREAMS], m = 0;
+    for (int i = 0; i < f->n_inst && m < GW_MAX_UPSTREAMS; i++)
+        if (i != exclude && lm_breaker_ready(&upstream_stat(w, inst(f, i)->id)->breaker, now))
+            ready[m++] = i;
+    if (m == 0) return -1;
+    int pick;
+    if (f->gw->least_outstanding && m > 1) {
+        int a = (int)(lm_rand64() % (uint64_t)m), b = (int)(lm_rand64() % (uint64_t)(m - 1));
         if (b >= a) b++;
-        if (a == exclude) return b;
-        if (b == exclude) return a;
-        return atomic_load_explicit(outstanding(w, inst(f, a)->id), memory_order_relaxed) <=
-                       atomic_load_explicit(outstanding(w, inst(f, b)->id), memory_order_relaxed) ? a : b;
+        a = ready[a];
+        b = ready[b];
+        pick = atomic_load_explicit(outstanding(w, inst(f, a)->id), memory_order_relaxed) <=
+                       atomic_load_explicit(outstanding(w, inst(f, b)->id), memory_order_relaxed)
+                   ? a
+                   : b;
+    } else if (f->gw->least_outstanding) {
+        pick = ready[0];
+    } else {
+        pick = ready[w->rr++ % (uint64_t)m];
     }
-    int i = (int)(w->rr++ % (uint64_t)n);
-    return i == exclude ? (i + 1) % n : i;
+    lm_breaker_allow(&upstream_stat(w, inst(f, pick)->id)->breaker, now);
+    return pick;
 }
 
-/* Requests in flight per upstream instance, on this worker (the balancer's view). */
 /* This worker's counters for an upstream instance; a full table evicts an idle entry. */
 static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id)
 {
@@ -144,6 +157,7 @@ static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id)
     atomic_store_explicit(&e->n, 0, memory_order_relaxed);
     atomic_store_explicit(&e->requests, 0, memory_order_relaxed);
     atomic_store_explicit(&e->failures, 0, memory_order_relaxed);
+    lm_breaker_init(&e->breaker, w->breaker_threshold, w->breaker_reset_ms);
     if (slot == used) atomic_store(&w->n_out, used + 1); /* publish after the id is written */
     return e;
 }
@@ -255,6 +269,13 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
     atomic_fetch_sub_explicit(&us->n, 1, memory_order_relaxed);
     if (err != LM_CLIENT_OK && err != LM_CLIENT_ERR_CANCELLED)
         atomic_fetch_add_explicit(&us->failures, 1, memory_order_relaxed);
+    /* the circuit: no answer (or a 5xx) counts against the instance, any other answer for it;
+     * a cancel (client gone, its body failed) and a full pool say nothing about it */
+    if (err == LM_CLIENT_OK && f->status < 500)
+        lm_breaker_success(&us->breaker);
+    else if (err != LM_CLIENT_ERR_CANCELLED && err != LM_CLIENT_ERR_QUEUE_FULL &&
+             err != LM_CLIENT_ERR_QUEUE_TIMEOUT)
+        lm_breaker_failure(&us->breaker, uv_now(lm_req_loop(req)));
     if (err == LM_CLIENT_OK) {
         lm_resp_end(req);
         fwd_free(f);
@@ -472,6 +493,15 @@ static void handle_proxy(lm_req *req, void *ctx)
     }
     f->streaming = lm_req_streaming(req);
     f->chosen = choose(f, -1);
+    if (f->chosen < 0) { /* every instance's circuit is open: fail fast */
+        lm_problem p = {.status = 503, .type = "urn:lotmesh:problem:circuit-open",
+                        .detail = "the service's instances are failing; retry shortly"};
+        lm_resp_header(req, "Retry-After", "1");
+        f->status = 503;
+        lm_problem_send_full(req, &p);
+        fwd_free(f);
+        return;
+    }
     send_upstream(f);
 }
 

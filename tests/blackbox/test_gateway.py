@@ -35,7 +35,7 @@ import jwt
 import pytest
 import requests
 
-from gateway_util import (SECRET, SERVICE_ENV, Gateway, Recorder, access_lines,
+from gateway_util import (SECRET, SERVICE_ENV, Fleet, Gateway, Recorder, access_lines,
                           api_key_hash, bootstrap_clients, dead_port, echo, fleet_fixture,
                           gateway_env, new_traceparent, parse_traceparent, reply, wait_until)
 from harness import IO_TIMEOUT, PeerClosed, RawConn
@@ -1152,6 +1152,38 @@ def test_no_passing_instance_is_503(gw):
     assert r.headers["Retry-After"] == "1"
 
 
+def test_open_circuit_fails_fast_with_503(creds, tmp_path):
+    """UPSTREAM_BREAKER_THRESHOLD failures in a row open the instance's circuit: the next
+    request is not sent at all but answered 503 circuit-open; with a healthy second
+    instance the failing one is skipped instead."""
+    fleet = Fleet(tmp_path)
+    try:
+        dead = dead_port()
+        rec = Recorder()
+        try:
+            spec = (f"static:charges_api=http://127.0.0.1:{dead};"
+                    f"rec=http://127.0.0.1:{dead},{rec.url}")
+            env = gateway_env(creds, spec, WORKERS=1, UPSTREAM_BREAKER_THRESHOLD=2,
+                              UPSTREAM_BREAKER_RESET="10m", GATEWAY_SERVICES="charges_api,rec",
+                              GATEWAY_BALANCER="round_robin")
+            g = Gateway(fleet.start("gateway", env), creds)
+            for _ in range(2):
+                r = g.api("POST", "/api/charges_api/x", data=b"{}")
+                assert r.status_code == 502, r.text
+            r = g.api("POST", "/api/charges_api/x", data=b"{}")
+            assert r.status_code == 503, r.text
+            assert r.json()["type"] == "urn:lotmesh:problem:circuit-open"
+            assert r.headers["Retry-After"] == "1"
+            # two instances, one dead: once its circuit opens every request reaches the other
+            codes = [g.api("POST", f"/api/rec/{unique('cb-')}", data=b"{}").status_code
+                     for _ in range(8)]
+            assert codes[-4:] == [200] * 4, codes
+        finally:
+            rec.close()
+    finally:
+        assert fleet.stop() == []
+
+
 def test_refused_upstream_is_502(gw):
     for method in ("GET", "POST"):
         tid, _, tp = new_traceparent()
@@ -1343,8 +1375,11 @@ def test_connect_failure_retries_reads_on_another_instance_only(start_process, r
     and HEAD succeeds (the refused connection is retried on the other instance); a POST that
     lands on the dead one is a 502 and is not sent anywhere else."""
     spec = f"static:pair={rec.url},http://127.0.0.1:{dead_port()}"
+    # the circuit breaker would stop using the dead instance after a few failures (see
+    # test_open_circuit_fails_fast_with_503): kept closed here to see the retry rules alone
     g = Gateway(start_process("gateway", gateway_env(creds, spec, GATEWAY_SERVICES="pair",
                                                      GATEWAY_BALANCER="round_robin",
+                                                     UPSTREAM_BREAKER_THRESHOLD="1000",
                                                      WORKERS="1")), creds)
     t = unique("retry-")
     with requests.Session() as s:

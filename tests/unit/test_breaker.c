@@ -21,8 +21,11 @@ static void test_opens_after_threshold_and_fails_fast(void **state)
     for (int i = 0; i < 3; i++) lm_breaker_failure(&b, 10);
     assert_int_equal(b.state, LM_BREAKER_OPEN);
     assert_int_equal(b.opens, 1);
+    assert_false(lm_breaker_ready(&b, 500));
     assert_false(lm_breaker_allow(&b, 500));
     assert_false(lm_breaker_allow(&b, 1009));
+    assert_true(lm_breaker_ready(&b, 1010));
+    assert_int_equal(b.state, LM_BREAKER_OPEN); /* ready changes nothing */
 }
 
 static void test_half_open_trial(void **state)
