@@ -578,7 +578,13 @@ static void run(lm_conn *c, const char *data, size_t len)
         else if (err == HPE_INVALID_VERSION)
             detail = "invalid HTTP version";
         else if (err == HPE_INVALID_HEADER_TOKEN)
-            detail = "invalid character in a header field (obs-fold and bare CR/LF are refused)";
+            detail = strstr(llhttp_get_error_reason(&c->parser), "value") == NULL
+                         ? "invalid character in a header field name"
+                         : "invalid character in a header field (obs-fold and bare CR/LF are "
+                           "refused)";
+        else if (err == HPE_STRICT || err == HPE_CR_EXPECTED || err == HPE_LF_EXPECTED)
+            /* llhttp's strict mode and frame_scan() guard the same framing rules */
+            detail = "malformed message framing (bare CR, or chunk data not followed by CRLF)";
         if (c->stream_started && lm_conn_busy(c)) { /* the handler has the request */
             stream_end(c, status);
             return;
