@@ -17,8 +17,9 @@
  * dispatched requests come in dispatch order (X-Seq header); HEAD, 1xx, 204 and 304 responses
  * carry no body; nothing follows a "Connection: close" response;
  * every dispatched request completes; the conn is not busy when freed; a streamed body's
- * callbacks come only while its request is in flight, never after its end, and end comes once. Handlers read every
- * byte of the request (target, headers, body) so a dangling view shows up under ASan. */
+ * callbacks come only while its request is in flight, never after its end, and end comes once.
+ * Handlers read every byte of the request (target, headers, body) so a dangling view shows up under
+ * ASan. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,15 +36,15 @@
 typedef struct fz {
     lm_conn c;
     lm_http_limits limits;
-    lm_buf all;      /* everything "written to the socket" */
-    lm_req *held;    /* answered after the next read */
+    lm_buf all;   /* everything "written to the socket" */
+    lm_req *held; /* answered after the next read */
     int held_mode;
-    unsigned seq;    /* requests dispatched */
+    unsigned seq; /* requests dispatched */
     unsigned completed;
-    long aborted;    /* seq of the request answered with lm_resp_abort, -1 if none */
+    long aborted; /* seq of the request answered with lm_resp_abort, -1 if none */
     unsigned char is_head[MAX_SEQ];
     uint64_t rng;
-    unsigned sink;   /* keeps the reads of request bytes from being optimised away */
+    unsigned sink; /* keeps the reads of request bytes from being optimised away */
     /* the streamed request in flight, if any */
     lm_req *sreq;
     int smode;
@@ -78,16 +79,21 @@ static void drain(void)
 static void read_request(lm_req *req)
 {
     unsigned h = 0;
-    for (size_t i = 0; i < req->target_len; i++) h += (unsigned char)req->target[i];
-    for (size_t i = 0; i < req->path_len; i++) h += (unsigned char)req->path[i];
-    for (size_t i = 0; i < req->query_len; i++) h += (unsigned char)req->query_string[i];
+    for (size_t i = 0; i < req->target_len; i++)
+        h += (unsigned char)req->target[i];
+    for (size_t i = 0; i < req->path_len; i++)
+        h += (unsigned char)req->path[i];
+    for (size_t i = 0; i < req->query_len; i++)
+        h += (unsigned char)req->query_string[i];
     for (size_t i = 0; i < req->n_headers; i++) {
         const lm_header *hd = &req->headers[i];
         if (strlen(hd->name) != hd->name_len || strlen(hd->value) != hd->value_len)
             die("header name/value length does not match its NUL terminator");
-        for (size_t k = 0; k < hd->value_len; k++) h += (unsigned char)hd->value[k];
+        for (size_t k = 0; k < hd->value_len; k++)
+            h += (unsigned char)hd->value[k];
     }
-    for (size_t i = 0; i <= req->body_len; i++) h += (unsigned char)req->body[i];
+    for (size_t i = 0; i <= req->body_len; i++)
+        h += (unsigned char)req->body[i];
     if (req->body[req->body_len] != '\0') die("body not NUL-terminated");
     const char *rid = lm_req_header(req, "x-request-id");
     lm_request_id_assign(rid, rid ? strlen(rid) : 0, req->request_id);
@@ -124,7 +130,8 @@ static void on_body_data(lm_req *req, const char *data, size_t len, void *ud)
     if (F.sended) die("body data after the body's end");
     if (F.sresponded) die("body data after the response");
     if (F.spaused) die("body data while paused");
-    for (size_t i = 0; i < len; i++) F.sink += (unsigned char)data[i];
+    for (size_t i = 0; i < len; i++)
+        F.sink += (unsigned char)data[i];
     F.sbytes += len;
     if (F.smode == S_IN_DATA) {
         stream_respond(req, 0);
@@ -358,7 +365,8 @@ static bool header_is(const char *line, const char *eol, const char *name, const
     if ((size_t)(eol - line) < n + 1 || strncasecmp(line, name, n) != 0 || line[n] != ':')
         return false;
     const char *v = line + n + 1;
-    while (v < eol && *v == ' ') v++;
+    while (v < eol && *v == ' ')
+        v++;
     *value = v;
     return true;
 }
@@ -465,7 +473,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n_reads = 1 + (size_t)((ctl >> 2) & 7);
     size_t cuts[9];
     cuts[0] = 0;
-    for (size_t i = 1; i < n_reads; i++) cuts[i] = len ? rnd() % (len + 1) : 0;
+    for (size_t i = 1; i < n_reads; i++)
+        cuts[i] = len ? rnd() % (len + 1) : 0;
     cuts[n_reads] = len;
     for (size_t i = 1; i < n_reads; i++) /* insertion sort: few elements */
         for (size_t k = i; k > 1 && cuts[k] < cuts[k - 1]; k--) {
@@ -487,12 +496,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rnd() & 1) answer_held();
         if (rnd() & 1) resume_body();
         /* a slow socket (server.c: inflight over the high-water mark) or a fast one */
-        if (F.c.out.len && (rnd() & 3) == 0) F.c.out_blocked = true;
-        else unblock();
+        if (F.c.out.len && (rnd() & 3) == 0)
+            F.c.out_blocked = true;
+        else
+            unblock();
     }
     lm_conn_eof(&F.c);
-    for (int i = 0; i < 100000 && (F.held || lm_conn_busy(&F.c) || F.c.out_blocked ||
-                                   F.c.pending.len); i++) {
+    for (int i = 0;
+         i < 100000 && (F.held || lm_conn_busy(&F.c) || F.c.out_blocked || F.c.pending.len); i++) {
         answer_held();
         resume_body();
         unblock();

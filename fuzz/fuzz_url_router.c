@@ -111,8 +111,7 @@ static void fuzz_template(const char *s, size_t n)
     int id = lm_router_add(r, "GET", tpl, noop, NULL);
     if (id >= 0) {
         lm_route_match m;
-        if (lm_router_match(r, "GET", tpl, strlen(tpl), &m) == LM_ROUTE_FOUND &&
-            m.route_id != id)
+        if (lm_router_match(r, "GET", tpl, strlen(tpl), &m) == LM_ROUTE_FOUND && m.route_id != id)
             die("template matched another route");
         lm_router_match(r, "POST", tpl, strlen(tpl), &m);
         lm_router_match(r, "GET", "/x/y/z", 6, &m);

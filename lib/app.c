@@ -188,11 +188,26 @@ void lm_app_free(lm_app *app)
     free(app);
 }
 
-const char *lm_app_name(const lm_app *app) { return app->name; }
-lm_router *lm_app_router(lm_app *app) { return app->router; }
-uv_loop_t *lm_app_loop(lm_app *app) { return &app->loop; }
-lm_server_config *lm_app_server_config(lm_app *app) { return &app->scfg; }
-int lm_app_port(const lm_app *app) { return app->server ? lm_server_port(app->server) : 0; }
+const char *lm_app_name(const lm_app *app)
+{
+    return app->name;
+}
+lm_router *lm_app_router(lm_app *app)
+{
+    return app->router;
+}
+uv_loop_t *lm_app_loop(lm_app *app)
+{
+    return &app->loop;
+}
+lm_server_config *lm_app_server_config(lm_app *app)
+{
+    return &app->scfg;
+}
+int lm_app_port(const lm_app *app)
+{
+    return app->server ? lm_server_port(app->server) : 0;
+}
 
 void lm_app_add_ready_check(lm_app *app, const char *name, lm_ready_check fn, void *ctx)
 {
@@ -220,13 +235,23 @@ static void add_hook(hook_list *l, lm_app_hook fn, void *ctx)
     if (l->n < MAX_HOOKS) l->items[l->n++] = (app_hook){fn, ctx};
 }
 
-void lm_app_on_started(lm_app *app, lm_app_hook fn, void *ctx) { add_hook(&app->started, fn, ctx); }
-void lm_app_on_stopping(lm_app *app, lm_app_hook fn, void *ctx) { add_hook(&app->stopping, fn, ctx); }
-void lm_app_on_stopped(lm_app *app, lm_app_hook fn, void *ctx) { add_hook(&app->stopped, fn, ctx); }
+void lm_app_on_started(lm_app *app, lm_app_hook fn, void *ctx)
+{
+    add_hook(&app->started, fn, ctx);
+}
+void lm_app_on_stopping(lm_app *app, lm_app_hook fn, void *ctx)
+{
+    add_hook(&app->stopping, fn, ctx);
+}
+void lm_app_on_stopped(lm_app *app, lm_app_hook fn, void *ctx)
+{
+    add_hook(&app->stopped, fn, ctx);
+}
 
 static void run_hooks(lm_app *app, hook_list *l)
 {
-    for (size_t i = 0; i < l->n; i++) l->items[i].fn(app, l->items[i].ctx);
+    for (size_t i = 0; i < l->n; i++)
+        l->items[i].fn(app, l->items[i].ctx);
 }
 
 static void begin_stop(lm_app *app)
@@ -248,9 +273,15 @@ static void on_signal(uv_signal_t *h, int signum)
     begin_stop(app);
 }
 
-static void on_stop_async(uv_async_t *a) { begin_stop(a->data); }
+static void on_stop_async(uv_async_t *a)
+{
+    begin_stop(a->data);
+}
 
-void lm_app_stop(lm_app *app) { uv_async_send(&app->stop_async); }
+void lm_app_stop(lm_app *app)
+{
+    uv_async_send(&app->stop_async);
+}
 
 static void worker_start(lm_worker *w, void *ctx)
 {

@@ -112,8 +112,7 @@ static void release_cache(lm_worker *w, void *ctx)
     }
 }
 
-const char *lm_auth_outbound_token(lm_auth *a, const char *aud, const char *sub,
-                                   const char *scope)
+const char *lm_auth_outbound_token(lm_auth *a, const char *aud, const char *sub, const char *scope)
 {
     if (!a || !a->enabled || !a->key.sign_key) return NULL;
     char key[256];

@@ -30,7 +30,6 @@ lm_auth *lm_auth_install(lm_app *app, lm_cfg *cfg);
  * with scope "read" or "read write"; minted with this process's name as issuer, cached per
  * thread and re-minted before expiry. Valid until the next call on this thread; NULL when
  * auth is disabled or this process cannot sign (RS256/ES256 without a private key). */
-const char *lm_auth_outbound_token(lm_auth *a, const char *aud, const char *sub,
-                                   const char *scope);
+const char *lm_auth_outbound_token(lm_auth *a, const char *aud, const char *sub, const char *scope);
 
 #endif

@@ -11,7 +11,8 @@ void lm_breaker_init(lm_breaker *b, int threshold, uint64_t reset_ms)
 bool lm_breaker_allow(lm_breaker *b, uint64_t now)
 {
     switch (b->state) {
-    case LM_BREAKER_CLOSED: return true;
+    case LM_BREAKER_CLOSED:
+        return true;
     case LM_BREAKER_OPEN:
         if (now - b->opened_at < b->reset_ms) return false;
         b->state = LM_BREAKER_HALF_OPEN;

@@ -33,7 +33,10 @@ void *lm_xrealloc(void *p, size_t n)
     return q;
 }
 
-char *lm_xstrdup(const char *s) { return lm_xstrndup(s, strlen(s)); }
+char *lm_xstrdup(const char *s)
+{
+    return lm_xstrndup(s, strlen(s));
+}
 
 char *lm_xstrndup(const char *s, size_t n)
 {
@@ -48,7 +51,8 @@ void lm_buf_reserve(lm_buf *b, size_t extra)
     size_t need = b->len + extra + 1; /* +1 keeps room for a terminating NUL */
     if (need <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     b->data = lm_xrealloc(b->data, cap);
     b->cap = cap;
 }
@@ -61,7 +65,10 @@ void lm_buf_append(lm_buf *b, const void *data, size_t n)
     b->len += n;
 }
 
-void lm_buf_append_str(lm_buf *b, const char *s) { lm_buf_append(b, s, strlen(s)); }
+void lm_buf_append_str(lm_buf *b, const char *s)
+{
+    lm_buf_append(b, s, strlen(s));
+}
 
 void lm_buf_append_char(lm_buf *b, char c)
 {
@@ -158,13 +165,27 @@ void lm_buf_append_json_escaped(lm_buf *b, const char *s, size_t n)
         char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
         size_t el = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';
@@ -196,7 +217,10 @@ const char *lm_buf_cstr(lm_buf *b)
     return b->data;
 }
 
-void lm_buf_reset(lm_buf *b) { b->len = 0; }
+void lm_buf_reset(lm_buf *b)
+{
+    b->len = 0;
+}
 
 void lm_buf_free(lm_buf *b)
 {

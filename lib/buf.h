@@ -17,7 +17,10 @@ typedef struct lm_buf {
     size_t cap;
 } lm_buf;
 
-#define LM_BUF_INIT {NULL, 0, 0}
+#define LM_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void *lm_xmalloc(size_t n);
 void *lm_xcalloc(size_t count, size_t n);

@@ -27,7 +27,10 @@ void lm_cfg_error(lm_cfg *cfg, const char *name, const char *fmt, ...)
     va_end(ap);
 }
 
-bool lm_cfg_ok(const lm_cfg *cfg) { return cfg->error[0] == '\0'; }
+bool lm_cfg_ok(const lm_cfg *cfg)
+{
+    return cfg->error[0] == '\0';
+}
 
 void lm_cfg_exit_on_error(const lm_cfg *cfg)
 {
@@ -117,15 +120,14 @@ bool lm_parse_duration_ms(const char *s, uint64_t *out)
 
 bool lm_parse_size(const char *s, uint64_t *out)
 {
-    static const char *const units[] = {"b", "k", "kb", "kib", "m", "mb", "mib", "g", "gb", "gib",
-                                        NULL};
+    static const char *const units[] = {"b",   "k", "kb", "kib", "m", "mb",
+                                        "mib", "g", "gb", "gib", NULL};
     static const uint64_t mult[] = {1,       1024,    1024,    1024,       1048576,
                                     1048576, 1048576, 1 << 30, 1ULL << 30, 1ULL << 30};
     return parse_with_unit(s, units, mult, out);
 }
 
-uint64_t lm_cfg_duration_ms(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min,
-                            uint64_t max)
+uint64_t lm_cfg_duration_ms(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min, uint64_t max)
 {
     const char *v = env(name);
     uint64_t x;

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STMT_CACHE 64
-#define MAX_BATCH  512
+#define STMT_CACHE  64
+#define MAX_BATCH   512
 #define MAX_READERS 64
 
 struct lm_db_conn {
@@ -102,7 +102,8 @@ static int open_conn(const char *path, bool readonly, lm_db_conn *c, char *err, 
 
 static void close_conn(lm_db_conn *c)
 {
-    for (size_t i = 0; i < c->n_cache; i++) sqlite3_finalize(c->cache[i].st);
+    for (size_t i = 0; i < c->n_cache; i++)
+        sqlite3_finalize(c->cache[i].st);
     c->n_cache = 0;
     sqlite3_close(c->h);
     c->h = NULL;
@@ -135,8 +136,14 @@ sqlite3_stmt *lm_db_stmt(lm_db_conn *c, const char *sql)
     return st;
 }
 
-sqlite3 *lm_db_handle(lm_db_conn *c) { return c->h; }
-const char *lm_db_errmsg(lm_db_conn *c) { return sqlite3_errmsg(c->h); }
+sqlite3 *lm_db_handle(lm_db_conn *c)
+{
+    return c->h;
+}
+const char *lm_db_errmsg(lm_db_conn *c)
+{
+    return sqlite3_errmsg(c->h);
+}
 
 static bool exec(lm_db_conn *c, const char *sql)
 {
@@ -162,8 +169,8 @@ static int migrate(lm_db_conn *c, const char *const *m, size_t n, char *err, siz
     long long have = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_finalize(st);
     if ((size_t)have > n) {
-        snprintf(err, errlen, "database schema version %lld is newer than this build (%zu)",
-                 have, n);
+        snprintf(err, errlen, "database schema version %lld is newer than this build (%zu)", have,
+                 n);
         return -1;
     }
     for (size_t v = (size_t)have + 1; v <= n; v++) {
@@ -191,8 +198,10 @@ static void post_done(job *j)
     lm_db_port *p = j->port;
     j->next = NULL;
     uv_mutex_lock(&p->lock);
-    if (p->done_tail) p->done_tail->next = j;
-    else p->done_head = j;
+    if (p->done_tail)
+        p->done_tail->next = j;
+    else
+        p->done_head = j;
     p->done_tail = j;
     uv_mutex_unlock(&p->lock);
     uv_async_send(&p->async);
@@ -235,7 +244,10 @@ static void on_port_closed(uv_handle_t *h)
     free(p);
 }
 
-void lm_db_detach(lm_db_port *p) { uv_close((uv_handle_t *)&p->async, on_port_closed); }
+void lm_db_detach(lm_db_port *p)
+{
+    uv_close((uv_handle_t *)&p->async, on_port_closed);
+}
 
 /* ---- writer ---------------------------------------------------------------------------- */
 
@@ -244,7 +256,8 @@ static void writer_main(void *arg)
     lm_db *db = arg;
     for (;;) {
         uv_mutex_lock(&db->lock);
-        while (!db->queue_head && !db->stopping) uv_cond_wait(&db->cond, &db->lock);
+        while (!db->queue_head && !db->stopping)
+            uv_cond_wait(&db->cond, &db->lock);
         if (!db->queue_head && db->stopping) {
             uv_mutex_unlock(&db->lock);
             return;
@@ -273,7 +286,8 @@ static void writer_main(void *arg)
         }
         if (ok && !exec(&db->writer, "COMMIT")) {
             exec(&db->writer, "ROLLBACK");
-            for (job *j = batch; j; j = j->next) j->rc = LM_DB_EIO;
+            for (job *j = batch; j; j = j->next)
+                j->rc = LM_DB_EIO;
             atomic_fetch_add(&db->failed_commits, 1);
         }
         atomic_fetch_add(&db->commits, 1);
@@ -339,8 +353,10 @@ void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg)
     job *j = lm_xcalloc(1, sizeof *j);
     *j = (job){.port = port, .fn = fn, .done = done, .arg = arg};
     uv_mutex_lock(&db->lock);
-    if (db->queue_tail) db->queue_tail->next = j;
-    else db->queue_head = j;
+    if (db->queue_tail)
+        db->queue_tail->next = j;
+    else
+        db->queue_head = j;
     db->queue_tail = j;
     uv_cond_signal(&db->cond);
     uv_mutex_unlock(&db->lock);

@@ -38,8 +38,8 @@ typedef void (*lm_db_done)(int rc, void *arg);
 
 /* Opens (creates) the database at path and applies migrations[i] as version i+1 when not
  * applied yet, each in its own transaction. Returns NULL and a one-line reason on error. */
-lm_db *lm_db_open(const char *path, const char *const *migrations, size_t n_migrations,
-                  char *err, size_t errlen);
+lm_db *lm_db_open(const char *path, const char *const *migrations, size_t n_migrations, char *err,
+                  size_t errlen);
 /* Stops the writer (after finishing queued jobs) and closes every connection. No job may be
  * in flight and every port must be detached. */
 void lm_db_close(lm_db *db);

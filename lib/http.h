@@ -51,15 +51,15 @@ typedef struct lm_req {
     size_t n_headers;
     const char *body; /* NUL-terminated (may contain NULs), "" when none */
     size_t body_len;
-    int http_minor;              /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
-    lm_route_match route;        /* which route matched, raw params */
+    int http_minor;                          /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
+    lm_route_match route;                    /* which route matched, raw params */
     const char *params[LM_ROUTE_MAX_PARAMS]; /* decoded path parameters, in route order */
-    lm_trace_ctx trace;          /* this request's span */
+    lm_trace_ctx trace;                      /* this request's span */
     char request_id[LM_REQUEST_ID_MAX + 1];
-    uint64_t start_ns;           /* uv_hrtime() when the request line arrived */
-    struct lm_worker *worker;    /* the worker whose loop runs this request */
-    void *user;                  /* free for the handler; the server never touches it */
-    char caller[128];            /* authenticated caller (token sub), set by the guard */
+    uint64_t start_ns;        /* uv_hrtime() when the request line arrived */
+    struct lm_worker *worker; /* the worker whose loop runs this request */
+    void *user;               /* free for the handler; the server never touches it */
+    char caller[128];         /* authenticated caller (token sub), set by the guard */
     char caller_scope[128];
 
     /* --- private: the server's bookkeeping --- */
@@ -85,8 +85,7 @@ bool lm_resp_header(lm_req *req, const char *name, const char *value);
 
 /* Sends a complete response. content_type may be NULL (no body type). For HEAD the body is
  * omitted but Content-Length stays. Finishes the request. */
-void lm_resp_send(lm_req *req, int status, const char *content_type, const void *body,
-                  size_t len);
+void lm_resp_send(lm_req *req, int status, const char *content_type, const void *body, size_t len);
 
 /* Streaming: begin with a known length (>= 0) or -1 for chunked transfer coding, write any
  * number of times, then end. lm_resp_write returns false when the client is gone or output

@@ -24,7 +24,10 @@ void lm_http_limits_default(lm_http_limits *l)
     l->max_out_bytes = 256 * 1024;
 }
 
-static lm_conn *conn_of(llhttp_t *p) { return (lm_conn *)p->data; }
+static lm_conn *conn_of(llhttp_t *p)
+{
+    return (lm_conn *)p->data;
+}
 
 static uint64_t mono_ns(void)
 {
@@ -150,7 +153,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         /* a fold after an empty value arrives as the value's first chunk: after LF [SP/HT]*.
          * (An empty value itself is a zero-length chunk pointing at the next line.) */
         const char *q = at;
-        while (q > c->exec_start && (q[-1] == ' ' || q[-1] == '\t')) q--;
+        while (q > c->exec_start && (q[-1] == ' ' || q[-1] == '\t'))
+            q--;
         if (q > c->exec_start ? q[-1] == '\n' : c->prev_tail_lf)
             return fail_cb(c, 400, "obs-fold (a header line starting with whitespace) is refused");
     }
@@ -240,8 +244,10 @@ static int on_headers_complete(llhttp_t *p)
     size_t hosts = 0;
     const char *expect = NULL;
     for (size_t i = 0; i < r->n_headers; i++) {
-        if (strcasecmp(r->headers[i].name, "host") == 0) hosts++;
-        else if (strcasecmp(r->headers[i].name, "expect") == 0) expect = r->headers[i].value;
+        if (strcasecmp(r->headers[i].name, "host") == 0)
+            hosts++;
+        else if (strcasecmp(r->headers[i].name, "expect") == 0)
+            expect = r->headers[i].value;
     }
     if (hosts > 1) return fail_cb(c, 400, "more than one Host header");
     if (hosts == 0 && p->http_minor == 1) return fail_cb(c, 400, "missing Host header");
@@ -402,7 +408,10 @@ void lm_conn_free(lm_conn *c)
     lm_buf_free(&c->params);
 }
 
-bool lm_conn_busy(const lm_conn *c) { return c->dispatched; }
+bool lm_conn_busy(const lm_conn *c)
+{
+    return c->dispatched;
+}
 
 /* May the parser go on now? Not while a request waits for its response, output is backed
  * up, or the handler paused its streamed body. */
@@ -438,7 +447,7 @@ static void stream_end(lm_conn *c, int status)
 bool lm_conn_wants_input(const lm_conn *c)
 {
     if (c->state == LM_CONN_CLOSING) return true; /* read and discard (lingering close) */
-    if (c->parse_failed) return true; /* discard until the close */
+    if (c->parse_failed) return true;             /* discard until the close */
     if (parse_blocked(c)) return c->pending.len < c->limits->max_pending_bytes;
     return true;
 }
@@ -462,8 +471,8 @@ void lm_conn_fail(lm_conn *c, int status, const char *detail)
         if (n > 512) n = 512;
         instance = lm_xstrndup(target, n);
     }
-    lm_problem pr = {.status = status, .detail = detail, .trace_id = trace_hex,
-                     .instance = instance};
+    lm_problem pr = {
+        .status = status, .detail = detail, .trace_id = trace_hex, .instance = instance};
     lm_buf body = LM_BUF_INIT;
     lm_problem_format(&body, &pr);
     free(instance);
@@ -502,7 +511,8 @@ static void dispatch(lm_conn *c)
 /* Do the bytes end in LF [SP/HT]* (prev: whether what came before them did)? */
 static bool tail_lf(const char *data, size_t len, bool prev)
 {
-    while (len > 0 && (data[len - 1] == ' ' || data[len - 1] == '\t')) len--;
+    while (len > 0 && (data[len - 1] == ' ' || data[len - 1] == '\t'))
+        len--;
     return len > 0 ? data[len - 1] == '\n' : prev;
 }
 
@@ -666,7 +676,10 @@ void lm_conn_abandon(lm_conn *c)
     if (!lm_conn_busy(c)) c->state = LM_CONN_CLOSING;
 }
 
-bool lm_req_streaming(const lm_req *req) { return req->conn_ && req->conn_->stream; }
+bool lm_req_streaming(const lm_req *req)
+{
+    return req->conn_ && req->conn_->stream;
+}
 
 void lm_req_read_body(lm_req *req, lm_body_data_fn data, lm_body_end_fn end, void *ud)
 {
@@ -677,7 +690,10 @@ void lm_req_read_body(lm_req *req, lm_body_data_fn data, lm_body_end_fn end, voi
     c->body_ud = ud;
 }
 
-void lm_req_pause_body(lm_req *req) { req->conn_->stream_paused = !req->conn_->stream_done; }
+void lm_req_pause_body(lm_req *req)
+{
+    req->conn_->stream_paused = !req->conn_->stream_done;
+}
 
 void lm_req_resume_body(lm_req *req)
 {

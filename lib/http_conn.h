@@ -52,11 +52,11 @@ typedef struct lm_conn_ops {
 } lm_conn_ops;
 
 typedef enum {
-    LM_CONN_IDLE,    /* between requests, nothing buffered */
-    LM_CONN_HEAD,    /* receiving a request line/headers */
-    LM_CONN_BODY,    /* receiving a body */
-    LM_CONN_BUSY,    /* request dispatched, response not finished */
-    LM_CONN_CLOSING  /* final response queued; discard input, close once written */
+    LM_CONN_IDLE,   /* between requests, nothing buffered */
+    LM_CONN_HEAD,   /* receiving a request line/headers */
+    LM_CONN_BODY,   /* receiving a body */
+    LM_CONN_BUSY,   /* request dispatched, response not finished */
+    LM_CONN_CLOSING /* final response queued; discard input, close once written */
 } lm_conn_state;
 
 typedef struct lm_hdr_off {
@@ -82,26 +82,26 @@ struct lm_conn {
     size_t head_bytes;
     size_t url_off, url_len;
     bool url_complete; /* the request target is in head, NUL-terminated */
-    bool in_field; /* last header callback was a field name */
+    bool in_field;     /* last header callback was a field name */
     /* obs-fold detection: llhttp 8 unfolds silently, delivering the continuation as another
      * value chunk; a chunk not byte-contiguous with the previous one of the same value is a
      * fold (contiguity across reads: the previous chunk ended its read, this one starts one) */
     unsigned exec_gen, last_val_gen;
     const char *exec_start, *exec_end, *last_val_end;
     bool value_started, last_val_at_end;
-    bool prev_tail_lf; /* the bytes parsed before exec_start ended in LF [SP/HT]* */
+    bool prev_tail_lf;    /* the bytes parsed before exec_start ended in LF [SP/HT]* */
     const char *scan_pos; /* framing check (http_conn.c frame_scan): checked up to here */
     unsigned char frame;  /* its state: any byte, LF due, CRLF due (after chunk data) */
-    int error_status; /* set by callbacks to choose the error response */
+    int error_status;     /* set by callbacks to choose the error response */
     const char *error_detail;
     bool expect_continue;
-    bool keep_alive;   /* may the connection carry another request after this one */
-    bool draining;     /* server is shutting down: close after the current response */
-    bool out_blocked;  /* output over high-water mark (set by the transport, or by the engine
-                          when out passes max_out_bytes): do not parse further; the transport
-                          clears it and calls lm_conn_resume() once output has drained */
+    bool keep_alive;  /* may the connection carry another request after this one */
+    bool draining;    /* server is shutting down: close after the current response */
+    bool out_blocked; /* output over high-water mark (set by the transport, or by the engine
+                         when out passes max_out_bytes): do not parse further; the transport
+                         clears it and calls lm_conn_resume() once output has drained */
     bool in_dispatch;
-    bool eof;          /* client half-closed */
+    bool eof;                /* client half-closed */
     uint64_t state_since_ms; /* when the current state began (transport's clock) */
 
     /* streamed request body (see lm_req_read_body) */

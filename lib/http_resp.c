@@ -14,40 +14,74 @@
 const char *lm_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 428:
+        return "Precondition Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -79,9 +113,15 @@ const char *lm_req_param(const lm_req *req, const char *name)
     return NULL;
 }
 
-const char *lm_req_query(const lm_req *req, const char *key) { return lm_query_get(&req->query, key); }
+const char *lm_req_query(const lm_req *req, const char *key)
+{
+    return lm_query_get(&req->query, key);
+}
 
-bool lm_req_abandoned(const lm_req *req) { return req->abandoned_; }
+bool lm_req_abandoned(const lm_req *req)
+{
+    return req->abandoned_;
+}
 
 static bool valid_token(const char *s)
 {
@@ -102,7 +142,10 @@ bool lm_resp_header(lm_req *req, const char *name, const char *value)
     return true;
 }
 
-static bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
+static bool bodiless_status(int status)
+{
+    return status < 200 || status == 204 || status == 304;
+}
 
 static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
 {
@@ -179,8 +222,7 @@ static void finish(lm_conn *c)
     if (!c->in_dispatch) c->ops->output(c);
 }
 
-void lm_resp_send(lm_req *req, int status, const char *content_type, const void *body,
-                  size_t len)
+void lm_resp_send(lm_req *req, int status, const char *content_type, const void *body, size_t len)
 {
     lm_conn *c = req->conn_;
     assert(c->dispatched && !c->resp_started);

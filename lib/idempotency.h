@@ -19,12 +19,12 @@
 #include "db.h"
 #include "http.h"
 
-#define LM_IDEM_TTL_MS (24LL * 3600 * 1000)
+#define LM_IDEM_TTL_MS  (24LL * 3600 * 1000)
 #define LM_IDEM_KEY_MAX 255
 
 /* SQL for the service's migrations. */
-#define LM_IDEM_SCHEMA                                                                          \
-    "CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"          \
+#define LM_IDEM_SCHEMA                                                                             \
+    "CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"              \
     " status INTEGER NOT NULL, location TEXT, body TEXT NOT NULL, created_ms INTEGER NOT NULL)"
 
 typedef enum { LM_IDEM_NONE, LM_IDEM_BAD, LM_IDEM_OK } lm_idem_key_state;
@@ -36,8 +36,8 @@ lm_idem_key_state lm_idem_key(const lm_req *req, char out[LM_IDEM_KEY_MAX + 1]);
 void lm_idem_fingerprint(const lm_req *req, char out[17]);
 
 typedef struct lm_idem_hit {
-    int status;    /* 0 when the key is new */
-    bool mismatch; /* key known, but for another request */
+    int status;     /* 0 when the key is new */
+    bool mismatch;  /* key known, but for another request */
     char *location; /* owned, may be NULL */
     char *body;     /* owned */
 } lm_idem_hit;

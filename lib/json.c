@@ -49,8 +49,11 @@ void lm_verrs_send(lm_req *req, lm_verrs *e, int status, const char *detail)
         .type = status == 409   ? "urn:lotmesh:problem:conflict"
                 : status == 400 ? "urn:lotmesh:problem:invalid-parameters"
                                 : "urn:lotmesh:problem:validation",
-        .title = status == 409 ? "Conflict" : status == 400 ? "Invalid parameters" : "Validation failed",
-        .detail = detail ? detail : (e->n == 1 ? e->items[0].message : "the request has invalid fields"),
+        .title = status == 409   ? "Conflict"
+                 : status == 400 ? "Invalid parameters"
+                                 : "Validation failed",
+        .detail =
+            detail ? detail : (e->n == 1 ? e->items[0].message : "the request has invalid fields"),
         .errors = fe,
         .n_errors = e->n,
     };
@@ -62,7 +65,8 @@ void lm_verrs_send(lm_req *req, lm_verrs *e, int status, const char *detail)
 static bool is_json_type(const char *ct)
 {
     if (!ct) return false;
-    while (*ct == ' ') ct++;
+    while (*ct == ' ')
+        ct++;
     size_t n = strcspn(ct, "; ");
     return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
            (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
@@ -81,8 +85,8 @@ json_t *lm_json_body_object(lm_req *req)
         const char *why = json_error_code(&err) == json_error_null_character
                               ? "\\u0000 (NUL) is not allowed in strings"
                               : err.text;
-        lm_problem_sendf(req, 400, "malformed JSON at line %d, column %d: %s", err.line,
-                         err.column, why);
+        lm_problem_sendf(req, 400, "malformed JSON at line %d, column %d: %s", err.line, err.column,
+                         why);
         return NULL;
     }
     if (!json_is_object(doc)) {
@@ -96,19 +100,26 @@ json_t *lm_json_body_object(lm_req *req)
 size_t lm_utf8_length(const char *s)
 {
     size_t n = 0;
-    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
     return n;
 }
 
 static const char *type_name(lm_field_type t)
 {
     switch (t) {
-    case LM_F_STRING: return "a string";
-    case LM_F_INTEGER: return "an integer";
-    case LM_F_NUMBER: return "a number";
-    case LM_F_BOOLEAN: return "true or false";
-    case LM_F_DATETIME: return "an RFC 3339 date-time string";
-    case LM_F_DATE_OR_DATETIME: return "an RFC 3339 date or date-time string";
+    case LM_F_STRING:
+        return "a string";
+    case LM_F_INTEGER:
+        return "an integer";
+    case LM_F_NUMBER:
+        return "a number";
+    case LM_F_BOOLEAN:
+        return "true or false";
+    case LM_F_DATETIME:
+        return "an RFC 3339 date-time string";
+    case LM_F_DATE_OR_DATETIME:
+        return "an RFC 3339 date or date-time string";
     }
     return "?";
 }
@@ -119,8 +130,10 @@ static const char *trim_member(json_t *obj, const char *key, json_t *v)
     const char *s = json_string_value(v);
     size_t len = json_string_length(v);
     size_t a = 0, b = len;
-    while (a < b && isspace((unsigned char)s[a])) a++;
-    while (b > a && isspace((unsigned char)s[b - 1])) b--;
+    while (a < b && isspace((unsigned char)s[a]))
+        a++;
+    while (b > a && isspace((unsigned char)s[b - 1]))
+        b--;
     if (a == 0 && b == len) return s;
     json_object_set_new(obj, key, json_stringn(s + a, b - a));
     return json_string_value(json_object_get(obj, key));
@@ -155,8 +168,9 @@ static void check_one(json_t *obj, const char *key, json_t *v, const lm_field_sp
             return;
         }
         if (n < f->min_len)
-            lm_verrs_add(errs, key, f->min_len == 1 ? "must not be empty"
-                                                    : "must have at least %zu characters",
+            lm_verrs_add(errs, key,
+                         f->min_len == 1 ? "must not be empty"
+                                         : "must have at least %zu characters",
                          f->min_len);
         else if (f->max_len && n > f->max_len)
             lm_verrs_add(errs, key, "must have at most %zu characters", f->max_len);

@@ -22,21 +22,24 @@ typedef struct lm_verrs {
     struct {
         char *field;
         char *message;
-    } *items; /* owned */
+    } * items; /* owned */
     size_t n;
 } lm_verrs;
 
 void lm_verrs_add(lm_verrs *e, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static inline bool lm_verrs_any(const lm_verrs *e) { return e->n > 0; }
+static inline bool lm_verrs_any(const lm_verrs *e)
+{
+    return e->n > 0;
+}
 /* Sends them as one problem (status 422 unless given otherwise) and frees them. */
 void lm_verrs_send(lm_req *req, lm_verrs *e, int status, const char *detail);
 void lm_verrs_free(lm_verrs *e);
 
 typedef enum {
     LM_F_STRING,
-    LM_F_INTEGER,  /* JSON integer (no fraction) */
-    LM_F_NUMBER,   /* any finite JSON number */
+    LM_F_INTEGER, /* JSON integer (no fraction) */
+    LM_F_NUMBER,  /* any finite JSON number */
     LM_F_BOOLEAN,
     LM_F_DATETIME, /* RFC 3339 date-time string */
     LM_F_DATE_OR_DATETIME,
@@ -51,7 +54,7 @@ typedef struct lm_field_spec {
     size_t max_len; /* strings: characters after trimming; 0 = no limit */
     size_t min_len; /* strings: characters after trimming */
     bool has_min, has_max, exclusive_min;
-    double min, max; /* numbers */
+    double min, max;           /* numbers */
     const char *const *one_of; /* strings: allowed values, NULL-terminated */
 } lm_field_spec;
 

@@ -25,9 +25,15 @@ void lm_log_init(const char *service, lm_log_level level)
     atomic_store(&log_level, (int)level);
 }
 
-void lm_log_set_level(lm_log_level level) { atomic_store(&log_level, (int)level); }
+void lm_log_set_level(lm_log_level level)
+{
+    atomic_store(&log_level, (int)level);
+}
 
-bool lm_log_enabled(lm_log_level level) { return (int)level >= atomic_load(&log_level); }
+bool lm_log_enabled(lm_log_level level)
+{
+    return (int)level >= atomic_load(&log_level);
+}
 
 bool lm_log_level_parse(const char *s, lm_log_level *out)
 {
@@ -50,8 +56,8 @@ void lm_log_time_now(char *out, size_t outlen)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 }
 
 static void write_all(int fd, const char *p, size_t n)

@@ -12,9 +12,9 @@
 #define N_METHODS 8 /* GET HEAD POST PUT PATCH DELETE OPTIONS other */
 #define N_CLASSES 5 /* 1xx .. 5xx */
 static const double bucket_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                   0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+                                   0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define N_BUCKETS (sizeof bucket_le / sizeof bucket_le[0])
-static const char *method_names[N_METHODS] = {"GET",    "HEAD",    "POST",  "PUT",
+static const char *method_names[N_METHODS] = {"GET",   "HEAD",   "POST",    "PUT",
                                               "PATCH", "DELETE", "OPTIONS", "other"};
 
 typedef struct route_stats {
@@ -59,7 +59,8 @@ lm_metrics *lm_metrics_new(int n_workers, const lm_router *router)
 void lm_metrics_free(lm_metrics *m)
 {
     if (!m) return;
-    for (int i = 0; i < m->n_workers; i++) free(m->shards[i].routes);
+    for (int i = 0; i < m->n_workers; i++)
+        free(m->shards[i].routes);
     free(m->shards);
     free(m);
 }
@@ -67,14 +68,22 @@ void lm_metrics_free(lm_metrics *m)
 static int method_index(int method_id)
 {
     switch (method_id) {
-    case HTTP_GET: return 0;
-    case HTTP_HEAD: return 1;
-    case HTTP_POST: return 2;
-    case HTTP_PUT: return 3;
-    case HTTP_PATCH: return 4;
-    case HTTP_DELETE: return 5;
-    case HTTP_OPTIONS: return 6;
-    default: return 7;
+    case HTTP_GET:
+        return 0;
+    case HTTP_HEAD:
+        return 1;
+    case HTTP_POST:
+        return 2;
+    case HTTP_PUT:
+        return 3;
+    case HTTP_PATCH:
+        return 4;
+    case HTTP_DELETE:
+        return 5;
+    case HTTP_OPTIONS:
+        return 6;
+    default:
+        return 7;
     }
 }
 
@@ -96,7 +105,8 @@ void lm_metrics_observe(lm_metrics *m, int worker, int route_id, int method_id, 
     if (cls >= N_CLASSES) cls = N_CLASSES - 1;
     bump(&s->requests[method_index(method_id)][cls], 1);
     size_t b = 0;
-    while (b < N_BUCKETS && seconds > bucket_le[b]) b++;
+    while (b < N_BUCKETS && seconds > bucket_le[b])
+        b++;
     bump(&s->buckets[b], 1);
     bump(&s->sum_us, (unsigned long long)(seconds * 1e6));
 }
@@ -166,7 +176,8 @@ void lm_metrics_render(lm_metrics *m, lm_buf *out)
                 b[i] += atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
             sum_us += atomic_load_explicit(&s->sum_us, memory_order_relaxed);
         }
-        for (size_t i = 0; i <= N_BUCKETS; i++) total += b[i];
+        for (size_t i = 0; i <= N_BUCKETS; i++)
+            total += b[i];
         if (!total) continue;
         unsigned long long cum = 0;
         for (size_t i = 0; i <= N_BUCKETS; i++) {
@@ -204,7 +215,8 @@ void lm_metrics_render(lm_metrics *m, lm_buf *out)
                   "# TYPE process_open_fds gauge\n"
                   "process_open_fds %d\n",
                   inflight, conns, lm_process_rss_bytes(), lm_process_open_fds());
-    for (size_t i = 0; i < m->n_renderers; i++) m->renderers[i].fn(out, m->renderers[i].ctx);
+    for (size_t i = 0; i < m->n_renderers; i++)
+        m->renderers[i].fn(out, m->renderers[i].ctx);
 }
 
 long lm_process_rss_bytes(void)
@@ -222,7 +234,8 @@ int lm_process_open_fds(void)
     DIR *d = opendir("/proc/self/fd");
     int n = 0;
     if (!d) return -1;
-    while (readdir(d)) n++;
+    while (readdir(d))
+        n++;
     closedir(d);
     return n - 3; /* ".", ".." and the directory's own descriptor */
 }

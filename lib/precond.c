@@ -20,7 +20,10 @@ void lm_resp_etag(lm_req *req, long long version)
     lm_resp_header(req, "ETag", etag);
 }
 
-bool lm_has_if_match(const lm_req *req) { return lm_req_header(req, "if-match") != NULL; }
+bool lm_has_if_match(const lm_req *req)
+{
+    return lm_req_header(req, "if-match") != NULL;
+}
 
 bool lm_if_match_list_ok(const char *p, long long version)
 {
@@ -28,7 +31,8 @@ bool lm_if_match_list_ok(const char *p, long long version)
     lm_etag_format(version, etag);
     size_t elen = strlen(etag);
     while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
         if (!*p) break;
         const char *start = p;
         if (*p == '"') {
@@ -36,13 +40,16 @@ bool lm_if_match_list_ok(const char *p, long long version)
             if (!end) return false;
             p = end + 1;
             const char *q = p; /* only whitespace may follow a tag before the next comma */
-            while (*q == ' ' || *q == '\t') q++;
+            while (*q == ' ' || *q == '\t')
+                q++;
             if (*q && *q != ',') return false;
         } else {
-            while (*p && *p != ',') p++; /* "*", or a weak tag W/"…": never a strong match */
+            while (*p && *p != ',')
+                p++; /* "*", or a weak tag W/"…": never a strong match */
         }
         size_t n = (size_t)(p - start);
-        while (n && (start[n - 1] == ' ' || start[n - 1] == '\t')) n--;
+        while (n && (start[n - 1] == ' ' || start[n - 1] == '\t'))
+            n--;
         if ((n == 1 && *start == '*') || (n == elen && memcmp(start, etag, n) == 0)) return true;
     }
     return false;

@@ -13,7 +13,7 @@
 #include "http.h"
 
 typedef struct lm_field_error {
-    const char *field;   /* JSON field name, or "" for the body as a whole */
+    const char *field; /* JSON field name, or "" for the body as a whole */
     const char *message;
 } lm_field_error;
 

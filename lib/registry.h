@@ -17,16 +17,18 @@
  * SERVICE_CHECK_TTL, and a pass answered 404 means the registry lost us: re-register) or
  * SERVICE_CHECK=http (the registry probes GET /health every SERVICE_CHECK_INTERVAL with
  * SERVICE_CHECK_TIMEOUT; the registration is re-sent every three intervals (1 s to 30 s),
- * which a registry that still has it ignores). DeregisterCriticalServiceAfter is SERVICE_DEREGISTER_AFTER.
+ * which a registry that still has it ignores). DeregisterCriticalServiceAfter is
+ * SERVICE_DEREGISTER_AFTER.
  *
  * Discovery: SERVICE_WATCH (comma-separated names) warms the caches at start; any lookup
- * of another name starts its watch too. Each watched service has a cache of its passing instances, kept fresh by a
- * blocking query (GET /v1/health/service/<name>?passing&index=…&wait=SERVICE_WATCH_WAIT) on
- * the control loop. Lookups read the cache and never wait on the registry; when the
- * registry is unreachable the last known instances stay. The cache of a service is an
- * immutable, reference-counted lm_reg_set swapped under a mutex; each worker thread keeps
- * its own reference and re-reads only when the service's generation moved, so a lookup on a
- * worker is a lock-free generation check plus a round-robin step.
+ * of another name starts its watch too. Each watched service has a cache of its passing instances,
+ * kept fresh by a blocking query (GET
+ * /v1/health/service/<name>?passing&index=…&wait=SERVICE_WATCH_WAIT) on the control loop. Lookups
+ * read the cache and never wait on the registry; when the registry is unreachable the last known
+ * instances stay. The cache of a service is an immutable, reference-counted lm_reg_set swapped
+ * under a mutex; each worker thread keeps its own reference and re-reads only when the service's
+ * generation moved, so a lookup on a worker is a lock-free generation check plus a round-robin
+ * step.
  *
  * Ownership: the app owns the lm_reg after lm_reg_open (it is freed by its own stopped
  * hook: do not use it after lm_app_run returns). An lm_reg_set from lm_reg_instances is the

@@ -28,7 +28,8 @@ lm_rest_op *lm_rest_op_new(lm_req *req)
         op->has_idem = true;
         lm_idem_fingerprint(req, op->fingerprint);
         break;
-    case LM_IDEM_NONE: break;
+    case LM_IDEM_NONE:
+        break;
     }
     return op;
 }
@@ -111,8 +112,8 @@ static void send_link(lm_req *req, const lm_rest_op *op)
                       op->offset + op->limit);
     if (op->offset > 0) {
         long long prev = op->offset - op->limit > 0 ? op->offset - op->limit : 0;
-        lm_buf_printf(&link, "%s<%slimit=%lld&offset=%lld>; rel=\"prev\"", link.len ? ", " : "",
-                      b, op->limit, prev);
+        lm_buf_printf(&link, "%s<%slimit=%lld&offset=%lld>; rel=\"prev\"", link.len ? ", " : "", b,
+                      op->limit, prev);
     }
     if (link.len) lm_resp_header(req, "Link", lm_buf_cstr(&link));
     lm_buf_free(&link);
@@ -198,7 +199,8 @@ bool lm_rest_query_allowed(lm_req *req, const char *const *allowed)
     for (size_t i = 0; i < req->query.n; i++) {
         const char *k = req->query.pairs[i].key;
         bool ok = false;
-        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, k) == 0;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, k) == 0;
         if (!ok) {
             lm_buf list = LM_BUF_INIT;
             for (const char *const *a = allowed; *a; a++)
@@ -212,8 +214,8 @@ bool lm_rest_query_allowed(lm_req *req, const char *const *allowed)
     return true;
 }
 
-bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long max,
-                       long long *out, bool *present, lm_verrs *errs)
+bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long max, long long *out,
+                       bool *present, lm_verrs *errs)
 {
     const char *s = lm_req_query(req, key);
     if (present) *present = s != NULL;
@@ -244,12 +246,15 @@ bool lm_rest_page(lm_req *req, lm_rest_op *op, long long def, long long max)
 json_t *lm_rest_column(sqlite3_stmt *st, int i)
 {
     switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER: return json_integer(sqlite3_column_int64(st, i));
-    case SQLITE_FLOAT: return json_real(sqlite3_column_double(st, i));
+    case SQLITE_INTEGER:
+        return json_integer(sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT:
+        return json_real(sqlite3_column_double(st, i));
     case SQLITE_TEXT:
         return json_stringn((const char *)sqlite3_column_text(st, i),
                             (size_t)sqlite3_column_bytes(st, i));
-    default: return json_null();
+    default:
+        return json_null();
     }
 }
 
@@ -273,7 +278,8 @@ void lm_rest_bind(sqlite3_stmt *st, int idx, const json_t *v)
 json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n)
 {
     json_t *o = json_object();
-    for (int i = 0; i < n; i++) json_object_set_new(o, cols[i], lm_rest_column(st, i));
+    for (int i = 0; i < n; i++)
+        json_object_set_new(o, cols[i], lm_rest_column(st, i));
     return o;
 }
 
@@ -379,8 +385,7 @@ json_t *lm_rest_body(lm_req *req, const lm_rest_resource *r, bool partial, long 
     if (path_id) {
         json_t *id = json_object_get(in, "id");
         if (id && (!json_is_integer(id) || json_integer_value(id) != path_id))
-            lm_verrs_add(&errs, "id", "does not match the %s in the path (%lld)", r->noun,
-                         path_id);
+            lm_verrs_add(&errs, "id", "does not match the %s in the path (%lld)", r->noun, path_id);
         json_object_del(in, "id");
         json_object_del(in, "erstellt_am");
         json_object_del(in, "geaendert_am");

@@ -32,7 +32,7 @@ typedef struct lm_rest_resource {
     const char *sql_delete; /* "DELETE FROM t WHERE id = ? AND version = ?", or NULL */
     const char *const *cols;
     int n_cols;
-    bool has_version; /* ETag/If-Match */
+    bool has_version;            /* ETag/If-Match */
     const lm_field_spec *fields; /* request bodies */
     size_t n_fields;
     /* Optional rules across fields, run when every field is valid by itself. */
@@ -44,22 +44,22 @@ typedef struct lm_rest_resource {
 struct lm_rest_op {
     lm_req *req;
     /* input, set on the loop */
-    json_t *input; /* validated body, or NULL */
-    long long id;  /* path id, or 0 */
-    bool partial;  /* PATCH */
+    json_t *input;  /* validated body, or NULL */
+    long long id;   /* path id, or 0 */
+    bool partial;   /* PATCH */
     char *if_match; /* copy of If-Match (owned), or NULL */
     bool has_idem;
     char idem_key[LM_IDEM_KEY_MAX + 1];
     char fingerprint[17];
-    lm_rest_fn create; /* for lm_rest_create_job */
+    lm_rest_fn create;                /* for lm_rest_create_job */
     const lm_rest_resource *resource; /* for the generic jobs */
-    void *domain;      /* the service's own input */
+    void *domain;                     /* the service's own input */
     /* outcome, set by the job */
     int status;
-    char *body;          /* JSON text (owned) */
-    long long version;   /* > 0: sent as ETag */
-    char location[160];  /* sent as Location when not empty */
-    long long total;     /* lists: X-Total-Count when >= 0 */
+    char *body;         /* JSON text (owned) */
+    long long version;  /* > 0: sent as ETag */
+    char location[160]; /* sent as Location when not empty */
+    long long total;    /* lists: X-Total-Count when >= 0 */
     long long limit, offset;
     const char *problem_type;
     char *detail; /* owned */
@@ -123,8 +123,8 @@ bool lm_rest_query_allowed(lm_req *req, const char *const *allowed);
 /* Reads limit (1..max, default def) and offset (>= 0) into op; sends 400 on bad values. */
 bool lm_rest_page(lm_req *req, lm_rest_op *op, long long def, long long max);
 /* Reads an integer query parameter; absent: *present = false. Adds an error when bad. */
-bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long max,
-                       long long *out, bool *present, lm_verrs *errs);
+bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long max, long long *out,
+                       bool *present, lm_verrs *errs);
 
 /* Binds a JSON value to parameter idx: absent/null -> NULL, string, integer, real, bool. */
 void lm_rest_bind(sqlite3_stmt *st, int idx, const json_t *v);

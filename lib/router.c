@@ -30,13 +30,17 @@ struct lm_router {
     size_t n, cap;
 };
 
-lm_router *lm_router_new(void) { return lm_xcalloc(1, sizeof(lm_router)); }
+lm_router *lm_router_new(void)
+{
+    return lm_xcalloc(1, sizeof(lm_router));
+}
 
 void lm_router_free(lm_router *r)
 {
     if (!r) return;
     for (size_t i = 0; i < r->n; i++) {
-        for (size_t j = 0; j < r->routes[i].n_segs; j++) free(r->routes[i].segs[j].text);
+        for (size_t j = 0; j < r->routes[i].n_segs; j++)
+            free(r->routes[i].segs[j].text);
         free(r->routes[i].segs);
         free(r->routes[i].template_path);
     }
@@ -44,7 +48,10 @@ void lm_router_free(lm_router *r)
     free(r);
 }
 
-size_t lm_router_count(const lm_router *r) { return r->n; }
+size_t lm_router_count(const lm_router *r)
+{
+    return r->n;
+}
 
 const char *lm_router_template(const lm_router *r, int id)
 {
@@ -91,7 +98,8 @@ int lm_router_add_flags(lm_router *r, const char *method, const char *tpl, lm_ha
         p = end + 1;
     }
     if (!ok) {
-        for (size_t i = 0; i < n; i++) free(segs[i].text);
+        for (size_t i = 0; i < n; i++)
+            free(segs[i].text);
         free(segs);
         return -1;
     }

@@ -17,11 +17,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READ_BUF_SIZE   (64 * 1024)
-#define OUT_HIGH_WATER  (256 * 1024)
-#define OUT_LOW_WATER   (64 * 1024)
-#define SWEEP_MS        250
-#define LINGER_MS       2000
+#define READ_BUF_SIZE  (64 * 1024)
+#define OUT_HIGH_WATER (256 * 1024)
+#define OUT_LOW_WATER  (64 * 1024)
+#define SWEEP_MS       250
+#define LINGER_MS      2000
 
 typedef struct srv_conn srv_conn;
 
@@ -77,13 +77,34 @@ struct srv_conn {
 
 static _Thread_local lm_worker *current_worker;
 
-lm_worker *lm_worker_current(void) { return current_worker; }
-uv_loop_t *lm_worker_loop(lm_worker *w) { return &w->loop; }
-int lm_worker_index(const lm_worker *w) { return w->index; }
-int lm_server_worker_count(const lm_server *s) { return s->n_workers; }
-int lm_server_port(const lm_server *s) { return s->port; }
-uv_loop_t *lm_req_loop(const lm_req *req) { return &req->worker->loop; }
-int lm_req_worker_index(const lm_req *req) { return req->worker ? req->worker->index : 0; }
+lm_worker *lm_worker_current(void)
+{
+    return current_worker;
+}
+uv_loop_t *lm_worker_loop(lm_worker *w)
+{
+    return &w->loop;
+}
+int lm_worker_index(const lm_worker *w)
+{
+    return w->index;
+}
+int lm_server_worker_count(const lm_server *s)
+{
+    return s->n_workers;
+}
+int lm_server_port(const lm_server *s)
+{
+    return s->port;
+}
+uv_loop_t *lm_req_loop(const lm_req *req)
+{
+    return &req->worker->loop;
+}
+int lm_req_worker_index(const lm_req *req)
+{
+    return req->worker ? req->worker->index : 0;
+}
 
 void lm_server_config_default(lm_server_config *cfg)
 {
@@ -108,8 +129,10 @@ static void conn_close(srv_conn *sc);
 static void list_remove(srv_conn *sc)
 {
     lm_worker *w = sc->w;
-    if (sc->prev) sc->prev->next = sc->next;
-    else w->conns = sc->next;
+    if (sc->prev)
+        sc->prev->next = sc->next;
+    else
+        w->conns = sc->next;
     if (sc->next) sc->next->prev = sc->prev;
     sc->prev = sc->next = NULL;
 }
@@ -352,13 +375,14 @@ static void engine_dispatch(lm_conn *c, lm_req *req)
         }
         pb->len += n + 1;
     }
-    for (size_t i = 0; i < req->route.n_params; i++) req->params[i] = pb->data + offs[i];
+    for (size_t i = 0; i < req->route.n_params; i++)
+        req->params[i] = pb->data + offs[i];
     if (req->query_len && lm_query_parse(req->query_string, req->query_len, &req->query) != 0) {
         lm_problem_send(req, 400, "malformed percent-encoding in query string");
         return;
     }
-    if (s->cfg.guard && !strncmp(req->route.template_path, s->cfg.guard_prefix,
-                                 strlen(s->cfg.guard_prefix)) &&
+    if (s->cfg.guard &&
+        !strncmp(req->route.template_path, s->cfg.guard_prefix, strlen(s->cfg.guard_prefix)) &&
         !s->cfg.guard(req, s->cfg.guard_ctx))
         return;
     req->route.handler(req, req->route.ctx);
@@ -375,8 +399,8 @@ static void engine_completed(lm_conn *c, lm_req *req, int status, uint64_t bytes
     double secs = req->start_ns ? (double)(now_ns - req->start_ns) / 1e9 : 0;
     bool dispatched = req->request_id[0] != '\0';
     if (dispatched) lm_metrics_inflight(s->metrics, w->index, -1);
-    lm_metrics_observe(s->metrics, w->index, req->route.route_id >= 0 && dispatched
-                                                 ? req->route.route_id : -1,
+    lm_metrics_observe(s->metrics, w->index,
+                       req->route.route_id >= 0 && dispatched ? req->route.route_id : -1,
                        req->method_id, status, secs);
     if (s->cfg.access_log) {
         lm_access_entry e = {
@@ -433,7 +457,10 @@ void lm_req_peer_ip(const lm_req *req, char *out, size_t len)
     snprintf(out, len, "%s", sc ? sc->peer_ip : "");
 }
 
-static void on_reject_closed(uv_handle_t *h) { free(h); }
+static void on_reject_closed(uv_handle_t *h)
+{
+    free(h);
+}
 
 /* One line per second at most: a connection flood must not become a log flood (each line is
  * a write on this loop). The sweep logs what was counted since. */
@@ -444,7 +471,10 @@ static void log_refused(lm_worker *w)
     w->refused = 0;
     w->refused_logged_at = uv_now(&w->loop);
 }
-static void on_accept_failed_closed(uv_handle_t *h) { free(h->data); /* the srv_conn */ }
+static void on_accept_failed_closed(uv_handle_t *h)
+{
+    free(h->data); /* the srv_conn */
+}
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -599,8 +629,7 @@ static int make_listen_socket(const struct sockaddr *sa, socklen_t len, bool reu
     return fd;
 }
 
-lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router,
-                         lm_metrics *metrics)
+lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router, lm_metrics *metrics)
 {
     lm_server *s = lm_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
@@ -661,7 +690,8 @@ int lm_server_start(lm_server *s, char *err, size_t errlen)
         if (w->listen_fd < 0) {
             snprintf(err, errlen, "cannot listen on %s:%d: %s", s->cfg.host, s->port,
                      strerror(-w->listen_fd));
-            for (int j = 0; j < i; j++) close(s->workers[j].listen_fd);
+            for (int j = 0; j < i; j++)
+                close(s->workers[j].listen_fd);
             rc = w->listen_fd;
             free(s->workers);
             s->workers = NULL;
@@ -681,7 +711,8 @@ int lm_server_start(lm_server *s, char *err, size_t errlen)
         uv_check_init(&w->loop, &w->log_flush);
         uv_thread_create(&w->thread, worker_main, w);
     }
-    for (int i = 0; i < s->n_workers; i++) uv_sem_wait(&s->started);
+    for (int i = 0; i < s->n_workers; i++)
+        uv_sem_wait(&s->started);
     s->running = true;
     if (s->start_error) {
         snprintf(err, errlen, "cannot listen: %s", uv_strerror(s->start_error));
@@ -695,7 +726,8 @@ void lm_server_shutdown(lm_server *s, uint64_t deadline_ms)
 {
     if (!s->running) return;
     s->shutdown_deadline_ms = deadline_ms;
-    for (int i = 0; i < s->n_workers; i++) uv_async_send(&s->workers[i].wake);
+    for (int i = 0; i < s->n_workers; i++)
+        uv_async_send(&s->workers[i].wake);
     for (int i = 0; i < s->n_workers; i++) {
         uv_thread_join(&s->workers[i].thread);
         uv_loop_close(&s->workers[i].loop);

@@ -45,8 +45,7 @@ typedef struct lm_server lm_server;
 typedef struct lm_worker lm_worker;
 typedef void (*lm_worker_hook)(lm_worker *w, void *ctx);
 
-lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router,
-                         lm_metrics *metrics);
+lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router, lm_metrics *metrics);
 /* Runs on each worker thread: start before it accepts; stop once its connections are gone
  * during shutdown, so modules close the handles they keep on that loop and it can end. */
 void lm_server_on_worker(lm_server *s, lm_worker_hook start, lm_worker_hook stop, void *ctx);

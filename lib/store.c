@@ -80,8 +80,8 @@ static void on_stopped(lm_app *app, void *ctx)
     free(s); /* the app is done with it: every worker and hook that used it has ended */
 }
 
-lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name,
-                        const char *const *migrations, size_t n)
+lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name, const char *const *migrations,
+                        size_t n)
 {
     lm_store *s = lm_xcalloc(1, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name);
@@ -121,7 +121,10 @@ lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name,
     return s;
 }
 
-lm_db *lm_store_db(lm_store *s) { return s->db; }
+lm_db *lm_store_db(lm_store *s)
+{
+    return s->db;
+}
 
 lm_db_port *lm_store_port(lm_store *s, const lm_req *req)
 {

@@ -16,8 +16,8 @@
 typedef struct lm_store lm_store;
 
 /* On failure records a configuration error in cfg and returns NULL. */
-lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name,
-                        const char *const *migrations, size_t n_migrations);
+lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name, const char *const *migrations,
+                        size_t n_migrations);
 lm_db *lm_store_db(lm_store *s);
 /* The port of the worker running req. */
 lm_db_port *lm_store_port(lm_store *s, const lm_req *req);

@@ -16,7 +16,10 @@ static bool digits(const char *s, int n, int *out)
     return true;
 }
 
-static bool leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+static bool leap(int y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
 
 static int days_in_month(int y, int m)
 {
@@ -62,7 +65,8 @@ bool lm_time_parse(const char *s, bool allow_date, int64_t *unix_ms)
                 p++;
             }
             if (n == 0 || n > 9) return false;
-            for (int i = n; i < 3; i++) frac *= 10;
+            for (int i = n; i < 3; i++)
+                frac *= 10;
             ms = frac;
         }
         if (*p == 'Z' || *p == 'z') {

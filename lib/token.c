@@ -20,18 +20,25 @@
 static jwt_alg_t to_jwt(lm_token_alg a)
 {
     switch (a) {
-    case LM_TOKEN_RS256: return JWT_ALG_RS256;
-    case LM_TOKEN_ES256: return JWT_ALG_ES256;
-    default: return JWT_ALG_HS256;
+    case LM_TOKEN_RS256:
+        return JWT_ALG_RS256;
+    case LM_TOKEN_ES256:
+        return JWT_ALG_ES256;
+    default:
+        return JWT_ALG_HS256;
     }
 }
 
 bool lm_token_alg_parse(const char *s, lm_token_alg *out)
 {
-    if (!strcmp(s, "HS256")) *out = LM_TOKEN_HS256;
-    else if (!strcmp(s, "RS256")) *out = LM_TOKEN_RS256;
-    else if (!strcmp(s, "ES256")) *out = LM_TOKEN_ES256;
-    else return false;
+    if (!strcmp(s, "HS256"))
+        *out = LM_TOKEN_HS256;
+    else if (!strcmp(s, "RS256"))
+        *out = LM_TOKEN_RS256;
+    else if (!strcmp(s, "ES256"))
+        *out = LM_TOKEN_ES256;
+    else
+        return false;
     return true;
 }
 
@@ -62,7 +69,8 @@ static unsigned char *read_file(const char *path, size_t *len, char *err, size_t
     lm_buf b = LM_BUF_INIT;
     char tmp[4096];
     size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len < (1 << 20)) lm_buf_append(&b, tmp, n);
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len < (1 << 20))
+        lm_buf_append(&b, tmp, n);
     fclose(f);
     if (!b.len || !strstr(lm_buf_cstr(&b), "-----BEGIN")) {
         lm_buf_free(&b);
@@ -174,11 +182,16 @@ done:
 const char *lm_token_result_str(lm_token_result r)
 {
     switch (r) {
-    case LM_TOKEN_OK: return "valid";
-    case LM_TOKEN_MALFORMED: return "the token is malformed, badly signed or of another algorithm";
-    case LM_TOKEN_EXPIRED: return "the token has expired";
-    case LM_TOKEN_WRONG_ISSUER: return "the token was not issued by the gateway";
-    case LM_TOKEN_WRONG_AUDIENCE: return "the token is for another service";
+    case LM_TOKEN_OK:
+        return "valid";
+    case LM_TOKEN_MALFORMED:
+        return "the token is malformed, badly signed or of another algorithm";
+    case LM_TOKEN_EXPIRED:
+        return "the token has expired";
+    case LM_TOKEN_WRONG_ISSUER:
+        return "the token was not issued by the gateway";
+    case LM_TOKEN_WRONG_AUDIENCE:
+        return "the token is for another service";
     }
     return "?";
 }
@@ -205,7 +218,8 @@ int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, cha
             snprintf(err, errlen, "no randomness for a new secret");
             return -1;
         }
-        for (size_t i = 0; i < 64; i++) text[i] = b64[raw[i] & 63]; /* 6 random bits each */
+        for (size_t i = 0; i < 64; i++)
+            text[i] = b64[raw[i] & 63]; /* 6 random bits each */
         text[64] = '\n';
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0) {
@@ -227,7 +241,8 @@ int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, cha
     char buf[4096];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) n--;
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        n--;
     int rc = lm_token_key_secret(k, buf, n, err, errlen);
     memset(buf, 0, sizeof buf);
     return rc;

@@ -9,7 +9,10 @@
 static _Thread_local uint64_t rng_state[4];
 static _Thread_local bool rng_seeded;
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static void rng_seed(void)
 {
@@ -150,9 +153,15 @@ void lm_trace_child(const lm_trace_ctx *ctx, lm_trace_ctx *child)
     *child = c;
 }
 
-void lm_trace_id_hex(const lm_trace_ctx *ctx, char out[33]) { lm_hex_encode(ctx->trace_id, 16, out); }
+void lm_trace_id_hex(const lm_trace_ctx *ctx, char out[33])
+{
+    lm_hex_encode(ctx->trace_id, 16, out);
+}
 
-void lm_span_id_hex(const uint8_t id[8], char out[17]) { lm_hex_encode(id, 8, out); }
+void lm_span_id_hex(const uint8_t id[8], char out[17])
+{
+    lm_hex_encode(id, 8, out);
+}
 
 static bool request_id_char(unsigned char c)
 {
@@ -164,7 +173,8 @@ void lm_request_id_assign(const char *value, size_t len, char out[LM_REQUEST_ID_
 {
     if (value && len > 0 && len <= LM_REQUEST_ID_MAX) {
         size_t i = 0;
-        while (i < len && value[i] && request_id_char((unsigned char)value[i])) i++;
+        while (i < len && value[i] && request_id_char((unsigned char)value[i]))
+            i++;
         if (i == len) {
             memcpy(out, value, len);
             out[len] = '\0';

@@ -45,7 +45,8 @@ int lm_query_parse(const char *query, size_t len, lm_query *q)
     q->storage = NULL;
     if (len == 0) return 0;
     size_t count = 1;
-    for (size_t i = 0; i < len; i++) count += query[i] == '&';
+    for (size_t i = 0; i < len; i++)
+        count += query[i] == '&';
     q->pairs = lm_xcalloc(count, sizeof *q->pairs);
     q->storage = lm_xmalloc(len + count + 1); /* each key/value gets its NUL */
     char *w = q->storage;
@@ -88,7 +89,8 @@ const char *lm_query_get(const lm_query *q, const char *key)
 size_t lm_query_count(const lm_query *q, const char *key)
 {
     size_t c = 0;
-    for (size_t i = 0; i < q->n; i++) c += strcmp(q->pairs[i].key, key) == 0;
+    for (size_t i = 0; i < q->n; i++)
+        c += strcmp(q->pairs[i].key, key) == 0;
     return c;
 }
 

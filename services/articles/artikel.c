@@ -16,11 +16,21 @@ static const char *const statuses[] = {"aktiv", "inaktiv", "gesperrt", NULL};
 static const lm_field_spec fields[] = {
     {.name = "artikelnummer", .type = LM_F_STRING, .required = true, .min_len = 1, .max_len = 64},
     {.name = "bezeichnung", .type = LM_F_STRING, .required = true, .min_len = 1, .max_len = 200},
-    {.name = "einheit_id", .type = LM_F_INTEGER, .required = true, .has_min = true, .min = 1,
-     .has_max = true, .max = 9.2e18},
+    {.name = "einheit_id",
+     .type = LM_F_INTEGER,
+     .required = true,
+     .has_min = true,
+     .min = 1,
+     .has_max = true,
+     .max = 9.2e18},
     {.name = "beschreibung", .type = LM_F_STRING, .nullable = true, .max_len = 2000},
-    {.name = "mindesthaltbarkeit_tage", .type = LM_F_INTEGER, .nullable = true, .has_min = true,
-     .min = 0, .has_max = true, .max = 36500},
+    {.name = "mindesthaltbarkeit_tage",
+     .type = LM_F_INTEGER,
+     .nullable = true,
+     .has_min = true,
+     .min = 0,
+     .has_max = true,
+     .max = 36500},
     {.name = "status", .type = LM_F_STRING, .one_of = statuses},
     {.name = "id", .type = LM_F_INTEGER, .read_only = true},
     {.name = "erstellt_am", .type = LM_F_STRING, .read_only = true},
@@ -28,12 +38,12 @@ static const lm_field_spec fields[] = {
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
-static const char *const cols[] = {"id",          "artikelnummer", "bezeichnung",
-                                   "einheit_id",  "beschreibung",  "mindesthaltbarkeit_tage",
-                                   "status",      "erstellt_am",   "geaendert_am"};
+static const char *const cols[] = {"id",         "artikelnummer", "bezeichnung",
+                                   "einheit_id", "beschreibung",  "mindesthaltbarkeit_tage",
+                                   "status",     "erstellt_am",   "geaendert_am"};
 #define N_COLS 9
-#define SELECT_COLS                                                                           \
-    "SELECT id, artikelnummer, bezeichnung, einheit_id, beschreibung, mindesthaltbarkeit_tage," \
+#define SELECT_COLS                                                                                \
+    "SELECT id, artikelnummer, bezeichnung, einheit_id, beschreibung, mindesthaltbarkeit_tage,"    \
     " status, erstellt_am, geaendert_am, version FROM artikel "
 
 static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
@@ -54,7 +64,10 @@ static const char SQL_UPDATE[] =
     " WHERE id = ? AND version = ?";
 static const char SQL_DELETE[] = "DELETE FROM artikel WHERE id = ? AND version = ?";
 
-static articles_svc *svc_of(void *ctx) { return ctx; }
+static articles_svc *svc_of(void *ctx)
+{
+    return ctx;
+}
 
 static const lm_rest_resource artikel = {
     .noun = "article",
@@ -136,7 +149,8 @@ static int list_job(lm_db_conn *c, void *arg)
     sqlite3_bind_int64(st, 4, op->offset);
     json_t *items = json_array();
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(items, lm_rest_row(st, cols, N_COLS));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(items, lm_rest_row(st, cols, N_COLS));
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         json_decref(items);
@@ -225,7 +239,8 @@ static void handle_list(lm_req *req, void *ctx)
     lm_verrs errs = {0};
     if (status) {
         bool ok = false;
-        for (const char *const *s = statuses; *s; s++) ok |= strcmp(*s, status) == 0;
+        for (const char *const *s = statuses; *s; s++)
+            ok |= strcmp(*s, status) == 0;
         if (!ok) lm_verrs_add(&errs, "status", "must be one of: aktiv, inaktiv, gesperrt");
     }
     if (q && (lm_utf8_length(q) > 100 || !*q))
@@ -271,8 +286,14 @@ static void handle_update(lm_req *req, void *ctx, bool partial)
     lm_db_write(lm_store_port(svc_of(ctx)->store, req), update_job, lm_rest_op_done, op);
 }
 
-static void handle_put(lm_req *req, void *ctx) { handle_update(req, ctx, false); }
-static void handle_patch(lm_req *req, void *ctx) { handle_update(req, ctx, true); }
+static void handle_put(lm_req *req, void *ctx)
+{
+    handle_update(req, ctx, false);
+}
+static void handle_patch(lm_req *req, void *ctx)
+{
+    handle_update(req, ctx, true);
+}
 
 static void handle_delete(lm_req *req, void *ctx)
 {

@@ -16,9 +16,12 @@ static const lm_field_spec fields[] = {
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
 static const char *const cols[] = {"id", "kuerzel", "bezeichnung", "erstellt_am"};
-static const char SQL_BY_ID[] = "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit WHERE id = ?";
-static const char SQL_ALL[] = "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit ORDER BY id";
-static const char SQL_INSERT[] = "INSERT INTO einheit (kuerzel, bezeichnung, erstellt_am) VALUES (?, ?, ?)";
+static const char SQL_BY_ID[] =
+    "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit WHERE id = ?";
+static const char SQL_ALL[] =
+    "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit ORDER BY id";
+static const char SQL_INSERT[] =
+    "INSERT INTO einheit (kuerzel, bezeichnung, erstellt_am) VALUES (?, ?, ?)";
 
 static const lm_rest_resource einheit = {
     .noun = "unit",
@@ -39,7 +42,8 @@ static int list_job(lm_db_conn *c, void *arg)
     if (!st) return LM_DB_EIO;
     json_t *items = json_array();
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(items, lm_rest_row(st, cols, 4));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(items, lm_rest_row(st, cols, 4));
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         json_decref(items);
@@ -63,7 +67,10 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     return lm_rest_insert(c, op, st, op->input);
 }
 
-static articles_svc *svc_of(void *ctx) { return ctx; }
+static articles_svc *svc_of(void *ctx)
+{
+    return ctx;
+}
 
 static void handle_list(lm_req *req, void *ctx)
 {

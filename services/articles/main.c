@@ -14,8 +14,8 @@ int main(void)
     lm_cfg_init(&cfg, "lotmesh-articles");
     lm_app *app = lm_app_new(&cfg, "articles_api", 8002);
     articles_svc svc = {0};
-    svc.store = lm_store_open(app, &cfg, "articles", articles_migrations,
-                              articles_migrations_count);
+    svc.store =
+        lm_store_open(app, &cfg, "articles", articles_migrations, articles_migrations_count);
     lm_reg_open(app, &cfg);
     lm_auth_install(app, &cfg);
     lm_cfg_exit_on_error(&cfg);

@@ -17,12 +17,28 @@
 static const char *const statuses[] = {"aktiv", "gesperrt", "verbraucht", "abgelaufen", NULL};
 
 static const lm_field_spec fields[] = {
-    {.name = "artikel_id", .type = LM_F_INTEGER, .required = true, .has_min = true, .min = 1,
-     .has_max = true, .max = 9.2e18},
-    {.name = "menge", .type = LM_F_NUMBER, .required = true, .has_min = true, .min = 0,
-     .exclusive_min = true, .has_max = true, .max = 1e12},
-    {.name = "einheit_id", .type = LM_F_INTEGER, .required = true, .has_min = true, .min = 1,
-     .has_max = true, .max = 9.2e18},
+    {.name = "artikel_id",
+     .type = LM_F_INTEGER,
+     .required = true,
+     .has_min = true,
+     .min = 1,
+     .has_max = true,
+     .max = 9.2e18},
+    {.name = "menge",
+     .type = LM_F_NUMBER,
+     .required = true,
+     .has_min = true,
+     .min = 0,
+     .exclusive_min = true,
+     .has_max = true,
+     .max = 1e12},
+    {.name = "einheit_id",
+     .type = LM_F_INTEGER,
+     .required = true,
+     .has_min = true,
+     .min = 1,
+     .has_max = true,
+     .max = 9.2e18},
     {.name = "herstellungsdatum", .type = LM_F_DATE_OR_DATETIME, .required = true},
     {.name = "mindesthaltbarkeitsdatum", .type = LM_F_DATE_OR_DATETIME, .nullable = true},
     {.name = "charge_nummer", .type = LM_F_STRING, .min_len = 1, .max_len = 64},
@@ -46,11 +62,11 @@ static const char *const cols[] = {"id",
                                    "erstellt_am",
                                    "geaendert_am"};
 #define N_COLS 11
-#define SELECT_COLS                                                                           \
-    "SELECT id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"  \
+#define SELECT_COLS                                                                                \
+    "SELECT id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"       \
     " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version FROM charge "
-#define LIST_WHERE                                                                            \
-    "WHERE (?1 IS NULL OR artikel_id = ?1) AND (?2 IS NULL OR status = ?2)"                   \
+#define LIST_WHERE                                                                                 \
+    "WHERE (?1 IS NULL OR artikel_id = ?1) AND (?2 IS NULL OR status = ?2)"                        \
     " AND (?3 IS NULL OR charge_nummer = ?3) AND (?4 IS NULL OR mindesthaltbarkeitsdatum_ms < ?4)" \
     " AND (?5 IS NULL OR mindesthaltbarkeitsdatum_ms > ?5) "
 
@@ -97,7 +113,10 @@ static bool transition_ok(const char *from, const char *to)
 #define MIN_TIME_MS (-62135596800000LL) /* 0001-01-01T00:00:00Z */
 #define MAX_TIME_MS 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
 
-static bool time_in_range(int64_t ms) { return ms >= MIN_TIME_MS && ms <= MAX_TIME_MS; }
+static bool time_in_range(int64_t ms)
+{
+    return ms >= MIN_TIME_MS && ms <= MAX_TIME_MS;
+}
 
 /* Rules across fields: dates in the representable range, MHD not before production. */
 static void check_dates(json_t *in, lm_verrs *errs)
@@ -317,7 +336,10 @@ static int update_job(lm_db_conn *c, void *arg)
 
 /* ---- handlers -------------------------------------------------------------------------- */
 
-static charges_svc *svc_of(void *ctx) { return ctx; }
+static charges_svc *svc_of(void *ctx)
+{
+    return ctx;
+}
 
 static void op_done(int rc, void *arg)
 {
@@ -345,9 +367,9 @@ static void list_done(int rc, void *arg)
 
 static void handle_list(lm_req *req, void *ctx)
 {
-    static const char *const allowed[] = {"artikel_id", "status",  "charge_nummer", "mhd_before",
-                                          "mhd_after",  "sort",    "limit",         "offset",
-                                          NULL};
+    static const char *const allowed[] = {"artikel_id", "status",    "charge_nummer",
+                                          "mhd_before", "mhd_after", "sort",
+                                          "limit",      "offset",    NULL};
     if (!lm_rest_query_allowed(req, allowed)) return;
     lm_rest_op *op = lm_rest_op_new(req);
     if (!op) return;
@@ -363,8 +385,11 @@ static void handle_list(lm_req *req, void *ctx)
     const char *sort = lm_req_query(req, "sort");
     if (status) {
         bool ok = false;
-        for (const char *const *s = statuses; *s; s++) ok |= strcmp(*s, status) == 0;
-        if (!ok) lm_verrs_add(&errs, "status", "must be one of: aktiv, gesperrt, verbraucht, abgelaufen");
+        for (const char *const *s = statuses; *s; s++)
+            ok |= strcmp(*s, status) == 0;
+        if (!ok)
+            lm_verrs_add(&errs, "status",
+                         "must be one of: aktiv, gesperrt, verbraucht, abgelaufen");
     }
     if (nummer && (!*nummer || lm_utf8_length(nummer) > 64))
         lm_verrs_add(&errs, "charge_nummer", "must have 1 to 64 characters");
@@ -404,8 +429,8 @@ static void refs_checked(charges_refs *refs, void *ctx)
     if (!refs->article_found)
         lm_verrs_add(&op->errs, "artikel_id", "no article with id %lld", refs->artikel_id);
     else if (refs->artikel_id && strcmp(refs->article_status, "aktiv") != 0 && !op->id)
-        lm_verrs_add(&op->errs, "artikel_id", "article %lld is %s: no new batches", refs->artikel_id,
-                     refs->article_status);
+        lm_verrs_add(&op->errs, "artikel_id", "article %lld is %s: no new batches",
+                     refs->artikel_id, refs->article_status);
     if (!refs->unit_found)
         lm_verrs_add(&op->errs, "einheit_id", "no unit with id %lld", refs->einheit_id);
     if (op->errs.n) {
@@ -504,8 +529,14 @@ static void handle_update(lm_req *req, void *ctx, bool partial)
     start_refcheck(op); /* ids absent from a PATCH are 0: not checked */
 }
 
-static void handle_put(lm_req *req, void *ctx) { handle_update(req, ctx, false); }
-static void handle_patch(lm_req *req, void *ctx) { handle_update(req, ctx, true); }
+static void handle_put(lm_req *req, void *ctx)
+{
+    handle_update(req, ctx, false);
+}
+static void handle_patch(lm_req *req, void *ctx)
+{
+    handle_update(req, ctx, true);
+}
 
 static void handle_delete(lm_req *req, void *ctx)
 {

@@ -18,9 +18,9 @@ struct lm_auth;
 
 typedef struct charges_svc {
     lm_store *store;
-    struct lm_reg *reg;   /* discovery of articles_api, unless ARTICLES_URL fixes it */
-    struct lm_auth *auth; /* tokens for the calls to articles */
-    bool articles_fixed;  /* ARTICLES_URL given: no discovery */
+    struct lm_reg *reg;     /* discovery of articles_api, unless ARTICLES_URL fixes it */
+    struct lm_auth *auth;   /* tokens for the calls to articles */
+    bool articles_fixed;    /* ARTICLES_URL given: no discovery */
     lm_client_url articles; /* ARTICLES_URL, or the standalone default */
     uint64_t articles_timeout_ms;
     lm_client **clients;  /* one per worker */
@@ -53,8 +53,8 @@ typedef void (*charges_refs_done)(charges_refs *refs, void *ctx);
 /* Checks artikel_id and einheit_id (0: not changing, skipped) against the articles service,
  * falling back to the local replica; calls done on the request's loop. refs is owned by the
  * caller. */
-void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs,
-                        charges_refs_done done, void *ctx);
+void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charges_refs_done done,
+                        void *ctx);
 /* In a write job: records what the articles service said in the replica. */
 int charges_refs_remember(lm_db_conn *c, const charges_refs *refs);
 

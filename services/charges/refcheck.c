@@ -59,8 +59,9 @@ static int replica_job(lm_db_conn *c, void *arg)
     refcheck *rc = arg;
     charges_refs *r = rc->refs;
     if (rc->article_failed) {
-        sqlite3_stmt *st = lm_db_stmt(c, "SELECT artikelnummer, einheit_id, mindesthaltbarkeit_tage,"
-                                         " status FROM artikel_replica WHERE id = ?");
+        sqlite3_stmt *st =
+            lm_db_stmt(c, "SELECT artikelnummer, einheit_id, mindesthaltbarkeit_tage,"
+                          " status FROM artikel_replica WHERE id = ?");
         if (!st) return LM_DB_EIO;
         sqlite3_bind_int64(st, 1, r->artikel_id);
         int s = sqlite3_step(st);
@@ -240,8 +241,8 @@ static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
     return client && lm_client_send(client, &o) != NULL;
 }
 
-void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs,
-                        charges_refs_done done, void *ctx)
+void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charges_refs_done done,
+                        void *ctx)
 {
     refcheck *rc = lm_xcalloc(1, sizeof *rc);
     *rc = (refcheck){.svc = svc, .req = req, .refs = refs, .done = done, .ctx = ctx};
@@ -268,7 +269,8 @@ static void ask_both(refcheck *rc)
     char path[2300];
     rc->pending = 2;
     /* an id of 0 means "not changing": nothing to check */
-    snprintf(path, sizeof path, "%s/api/v1/article/%lld", svc->articles_fixed ? svc->articles.path : "", refs->artikel_id);
+    snprintf(path, sizeof path, "%s/api/v1/article/%lld",
+             svc->articles_fixed ? svc->articles.path : "", refs->artikel_id);
     if (refs->artikel_id == 0) {
         refs->article_found = true;
         rc->pending--;
@@ -276,7 +278,8 @@ static void ask_both(refcheck *rc)
         rc->article_failed = true;
         rc->pending--;
     }
-    snprintf(path, sizeof path, "%s/api/v1/unit/%lld", svc->articles_fixed ? svc->articles.path : "", refs->einheit_id);
+    snprintf(path, sizeof path, "%s/api/v1/unit/%lld",
+             svc->articles_fixed ? svc->articles.path : "", refs->einheit_id);
     if (refs->einheit_id == 0) {
         refs->unit_found = true;
         rc->pending--;
@@ -294,13 +297,13 @@ int charges_refs_remember(lm_db_conn *c, const charges_refs *r)
 {
     int64_t now = lm_time_now_ms();
     if (r->article_fresh && r->article_found) {
-        sqlite3_stmt *st = lm_db_stmt(
-            c, "INSERT INTO artikel_replica (id, artikelnummer, einheit_id,"
-               " mindesthaltbarkeit_tage, status, gesehen_ms) VALUES (?, ?, ?, ?, ?, ?)"
-               " ON CONFLICT(id) DO UPDATE SET artikelnummer = excluded.artikelnummer,"
-               " einheit_id = excluded.einheit_id,"
-               " mindesthaltbarkeit_tage = excluded.mindesthaltbarkeit_tage,"
-               " status = excluded.status, gesehen_ms = excluded.gesehen_ms");
+        sqlite3_stmt *st =
+            lm_db_stmt(c, "INSERT INTO artikel_replica (id, artikelnummer, einheit_id,"
+                          " mindesthaltbarkeit_tage, status, gesehen_ms) VALUES (?, ?, ?, ?, ?, ?)"
+                          " ON CONFLICT(id) DO UPDATE SET artikelnummer = excluded.artikelnummer,"
+                          " einheit_id = excluded.einheit_id,"
+                          " mindesthaltbarkeit_tage = excluded.mindesthaltbarkeit_tage,"
+                          " status = excluded.status, gesehen_ms = excluded.gesehen_ms");
         if (!st) return LM_DB_EIO;
         sqlite3_bind_int64(st, 1, r->artikel_id);
         sqlite3_bind_text(st, 2, r->artikelnummer, -1, SQLITE_STATIC);
@@ -311,10 +314,10 @@ int charges_refs_remember(lm_db_conn *c, const charges_refs *r)
         if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
     }
     if (r->unit_fresh && r->unit_found) {
-        sqlite3_stmt *st = lm_db_stmt(
-            c, "INSERT INTO einheit_replica (id, kuerzel, gesehen_ms) VALUES (?, ?, ?)"
-               " ON CONFLICT(id) DO UPDATE SET kuerzel = excluded.kuerzel,"
-               " gesehen_ms = excluded.gesehen_ms");
+        sqlite3_stmt *st =
+            lm_db_stmt(c, "INSERT INTO einheit_replica (id, kuerzel, gesehen_ms) VALUES (?, ?, ?)"
+                          " ON CONFLICT(id) DO UPDATE SET kuerzel = excluded.kuerzel,"
+                          " gesehen_ms = excluded.gesehen_ms");
         if (!st) return LM_DB_EIO;
         sqlite3_bind_int64(st, 1, r->einheit_id);
         sqlite3_bind_text(st, 2, r->unit_kuerzel, -1, SQLITE_STATIC);

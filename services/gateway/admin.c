@@ -66,13 +66,12 @@ static void handle_services(lm_req *req, void *ctx)
         total.queued += st.queued;
         total.inflight += st.inflight;
     }
-    json_t *pool = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
-                             (json_int_t)total.requests, "responses", (json_int_t)total.responses,
-                             "retries", (json_int_t)total.retries, "connects",
-                             (json_int_t)total.connects, "reuses", (json_int_t)total.reuses,
-                             "connections_open", (json_int_t)total.conns_open,
-                             "connections_idle", (json_int_t)total.conns_idle, "queued",
-                             (json_int_t)total.queued, "in_flight", (json_int_t)total.inflight);
+    json_t *pool = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)total.requests,
+        "responses", (json_int_t)total.responses, "retries", (json_int_t)total.retries, "connects",
+        (json_int_t)total.connects, "reuses", (json_int_t)total.reuses, "connections_open",
+        (json_int_t)total.conns_open, "connections_idle", (json_int_t)total.conns_idle, "queued",
+        (json_int_t)total.queued, "in_flight", (json_int_t)total.inflight);
     lm_resp_json(req, 200,
                  json_pack("{s:o, s:s, s:o}", "services", services, "balancer",
                            gw->least_outstanding ? "least_outstanding" : "round_robin",

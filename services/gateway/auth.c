@@ -70,8 +70,8 @@ static void verify_work(uv_work_t *w)
 {
     token_req *t = w->data;
     /* an unknown client costs the same as a known one: timing tells nothing about ids */
-    const char *hash = t->client && t->client->secret_hash[0] ? t->client->secret_hash
-                                                             : t->gw->dummy_hash;
+    const char *hash =
+        t->client && t->client->secret_hash[0] ? t->client->secret_hash : t->gw->dummy_hash;
     bool match = crypto_pwhash_str_verify(hash, t->secret, strlen(t->secret)) == 0;
     t->ok = match && t->client && t->client->secret_hash[0];
 }
@@ -126,8 +126,7 @@ static void verify_after(uv_work_t *w, int status)
     free(t);
 }
 
-static bool form_get(const lm_query *form, const char *key, char *out, size_t outlen,
-                     bool *dup)
+static bool form_get(const lm_query *form, const char *key, char *out, size_t outlen, bool *dup)
 {
     if (lm_query_count(form, key) > 1) *dup = true;
     const char *v = lm_query_get(form, key);
@@ -281,8 +280,7 @@ bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who)
     return true;
 }
 
-const char *gw_service_token(gateway *gw, lm_req *req, const char *service,
-                             const gw_principal *who)
+const char *gw_service_token(gateway *gw, lm_req *req, const char *service, const gw_principal *who)
 {
     gw_worker *w = worker_of(gw, req);
     char key[400];
@@ -291,8 +289,8 @@ const char *gw_service_token(gateway *gw, lm_req *req, const char *service,
     uint64_t h = hash64(key, (size_t)n);
     size_t slot = h % GW_TOKEN_CACHE;
     long long now = (long long)time(NULL);
-    if (w->service[slot].token && w->service[slot].hash == h && !strcmp(w->service[slot].key, key) &&
-        w->service[slot].exp - 60 > now)
+    if (w->service[slot].token && w->service[slot].hash == h &&
+        !strcmp(w->service[slot].key, key) && w->service[slot].exp - 60 > now)
         return w->service[slot].token;
     lm_token_claims c = {0};
     snprintf(c.iss, sizeof c.iss, "%s", GW_SERVICE_ISSUER);

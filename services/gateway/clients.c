@@ -67,9 +67,9 @@ static int create_first(const char *path, const char *dev_path, char *err, size_
     char khex[65];
     key_hash(api_key, kh);
     sodium_bin2hex(khex, sizeof khex, kh, sizeof kh);
-    json_t *doc = json_pack("{s:[{s:s, s:s, s:s, s:[s]}]}", "clients", "client_id", "dev",
-                            "secret_hash", hash, "scope", "read write admin", "api_key_hashes",
-                            khex);
+    json_t *doc =
+        json_pack("{s:[{s:s, s:s, s:s, s:[s]}]}", "clients", "client_id", "dev", "secret_hash",
+                  hash, "scope", "read write admin", "api_key_hashes", khex);
     char *text = json_dumps(doc, JSON_INDENT(2));
     json_decref(doc);
     int rc = write_private(path, text, err, errlen);
@@ -118,7 +118,8 @@ int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char
         const char *id = json_string_value(json_object_get(c, "client_id"));
         const char *hash = json_string_value(json_object_get(c, "secret_hash"));
         const char *scope = json_string_value(json_object_get(c, "scope"));
-        if (!id || !*id || strlen(id) >= sizeof g->id || (hash && strlen(hash) >= sizeof g->secret_hash) ||
+        if (!id || !*id || strlen(id) >= sizeof g->id ||
+            (hash && strlen(hash) >= sizeof g->secret_hash) ||
             (scope && strlen(scope) >= sizeof g->scope)) {
             snprintf(err, errlen, "%s: client %zu needs a client_id (and short fields)", path, i);
             json_decref(doc);
@@ -136,8 +137,10 @@ int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char
         {
             const char *hex = json_string_value(k);
             size_t bin_len = 0;
-            if (!hex || sodium_hex2bin(g->api_keys[g->n_api_keys], 32, hex, strlen(hex), NULL,
-                                       &bin_len, NULL) != 0 || bin_len != 32) {
+            if (!hex ||
+                sodium_hex2bin(g->api_keys[g->n_api_keys], 32, hex, strlen(hex), NULL, &bin_len,
+                               NULL) != 0 ||
+                bin_len != 32) {
                 snprintf(err, errlen, "%s: client %s: api_key_hashes must be 64 hex digits", path,
                          id);
                 json_decref(doc);
@@ -155,7 +158,8 @@ int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char
 
 void gw_clients_free(gw_clients *cs)
 {
-    for (size_t i = 0; i < cs->n; i++) free(cs->items[i].api_keys);
+    for (size_t i = 0; i < cs->n; i++)
+        free(cs->items[i].api_keys);
     free(cs->items);
     memset(cs, 0, sizeof *cs);
 }

@@ -48,10 +48,10 @@ typedef struct gw_principal {
 
 /* ---- per worker ------------------------------------------------------------------------ */
 
-#define GW_TOKEN_CACHE 256
+#define GW_TOKEN_CACHE   256
 #define GW_MAX_UPSTREAMS 64
-#define GW_MAX_SERVICES 32
-#define GW_BUCKETS 14 /* latency histogram buckets (metrics.c's bounds) */
+#define GW_MAX_SERVICES  32
+#define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
 
 typedef struct gw_worker {
     lm_client *client; /* upstream connections */
@@ -67,16 +67,16 @@ typedef struct gw_worker {
         char *token;   /* owned */
         long long exp;
     } service[GW_TOKEN_CACHE]; /* minted service tokens */
-    uint64_t rr; /* round-robin cursor */
+    uint64_t rr;               /* round-robin cursor */
     int breaker_threshold;     /* for the circuits of new instances */
     uint64_t breaker_reset_ms;
     struct gw_upstream_stat {
         char id[160];
-        atomic_int n;              /* in flight; written by this worker, read elsewhere */
-        atomic_ullong requests;    /* sent to it */
-        atomic_ullong failures;    /* connect/timeout/reset: no response */
-        lm_breaker breaker;        /* this worker's circuit to the instance */
-    } out[GW_MAX_UPSTREAMS]; /* per upstream instance */
+        atomic_int n;           /* in flight; written by this worker, read elsewhere */
+        atomic_ullong requests; /* sent to it */
+        atomic_ullong failures; /* connect/timeout/reset: no response */
+        lm_breaker breaker;     /* this worker's circuit to the instance */
+    } out[GW_MAX_UPSTREAMS];    /* per upstream instance */
     _Atomic int n_out;
     struct {
         atomic_ullong by_class[5];             /* 1xx..5xx answered to clients */
@@ -94,7 +94,7 @@ typedef struct gw_alias {
 typedef struct gateway {
     lm_app *app;
     gw_clients clients;
-    char dummy_hash[128]; /* verified against for unknown client ids */
+    char dummy_hash[128];     /* verified against for unknown client ids */
     lm_token_key access_key;  /* the gateway's own access tokens (HS256) */
     lm_token_key service_key; /* service tokens (shared with, or public to, the services) */
     uint64_t access_ttl_s, service_ttl_s;

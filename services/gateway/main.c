@@ -39,7 +39,8 @@ static void worker_stop(lm_worker *w, void *ctx)
 /* "charges=charges_api,articles=articles_api" */
 static void parse_aliases(gateway *gw, lm_cfg *cfg)
 {
-    const char *spec = lm_cfg_str(cfg, "GATEWAY_ALIASES", "charges=charges_api,articles=articles_api");
+    const char *spec =
+        lm_cfg_str(cfg, "GATEWAY_ALIASES", "charges=charges_api,articles=articles_api");
     char buf[2048];
     snprintf(buf, sizeof buf, "%s", spec);
     char *save = NULL;
@@ -47,7 +48,8 @@ static void parse_aliases(gateway *gw, lm_cfg *cfg)
         char *eq = strchr(item, '=');
         if (!eq || eq == item || !eq[1] || strlen(item) >= 64 || strlen(eq + 1) >= 64 ||
             gw->n_aliases == sizeof gw->aliases / sizeof gw->aliases[0]) {
-            lm_cfg_error(cfg, "GATEWAY_ALIASES", "must be alias=service[,alias=service…] (got \"%.64s\")", item);
+            lm_cfg_error(cfg, "GATEWAY_ALIASES",
+                         "must be alias=service[,alias=service…] (got \"%.64s\")", item);
             return;
         }
         *eq = '\0';
@@ -65,7 +67,8 @@ static void parse_services(gateway *gw, lm_cfg *cfg)
     char *save = NULL;
     for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         if (!*item || strlen(item) >= 64 || gw->n_services == GW_MAX_SERVICES) {
-            lm_cfg_error(cfg, "GATEWAY_SERVICES", "must be service[,service…] (got \"%.64s\")", item);
+            lm_cfg_error(cfg, "GATEWAY_SERVICES", "must be service[,service…] (got \"%.64s\")",
+                         item);
             return;
         }
         snprintf(gw->services[gw->n_services++], 64, "%s", item);
@@ -90,7 +93,8 @@ int main(int argc, char **argv)
     gw.access_ttl_s = lm_cfg_duration_ms(&cfg, "ACCESS_TOKEN_TTL", 900000, 10000, 86400000) / 1000;
     gw.service_ttl_s = lm_cfg_duration_ms(&cfg, "SERVICE_TOKEN_TTL", 300000, 90000, 3600000) / 1000;
     static const char *const balancers[] = {"least_outstanding", "round_robin", NULL};
-    gw.least_outstanding = lm_cfg_enum(&cfg, "GATEWAY_BALANCER", "least_outstanding", balancers) == 0;
+    gw.least_outstanding =
+        lm_cfg_enum(&cfg, "GATEWAY_BALANCER", "least_outstanding", balancers) == 0;
     gw.connect_timeout_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_CONNECT_TIMEOUT", 1000, 10, 60000);
     gw.upstream_timeout_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_TIMEOUT", 30000, 10, 3600000);
     gw.breaker_threshold = (int)lm_cfg_int(&cfg, "UPSTREAM_BREAKER_THRESHOLD", 5, 1, 1000);
@@ -113,7 +117,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "lotmesh-gateway: cannot initialise password hashing (out of memory?)\n");
         return 1;
     }
-    for (size_t i = 0; i < gw.n_services; i++) lm_reg_watch(gw.reg, gw.services[i]);
+    for (size_t i = 0; i < gw.n_services; i++)
+        lm_reg_watch(gw.reg, gw.services[i]);
     gw.n_workers = lm_app_server_config(app)->workers;
     gw.workers = lm_xcalloc((size_t)gw.n_workers, sizeof *gw.workers);
     lm_app_on_worker(app, worker_start, worker_stop, &gw);

@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const double bounds[GW_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                          0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+                                          0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
 static void bump(atomic_ullong *c, unsigned long long by)
 {
@@ -18,14 +18,14 @@ static void bump(atomic_ullong *c, unsigned long long by)
 
 void gw_metrics_observe(gateway *gw, int worker, int service, int status, double seconds)
 {
-    if (worker < 0 || worker >= gw->n_workers || service < 0 || service >= GW_MAX_SERVICES)
-        return;
+    if (worker < 0 || worker >= gw->n_workers || service < 0 || service >= GW_MAX_SERVICES) return;
     gw_worker *w = &gw->workers[worker];
     int cls = status / 100 - 1;
     if (cls < 0 || cls > 4) cls = 4;
     bump(&w->svc[service].by_class[cls], 1);
     int b = 0;
-    while (b < GW_BUCKETS && seconds > bounds[b]) b++;
+    while (b < GW_BUCKETS && seconds > bounds[b])
+        b++;
     bump(&w->svc[service].buckets[b], 1);
     bump(&w->svc[service].sum_us, (unsigned long long)(seconds * 1e6));
 }
@@ -73,10 +73,12 @@ static void render_instances(lm_buf *out, gateway *gw)
                         inflight += atomic_load_explicit(&o->out[j].n, memory_order_relaxed);
                     }
                 }
-                lm_buf_printf(out, "lotmesh_gateway_upstream_requests_total{instance=\"%s\"} %llu\n",
-                              id, req);
-                lm_buf_printf(&fails, "lotmesh_gateway_upstream_failures_total{instance=\"%s\"} %llu\n",
-                              id, fail);
+                lm_buf_printf(out,
+                              "lotmesh_gateway_upstream_requests_total{instance=\"%s\"} %llu\n", id,
+                              req);
+                lm_buf_printf(&fails,
+                              "lotmesh_gateway_upstream_failures_total{instance=\"%s\"} %llu\n", id,
+                              fail);
                 lm_buf_printf(&gauges, "lotmesh_gateway_upstream_in_flight{instance=\"%s\"} %lld\n",
                               id, inflight);
             }
@@ -105,8 +107,9 @@ void gw_metrics_render(lm_buf *out, void *ctx)
         for (int c = 0; c < 5; c++) {
             unsigned long long n = sum_svc(gw, s, 0, c);
             if (n)
-                lm_buf_printf(out, "lotmesh_gateway_requests_total{service=\"%s\",status=\"%dxx\"} %llu\n",
-                              gw->services[s], c + 1, n);
+                lm_buf_printf(
+                    out, "lotmesh_gateway_requests_total{service=\"%s\",status=\"%dxx\"} %llu\n",
+                    gw->services[s], c + 1, n);
         }
     lm_buf_append_str(out, "# HELP lotmesh_gateway_request_duration_seconds Time through the "
                            "gateway, by service.\n# TYPE lotmesh_gateway_request_duration_seconds "
@@ -116,10 +119,14 @@ void gw_metrics_render(lm_buf *out, void *ctx)
         for (int b = 0; b <= GW_BUCKETS; b++) {
             cum += sum_svc(gw, s, 1, b);
             if (b < GW_BUCKETS)
-                lm_buf_printf(out, "lotmesh_gateway_request_duration_seconds_bucket{service=\"%s\",le=\"%g\"} %llu\n",
+                lm_buf_printf(out,
+                              "lotmesh_gateway_request_duration_seconds_bucket{service=\"%s\",le="
+                              "\"%g\"} %llu\n",
                               gw->services[s], bounds[b], cum);
             else
-                lm_buf_printf(out, "lotmesh_gateway_request_duration_seconds_bucket{service=\"%s\",le=\"+Inf\"} %llu\n",
+                lm_buf_printf(out,
+                              "lotmesh_gateway_request_duration_seconds_bucket{service=\"%s\",le="
+                              "\"+Inf\"} %llu\n",
                               gw->services[s], cum);
         }
         lm_buf_printf(out, "lotmesh_gateway_request_duration_seconds_sum{service=\"%s\"} %.6f\n",
@@ -140,24 +147,26 @@ void gw_metrics_render(lm_buf *out, void *ctx)
         t.connects += st.connects;
         t.reuses += st.reuses;
     }
-    lm_buf_printf(out,
-                  "# HELP lotmesh_gateway_pool_connections Upstream connections by state.\n"
-                  "# TYPE lotmesh_gateway_pool_connections gauge\n"
-                  "lotmesh_gateway_pool_connections{state=\"open\"} %llu\n"
-                  "lotmesh_gateway_pool_connections{state=\"idle\"} %llu\n"
-                  "# HELP lotmesh_gateway_pool_queued Requests waiting for an upstream connection.\n"
-                  "# TYPE lotmesh_gateway_pool_queued gauge\n"
-                  "lotmesh_gateway_pool_queued %llu\n"
-                  "# HELP lotmesh_gateway_pool_connects_total Upstream connections opened.\n"
-                  "# TYPE lotmesh_gateway_pool_connects_total counter\n"
-                  "lotmesh_gateway_pool_connects_total %llu\n"
-                  "# HELP lotmesh_gateway_pool_reuses_total Requests sent on a pooled connection.\n"
-                  "# TYPE lotmesh_gateway_pool_reuses_total counter\n"
-                  "lotmesh_gateway_pool_reuses_total %llu\n"
-                  "# HELP lotmesh_gateway_pool_retries_total Requests resent after a stale pooled connection.\n"
-                  "# TYPE lotmesh_gateway_pool_retries_total counter\n"
-                  "lotmesh_gateway_pool_retries_total %llu\n",
-                  (unsigned long long)t.conns_open, (unsigned long long)t.conns_idle,
-                  (unsigned long long)t.queued, (unsigned long long)t.connects,
-                  (unsigned long long)t.reuses, (unsigned long long)t.retries);
+    lm_buf_printf(
+        out,
+        "# HELP lotmesh_gateway_pool_connections Upstream connections by state.\n"
+        "# TYPE lotmesh_gateway_pool_connections gauge\n"
+        "lotmesh_gateway_pool_connections{state=\"open\"} %llu\n"
+        "lotmesh_gateway_pool_connections{state=\"idle\"} %llu\n"
+        "# HELP lotmesh_gateway_pool_queued Requests waiting for an upstream connection.\n"
+        "# TYPE lotmesh_gateway_pool_queued gauge\n"
+        "lotmesh_gateway_pool_queued %llu\n"
+        "# HELP lotmesh_gateway_pool_connects_total Upstream connections opened.\n"
+        "# TYPE lotmesh_gateway_pool_connects_total counter\n"
+        "lotmesh_gateway_pool_connects_total %llu\n"
+        "# HELP lotmesh_gateway_pool_reuses_total Requests sent on a pooled connection.\n"
+        "# TYPE lotmesh_gateway_pool_reuses_total counter\n"
+        "lotmesh_gateway_pool_reuses_total %llu\n"
+        "# HELP lotmesh_gateway_pool_retries_total Requests resent after a stale pooled "
+        "connection.\n"
+        "# TYPE lotmesh_gateway_pool_retries_total counter\n"
+        "lotmesh_gateway_pool_retries_total %llu\n",
+        (unsigned long long)t.conns_open, (unsigned long long)t.conns_idle,
+        (unsigned long long)t.queued, (unsigned long long)t.connects, (unsigned long long)t.reuses,
+        (unsigned long long)t.retries);
 }

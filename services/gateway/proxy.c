@@ -45,15 +45,15 @@ typedef struct fwd {
     int chosen;
     int attempts;
     bool head_sent;
-    bool paused;      /* upstream response paused: the client reads slowly */
-    bool streaming;   /* the request body streams to the upstream as it arrives */
-    bool req_paused;  /* client body paused: the upstream takes it slowly */
-    int body_error;   /* why the client's body failed (413, 400, 408, 499), or 0 */
-    int worker;       /* for metrics: req may be gone by the time f is freed */
-    int svc_index;    /* in gw->services, -1 before it is known */
-    int status;       /* answered to the client */
+    bool paused;     /* upstream response paused: the client reads slowly */
+    bool streaming;  /* the request body streams to the upstream as it arrives */
+    bool req_paused; /* client body paused: the upstream takes it slowly */
+    int body_error;  /* why the client's body failed (413, 400, 408, 499), or 0 */
+    int worker;      /* for metrics: req may be gone by the time f is freed */
+    int svc_index;   /* in gw->services, -1 before it is known */
+    int status;      /* answered to the client */
     uint64_t t0_ns;
-    char prefix[80];  /* "/api/<service as the client named it>": for Location and Link */
+    char prefix[80]; /* "/api/<service as the client named it>": for Location and Link */
 } fwd;
 
 static gw_worker *worker_of(gateway *gw, const lm_req *req)
@@ -63,18 +63,20 @@ static gw_worker *worker_of(gateway *gw, const lm_req *req)
 
 static bool hop_by_hop(const char *name, const char *connection)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "te", "trailer",
-                                      "transfer-encoding", "upgrade", "content-length", "host",
-                                      NULL};
+    static const char *const hop[] = {
+        "connection", "keep-alive",     "te",   "trailer", "transfer-encoding",
+        "upgrade",    "content-length", "host", NULL};
     for (const char *const *h = hop; *h; h++)
         if (!strcasecmp(name, *h)) return true;
     if (!strncasecmp(name, "proxy-", 6)) return true;
     if (connection) { /* headers named by Connection are hop-by-hop too */
         size_t n = strlen(name);
         for (const char *p = connection; *p;) {
-            while (*p == ' ' || *p == ',' || *p == '\t') p++;
+            while (*p == ' ' || *p == ',' || *p == '\t')
+                p++;
             const char *e = p;
-            while (*e && *e != ',' && *e != ' ' && *e != '\t') e++;
+            while (*e && *e != ',' && *e != ' ' && *e != '\t')
+                e++;
             if ((size_t)(e - p) == n && !strncasecmp(p, name, n)) return true;
             p = e;
         }
@@ -105,7 +107,10 @@ static const char *resolve_alias(gateway *gw, const char *name)
 /* Least outstanding of two random choices (power of two choices), or round-robin. */
 static atomic_int *outstanding(gw_worker *w, const char *id);
 static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id);
-static const lm_reg_instance *inst(const fwd *f, int i) { return lm_reg_set_get(f->set, (size_t)i); }
+static const lm_reg_instance *inst(const fwd *f, int i)
+{
+    return lm_reg_set_get(f->set, (size_t)i);
+}
 
 /* Picks an instance (not exclude) whose circuit lets a call through: the less loaded of two
  * random ones (power of two choices), or the next one round-robin; -1 when every circuit is
@@ -162,7 +167,10 @@ static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id)
     return e;
 }
 
-static atomic_int *outstanding(gw_worker *w, const char *id) { return &upstream_stat(w, id)->n; }
+static atomic_int *outstanding(gw_worker *w, const char *id)
+{
+    return &upstream_stat(w, id)->n;
+}
 
 static void fwd_free(fwd *f)
 {
@@ -176,7 +184,6 @@ static void fwd_free(fwd *f)
     if (f->set) lm_reg_set_release(f->set);
     free(f);
 }
-
 
 static void send_upstream(fwd *f);
 
@@ -247,7 +254,7 @@ static void on_body(lm_client_req *creq, const char *data, size_t len, void *ud)
 {
     fwd *f = ud;
     if (lm_req_abandoned(f->req)) { /* the client is gone: stop the upstream's work too */
-        lm_client_cancel(creq);      /* completes after this callback returns */
+        lm_client_cancel(creq);     /* completes after this callback returns */
         return;
     }
     if (!lm_resp_write(f->req, data, len) && !lm_req_abandoned(f->req) && !f->paused) {
@@ -282,10 +289,11 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
         return;
     }
     if (f->body_error && !f->head_sent) { /* the client's body failed: say why */
-        fail(f, f->body_error, f->body_error == 413   ? "request body is larger than the limit"
-                               : f->body_error == 408 ? "request body not received in time"
-                               : f->body_error == 499 ? "the client went away"
-                                                      : "malformed request body");
+        fail(f, f->body_error,
+             f->body_error == 413   ? "request body is larger than the limit"
+             : f->body_error == 408 ? "request body not received in time"
+             : f->body_error == 499 ? "the client went away"
+                                    : "malformed request body");
         fwd_free(f);
         return;
     }
@@ -483,7 +491,8 @@ static void handle_proxy(lm_req *req, void *ctx)
     f->set = lm_reg_instances(gw->reg, f->service);
     f->n_inst = f->set ? (int)lm_reg_set_count(f->set) : 0;
     if (f->n_inst == 0) {
-        lm_problem p = {.status = 503, .type = "urn:lotmesh:problem:no-instance",
+        lm_problem p = {.status = 503,
+                        .type = "urn:lotmesh:problem:no-instance",
                         .detail = "the service has no passing instance"};
         lm_resp_header(req, "Retry-After", "1");
         f->status = 503;
@@ -494,7 +503,8 @@ static void handle_proxy(lm_req *req, void *ctx)
     f->streaming = lm_req_streaming(req);
     f->chosen = choose(f, -1);
     if (f->chosen < 0) { /* every instance's circuit is open: fail fast */
-        lm_problem p = {.status = 503, .type = "urn:lotmesh:problem:circuit-open",
+        lm_problem p = {.status = 503,
+                        .type = "urn:lotmesh:problem:circuit-open",
                         .detail = "the service's instances are failing; retry shortly"};
         lm_resp_header(req, "Retry-After", "1");
         f->status = 503;
@@ -507,8 +517,7 @@ static void handle_proxy(lm_req *req, void *ctx)
 
 void gw_proxy_routes(lm_router *r, gateway *gw)
 {
-    lm_router_add_flags(r, "*", "/api/{service}/{path...}", handle_proxy, gw,
-                        LM_ROUTE_STREAM_BODY);
+    lm_router_add_flags(r, "*", "/api/{service}/{path...}", handle_proxy, gw, LM_ROUTE_STREAM_BODY);
     lm_router_add_flags(r, "*", "/api/{service}/", handle_proxy, gw, LM_ROUTE_STREAM_BODY);
 }
 

@@ -18,7 +18,8 @@ static void test_opens_after_threshold_and_fails_fast(void **state)
     }
     assert_int_equal(b.state, LM_BREAKER_CLOSED);
     lm_breaker_success(&b); /* a success resets the run of failures */
-    for (int i = 0; i < 3; i++) lm_breaker_failure(&b, 10);
+    for (int i = 0; i < 3; i++)
+        lm_breaker_failure(&b, 10);
     assert_int_equal(b.state, LM_BREAKER_OPEN);
     assert_int_equal(b.opens, 1);
     assert_false(lm_breaker_ready(&b, 500));

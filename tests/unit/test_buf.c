@@ -13,7 +13,8 @@ static void test_append_and_grow(void **state)
 {
     (void)state;
     lm_buf b = LM_BUF_INIT;
-    for (int i = 0; i < 10000; i++) lm_buf_append_char(&b, (char)('a' + i % 26));
+    for (int i = 0; i < 10000; i++)
+        lm_buf_append_char(&b, (char)('a' + i % 26));
     assert_int_equal(b.len, 10000);
     assert_true(b.cap > b.len);
     assert_int_equal(b.data[25], 'z');
@@ -68,12 +69,12 @@ static void test_json_escape(void **state)
     check_escape("\n\r\t\b\f", 5, "\\n\\r\\t\\b\\f");
     check_escape("\x01\x1f", 2, "\\u0001\\u001f");
     check_escape("x\0y", 3, "x\\u0000y");
-    check_escape("K\xc3\xa4se", 5, "K\xc3\xa4se");                 /* valid UTF-8 kept */
-    check_escape("\xff", 1, "\xEF\xBF\xBD");                       /* invalid byte */
-    check_escape("\xc3", 1, "\xEF\xBF\xBD");                       /* truncated sequence */
+    check_escape("K\xc3\xa4se", 5, "K\xc3\xa4se"); /* valid UTF-8 kept */
+    check_escape("\xff", 1, "\xEF\xBF\xBD");       /* invalid byte */
+    check_escape("\xc3", 1, "\xEF\xBF\xBD");       /* truncated sequence */
     check_escape("\xed\xa0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"); /* surrogate */
-    check_escape("\xc0\xaf", 2, "\xEF\xBF\xBD\xEF\xBF\xBD");       /* overlong */
-    check_escape("\xf0\x9f\x98\x80", 4, "\xf0\x9f\x98\x80");       /* 4-byte emoji */
+    check_escape("\xc0\xaf", 2, "\xEF\xBF\xBD\xEF\xBF\xBD");                 /* overlong */
+    check_escape("\xf0\x9f\x98\x80", 4, "\xf0\x9f\x98\x80");                 /* 4-byte emoji */
 }
 
 int main(void)

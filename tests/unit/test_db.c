@@ -102,11 +102,14 @@ static void test_group_commit_and_rollback(void **state)
         lm_db_write(port, insert_fn, insert_done, &jobs[i]);
     }
     done_count = 0;
-    while (done_count < N) uv_run(&loop, UV_RUN_ONCE);
+    while (done_count < N)
+        uv_run(&loop, UV_RUN_ONCE);
     int ok = 0, conflicts = 0;
     for (int i = 0; i < N; i++) {
-        if (jobs[i].rc_seen == 0) ok++;
-        else if (jobs[i].rc_seen == 409) conflicts++;
+        if (jobs[i].rc_seen == 0)
+            ok++;
+        else if (jobs[i].rc_seen == 409)
+            conflicts++;
     }
     assert_int_equal(ok, 150);
     assert_int_equal(conflicts, 50);
@@ -120,7 +123,8 @@ static void test_group_commit_and_rollback(void **state)
     count_job cj = {0};
     done_count = 0;
     lm_db_read(port, count_fn, count_done, &cj);
-    while (done_count < 1) uv_run(&loop, UV_RUN_ONCE);
+    while (done_count < 1)
+        uv_run(&loop, UV_RUN_ONCE);
     assert_int_equal(cj.n, 150);
 
     lm_db_detach(port);

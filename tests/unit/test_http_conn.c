@@ -74,12 +74,16 @@ static void setup_conn(lm_conn *c)
     stream_mode = false;
 }
 
-static void feed(lm_conn *c, const char *s) { lm_conn_feed(c, s, strlen(s)); }
+static void feed(lm_conn *c, const char *s)
+{
+    lm_conn_feed(c, s, strlen(s));
+}
 
 static int count(const char *hay, const char *needle)
 {
     int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p++) n++;
+    for (const char *p = hay; (p = strstr(p, needle)); p++)
+        n++;
     return n;
 }
 
@@ -144,7 +148,8 @@ static void test_chunked_response_and_head(void **state)
     mode = CHUNKED;
     feed(&c, "GET /c HTTP/1.1\r\nHost: h\r\n\r\n");
     const char *out = lm_buf_cstr(&c.out);
-    assert_non_null(strstr(out, "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"));
+    assert_non_null(
+        strstr(out, "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"));
     lm_buf_reset(&c.out);
     mode = SYNC;
     feed(&c, "HEAD /abcdef HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -188,7 +193,8 @@ static void expect_error(const char *req, int status)
     assert_non_null(strstr(out, "Connection: close"));
     assert_int_equal(c.state, LM_CONN_CLOSING);
     assert_int_equal(dispatched, 0);
-    if (count(out, "\r\nServer: lotmesh") != 1) fail_msg("request %s\ngot two responses: %s", req, out);
+    if (count(out, "\r\nServer: lotmesh") != 1)
+        fail_msg("request %s\ngot two responses: %s", req, out);
     lm_conn_free(&c);
 }
 
@@ -205,8 +211,8 @@ static void test_smuggling_refused(void **state)
     expect_error("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n", 400); /* obs-fold */
     expect_error("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
     expect_error("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
-    expect_error("GET / HTTP/1.1\r\n\r\n", 400);                           /* no Host */
-    expect_error("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);    /* two Hosts */
+    expect_error("GET / HTTP/1.1\r\n\r\n", 400);                       /* no Host */
+    expect_error("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400); /* two Hosts */
     expect_error("GET / HTTP/1.1\r\nHo st: a\r\n\r\n", 400);
     expect_error("G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     expect_error("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505);
@@ -229,12 +235,13 @@ static void test_limits(void **state)
     expect_error(big, 431);
     /* a chunked body over the limit */
     char chunked[400];
-    snprintf(chunked, sizeof chunked,
-             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n%065d\r\n0\r\n\r\n",
-             0);
+    snprintf(
+        chunked, sizeof chunked,
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n%065d\r\n0\r\n\r\n",
+        0);
     expect_error(chunked, 413);
-    expect_error("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n",
-                 413);
+    expect_error(
+        "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n", 413);
     expect_error("POST / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx", 417);
 }
 
@@ -317,7 +324,8 @@ static void on_end(lm_req *req, int status, void *ud)
 {
     (void)ud;
     stream_end_status = status;
-    if (respond_on_end) lm_resp_send(req, status ? status : 200, "text/plain", streamed, streamed_len);
+    if (respond_on_end)
+        lm_resp_send(req, status ? status : 200, "text/plain", streamed, streamed_len);
 }
 
 static void setup_stream(lm_conn *c)

@@ -12,7 +12,11 @@
 static const char *const statuses[] = {"aktiv", "gesperrt", NULL};
 static const lm_field_spec specs[] = {
     {.name = "name", .type = LM_F_STRING, .required = true, .min_len = 1, .max_len = 5},
-    {.name = "menge", .type = LM_F_NUMBER, .required = true, .has_min = true, .min = 0,
+    {.name = "menge",
+     .type = LM_F_NUMBER,
+     .required = true,
+     .has_min = true,
+     .min = 0,
      .exclusive_min = true},
     {.name = "tage", .type = LM_F_INTEGER, .has_min = true, .min = 0},
     {.name = "when", .type = LM_F_DATETIME, .nullable = true},

@@ -9,7 +9,11 @@
 #include "router.h"
 
 static int tag[8];
-static void h(struct lm_req *req, void *ctx) { (void)req; (void)ctx; }
+static void h(struct lm_req *req, void *ctx)
+{
+    (void)req;
+    (void)ctx;
+}
 
 static lm_router *make(void)
 {
@@ -114,10 +118,8 @@ static void test_bad_templates(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_params),
-        cmocka_unit_test(test_literal_beats_param),
-        cmocka_unit_test(test_rest_param),
-        cmocka_unit_test(test_not_found_and_405),
+        cmocka_unit_test(test_params),        cmocka_unit_test(test_literal_beats_param),
+        cmocka_unit_test(test_rest_param),    cmocka_unit_test(test_not_found_and_405),
         cmocka_unit_test(test_bad_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

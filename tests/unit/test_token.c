@@ -16,8 +16,8 @@ static const char secret[] = "0123456789abcdef0123456789abcdef-test";
 
 static lm_token_claims claims(long long exp_in)
 {
-    lm_token_claims c = {.iss = "gateway", .sub = "dev", .aud = "charges_api",
-                         .scope = "read write"};
+    lm_token_claims c = {
+        .iss = "gateway", .sub = "dev", .aud = "charges_api", .scope = "read write"};
     c.exp = (long long)time(NULL) + exp_in;
     return c;
 }
@@ -38,8 +38,7 @@ static void test_hs256(void **state)
     assert_false(lm_token_has_scope(out.scope, "wri"));
     assert_int_equal(lm_token_verify(&k, t, "gateway", "articles_api", &out),
                      LM_TOKEN_WRONG_AUDIENCE);
-    assert_int_equal(lm_token_verify(&k, t, "someone", "charges_api", &out),
-                     LM_TOKEN_WRONG_ISSUER);
+    assert_int_equal(lm_token_verify(&k, t, "someone", "charges_api", &out), LM_TOKEN_WRONG_ISSUER);
     /* tampered payload */
     char *dot = strchr(t, '.');
     dot[3] ^= 1;
@@ -68,11 +67,14 @@ static void keypair(const char *dir, const char *kind, char *priv, char *pub)
     if (!strcmp(kind, "rsa"))
         snprintf(cmd, sizeof cmd,
                  "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out %s 2>/dev/null"
-                 " && openssl pkey -in %s -pubout -out %s 2>/dev/null", priv, priv, pub);
+                 " && openssl pkey -in %s -pubout -out %s 2>/dev/null",
+                 priv, priv, pub);
     else
-        snprintf(cmd, sizeof cmd,
-                 "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out %s 2>/dev/null"
-                 " && openssl pkey -in %s -pubout -out %s 2>/dev/null", priv, priv, pub);
+        snprintf(
+            cmd, sizeof cmd,
+            "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out %s 2>/dev/null"
+            " && openssl pkey -in %s -pubout -out %s 2>/dev/null",
+            priv, priv, pub);
     assert_int_equal(system(cmd), 0);
 }
 
@@ -104,8 +106,9 @@ static void test_key_pairs_and_confusion(void **state)
 
     /* confusion: an HS256 token whose secret is the RSA public key PEM */
     lm_token_key hs_pub;
-    assert_int_equal(lm_token_key_secret(&hs_pub, rs_verify.verify_key, rs_verify.verify_len,
-                                         err, sizeof err), 0);
+    assert_int_equal(
+        lm_token_key_secret(&hs_pub, rs_verify.verify_key, rs_verify.verify_len, err, sizeof err),
+        0);
     t = lm_token_mint(&hs_pub, &c);
     assert_int_equal(lm_token_verify(&rs_verify, t, "gateway", "charges_api", &out),
                      LM_TOKEN_MALFORMED);

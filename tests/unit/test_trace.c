@@ -10,7 +10,10 @@
 
 #define VALID "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-static bool parse(const char *s, lm_trace_ctx *t) { return lm_trace_parse(s, strlen(s), t); }
+static bool parse(const char *s, lm_trace_ctx *t)
+{
+    return lm_trace_parse(s, strlen(s), t);
+}
 
 static void test_parse_valid(void **state)
 {
