@@ -282,7 +282,8 @@ def cmd_report(meta_path, wrkdir):
     nproc = int(meta.get("nproc", "1"))
     p(f"# lotmesh runtime vs nginx, {meta['date']}")
     p("")
-    p(f"- lotmesh `{meta['commit']}`, build {meta['build']}; nginx {meta['nginx']}; {meta['wrk']}")
+    p(f"- lotmesh: HEAD `{meta['commit']}` when run, build {meta['build']}; nginx {meta['nginx']}; "
+      f"{meta['wrk']}")
     p(f"- {meta['cpu']}; kernel {meta['kernel']}; load average before the run "
       f"{meta.get('loadavg', '?')} (other work on the machine competes with the servers and wrk)")
     status, ctype, body = meta["body"].split("\t", 2)

@@ -208,7 +208,7 @@ rss_kb() { # VmRSS of PID and its children, kB
 # ---- the machine, versions -----------------------------------------------------------------
 meta date "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 meta commit "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet -- lib services 2>/dev/null || echo '+dirty')"
-meta build "$BUILD ($(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt" 2>/dev/null || echo '?'))"
+meta build "$BUILD ($(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt" 2>/dev/null || echo '?'), binary of $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'))"
 meta cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $NPROC cores"
 meta kernel "$(uname -r)"
 meta nginx "$(nginx -v 2>&1 | sed 's/^nginx version: //')"
