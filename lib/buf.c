@@ -46,7 +46,7 @@ char *lm_xstrndup(const char *s, size_t n)
     return p;
 }
 
-void lm_buf_reserve(lm_buf *b, size_t extra)
+void lm_buf_grow(lm_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1; /* +1 keeps room for a terminating NUL */
     if (need <= b->cap) return;
@@ -55,25 +55,6 @@ void lm_buf_reserve(lm_buf *b, size_t extra)
         cap *= 2;
     b->data = lm_xrealloc(b->data, cap);
     b->cap = cap;
-}
-
-void lm_buf_append(lm_buf *b, const void *data, size_t n)
-{
-    if (n == 0) return;
-    lm_buf_reserve(b, n);
-    memcpy(b->data + b->len, data, n);
-    b->len += n;
-}
-
-void lm_buf_append_str(lm_buf *b, const char *s)
-{
-    lm_buf_append(b, s, strlen(s));
-}
-
-void lm_buf_append_char(lm_buf *b, char c)
-{
-    lm_buf_reserve(b, 1);
-    b->data[b->len++] = c;
 }
 
 void lm_buf_append_u64(lm_buf *b, unsigned long long v)
@@ -89,13 +70,17 @@ void lm_buf_append_u64(lm_buf *b, unsigned long long v)
 
 void lm_buf_vprintf(lm_buf *b, const char *fmt, va_list ap)
 {
+    /* one pass when it fits in the spare capacity (the usual case), two when it must grow */
+    size_t room = b->cap > b->len ? b->cap - b->len : 0;
     va_list cp;
     va_copy(cp, ap);
-    int n = vsnprintf(NULL, 0, fmt, cp);
+    int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, cp);
     va_end(cp);
     if (n <= 0) return;
-    lm_buf_reserve(b, (size_t)n);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    if ((size_t)n >= room) {
+        lm_buf_reserve(b, (size_t)n);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    }
     b->len += (size_t)n;
 }
 

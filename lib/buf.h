@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct lm_buf {
     char *data; /* owned; NUL-terminated when len > 0 through lm_buf_cstr() */
@@ -28,10 +29,28 @@ void *lm_xrealloc(void *p, size_t n);
 char *lm_xstrdup(const char *s);
 char *lm_xstrndup(const char *s, size_t n);
 
-void lm_buf_reserve(lm_buf *b, size_t extra);
-void lm_buf_append(lm_buf *b, const void *data, size_t n);
-void lm_buf_append_str(lm_buf *b, const char *s);
-void lm_buf_append_char(lm_buf *b, char c);
+void lm_buf_grow(lm_buf *b, size_t extra); /* slow path of lm_buf_reserve */
+static inline void lm_buf_reserve(lm_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 > b->cap) lm_buf_grow(b, extra);
+}
+static inline void lm_buf_append(lm_buf *b, const void *data, size_t n)
+{
+    if (n == 0) return;
+    lm_buf_reserve(b, n);
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+}
+static inline void lm_buf_append_str(lm_buf *b, const char *s)
+{
+    lm_buf_append(b, s, strlen(s));
+}
+static inline void lm_buf_append_char(lm_buf *b, char c)
+{
+    lm_buf_reserve(b, 1);
+    b->data[b->len++] = c;
+}
+#define LM_BUF_APPEND_LIT(b, lit) lm_buf_append((b), (lit), sizeof(lit) - 1)
 void lm_buf_append_u64(lm_buf *b, unsigned long long v);
 void lm_buf_printf(lm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void lm_buf_vprintf(lm_buf *b, const char *fmt, va_list ap)

@@ -147,6 +147,22 @@ static bool bodiless_status(int status)
     return status < 200 || status == 204 || status == 304;
 }
 
+/* "\r\nServer: lotmesh\r\nDate: <IMF-fixdate>\r\n", rebuilt once a second per thread */
+static const char *server_date_line(size_t *len)
+{
+    static _Thread_local char line[96];
+    static _Thread_local size_t line_len;
+    static _Thread_local time_t for_sec = -1;
+    time_t now = time(NULL);
+    if (now != for_sec) {
+        line_len = (size_t)snprintf(line, sizeof line, "\r\nServer: lotmesh\r\nDate: %s\r\n",
+                                    lm_http_date_now());
+        for_sec = now;
+    }
+    *len = line_len;
+    return line;
+}
+
 static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
 {
     lm_req *r = &c->req;
@@ -154,23 +170,27 @@ static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
     if (c->draining || c->eof) c->keep_alive = false;
     if (c->stream_started && !c->stream_done) c->keep_alive = false; /* body left unread */
     lm_buf_reserve(o, 256 + c->resp_headers.len);
-    lm_buf_append(o, "HTTP/1.1 ", 9);
-    lm_buf_append_u64(o, (unsigned long long)status);
-    lm_buf_append_char(o, ' ');
-    lm_buf_append_str(o, lm_http_reason(status));
-    lm_buf_append_str(o, "\r\nServer: lotmesh\r\nDate: ");
-    lm_buf_append_str(o, lm_http_date_now());
-    lm_buf_append(o, "\r\n", 2);
+    if (status == 200) {
+        LM_BUF_APPEND_LIT(o, "HTTP/1.1 200 OK");
+    } else {
+        LM_BUF_APPEND_LIT(o, "HTTP/1.1 ");
+        lm_buf_append_u64(o, (unsigned long long)status);
+        lm_buf_append_char(o, ' ');
+        lm_buf_append_str(o, lm_http_reason(status));
+    }
+    size_t dl;
+    const char *dline = server_date_line(&dl);
+    lm_buf_append(o, dline, dl);
     if (ctype) {
-        lm_buf_append_str(o, "Content-Type: ");
+        LM_BUF_APPEND_LIT(o, "Content-Type: ");
         lm_buf_append_str(o, ctype);
-        lm_buf_append(o, "\r\n", 2);
+        LM_BUF_APPEND_LIT(o, "\r\n");
     }
     if (!bodiless_status(status)) {
         if (len >= 0) {
-            lm_buf_append_str(o, "Content-Length: ");
+            LM_BUF_APPEND_LIT(o, "Content-Length: ");
             lm_buf_append_u64(o, (unsigned long long)len);
-            lm_buf_append(o, "\r\n", 2);
+            LM_BUF_APPEND_LIT(o, "\r\n");
         } else if (r->http_minor >= 1) {
             lm_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
             c->resp_chunked = true;
@@ -179,9 +199,9 @@ static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
         }
     }
     if (r->request_id[0]) {
-        lm_buf_append_str(o, "X-Request-ID: ");
+        LM_BUF_APPEND_LIT(o, "X-Request-ID: ");
         lm_buf_append_str(o, r->request_id);
-        lm_buf_append(o, "\r\n", 2);
+        LM_BUF_APPEND_LIT(o, "\r\n");
     }
     lm_buf_append(o, c->resp_headers.data, c->resp_headers.len);
     if (!c->keep_alive)

@@ -50,6 +50,28 @@ bool lm_log_level_parse(const char *s, lm_log_level *out)
     return false;
 }
 
+/* "YYYY-MM-DDTHH:MM:SS" of the last second formatted on this thread */
+static _Thread_local time_t ts_cached_sec = -1;
+static _Thread_local char ts_cached[64];
+
+static void append_time(lm_buf *b)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != ts_cached_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        snprintf(ts_cached, sizeof ts_cached, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        ts_cached_sec = ts.tv_sec;
+    }
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    char frac[6] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
+                    'Z'};
+    lm_buf_append(b, ts_cached, 19);
+    lm_buf_append(b, frac, 5);
+}
+
 void lm_log_time_now(char *out, size_t outlen)
 {
     struct timespec ts;
@@ -75,10 +97,8 @@ static void write_all(int fd, const char *p, size_t n)
 
 static void append_head(lm_buf *b, lm_log_level level, const lm_log_ctx *ctx)
 {
-    char ts[40];
-    lm_log_time_now(ts, sizeof ts);
     lm_buf_append_str(b, "{\"time\":\"");
-    lm_buf_append_str(b, ts);
+    append_time(b);
     lm_buf_append_str(b, "\",\"level\":\"");
     lm_buf_append_str(b, level_names[level]);
     lm_buf_append_str(b, "\",\"service\":\"");
@@ -92,9 +112,12 @@ static void append_head(lm_buf *b, lm_log_level level, const lm_log_ctx *ctx)
     if (ctx && ctx->trace) {
         char hex[33];
         lm_trace_id_hex(ctx->trace, hex);
-        lm_buf_printf(b, ",\"trace_id\":\"%s\"", hex);
+        lm_buf_append(b, ",\"trace_id\":\"", 13);
+        lm_buf_append(b, hex, 32);
         lm_span_id_hex(ctx->trace->span_id, hex);
-        lm_buf_printf(b, ",\"span_id\":\"%s\"", hex);
+        lm_buf_append(b, "\",\"span_id\":\"", 13);
+        lm_buf_append(b, hex, 16);
+        lm_buf_append_char(b, '"');
     }
 }
 
@@ -130,8 +153,18 @@ void lm_log_access(const lm_access_entry *e)
         lm_buf_append_json_escaped(b, e->route, strlen(e->route));
         lm_buf_append_char(b, '"');
     }
-    lm_buf_printf(b, ",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%.3f", e->status, e->bytes_out,
-                  e->duration_ms);
+    unsigned long long us =
+        e->duration_ms > 0 ? (unsigned long long)(e->duration_ms * 1e3 + 0.5) : 0;
+    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10),
+                    0};
+    lm_buf_append_str(b, ",\"status\":");
+    lm_buf_append_u64(b, (unsigned long long)(e->status < 0 ? 0 : e->status));
+    lm_buf_append_str(b, ",\"bytes\":");
+    lm_buf_append_u64(b, e->bytes_out);
+    lm_buf_append_str(b, ",\"duration_ms\":");
+    lm_buf_append_u64(b, us / 1000);
+    lm_buf_append_char(b, '.');
+    lm_buf_append(b, frac, 3);
     if (e->peer) {
         lm_buf_append_str(b, ",\"peer\":\"");
         lm_buf_append_json_escaped(b, e->peer, strlen(e->peer));

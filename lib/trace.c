@@ -60,13 +60,16 @@ int lm_random_bytes(void *out, size_t n)
 
 static void fill_nonzero(uint8_t *out, size_t n)
 {
-    do {
+    uint64_t any;
+    do { /* all zero is invalid for W3C ids: retry (p = 2^-64 per word) */
+        any = 0;
         for (size_t i = 0; i < n; i += 8) {
             uint64_t r = lm_rand64();
             size_t k = n - i < 8 ? n - i : 8;
             memcpy(out + i, &r, k);
+            any |= k == 8 ? r : r & ((1ULL << (8 * k)) - 1);
         }
-    } while (memchr(out, 0, n) == out && !memcmp(out, out + 1, n - 1)); /* all zero: retry */
+    } while (!any);
 }
 
 static int hexval(char c)
