@@ -6,7 +6,7 @@ ASAN      := build/asan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan run test unit blackbox fuzz fuzz-long bench format lint clean
+.PHONY: all deps build asan run test unit blackbox fuzz fuzz-long bench bench-services bench-gateway format lint clean
 
 all: build
 
@@ -51,6 +51,14 @@ fuzz-long:
 bench: build
 	@scripts/deps.sh bench
 	@bench/run.sh $(BUILD)
+
+bench-services: build
+	@scripts/deps.sh bench
+	@bench/services.sh $(BUILD)
+
+bench-gateway: build
+	@scripts/deps.sh bench
+	@bench/gateway.sh $(BUILD)
 
 format:
 	@clang-format -i lib/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c

@@ -9,7 +9,7 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libjansson-d
 test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-requests
            python3-consul python3-jwt python3-jsonschema)
 bench_pkgs=(wrk nginx-light haproxy python3-fastapi python3-uvicorn python3-starlette
-            python3-httpx)
+            python3-httpx python3-uvloop python3-httptools valgrind)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in

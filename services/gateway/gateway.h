@@ -94,7 +94,6 @@ typedef struct gw_alias {
 typedef struct gateway {
     lm_app *app;
     gw_clients clients;
-    char dummy_hash[128];     /* verified against for unknown client ids */
     lm_token_key access_key;  /* the gateway's own access tokens (HS256) */
     lm_token_key service_key; /* service tokens (shared with, or public to, the services) */
     uint64_t access_ttl_s, service_ttl_s;

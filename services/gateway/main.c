@@ -109,14 +109,6 @@ int main(int argc, char **argv)
     gw.reg = lm_reg_open(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
 
-    /* the hash an unknown client id is checked against (equal cost, no timing oracle) */
-    unsigned char junk[32];
-    randombytes_buf(junk, sizeof junk);
-    if (crypto_pwhash_str(gw.dummy_hash, (const char *)junk, sizeof junk,
-                          crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE)) {
-        fprintf(stderr, "lotmesh-gateway: cannot initialise password hashing (out of memory?)\n");
-        return 1;
-    }
     for (size_t i = 0; i < gw.n_services; i++)
         lm_reg_watch(gw.reg, gw.services[i]);
     gw.n_workers = lm_app_server_config(app)->workers;
