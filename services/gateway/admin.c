@@ -51,21 +51,8 @@ static void handle_services(lm_req *req, void *ctx)
         json_array_append_new(services, json_pack("{s:s, s:o, s:o}", "name", gw->services[i],
                                                   "aliases", aliases, "instances", instances));
     }
-    lm_client_stats total = {0};
-    for (int w = 0; w < gw->n_workers; w++) {
-        lm_client_stats st;
-        if (!gw->workers[w].client) continue;
-        lm_client_stats_get(gw->workers[w].client, &st);
-        total.requests += st.requests;
-        total.responses += st.responses;
-        total.retries += st.retries;
-        total.connects += st.connects;
-        total.reuses += st.reuses;
-        total.conns_open += st.conns_open;
-        total.conns_idle += st.conns_idle;
-        total.queued += st.queued;
-        total.inflight += st.inflight;
-    }
+    lm_client_stats total;
+    gw_pool_stats(gw, &total);
     json_t *pool = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)total.requests,
         "responses", (json_int_t)total.responses, "retries", (json_int_t)total.retries, "connects",

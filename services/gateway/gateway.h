@@ -129,6 +129,8 @@ bool gw_service_exposed(const gateway *gw, const char *name);
 void gw_admin_routes(lm_router *r, gateway *gw);
 /* Prometheus text for /metrics (metrics.c). */
 void gw_metrics_render(lm_buf *out, void *gw);
+/* The upstream pools of every worker, summed (any thread). */
+void gw_pool_stats(const gateway *gw, lm_client_stats *total);
 void gw_metrics_observe(gateway *gw, int worker, int service, int status, double seconds);
 
 #endif

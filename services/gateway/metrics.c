@@ -97,6 +97,25 @@ static void render_instances(lm_buf *out, gateway *gw)
     lm_buf_free(&fails);
 }
 
+void gw_pool_stats(const gateway *gw, lm_client_stats *t)
+{
+    memset(t, 0, sizeof *t);
+    for (int w = 0; w < gw->n_workers; w++) {
+        lm_client_stats st;
+        if (!gw->workers[w].client) continue;
+        lm_client_stats_get(gw->workers[w].client, &st);
+        t->requests += st.requests;
+        t->responses += st.responses;
+        t->retries += st.retries;
+        t->connects += st.connects;
+        t->reuses += st.reuses;
+        t->conns_open += st.conns_open;
+        t->conns_idle += st.conns_idle;
+        t->queued += st.queued;
+        t->inflight += st.inflight;
+    }
+}
+
 void gw_metrics_render(lm_buf *out, void *ctx)
 {
     gateway *gw = ctx;
@@ -135,18 +154,8 @@ void gw_metrics_render(lm_buf *out, void *ctx)
                       gw->services[s], cum);
     }
     render_instances(out, gw);
-    lm_client_stats t = {0};
-    for (int w = 0; w < gw->n_workers; w++) {
-        lm_client_stats st;
-        if (!gw->workers[w].client) continue;
-        lm_client_stats_get(gw->workers[w].client, &st);
-        t.conns_open += st.conns_open;
-        t.conns_idle += st.conns_idle;
-        t.queued += st.queued;
-        t.retries += st.retries;
-        t.connects += st.connects;
-        t.reuses += st.reuses;
-    }
+    lm_client_stats t;
+    gw_pool_stats(gw, &t);
     lm_buf_printf(
         out,
         "# HELP lotmesh_gateway_pool_connections Upstream connections by state.\n"
