@@ -8,16 +8,18 @@ validation on a set of sample bodies."""
 
 import copy
 import json
-from types import SimpleNamespace
 
 import pytest
 
-from harness import RawResponse
+from contract_checks import (METHODS, ajv_samples, assert_ajv, assert_live_responses,
+                             assert_problem_responses,
+                             assert_rejected, assert_routes, assert_served_document,
+                             assert_statuses_exercised, assert_valid_openapi, exchange)
+
 from services_util import (AUTH_ENV, REPO, Contract, assert_full_problem, bearer,
-                           module_process, post_json, run_contract_check, service_token, unique)
+                           module_process, post_json, service_token, unique)
 
 DOC_FILE = REPO / "services" / "articles" / "openapi.json"
-METHODS = ("get", "head", "put", "patch", "delete", "post")
 
 # the server's routes: (path template, methods) — HEAD is answered wherever GET is
 ROUTES = {
@@ -64,18 +66,11 @@ def contract(doc):
 # ---- the document ---------------------------------------------------------------------------
 
 def test_served_document_is_the_source_file(svc, doc):
-    assert doc == json.loads(DOC_FILE.read_text(encoding="utf-8"))
-    r = svc.get("/openapi.json")
-    assert r.content == DOC_FILE.read_bytes()
-    assert r.headers["Cache-Control"] == "public, max-age=300"
+    assert_served_document(svc, doc, DOC_FILE)
 
 
 def test_document_is_valid_openapi_3_1(doc, tmp_path):
-    assert doc["openapi"].startswith("3.1.")
-    f = tmp_path / "openapi.json"
-    f.write_text(json.dumps(doc), encoding="utf-8")
-    rc, out = run_contract_check(f)
-    assert rc == 0 and out["valid"], json.dumps(out, indent=1)[:4000]
+    assert_valid_openapi(doc, tmp_path)
 
 
 @pytest.mark.parametrize("breakage", ["no-description", "dangling-ref", "bad-type",
@@ -94,54 +89,15 @@ def test_validator_rejects_broken_documents(doc, tmp_path, breakage):
         art["bezeichnung"]["maxLenght"] = 3
     elif breakage == "bad-parameter-in":
         bad["components"]["parameters"]["limit"]["in"] = "body"
-    f = tmp_path / "bad.json"
-    f.write_text(json.dumps(bad), encoding="utf-8")
-    rc, out = run_contract_check(f)
-    assert rc == 1 and not out["valid"], out
-
-
-def _matches(template, path):
-    t, p = template.split("/"), path.split("/")
-    return len(t) == len(p) and all(a == b or a == "{id}" for a, b in zip(t, p))
+    assert_rejected(bad, tmp_path)
 
 
 def test_document_has_exactly_the_servers_routes(svc, doc):
-    documented = {p: {m.upper() for m in item if m in METHODS} for p, item in doc["paths"].items()}
-    assert documented == ROUTES
-    # the server's own view: a method no route has answers 405 with Allow naming every method
-    # of every route matching the path (/api/v1/article/create also matches {id})
-    for template in ROUTES:
-        path = template.replace("{id}", "1")
-        expected = set().union(*(m for t, m in documented.items() if _matches(t, path)))
-        r = svc.request("OPTIONS", path)
-        assert r.status_code == 405, (path, r.status_code)
-        assert {m.strip() for m in r.headers["Allow"].split(",")} == expected, path
+    assert_routes(svc, doc, ROUTES)
 
 
 def test_operation_ids_unique_and_problems_everywhere(doc, contract):
-    ids = []
-    for path, item in doc["paths"].items():
-        for method, op in item.items():
-            if method not in METHODS:
-                continue
-            ids.append(op["operationId"])
-            assert "default" in op["responses"], (path, method)
-            for status, resp in op["responses"].items():
-                resp = contract.resolve(resp)
-                if status == "default" or int(status) >= 400:
-                    if method == "head":
-                        assert "content" not in resp
-                        continue
-                    assert list(resp["content"]) == ["application/problem+json"], (path, status)
-                    assert resp["content"]["application/problem+json"]["schema"] == \
-                        {"$ref": "#/components/schemas/Problem"}
-                elif method != "head" and status != "204":
-                    assert "content" in resp, (path, method, status)
-    assert len(ids) == len(set(ids))
-    problem = doc["components"]["schemas"]["Problem"]
-    assert set(problem["required"]) == {"type", "title", "status", "detail", "instance",
-                                        "trace_id"}
-    assert problem["properties"]["errors"]["items"] == {"$ref": "#/components/schemas/FieldError"}
+    assert_problem_responses(doc, contract)
 
 
 def test_service_token_is_required_exactly_under_api(doc):
@@ -297,15 +253,6 @@ def test_unit_create_schema_agrees_with_server(svc, contract):
 
 # ---- live responses vs the document -----------------------------------------------------------
 
-def _x(method, template, r):
-    """One exchange, kept in a form both validators can use."""
-    if isinstance(r, RawResponse):
-        return SimpleNamespace(method=method, template=template, status=r.status,
-                               headers=dict(r.headers), body=r.body, raw=r)
-    return SimpleNamespace(method=method, template=template, status=r.status_code,
-                           headers={k.lower(): v for k, v in r.headers.items()},
-                           body=r.content, raw=r)
-
 
 @pytest.fixture(scope="module")
 def exchanges(svc, svc_auth, doc):
@@ -322,17 +269,17 @@ def exchanges(svc, svc_auth, doc):
                 continue
             path, m = template.replace("{id}", "1"), method.upper()
             h = {"Content-Type": "application/json"}
-            out.append(_x(m, template, svc_auth.request(m, path, data=b"{}", headers=h)))
-            out.append(_x(m, template, svc_auth.request(m, path, data=b"{}",
+            out.append(exchange(m, template, svc_auth.request(m, path, data=b"{}", headers=h)))
+            out.append(exchange(m, template, svc_auth.request(m, path, data=b"{}",
                                                         headers={**h, **bearer(other)})))
             if method not in ("get", "head"):
-                out.append(_x(m, template, svc_auth.request(m, path, data=b"{}",
+                out.append(exchange(m, template, svc_auth.request(m, path, data=b"{}",
                                                             headers={**h, **bearer(read)})))
     A, AC, AI = "/api/v1/articles", "/api/v1/article/create", "/api/v1/article/{id}"
     U, UC, UI = "/api/v1/units", "/api/v1/unit/create", "/api/v1/unit/{id}"
 
     def add(method, template, r):
-        out.append(_x(method, template, r))
+        out.append(exchange(method, template, r))
         return r
 
     def body(**kw):
@@ -457,54 +404,17 @@ def exchanges(svc, svc_auth, doc):
 
 
 def test_live_responses_match_the_document(contract, exchanges):
-    for x in exchanges:
-        contract.check(x.raw, x.method, x.template)
-        if x.status >= 400 and x.method != "HEAD":
-            assert_full_problem(x.raw, x.status)
+    assert_live_responses(contract, exchanges)
 
 
 def test_every_documented_status_is_exercised(doc, exchanges):
-    seen = {(x.method, x.template, str(x.status)) for x in exchanges}
-    missing = []
-    for path, item in doc["paths"].items():
-        for method, op in item.items():
-            if method not in METHODS:
-                continue
-            for status in op["responses"]:
-                if status in ("default", "413") or status in NOT_PRODUCIBLE:
-                    continue
-                if (method.upper(), path, status) not in seen:
-                    missing.append(f"{method.upper()} {path} {status}")
-    assert not missing, missing
+    assert_statuses_exercised(doc, exchanges, NOT_PRODUCIBLE)
 
 
 def test_live_responses_match_the_document_by_ajv(contract, exchanges, tmp_path, doc):
     """The same exchanges through Ajv (JSON Schema 2020-12 with formats), a second,
     independent validator; plus instances that must fail, so a silent pass shows."""
-    samples = []
-    for i, x in enumerate(exchanges):
-        op = contract.operation(x.method, x.template)
-        code = str(x.status) if str(x.status) in op["responses"] else "default"
-        ptr = f"#/paths/{x.template.replace('~', '~0').replace('/', '~1')}/{x.method.lower()}" \
-              f"/responses/{code}"
-        spec = op["responses"][code]
-        if "$ref" in spec:
-            ptr = spec["$ref"]
-        spec = contract.resolve(spec)
-        ctype = x.headers.get("content-type")
-        if x.method != "HEAD" and x.body and ctype and "json" in ctype:
-            schema = spec["content"][ctype]["schema"]
-            samples.append({"label": f"{i} {x.method} {x.template} {x.status} body",
-                            "schema": schema, "instance": json.loads(x.body)})
-        for name, h in (spec.get("headers") or {}).items():
-            h = contract.resolve(h)
-            v = x.headers.get(name.lower())
-            if v is None:
-                continue
-            if h["schema"].get("type") == "integer":
-                v = int(v)
-            samples.append({"label": f"{i} {x.method} {x.template} {x.status} {name}",
-                            "schema": h["schema"], "instance": v})
+    samples = ajv_samples(contract, exchanges)
     good = json.loads(exchanges[0].body)
     for label, inst in (("no id", {k: v for k, v in good.items() if k != "id"}),
                         ("extra", {**good, "x": 1}),
@@ -516,12 +426,7 @@ def test_live_responses_match_the_document_by_ajv(contract, exchanges, tmp_path,
                     "schema": "#/components/schemas/Problem",
                     "instance": {"type": "about:blank", "title": "t", "status": 400,
                                  "detail": "d", "instance": "/x"}})
-    (tmp_path / "openapi.json").write_text(json.dumps(doc), encoding="utf-8")
-    (tmp_path / "samples.json").write_text(json.dumps(samples), encoding="utf-8")
-    rc, out = run_contract_check(tmp_path / "openapi.json", tmp_path / "samples.json")
-    bad = [s for s in out["samples"] if s["valid"] != (not s["label"].startswith("must fail"))]
-    assert rc == 0 and out["valid"] and not bad, json.dumps(bad or out, indent=1)[:4000]
-    assert len(out["samples"]) == len(samples)
+    assert_ajv(doc, samples, tmp_path)
 
 
 def test_too_large_body_problem_matches_schema(svc, contract):

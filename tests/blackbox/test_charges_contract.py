@@ -12,17 +12,19 @@ test_articles_contract.py; a real articles process stands behind charges (charge
 
 import copy
 import json
-from types import SimpleNamespace
 
 import pytest
 
+from contract_checks import (METHODS, ajv_samples, assert_ajv, assert_live_responses,
+                             assert_problem_responses,
+                             assert_rejected, assert_routes, assert_served_document,
+                             assert_statuses_exercised, assert_valid_openapi, exchange)
+
 from charges_util import (CREATE, LIST, UNIT_LITER, Stack, assert_full_problem, charge_path,
                           module_stack, send_json, unique)
-from harness import RawResponse
 from services_util import AUTH_ENV, REPO, Contract, bearer, run_contract_check, service_token
 
 DOC_FILE = REPO / "services" / "charges" / "openapi.json"
-METHODS = ("get", "head", "put", "patch", "delete", "post")
 ONE = "/api/v1/charge/{id}"
 
 # the server's routes: (path template, methods) — HEAD is answered wherever GET is
@@ -74,18 +76,11 @@ def _schema_ok(contract, body, name):
 # ---- the document ---------------------------------------------------------------------------
 
 def test_served_document_is_the_source_file(svc, doc):
-    assert doc == json.loads(DOC_FILE.read_text(encoding="utf-8"))
-    r = svc.get("/openapi.json")
-    assert r.content == DOC_FILE.read_bytes()
-    assert r.headers["Cache-Control"] == "public, max-age=300"
+    assert_served_document(svc, doc, DOC_FILE)
 
 
 def test_document_is_valid_openapi_3_1(doc, tmp_path):
-    assert doc["openapi"].startswith("3.1.")
-    f = tmp_path / "openapi.json"
-    f.write_text(json.dumps(doc), encoding="utf-8")
-    rc, out = run_contract_check(f)
-    assert rc == 0 and out["valid"], json.dumps(out, indent=1)[:4000]
+    assert_valid_openapi(doc, tmp_path)
 
 
 @pytest.mark.parametrize("breakage", ["dangling-ref", "bad-type", "unknown-keyword",
@@ -102,54 +97,15 @@ def test_validator_rejects_broken_documents(doc, tmp_path, breakage):
         props["menge"]["exclusiveMinimun"] = 0
     elif breakage == "optional-path-id":
         bad["components"]["parameters"]["ChargeId"]["required"] = False
-    f = tmp_path / "bad.json"
-    f.write_text(json.dumps(bad), encoding="utf-8")
-    rc, out = run_contract_check(f)
-    assert rc == 1 and not out["valid"], out
-
-
-def _matches(template, path):
-    t, p = template.split("/"), path.split("/")
-    return len(t) == len(p) and all(a == b or a == "{id}" for a, b in zip(t, p))
+    assert_rejected(bad, tmp_path)
 
 
 def test_document_has_exactly_the_servers_routes(svc, doc):
-    documented = {p: {m.upper() for m in item if m in METHODS} for p, item in doc["paths"].items()}
-    assert documented == ROUTES
-    # the server's own view: a method no route has answers 405 with Allow naming every method
-    # of every route matching the path (/api/v1/charge/create also matches {id})
-    for template in ROUTES:
-        path = template.replace("{id}", "1")
-        expected = set().union(*(m for t, m in documented.items() if _matches(t, path)))
-        r = svc.request("OPTIONS", path)
-        assert r.status_code == 405, (path, r.status_code)
-        assert {m.strip() for m in r.headers["Allow"].split(",")} == expected, path
+    assert_routes(svc, doc, ROUTES)
 
 
 def test_operation_ids_unique_and_problems_everywhere(doc, contract):
-    ids = []
-    for path, item in doc["paths"].items():
-        for method, op in item.items():
-            if method not in METHODS:
-                continue
-            ids.append(op["operationId"])
-            assert "default" in op["responses"], (path, method)
-            for status, resp in op["responses"].items():
-                resp = contract.resolve(resp)
-                if status == "default" or int(status) >= 400:
-                    if method == "head":
-                        assert "content" not in resp
-                        continue
-                    assert list(resp["content"]) == ["application/problem+json"], (path, status)
-                    assert resp["content"]["application/problem+json"]["schema"] == \
-                        {"$ref": "#/components/schemas/Problem"}
-                elif method != "head" and status != "204":
-                    assert "content" in resp, (path, method, status)
-    assert len(ids) == len(set(ids))
-    problem = doc["components"]["schemas"]["Problem"]
-    assert set(problem["required"]) == {"type", "title", "status", "detail", "instance",
-                                        "trace_id"}
-    assert problem["properties"]["errors"]["items"] == {"$ref": "#/components/schemas/FieldError"}
+    assert_problem_responses(doc, contract)
 
 
 def test_documented_query_parameters_are_the_accepted_ones(svc, contract):
@@ -295,15 +251,6 @@ def test_patch_and_update_schemas_agree_with_server(stack, contract):
 
 # ---- live responses vs the document -----------------------------------------------------------
 
-def _x(method, template, r):
-    """One exchange, kept in a form both validators can use."""
-    if isinstance(r, RawResponse):
-        return SimpleNamespace(method=method, template=template, status=r.status,
-                               headers=dict(r.headers), body=r.body, raw=r)
-    return SimpleNamespace(method=method, template=template, status=r.status_code,
-                           headers={k.lower(): v for k, v in r.headers.items()},
-                           body=r.content, raw=r)
-
 
 @pytest.fixture(scope="module")
 def exchanges(stack):
@@ -313,7 +260,7 @@ def exchanges(stack):
     out = []
 
     def add(method, template, r):
-        out.append(_x(method, template, r))
+        out.append(exchange(method, template, r))
         return r
 
     def post(doc, headers=None):
@@ -422,54 +369,17 @@ def exchanges(stack):
 
 
 def test_live_responses_match_the_document(contract, exchanges):
-    for x in exchanges:
-        contract.check(x.raw, x.method, x.template)
-        if x.status >= 400 and x.method != "HEAD":
-            assert_full_problem(x.raw, x.status)
+    assert_live_responses(contract, exchanges)
 
 
 def test_every_documented_status_is_exercised(doc, exchanges, auth_exchanges):
-    seen = {(x.method, x.template, str(x.status)) for x in exchanges + auth_exchanges}
-    missing = []
-    for path, item in doc["paths"].items():
-        for method, op in item.items():
-            if method not in METHODS:
-                continue
-            for status in op["responses"]:
-                if status in ("default", "413") or status in NOT_PRODUCIBLE:
-                    continue
-                if (method.upper(), path, status) not in seen:
-                    missing.append(f"{method.upper()} {path} {status}")
-    assert not missing, missing
-
-
-def _samples(contract, exchanges):
-    samples = []
-    for i, x in enumerate(exchanges):
-        op = contract.operation(x.method, x.template)
-        code = str(x.status) if str(x.status) in op["responses"] else "default"
-        spec = contract.resolve(op["responses"][code])
-        ctype = x.headers.get("content-type")
-        if x.method != "HEAD" and x.body and ctype and "json" in ctype:
-            samples.append({"label": f"{i} {x.method} {x.template} {x.status} body",
-                            "schema": spec["content"][ctype]["schema"],
-                            "instance": json.loads(x.body)})
-        for name, h in (spec.get("headers") or {}).items():
-            h = contract.resolve(h)
-            v = x.headers.get(name.lower())
-            if v is None:
-                continue
-            if h["schema"].get("type") == "integer":
-                v = int(v)
-            samples.append({"label": f"{i} {x.method} {x.template} {x.status} {name}",
-                            "schema": h["schema"], "instance": v})
-    return samples
+    assert_statuses_exercised(doc, exchanges + auth_exchanges, NOT_PRODUCIBLE)
 
 
 def test_live_responses_match_the_document_by_ajv(contract, exchanges, tmp_path, doc):
     """The same exchanges through Ajv (JSON Schema 2020-12 with formats), a second,
     independent validator; plus instances that must fail, so a silent pass shows."""
-    samples = _samples(contract, exchanges)
+    samples = ajv_samples(contract, exchanges)
     good = json.loads(exchanges[0].body)
     for label, inst in (("no id", {k: v for k, v in good.items() if k != "id"}),
                         ("extra", {**good, "x": 1}),
@@ -483,12 +393,7 @@ def test_live_responses_match_the_document_by_ajv(contract, exchanges, tmp_path,
                     "schema": "#/components/schemas/Problem",
                     "instance": {"type": "about:blank", "title": "t", "status": 400,
                                  "detail": "d", "trace_id": "0" * 32}})
-    (tmp_path / "openapi.json").write_text(json.dumps(doc), encoding="utf-8")
-    (tmp_path / "samples.json").write_text(json.dumps(samples), encoding="utf-8")
-    rc, out = run_contract_check(tmp_path / "openapi.json", tmp_path / "samples.json")
-    bad = [s for s in out["samples"] if s["valid"] != (not s["label"].startswith("must fail"))]
-    assert rc == 0 and out["valid"] and not bad, json.dumps(bad or out, indent=1)[:4000]
-    assert len(out["samples"]) == len(samples)
+    assert_ajv(doc, samples, tmp_path)
 
 
 # ---- service tokens (DESIGN 3.5) ---------------------------------------------------------------
@@ -532,23 +437,23 @@ def auth_exchanges(auth_stack):
         for h in unauthorized:
             r = send(method, path, doc, h)
             assert r.status_code == 401, (method, path, h, r.text)
-            out.append(_x(method, template, r))
+            out.append(exchange(method, template, r))
         r = send(method, path, doc, other_audience)
         assert r.status_code == 403, (method, path, r.text)
-        out.append(_x(method, template, r))
+        out.append(exchange(method, template, r))
         r = send(method, path, doc, read_only)
         reading = method in ("GET", "HEAD")
         assert r.status_code == (200 if reading else 403), (method, path, r.text)
-        out.append(_x(method, template, r))
+        out.append(exchange(method, template, r))
         # the token is checked before the request: no token and a bad body is still 401
         if doc is not None:
             r = send_json(s.charges, method, path, b"{", {})
             assert r.status_code == 401
-            out.append(_x(method, template, r))
+            out.append(exchange(method, template, r))
     for p in ("/health", "/ready", "/metrics", "/openapi.json"):
         r = s.charges.get(p)
         assert r.status_code == 200, (p, r.text)
-        out.append(_x("GET", p, r))
+        out.append(exchange("GET", p, r))
     # the full token still works for everything
     assert s.patch(c["id"], {"menge": 3}).status_code == 200
     assert s.list().status_code == 200
@@ -567,7 +472,7 @@ def test_token_problems_match_the_document(contract, auth_exchanges):
 
 
 def test_token_problems_match_the_document_by_ajv(contract, auth_exchanges, tmp_path, doc):
-    samples = _samples(contract, auth_exchanges)
+    samples = ajv_samples(contract, auth_exchanges)
     (tmp_path / "openapi.json").write_text(json.dumps(doc), encoding="utf-8")
     (tmp_path / "samples.json").write_text(json.dumps(samples), encoding="utf-8")
     rc, out = run_contract_check(tmp_path / "openapi.json", tmp_path / "samples.json")
@@ -598,13 +503,13 @@ def test_outage_problems_match_the_document(start_process, tmp_path, contract):
     out = []
     r = stack.post_charge(stack.body(known))
     assert r.status_code == 201
-    out.append(_x("POST", CREATE, r))
+    out.append(exchange("POST", CREATE, r))
     r = stack.post_charge(stack.body(unseen))
-    out.append(_x("POST", CREATE, r))
+    out.append(exchange("POST", CREATE, r))
     r = stack.put(c["id"], {**c, "artikel_id": unseen["id"]})
-    out.append(_x("PUT", ONE, r))
+    out.append(exchange("PUT", ONE, r))
     r = stack.patch(c["id"], {"artikel_id": unseen["id"]})
-    out.append(_x("PATCH", ONE, r))
+    out.append(exchange("PATCH", ONE, r))
     for x in out[1:]:
         assert x.status == 503
         body = assert_full_problem(x.raw, 503)
@@ -612,7 +517,7 @@ def test_outage_problems_match_the_document(start_process, tmp_path, contract):
     for x in out:
         contract.check(x.raw, x.method, x.template)
     f = tmp_path / "samples.json"
-    f.write_text(json.dumps(_samples(contract, out)), encoding="utf-8")
+    f.write_text(json.dumps(ajv_samples(contract, out)), encoding="utf-8")
     d = tmp_path / "openapi.json"
     d.write_text(json.dumps(contract.doc), encoding="utf-8")
     rc, res = run_contract_check(d, f)
