@@ -1,7 +1,7 @@
 # bench/common.sh — shell helpers shared by bench/services.sh and bench/gateway.sh (sourced,
 # not run). The same measurements as bench/run.sh (CPU from schedstat, other load from
-# /proc/stat, the calibration loop, VmRSS), here as a library so the two scripts measure
-# alike; run.sh keeps its own copies and is not changed.
+# /proc/stat, the calibration loop, VmRSS), here as a library so the scripts measure alike;
+# run.sh sources it for calib_ms, busy_ms and children_ms and keeps its own process handling.
 #
 # The sourcing script sets HERE and TMP before calling anything, and calls
 # `common_init` once; every process it starts goes through `spawn`, which records its PID

@@ -16,6 +16,9 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# shared measurement helpers; this script keeps its own process handling (defined below,
+# they replace common.sh's functions of the same names)
+. "$HERE/common.sh"
 [ $# -eq 1 ] || { echo "usage: bench/run.sh <build_dir>" >&2; exit 2; }
 BUILD=$(cd "$1" 2>/dev/null && pwd) || { echo "run.sh: no build dir '$1'" >&2; exit 2; }
 BIN="$BUILD/lotmesh-registry"
@@ -166,35 +169,8 @@ cpu_ns() { # CPU time so far of PID, its children and all their threads, in ns
   echo "$total"
 }
 
-# calib_ms: wall time of a fixed CPU loop run on every core at once. This VM shares its host:
-# when the host is busy the same loop takes longer, so a slow calibration flags a round
-# measured on a slowed machine (taken just before the round; an indicator, not a correction).
-calib_ms() {
-  local a b c pids=()
-  a=$(date +%s%N)
-  for c in $(seq 0 $((NPROC - 1))); do
-    taskset -c "$c" awk 'BEGIN { for (i = 0; i < 400000; i++) s += i }' &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
-  b=$(date +%s%N)
-  echo $(((b - a) / 1000000))
-}
-
-busy_ms() { # CPU time all cores spent on anything but idle/iowait since boot, in ms
-  local _c u n s i w irq sirq st rest
-  read -r _c u n s i w irq sirq st rest </proc/stat
-  echo $(((u + n + s + irq + sirq + st) * 1000 / $(getconf CLK_TCK)))
-}
-
-children_ms() { # CPU time of this shell's finished children (wrk, ...), in ms
-  local line
-  times >"$TMP/times"
-  line=$(sed -n 2p "$TMP/times") # "XmY.YYYs XmY.YYYs": user, system
-  awk -v l="$line" 'BEGIN { n = split(l, f, " "); t = 0
-    for (i = 1; i <= n; i++) { split(f[i], p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
-    printf "%d\n", t * 1000 }'
-}
+# calib_ms, busy_ms, children_ms: from common.sh (the same measurements as services.sh and
+# gateway.sh).
 
 rss_kb() { # VmRSS of PID and its children, kB
   local total=0 p kb
