@@ -134,30 +134,45 @@ static void one_done(refcheck *rc)
 
 /* ---- the two lookups ------------------------------------------------------------------ */
 
+/* What an answer from articles says: the resource as a JSON object (200, caller decrefs),
+ * or NULL with *fresh set (404: authoritative, it does not exist) or *failed set (no answer,
+ * a 5xx, a malformed body: the replica decides). Also feeds the circuit breaker. */
+static json_t *answer(refcheck *rc, lm_client_err err, const lm_client_response *resp, bool *fresh,
+                      bool *failed)
+{
+    record(rc, err, resp);
+    json_t *doc = NULL;
+    if (err == LM_CLIENT_OK && resp->status == 404) {
+        *fresh = true;
+    } else if (err == LM_CLIENT_OK && resp->status == 200 &&
+               (doc = json_loadb(resp->body, resp->body_len, 0, NULL)) && json_is_object(doc)) {
+        *fresh = true;
+        return doc;
+    } else {
+        *failed = true;
+    }
+    json_decref(doc);
+    return NULL;
+}
+
 static void on_article(lm_client_req *creq, lm_client_err err, const lm_client_response *resp,
                        void *ud)
 {
     (void)creq;
     refcheck *rc = ud;
     charges_refs *r = rc->refs;
-    json_t *doc = NULL;
-    record(rc, err, resp);
-    if (err == LM_CLIENT_OK && resp->status == 404) {
-        r->article_fresh = true; /* authoritative: no such article */
-    } else if (err == LM_CLIENT_OK && resp->status == 200 &&
-               (doc = json_loadb(resp->body, resp->body_len, 0, NULL)) && json_is_object(doc)) {
-        r->article_found = r->article_fresh = true;
+    json_t *doc = answer(rc, err, resp, &r->article_fresh, &rc->article_failed);
+    if (doc) {
         const char *nr = json_string_value(json_object_get(doc, "artikelnummer"));
         const char *st = json_string_value(json_object_get(doc, "status"));
         json_t *days = json_object_get(doc, "mindesthaltbarkeit_tage");
+        r->article_found = true;
         snprintf(r->artikelnummer, sizeof r->artikelnummer, "%s", nr ? nr : "");
         snprintf(r->article_status, sizeof r->article_status, "%s", st ? st : "aktiv");
         r->article_unit = json_integer_value(json_object_get(doc, "einheit_id"));
         r->shelf_life_days = json_is_integer(days) ? json_integer_value(days) : -1;
-    } else {
-        rc->article_failed = true;
+        json_decref(doc);
     }
-    json_decref(doc);
     one_done(rc);
 }
 
@@ -167,19 +182,13 @@ static void on_unit(lm_client_req *creq, lm_client_err err, const lm_client_resp
     (void)creq;
     refcheck *rc = ud;
     charges_refs *r = rc->refs;
-    json_t *doc = NULL;
-    record(rc, err, resp);
-    if (err == LM_CLIENT_OK && resp->status == 404) {
-        r->unit_fresh = true;
-    } else if (err == LM_CLIENT_OK && resp->status == 200 &&
-               (doc = json_loadb(resp->body, resp->body_len, 0, NULL)) && json_is_object(doc)) {
+    json_t *doc = answer(rc, err, resp, &r->unit_fresh, &rc->unit_failed);
+    if (doc) {
         const char *k = json_string_value(json_object_get(doc, "kuerzel"));
-        r->unit_found = r->unit_fresh = true;
+        r->unit_found = true;
         snprintf(r->unit_kuerzel, sizeof r->unit_kuerzel, "%s", k ? k : "");
-    } else {
-        rc->unit_failed = true;
+        json_decref(doc);
     }
-    json_decref(doc);
     one_done(rc);
 }
 
