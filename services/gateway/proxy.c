@@ -465,6 +465,16 @@ static void send_upstream(fwd *f)
     if (f->streaming && f->attempts == 1) lm_req_read_body(req, on_req_data, on_req_end, f);
 }
 
+/* A fast 503 before anything was sent upstream (the client may retry in a second); frees f. */
+static void unavailable(fwd *f, const char *type, const char *detail)
+{
+    lm_problem p = {.status = 503, .type = type, .detail = detail};
+    lm_resp_header(f->req, "Retry-After", "1");
+    f->status = 503;
+    lm_problem_send_full(f->req, &p);
+    fwd_free(f);
+}
+
 static void handle_proxy(lm_req *req, void *ctx)
 {
     gateway *gw = ctx;
@@ -491,25 +501,14 @@ static void handle_proxy(lm_req *req, void *ctx)
     f->set = lm_reg_instances(gw->reg, f->service);
     f->n_inst = f->set ? (int)lm_reg_set_count(f->set) : 0;
     if (f->n_inst == 0) {
-        lm_problem p = {.status = 503,
-                        .type = "urn:lotmesh:problem:no-instance",
-                        .detail = "the service has no passing instance"};
-        lm_resp_header(req, "Retry-After", "1");
-        f->status = 503;
-        lm_problem_send_full(req, &p);
-        fwd_free(f);
+        unavailable(f, "urn:lotmesh:problem:no-instance", "the service has no passing instance");
         return;
     }
     f->streaming = lm_req_streaming(req);
     f->chosen = choose(f, -1);
     if (f->chosen < 0) { /* every instance's circuit is open: fail fast */
-        lm_problem p = {.status = 503,
-                        .type = "urn:lotmesh:problem:circuit-open",
-                        .detail = "the service's instances are failing; retry shortly"};
-        lm_resp_header(req, "Retry-After", "1");
-        f->status = 503;
-        lm_problem_send_full(req, &p);
-        fwd_free(f);
+        unavailable(f, "urn:lotmesh:problem:circuit-open",
+                    "the service's instances are failing; retry shortly");
         return;
     }
     send_upstream(f);

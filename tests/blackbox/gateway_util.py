@@ -36,19 +36,10 @@ import pytest
 import requests
 
 from harness import IO_TIMEOUT, Proc, base_env, free_port
+from harness import poll as wait_until
 
 SECRET = "gw-blackbox-shared-service-token-secret-0123456789"  # >= 32 bytes (HS256)
 SERVICE_ENV = {"SERVICE_AUTH": "enabled", "SERVICE_TOKEN_SECRET": SECRET}
-
-
-def wait_until(pred, timeout=IO_TIMEOUT, step=0.02):
-    """Polls pred until it returns something truthy (returned) or timeout (its last value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
 
 
 # ---- processes -------------------------------------------------------------------------------

@@ -64,6 +64,17 @@ atexit.register(_kill_leftovers)
 _handed_out_ports = set()
 
 
+def poll(pred, timeout=IO_TIMEOUT, step=0.02):
+    """Calls pred until it returns something truthy (returned) or timeout passes (its last,
+    falsy value is returned). Every wait in the tests is this loop, bounded by timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now (and not handed out before
     in this session, so two processes of one test never get the same one)."""

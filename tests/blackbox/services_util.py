@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import IO_TIMEOUT, Proc, RawResponse, assert_problem, base_env, free_port
+from harness import (IO_TIMEOUT, Proc, RawResponse, assert_problem, base_env, free_port,
+                     poll)
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 REPO = Path(__file__).resolve().parents[2]
@@ -229,12 +230,8 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]
 
 def wait_until(pred, timeout=IO_TIMEOUT, step=0.02, what="condition"):
     """Polls pred() until true; fails the test at timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(step)
-    pytest.fail(f"{what} not reached within {timeout}s", pytrace=False)
+    if not poll(pred, timeout, step):
+        pytest.fail(f"{what} not reached within {timeout}s", pytrace=False)
 
 
 def session():

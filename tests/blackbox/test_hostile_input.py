@@ -8,6 +8,7 @@ import time
 import pytest
 
 from harness import PeerClosed, assert_problem
+from services_util import module_process
 
 LIMITS = {
     "WORKERS": "2",
@@ -22,21 +23,8 @@ LIMITS = {
 def _module_proc(request, tmp_path_factory):
     # One server for the whole module keeps the many cases fast; every case checks /health
     # afterwards and the teardown checks exit code and sanitizer output once at the end.
-    from harness import Proc, base_env, free_port
-    port = free_port()
-    env = {"PORT": str(port), "BIND_ADDRESS": "127.0.0.1", "ACCESS_LOG": "true",
-           "LOG_LEVEL": "info", **LIMITS}
-    p = Proc("registry", base_env(env), port, tmp_path_factory.mktemp("hostile"))
-    p.start()
-    try:
-        p.wait_healthy()
-        yield p
-    finally:
-        problems = p.check_stopped_cleanly()
-        if p.alive():
-            p.kill()
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
+    yield from module_process(tmp_path_factory, "registry", {"ACCESS_LOG": "true", **LIMITS},
+                              tag="hostile")
 
 
 @pytest.fixture

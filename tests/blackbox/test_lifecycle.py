@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import assert_problem, free_port
+from harness import assert_problem, free_port, poll
 
 H = b"Host: lotmesh.test\r\n"
 
@@ -24,15 +24,6 @@ def refused(port):
             return False
     except ConnectionRefusedError:
         return True
-
-
-def wait_for(pred, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
 
 
 # ---- graceful shutdown -----------------------------------------------------------------------
@@ -76,7 +67,7 @@ def test_stalled_client_does_not_hold_shutdown_past_deadline(start_process):
         p.signal(signal.SIGTERM)
         assert idle.wait_closed(2), "idle connections are closed at once"
         # the process is still draining the slow client, but takes no new connections
-        assert wait_for(lambda: refused(p.port), 2)
+        assert poll(lambda: refused(p.port), 2)
         assert p.alive()
         rc = p.wait(6)
         elapsed = time.monotonic() - t0
@@ -92,7 +83,7 @@ def test_in_flight_request_finishes_during_shutdown(start_process):
         c.send(b"POST /health HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nab")
         time.sleep(0.2)
         p.signal(signal.SIGTERM)
-        assert wait_for(lambda: refused(p.port), 2)
+        assert poll(lambda: refused(p.port), 2)
         assert p.alive(), "an in-flight request holds the shutdown (until the deadline)"
         # the rest of the body, and a pipelined request that must not be served any more
         c.send(b"cde" + get(b"X-Request-ID: too-late\r\n"))

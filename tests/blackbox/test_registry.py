@@ -20,16 +20,7 @@ import pytest
 import requests
 
 from harness import assert_problem
-
-
-def wait_until(pred, timeout=5.0, interval=0.02):
-    """Polls pred until it returns a truthy value (returned) or timeout (returns it falsy)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
+from harness import poll as wait_until  # IO_TIMEOUT (5 s) as before
 
 
 @pytest.fixture

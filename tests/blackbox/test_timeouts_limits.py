@@ -11,22 +11,13 @@ import time
 
 import pytest
 
-from harness import PeerClosed, assert_problem
+from harness import PeerClosed, assert_problem, poll
 
 H = b"Host: lotmesh.test\r\n"
 
 
 def get(extra=b"", path=b"/health"):
     return b"GET " + path + b" HTTP/1.1\r\n" + H + extra + b"\r\n"
-
-
-def wait_for(pred, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
 
 
 def open_connections(p, timeout=5):
@@ -215,7 +206,7 @@ def test_client_that_never_reads_is_bounded_and_dropped(start_process):
         for _ in range(3):
             p.assert_healthy()
         # and after WRITE_TIMEOUT without progress the hogs are dropped
-        assert wait_for(lambda: open_connections(p) == 0, 10), open_connections(p)
+        assert poll(lambda: open_connections(p) == 0, 10), open_connections(p)
         for s in hogs:  # their sockets see the close (after the buffered bytes)
             s.setblocking(True)
             s.settimeout(3)
@@ -261,7 +252,7 @@ def test_thousands_of_idle_connections_bounded(start_process):
     # Earlier connections (the start-up probe, the scrape) must be gone from the server's
     # count first: libuv accepts the whole backlog of the flood before it would get to
     # their close, so each one still counted would take a slot.
-    assert wait_for(lambda: open_connections(p) == 0, 5)
+    assert poll(lambda: open_connections(p) == 0, 5)
     time.sleep(0.2)  # the scrape's own close, on an otherwise idle loop
     socks = []
     try:
@@ -285,7 +276,7 @@ def test_thousands_of_idle_connections_bounded(start_process):
         # the server accepts and closes every connection beyond the limit
         def settled():
             return sum(1 for s in socks if still_open(s)) == limit
-        assert wait_for(settled, 10, interval=0.2), sum(1 for s in socks if still_open(s))
+        assert poll(settled, 10, step=0.2), sum(1 for s in socks if still_open(s))
         # at the limit, a new client is refused too ...
         with socket.create_connection(("127.0.0.1", p.port), timeout=5) as extra:
             extra.sendall(get())
@@ -298,8 +289,8 @@ def test_thousands_of_idle_connections_bounded(start_process):
         for s in socks:
             s.close()
     # ... and once they are gone, the server serves again
-    assert wait_for(lambda: _health_ok(p), 5)
-    assert wait_for(lambda: open_connections(p) == 0, 5)
+    assert poll(lambda: _health_ok(p), 5)
+    assert poll(lambda: open_connections(p) == 0, 5)
     # ~1950 refusals are logged as a few lines with counts, not one line each
     lines = [ln for ln in p.log_lines() if "connection limit" in ln.get("msg", "")]
     assert 1 <= len(lines) <= 5, len(lines)
@@ -324,7 +315,7 @@ def test_connection_churn_leaves_nothing_behind(start_process):
         elif i % 3 == 1:
             s.sendall(get()[:10])
         s.close()
-    assert wait_for(lambda: open_connections(p) == 0, 5), open_connections(p)
+    assert poll(lambda: open_connections(p) == 0, 5), open_connections(p)
     fds = p.metric("process_open_fds")
     assert fds < 64, fds
     p.assert_healthy()
@@ -410,5 +401,5 @@ def test_no_errno_leak_on_client_resets_during_write(start_process):
             assert e.errno in (errno.EPIPE, errno.ECONNRESET)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         s.close()
-    assert wait_for(lambda: open_connections(p) == 0, 5)
+    assert poll(lambda: open_connections(p) == 0, 5)
     p.assert_healthy()
