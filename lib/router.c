@@ -1,5 +1,8 @@
 /* router.c — segment-wise template matching. Route tables are small (tens of routes), so a
- * linear scan with literal-first scoring is both simplest and fast: no allocation per match. */
+ * linear scan is both simplest and fast: no allocation per match. The path is resolved
+ * before the method: the most specific shape of template that matches the path (see
+ * shape_cmp) owns it, and a method none of that shape's routes takes is a 405, never a
+ * fall-through to a less specific template. */
 #include "router.h"
 
 #include "buf.h"
@@ -119,17 +122,17 @@ int lm_router_add_flags(lm_router *r, const char *method, const char *tpl, lm_ha
     return (int)r->n++;
 }
 
-/* Matches path against rt; returns a score (higher = more literal segments), -1 if no match. */
-static int match_route(const route *rt, const char *path, size_t len, lm_route_match *m)
+/* Matches path against rt: true with the parameters in m, false if the path has another
+ * shape. */
+static bool match_route(const route *rt, const char *path, size_t len, lm_route_match *m)
 {
     const char *p = path + 1, *end = path + len;
     size_t np = 0;
-    int score = 0;
     for (size_t i = 0; i < rt->n_segs; i++) {
         const segment *s = &rt->segs[i];
-        if (p > end) return -1;
+        if (p > end) return false;
         if (s->is_rest) {
-            if (p >= end) return -1; /* rest needs at least one byte */
+            if (p >= end) return false; /* rest needs at least one byte */
             m->params[np].name = s->text;
             m->params[np].raw = p;
             m->params[np].raw_len = (size_t)(end - p);
@@ -141,20 +144,63 @@ static int match_route(const route *rt, const char *path, size_t len, lm_route_m
         const char *seg_end = slash ? slash : end;
         size_t seg_len = (size_t)(seg_end - p);
         if (s->is_param) {
-            if (seg_len == 0) return -1;
+            if (seg_len == 0) return false;
             m->params[np].name = s->text;
             m->params[np].raw = p;
             m->params[np].raw_len = seg_len;
             np++;
-        } else {
-            if (seg_len != s->len || memcmp(p, s->text, seg_len) != 0) return -1;
-            score++;
+        } else if (seg_len != s->len || memcmp(p, s->text, seg_len) != 0) {
+            return false;
         }
         p = seg_end + 1;
     }
-    if (p <= end) return -1; /* path has more segments than the template */
+    if (p <= end) return false; /* path has more segments than the template */
     m->n_params = np;
-    return score;
+    return true;
+}
+
+static int seg_rank(const segment *s)
+{
+    return s->is_rest ? 0 : s->is_param ? 1 : 2;
+}
+
+/* Of two routes that both match one path: > 0 when a is more specific than b, < 0 when less,
+ * 0 when they have the same shape. Segment by segment from the left, the first difference
+ * decides: a literal beats a parameter, a parameter beats a rest parameter. Two routes that
+ * match the same path and agree on every segment's kind agree on their literals (they equal
+ * the path's) and on their length (both end at the path's end, or at a rest parameter). */
+static int shape_cmp(const route *a, const route *b)
+{
+    size_t n = a->n_segs < b->n_segs ? a->n_segs : b->n_segs;
+    for (size_t i = 0; i < n; i++) {
+        int d = seg_rank(&a->segs[i]) - seg_rank(&b->segs[i]);
+        if (d) return d;
+    }
+    return 0;
+}
+
+static bool allow_has(const char *allow, const char *method)
+{
+    size_t mlen = strlen(method);
+    for (const char *t = allow; *t;) {
+        size_t tlen = strcspn(t, ",");
+        if (tlen == mlen && memcmp(t, method, mlen) == 0) return true;
+        t += tlen;
+        while (*t == ',' || *t == ' ')
+            t++;
+    }
+    return false;
+}
+
+/* Adds a method to the Allow list, once; GET brings HEAD along. */
+static void allow_add(char *allow, size_t cap, const char *method)
+{
+    size_t used = strlen(allow), mlen = strlen(method);
+    if (!allow_has(allow, method) && used + mlen + 3 <= cap) {
+        if (used) strcat(allow, ", ");
+        strcat(allow, method);
+    }
+    if (strcmp(method, "GET") == 0) allow_add(allow, cap, "HEAD");
 }
 
 int lm_router_match(const lm_router *r, const char *method, const char *path, size_t len,
@@ -165,46 +211,40 @@ int lm_router_match(const lm_router *r, const char *method, const char *path, si
     m->allow[0] = '\0';
     if (len == 0 || path[0] != '/') return LM_ROUTE_NOT_FOUND;
     bool is_head = strcmp(method, "HEAD") == 0;
-    int best = -1, best_score = -1;
-    bool any_path_match = false;
+    /* shape: the first route of the most specific shape matching the path, whatever its
+     * method; hit: the first route of that shape that takes the method */
+    int shape = -1, hit = -1;
     char allow[sizeof m->allow] = "";
     lm_route_match tmp;
     for (size_t i = 0; i < r->n; i++) {
         const route *rt = &r->routes[i];
-        int score = match_route(rt, path, len, &tmp);
-        if (score < 0) continue;
-        any_path_match = true;
+        if (!match_route(rt, path, len, &tmp)) continue;
+        int cmp = shape < 0 ? 1 : shape_cmp(rt, &r->routes[shape]);
+        if (cmp < 0) continue;
+        if (cmp > 0) { /* a more specific shape: what was found so far does not count */
+            shape = (int)i;
+            hit = -1;
+            allow[0] = '\0';
+        }
         bool method_ok = strcmp(rt->method, "*") == 0 || strcmp(rt->method, method) == 0 ||
                          (is_head && strcmp(rt->method, "GET") == 0);
         if (!method_ok) {
-            if (!strstr(allow, rt->method)) {
-                size_t used = strlen(allow);
-                const char *add = strcmp(rt->method, "GET") == 0 ? "GET, HEAD" : rt->method;
-                if (used + strlen(add) + 3 < sizeof allow) {
-                    if (used) strcat(allow, ", ");
-                    strcat(allow, add);
-                }
-            }
-            continue;
-        }
-        if (score > best_score) {
-            best = (int)i;
-            best_score = score;
+            allow_add(allow, sizeof allow, rt->method);
+        } else if (hit < 0) {
+            hit = (int)i;
             m->n_params = tmp.n_params;
             memcpy(m->params, tmp.params, sizeof tmp.params);
         }
     }
-    if (best < 0) {
-        if (any_path_match) {
-            memcpy(m->allow, allow, sizeof allow);
-            return LM_ROUTE_METHOD_NOT_ALLOWED;
-        }
-        return LM_ROUTE_NOT_FOUND;
+    if (shape < 0) return LM_ROUTE_NOT_FOUND;
+    if (hit < 0) {
+        memcpy(m->allow, allow, sizeof allow);
+        return LM_ROUTE_METHOD_NOT_ALLOWED;
     }
-    m->route_id = best;
-    m->template_path = r->routes[best].template_path;
-    m->handler = r->routes[best].handler;
-    m->ctx = r->routes[best].ctx;
-    m->flags = r->routes[best].flags;
+    m->route_id = hit;
+    m->template_path = r->routes[hit].template_path;
+    m->handler = r->routes[hit].handler;
+    m->ctx = r->routes[hit].ctx;
+    m->flags = r->routes[hit].flags;
     return LM_ROUTE_FOUND;
 }

@@ -2,9 +2,14 @@
  *
  * Templates are literal segments and parameters: "/api/v1/charge/{id}"; a last segment
  * "{name...}" takes the rest of the path, slashes included ("/api/{service}/{path...}").
- * Literal segments beat parameters, so "/api/v1/charge/create" and "/api/v1/charge/{id}"
- * coexist. HEAD matches GET routes. A path that matches a template under another method
- * gives LM_ROUTE_METHOD_NOT_ALLOWED with the Allow list.
+ * The path is resolved first, the method second. Of the templates that match a path, the
+ * most specific shape owns it: compared segment by segment from the left, a literal beats a
+ * parameter and a parameter beats a rest parameter, so "/api/v1/charge/create" and
+ * "/api/v1/charge/{id}" coexist. Then the routes of that shape are asked for the method
+ * ("*" takes any, HEAD is taken by GET, the first added wins); if none takes it, the answer
+ * is LM_ROUTE_METHOD_NOT_ALLOWED with that shape's Allow list — a less specific template
+ * never answers instead: with only POST on "/api/v1/charge/create", a GET on it is a 405
+ * with "Allow: POST", not GET "/api/v1/charge/{id}" with id "create".
  *
  * Route ids are dense indexes from 0 in the order of lm_router_add(); metrics use them.
  * Ownership: the router copies templates. Threading: build it before the workers start;
