@@ -20,7 +20,9 @@ typedef void (*lm_metrics_renderer)(lm_buf *out, void *ctx);
 
 lm_metrics *lm_metrics_new(int n_workers, const lm_router *router);
 void lm_metrics_free(lm_metrics *m);
-/* route_id -1 means "no route matched". method_id is an llhttp method. */
+/* route_id: the route whose path matched, also for a 405 (lm_route_match); -1 means no path
+ * matched (a 404, or a request refused before routing), rendered as route="unmatched".
+ * method_id is an llhttp method. */
 void lm_metrics_observe(lm_metrics *m, int worker, int route_id, int method_id, int status,
                         double seconds);
 void lm_metrics_inflight(lm_metrics *m, int worker, int delta);

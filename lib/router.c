@@ -237,7 +237,9 @@ int lm_router_match(const lm_router *r, const char *method, const char *path, si
         }
     }
     if (shape < 0) return LM_ROUTE_NOT_FOUND;
-    if (hit < 0) {
+    if (hit < 0) { /* the path's route, for metrics and the access log; no handler */
+        m->route_id = shape;
+        m->template_path = r->routes[shape].template_path;
         memcpy(m->allow, allow, sizeof allow);
         return LM_ROUTE_METHOD_NOT_ALLOWED;
     }

@@ -37,6 +37,9 @@ typedef struct lm_route_param {
  * was buffered. */
 enum { LM_ROUTE_STREAM_BODY = 1u << 0 };
 
+/* LM_ROUTE_FOUND: everything set. LM_ROUTE_METHOD_NOT_ALLOWED: route_id and template_path
+ * name the first route of the shape that owns the path (metrics count the 405 under that
+ * template), allow is set, handler is NULL, no params. LM_ROUTE_NOT_FOUND: route_id -1. */
 typedef struct lm_route_match {
     int route_id;
     unsigned flags;

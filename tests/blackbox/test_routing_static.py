@@ -92,3 +92,31 @@ def test_ids_that_only_look_like_create_go_to_the_id_route(stack, which, path):
                                         ("charges", "/api/v1/charge/create/")])
 def test_longer_paths_under_create_are_404(stack, which, path):
     assert_full_problem(_service(stack, which).get(path), 404, instance=path)
+
+
+# ---- metrics: a 405 counts under the template whose path matched ----------------------------
+
+def test_405_is_counted_under_the_matched_template_404_as_unmatched(stack):
+    svc = stack.articles
+    m0 = svc.metrics()
+    for _ in range(2):
+        assert svc.request("DELETE", ARTICLE_CREATE).status_code == 405
+    assert svc.request("POST", "/api/v1/article/7").status_code == 405
+    assert svc.request("POST", "/api/v1/articles").status_code == 405
+    assert svc.request("DELETE", "/api/v1/nothing/here").status_code == 404
+    m = svc.metrics()
+
+    def delta(route, method):
+        key = ("lotmesh_http_requests_total",
+               frozenset({"route": route, "method": method, "status": "4xx"}.items()))
+        return m.get(key, 0) - m0.get(key, 0)
+
+    assert delta(ARTICLE_CREATE, "DELETE") == 2
+    assert delta("/api/v1/article/{id}", "POST") == 1
+    assert delta("/api/v1/articles", "POST") == 1
+    assert delta("unmatched", "POST") == 0
+    assert delta("unmatched", "DELETE") == 1
+    # the latency histogram follows the same label
+    hist = ("lotmesh_http_request_duration_seconds_count",
+            frozenset({"route": ARTICLE_CREATE}.items()))
+    assert m.get(hist, 0) - m0.get(hist, 0) >= 2

@@ -87,9 +87,11 @@ def test_metrics_prometheus_text(reg):
         return m.get(key, 0) - m0.get(key, 0)
 
     assert delta("lotmesh_http_requests_total", route="/health", method="GET", status="2xx") == 3
-    # a 405 has no single route template (several may match the path): "unmatched"
-    assert delta("lotmesh_http_requests_total", route="unmatched", method="POST",
+    # a 405 counts under the template whose path matched; only a 404 is "unmatched"
+    assert delta("lotmesh_http_requests_total", route="/health", method="POST",
                  status="4xx") == 1
+    assert delta("lotmesh_http_requests_total", route="unmatched", method="POST",
+                 status="4xx") == 0
     assert delta("lotmesh_http_requests_total", route="/ready", method="GET", status="2xx") == 1
     assert delta("lotmesh_http_requests_total", route="unmatched", method="GET",
                  status="4xx") == 1
@@ -106,8 +108,8 @@ def test_metrics_prometheus_text(reg):
     assert counts == sorted(counts), "buckets must be cumulative"
     count = val("lotmesh_http_request_duration_seconds_count", route="/health")
     assert count == buckets[-1][1]
-    # the 3 GETs on /health since m0
-    assert delta("lotmesh_http_request_duration_seconds_count", route="/health") == 3
+    # the 3 GETs and the POST (405) on /health since m0
+    assert delta("lotmesh_http_request_duration_seconds_count", route="/health") == 4
     assert val("lotmesh_http_request_duration_seconds_sum", route="/health") > 0
 
     assert val("lotmesh_http_requests_in_flight") == 1  # this scrape

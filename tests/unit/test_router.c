@@ -98,6 +98,9 @@ static void test_static_segment_owns_its_path(void **state)
                          LM_ROUTE_METHOD_NOT_ALLOWED);
         assert_string_equal(m.allow, "POST");
         assert_null(m.handler);
+        /* the route that owns the path, for metrics */
+        assert_int_equal(m.route_id, 2);
+        assert_string_equal(m.template_path, "/api/v1/charge/create");
     }
     /* the parameter route still answers every other id, HEAD included */
     assert_int_equal(match(r, "GET", "/api/v1/charge/created", &m), LM_ROUTE_FOUND);
@@ -148,6 +151,8 @@ static void test_not_found_and_405(void **state)
     lm_router *r = make();
     lm_route_match m;
     assert_int_equal(match(r, "GET", "/api/v1/charge", &m), LM_ROUTE_NOT_FOUND);
+    assert_int_equal(m.route_id, -1);
+    assert_null(m.template_path);
     assert_int_equal(match(r, "GET", "/api/v1/charge/", &m), LM_ROUTE_NOT_FOUND);
     assert_int_equal(match(r, "GET", "/api/v1/charge/1/x", &m), LM_ROUTE_NOT_FOUND);
     assert_int_equal(match(r, "GET", "/api/v1/charges/", &m), LM_ROUTE_NOT_FOUND);
@@ -155,6 +160,8 @@ static void test_not_found_and_405(void **state)
     assert_int_equal(match(r, "GET", "nope", &m), LM_ROUTE_NOT_FOUND);
     assert_int_equal(match(r, "DELETE", "/api/v1/charge/5", &m), LM_ROUTE_METHOD_NOT_ALLOWED);
     assert_string_equal(m.allow, "GET, HEAD, PUT");
+    assert_int_equal(m.route_id, 1); /* the first route of the {id} shape */
+    assert_string_equal(m.template_path, "/api/v1/charge/{id}");
     assert_int_equal(match(r, "POST", "/api/v1/charges", &m), LM_ROUTE_METHOD_NOT_ALLOWED);
     assert_string_equal(m.allow, "GET, HEAD");
     /* HEAD follows GET */
