@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STMT_CACHE  64
+#define STMT_CACHE  128
 #define MAX_BATCH   512
 #define MAX_READERS 64
 
@@ -154,6 +154,58 @@ static bool exec(lm_db_conn *c, const char *sql)
     return false;
 }
 
+/* One step of a cached statement: the writer's transaction control, prepared once instead of
+ * parsed by sqlite3_exec for every job. sql must be a static array (cached by address). */
+static bool step(lm_db_conn *c, const char *sql)
+{
+    sqlite3_stmt *st = lm_db_stmt(c, sql);
+    if (!st) return exec(c, sql); /* logs why */
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return true;
+    lm_log_error("database: %s failed: %s", sql, sqlite3_errmsg(c->h));
+    return false;
+}
+
+static const char SQL_BEGIN[] = "BEGIN IMMEDIATE", SQL_COMMIT[] = "COMMIT",
+                  SQL_ROLLBACK[] = "ROLLBACK", SQL_SAVEPOINT[] = "SAVEPOINT job",
+                  SQL_ROLLBACK_TO[] = "ROLLBACK TO job", SQL_RELEASE[] = "RELEASE job";
+
+static const char SQL_BEGIN_READ[] = "BEGIN";
+
+int lm_db_snapshot(lm_db_conn *c, lm_db_fn fn, void *arg)
+{
+    if (!step(c, SQL_BEGIN_READ)) return LM_DB_EIO;
+    int rc = fn(c, arg);
+    if (!step(c, SQL_COMMIT)) {
+        step(c, SQL_ROLLBACK);
+        return LM_DB_EIO;
+    }
+    return rc;
+}
+
+const char *lm_db_sql_variant(lm_db_sql_variants *v, unsigned mask)
+{
+    assert(v->n_conds <= LM_DB_VARIANT_CONDS && mask < (1u << v->n_conds));
+    const char *sql = atomic_load(&v->built[mask]);
+    if (sql) return sql;
+    lm_buf b = LM_BUF_INIT;
+    lm_buf_append_str(&b, v->head);
+    const char *sep = " WHERE ";
+    for (int i = 0; i < v->n_conds; i++) {
+        if (!(mask & (1u << i))) continue;
+        lm_buf_append_str(&b, sep);
+        lm_buf_append_str(&b, v->conds[i]);
+        sep = " AND ";
+    }
+    lm_buf_append_str(&b, v->tail);
+    char *mine = lm_buf_steal(&b, NULL);
+    char *expected = NULL;
+    if (atomic_compare_exchange_strong(&v->built[mask], &expected, mine)) return mine;
+    free(mine); /* another thread built it first: use that one (its address is cached) */
+    return expected;
+}
+
 /* ---- migrations ---------------------------------------------------------------------- */
 
 static int migrate(lm_db_conn *c, const char *const *m, size_t n, char *err, size_t errlen)
@@ -273,19 +325,19 @@ static void writer_main(void *arg)
         last->next = NULL;
         uv_mutex_unlock(&db->lock);
 
-        bool ok = exec(&db->writer, "BEGIN IMMEDIATE");
+        bool ok = step(&db->writer, SQL_BEGIN);
         for (job *j = batch; j; j = j->next) {
             if (!ok) {
                 j->rc = LM_DB_EIO;
                 continue;
             }
-            exec(&db->writer, "SAVEPOINT job");
+            step(&db->writer, SQL_SAVEPOINT);
             j->rc = j->fn(&db->writer, j->arg);
-            if (j->rc != 0) exec(&db->writer, "ROLLBACK TO job");
-            exec(&db->writer, "RELEASE job");
+            if (j->rc != 0) step(&db->writer, SQL_ROLLBACK_TO);
+            step(&db->writer, SQL_RELEASE);
         }
-        if (ok && !exec(&db->writer, "COMMIT")) {
-            exec(&db->writer, "ROLLBACK");
+        if (ok && !step(&db->writer, SQL_COMMIT)) {
+            step(&db->writer, SQL_ROLLBACK);
             for (job *j = batch; j; j = j->next)
                 j->rc = LM_DB_EIO;
             atomic_fetch_add(&db->failed_commits, 1);

@@ -58,7 +58,27 @@ int lm_db_exec_sync(lm_db *db, lm_db_fn fn, void *arg);
  * address), reset and with bindings cleared. NULL on a prepare error (see lm_db_errmsg). */
 sqlite3_stmt *lm_db_stmt(lm_db_conn *conn, const char *sql);
 sqlite3 *lm_db_handle(lm_db_conn *conn);
+
+/* Statements whose WHERE holds only the conditions a request uses (lists with optional
+ * filters): one SQL text per combination, built on first use and kept for the process's
+ * life, so lm_db_stmt caches each by address and SQLite plans each with the indexes it can
+ * use instead of testing "(? IS NULL OR …)" on every row. Conditions use named parameters
+ * (":status"); bind by name (sqlite3_bind_parameter_index is 0 for an absent one). */
+#define LM_DB_VARIANT_CONDS 6
+typedef struct lm_db_sql_variants {
+    const char *head;         /* "SELECT … FROM t" */
+    const char *const *conds; /* "status = :status", … (at most LM_DB_VARIANT_CONDS) */
+    int n_conds;
+    const char *tail;                                 /* " ORDER BY id LIMIT :limit …" */
+    _Atomic(char *) built[1u << LM_DB_VARIANT_CONDS]; /* zero-initialised; filled lazily */
+} lm_db_sql_variants;
+/* The SQL text with conds[i] for every bit i set in mask. Any thread. */
+const char *lm_db_sql_variant(lm_db_sql_variants *v, unsigned mask);
 const char *lm_db_errmsg(lm_db_conn *conn);
+
+/* In a read job: runs fn inside one read transaction, so its statements (a count and a
+ * page, say) see the same snapshot. Returns fn's code, or LM_DB_EIO. */
+int lm_db_snapshot(lm_db_conn *conn, lm_db_fn fn, void *arg);
 
 /* Statistics for /metrics. */
 typedef struct lm_db_stats {

@@ -5,15 +5,18 @@
 #include "precond.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-lm_rest_op *lm_rest_op_new(lm_req *req)
+lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store)
 {
     lm_rest_op *op = lm_xcalloc(1, sizeof *op);
     op->req = req;
+    op->store = store;
+    op->cache = lm_store_cache(store);
     op->total = -1;
     op->if_match = lm_if_match_copy(req);
     /* Idempotency-Key means something only for a create (POST); other methods ignore it */
@@ -38,6 +41,8 @@ void lm_rest_op_free(lm_rest_op *op)
 {
     if (!op) return;
     json_decref(op->input);
+    if (op->cached) lm_cache_release(op->cached);
+    free(op->cache_key);
     free(op->if_match);
     free(op->body);
     free(op->detail);
@@ -120,10 +125,74 @@ static void send_link(lm_req *req, const lm_rest_op *op)
     lm_buf_free(&base);
 }
 
+static bool is_read(const lm_req *req)
+{
+    return !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+}
+
+/* The canonical cache key of resource r's item id ("/api/v1/charge/42"). */
+static size_t item_key(const lm_rest_resource *r, long long id, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "%s%lld", r->location, id);
+    return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
+}
+
+/* After a write's commit (its done callback runs after it): nothing cached may outlive it. */
+static void invalidate(lm_rest_op *op)
+{
+    char key[192];
+    size_t klen = op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
+    lm_cache_invalidate(op->cache, klen ? key : NULL, klen);
+}
+
+/* RFC 9110 13.1.2: If-None-Match (weak comparison) names the current version, or is "*". */
+static bool not_modified(const lm_req *req, long long version)
+{
+    const char *inm = lm_req_header(req, "if-none-match");
+    if (!inm || version <= 0) return false;
+    char etag[LM_ETAG_LEN];
+    lm_etag_format(version, etag);
+    size_t elen = strlen(etag);
+    for (const char *p = inm; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '*') return true;
+        if (p[0] == 'W' && p[1] == '/') p += 2;
+        if (!strncmp(p, etag, elen) &&
+            (p[elen] == '\0' || p[elen] == ',' || p[elen] == ' ' || p[elen] == '\t'))
+            return true;
+        while (*p && *p != ',')
+            p++;
+    }
+    return false;
+}
+
+static void send_ok(lm_rest_op *op, const char *body, size_t len, long long version)
+{
+    lm_req *req = op->req;
+    if (version > 0) lm_resp_etag(req, version);
+    if (op->status == 200 && version > 0 && is_read(req) && not_modified(req, version)) {
+        lm_resp_send(req, 304, NULL, NULL, 0);
+        return;
+    }
+    if (op->location[0]) lm_resp_header(req, "Location", op->location);
+    if (op->total >= 0) {
+        char n[32];
+        snprintf(n, sizeof n, "%lld", op->total);
+        lm_resp_header(req, "X-Total-Count", n);
+        send_link(req, op);
+    }
+    if (op->status == 204)
+        lm_resp_send(req, 204, NULL, NULL, 0);
+    else
+        lm_resp_send(req, op->status, "application/json", body, len);
+}
+
 void lm_rest_op_done(int rc, void *arg)
 {
     lm_rest_op *op = arg;
     lm_req *req = op->req;
+    if (op->cache && !is_read(req)) invalidate(op); /* before anyone hears of the write */
     if (rc == LM_DB_EIO) {
         lm_problem_send(req, 503, "the database is unavailable; nothing was written");
     } else if (op->errs.n) {
@@ -133,22 +202,60 @@ void lm_rest_op_done(int rc, void *arg)
                         .type = op->problem_type,
                         .detail = op->detail ? op->detail : "the request could not be handled"};
         lm_problem_send_full(req, &p);
+    } else if (op->cached) {
+        send_ok(op, op->cached->body, op->cached->len, op->cached->version);
     } else {
-        if (op->version > 0) lm_resp_etag(req, op->version);
-        if (op->location[0]) lm_resp_header(req, "Location", op->location);
-        if (op->total >= 0) {
-            char n[32];
-            snprintf(n, sizeof n, "%lld", op->total);
-            lm_resp_header(req, "X-Total-Count", n);
-            send_link(req, op);
-        }
-        if (op->status == 204)
-            lm_resp_send(req, 204, NULL, NULL, 0);
-        else
-            lm_resp_send(req, op->status, "application/json", op->body ? op->body : "null",
-                         op->body ? strlen(op->body) : 4);
+        size_t len = op->body ? strlen(op->body) : 4;
+        if (op->cache_key && op->status == 200 && op->body)
+            lm_cache_put(op->cache, op->cache_key, op->cache_klen, op->body, len, op->version,
+                         op->total, op->cache_flags, op->cache_epoch);
+        send_ok(op, op->body ? op->body : "null", len, op->version);
     }
     lm_rest_op_free(op);
+}
+
+void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
+{
+    lm_db_read(lm_store_port(op->store, op->req), fn, done, op);
+}
+
+void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
+{
+    lm_db_write(lm_store_port(op->store, op->req), fn, done, op);
+}
+
+/* A cacheable read of key: a hit goes straight to done; a miss remembers the key and the
+ * epoch before the read, so lm_rest_op_done may store the result. */
+static void cached_read(lm_rest_op *op, const char *key, size_t klen, unsigned flags, lm_db_fn fn,
+                        lm_db_done done)
+{
+    if (op->cache && klen) {
+        const lm_cache_val *v = lm_cache_get(op->cache, key, klen);
+        if (v) {
+            op->cached = v;
+            op->status = 200;
+            op->version = v->version;
+            op->total = v->total;
+            done(0, op);
+            return;
+        }
+        op->cache_epoch = lm_cache_epoch(op->cache);
+        op->cache_key = lm_xstrndup(key, klen);
+        op->cache_klen = klen;
+        op->cache_flags = flags;
+    }
+    lm_rest_read(op, fn, done);
+}
+
+void lm_rest_list(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
+{
+    lm_req *req = op->req;
+    lm_buf key = LM_BUF_INIT;
+    lm_buf_append(&key, req->path, req->path_len);
+    lm_buf_append_char(&key, '?');
+    lm_buf_append(&key, req->query_string, req->query_len);
+    cached_read(op, key.data, key.len, LM_CACHE_ANY_WRITE, fn, done);
+    lm_buf_free(&key);
 }
 
 int lm_rest_create_job(lm_db_conn *c, void *arg)
@@ -283,6 +390,94 @@ json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n)
     return o;
 }
 
+/* The shortest text that reads back as d, always with a '.' or an exponent so that it stays
+ * a real; non-finite values (never stored: the API refuses them) as null. */
+static void append_real(lm_buf *b, double d)
+{
+    if (!isfinite(d)) {
+        LM_BUF_APPEND_LIT(b, "null");
+        return;
+    }
+    char tmp[40];
+    int k = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        k = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d) break;
+    }
+    lm_buf_append(b, tmp, (size_t)k);
+    if (!strpbrk(tmp, ".e")) LM_BUF_APPEND_LIT(b, ".0");
+}
+
+void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int n)
+{
+    lm_buf_append_char(b, '{');
+    for (int i = 0; i < n; i++) {
+        if (i) lm_buf_append_char(b, ',');
+        lm_buf_append_char(b, '"');
+        lm_buf_append_str(b, cols[i]);
+        LM_BUF_APPEND_LIT(b, "\":");
+        switch (sqlite3_column_type(st, i)) {
+        case SQLITE_INTEGER: {
+            long long v = sqlite3_column_int64(st, i);
+            if (v < 0) {
+                lm_buf_append_char(b, '-');
+                lm_buf_append_u64(b, 0ULL - (unsigned long long)v);
+            } else {
+                lm_buf_append_u64(b, (unsigned long long)v);
+            }
+            break;
+        }
+        case SQLITE_FLOAT:
+            append_real(b, sqlite3_column_double(st, i));
+            break;
+        case SQLITE_TEXT:
+            lm_buf_append_char(b, '"');
+            lm_buf_append_json_escaped(b, (const char *)sqlite3_column_text(st, i),
+                                       (size_t)sqlite3_column_bytes(st, i));
+            lm_buf_append_char(b, '"');
+            break;
+        default:
+            LM_BUF_APPEND_LIT(b, "null");
+        }
+    }
+    lm_buf_append_char(b, '}');
+}
+
+int lm_rest_rows_body(lm_rest_op *op, sqlite3_stmt *st, const char *const *cols, int n,
+                      long long *n_rows)
+{
+    lm_buf b = LM_BUF_INIT;
+    lm_buf_append_char(&b, '[');
+    int rc, k = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (k++) lm_buf_append_char(&b, ',');
+        lm_rest_row_write(&b, st, cols, n);
+    }
+    sqlite3_reset(st);
+    lm_buf_append_char(&b, ']');
+    if (rc != SQLITE_DONE) {
+        lm_buf_free(&b);
+        return LM_DB_EIO;
+    }
+    if (n_rows) *n_rows = k;
+    free(op->body);
+    op->body = lm_buf_steal(&b, NULL);
+    op->status = 200;
+    op->version = 0;
+    return 0;
+}
+
+bool lm_rest_patch_is_noop(const json_t *cur, const json_t *patch)
+{
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)patch, k, v)
+    {
+        if (!json_equal(json_object_get(cur, k), (json_t *)v)) return false;
+    }
+    return true;
+}
+
 /* ---- generic flows over an lm_rest_resource ------------------------------------------- */
 
 int lm_rest_load(lm_db_conn *c, const lm_rest_resource *r, long long id, json_t **row,
@@ -305,16 +500,28 @@ int lm_rest_not_found(lm_rest_op *op)
     return lm_rest_fail(op, 404, NULL, "no %s with id %lld", op->resource->noun, op->id);
 }
 
+int lm_rest_row_body(lm_db_conn *c, lm_rest_op *op, int status)
+{
+    const lm_rest_resource *r = op->resource;
+    sqlite3_stmt *st = lm_db_stmt(c, r->sql_by_id);
+    if (!st) return LM_DB_EIO;
+    sqlite3_bind_int64(st, 1, op->id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) return lm_rest_not_found(op);
+    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    lm_buf b = LM_BUF_INIT;
+    lm_rest_row_write(&b, st, r->cols, r->n_cols);
+    op->version = r->has_version ? sqlite3_column_int64(st, r->n_cols) : 0;
+    sqlite3_reset(st);
+    free(op->body);
+    op->body = lm_buf_steal(&b, NULL);
+    op->status = status;
+    return 0;
+}
+
 int lm_rest_get_job(lm_db_conn *c, void *arg)
 {
-    lm_rest_op *op = arg;
-    json_t *row;
-    long long version;
-    int rc = lm_rest_load(c, op->resource, op->id, &row, &version);
-    if (rc == 404) return lm_rest_not_found(op);
-    if (rc) return rc;
-    lm_rest_ok(op, 200, row, version);
-    return 0;
+    return lm_rest_row_body(c, arg, 200);
 }
 
 int lm_rest_delete_job(lm_db_conn *c, void *arg)
@@ -354,27 +561,32 @@ int lm_rest_idem_probe_job(lm_db_conn *c, void *arg)
     return 0;
 }
 
-static void by_id(lm_req *req, const lm_rest_resource *r, lm_db_port *port, bool write)
+void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_store *store)
 {
+    static const char *const none[] = {NULL};
     long long id;
     lm_rest_op *op;
-    if (!lm_rest_id(req, "id", &id) || !(op = lm_rest_op_new(req))) return;
+    if (!lm_rest_query_allowed(req, none) || !lm_rest_id(req, "id", &id) ||
+        !(op = lm_rest_op_new(req, store)))
+        return;
     op->id = id;
     op->resource = r;
-    if (write)
-        lm_db_write(port, lm_rest_delete_job, lm_rest_op_done, op);
-    else
-        lm_db_read(port, lm_rest_get_job, lm_rest_op_done, op);
+    char key[192];
+    size_t klen = item_key(r, id, key, sizeof key);
+    cached_read(op, key, klen, 0, lm_rest_get_job, lm_rest_op_done);
 }
 
-void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_db_port *port)
+void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_store *store)
 {
-    by_id(req, r, port, false);
-}
-
-void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_db_port *port)
-{
-    by_id(req, r, port, true);
+    static const char *const none[] = {NULL};
+    long long id;
+    lm_rest_op *op;
+    if (!lm_rest_query_allowed(req, none) || !lm_rest_id(req, "id", &id) ||
+        !(op = lm_rest_op_new(req, store)))
+        return;
+    op->id = id;
+    op->resource = r;
+    lm_rest_write(op, lm_rest_delete_job, lm_rest_op_done);
 }
 
 json_t *lm_rest_body(lm_req *req, const lm_rest_resource *r, bool partial, long long path_id)
@@ -421,11 +633,8 @@ int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t
     if (rc == SQLITE_CONSTRAINT_UNIQUE) return lm_rest_conflict(op, body);
     if (rc != SQLITE_DONE) return LM_DB_EIO;
     op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
-    json_t *row;
-    long long version;
-    if (lm_rest_load(c, op->resource, op->id, &row, &version) != 0) return LM_DB_EIO;
+    if (lm_rest_row_body(c, op, 201) != 0) return LM_DB_EIO;
     snprintf(op->location, sizeof op->location, "%s%lld", op->resource->location, op->id);
-    lm_rest_ok(op, 201, row, version);
     return 0;
 }
 
@@ -447,9 +656,5 @@ int lm_rest_update(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t
     int rc = sqlite3_step(st);
     if (rc == SQLITE_CONSTRAINT_UNIQUE) return lm_rest_conflict(op, body);
     if (rc != SQLITE_DONE) return LM_DB_EIO;
-    json_t *row;
-    long long version;
-    if (lm_rest_load(c, op->resource, op->id, &row, &version) != 0) return LM_DB_EIO;
-    lm_rest_ok(op, 200, row, version);
-    return 0;
+    return lm_rest_row_body(c, op, 200) != 0 ? LM_DB_EIO : 0;
 }

@@ -8,7 +8,15 @@
  * Lists are plain JSON arrays (the seed's List[Charge]); the total goes in X-Total-Count and
  * neighbouring pages in Link (RFC 8288).
  *
- * Ownership: the op owns input (a JSON reference), body, detail and errs. Threading: op
+ * Reads go through the store's response cache (lm_cache) when it has one: a GET by id is
+ * keyed by the resource's canonical path, a list by its path and query; a hit is answered on
+ * the loop. Every write op invalidates in lm_rest_op_done, after its commit and before its
+ * response, so a client that saw a write acknowledged never reads what it replaced. Rows are
+ * written as JSON straight from the statement (lm_rest_row_write), not through jansson trees.
+ * A GET whose If-None-Match names the current ETag is answered 304.
+ *
+ * Ownership: the op owns input (a JSON reference), body, detail, errs, cache_key and its
+ * reference to a cached value. Threading: op
  * creation and lm_rest_op_done on the request's loop; the job function on a database thread,
  * where it may only touch the op and the connection. */
 #ifndef LM_REST_H
@@ -17,9 +25,12 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "buf.h"
+#include "cache.h"
 #include "db.h"
 #include "idempotency.h"
 #include "json.h"
+#include "store.h"
 
 typedef struct lm_rest_op lm_rest_op;
 typedef int (*lm_rest_fn)(lm_db_conn *c, lm_rest_op *op);
@@ -43,6 +54,14 @@ typedef struct lm_rest_resource {
 
 struct lm_rest_op {
     lm_req *req;
+    lm_store *store;
+    lm_cache *cache; /* the store's, or NULL */
+    /* a cacheable read: its key (owned), flags, and the epoch before the read */
+    char *cache_key;
+    size_t cache_klen;
+    unsigned cache_flags;
+    uint64_t cache_epoch;
+    const lm_cache_val *cached; /* a hit being sent (a reference), or NULL */
     /* input, set on the loop */
     json_t *input;  /* validated body, or NULL */
     long long id;   /* path id, or 0 */
@@ -66,10 +85,10 @@ struct lm_rest_op {
     lm_verrs errs;
 };
 
-/* New op for req; for a POST sets has_idem/idem_key/fingerprint from the request (other
- * methods ignore Idempotency-Key). Returns NULL after sending 400 when a POST's
+/* New op for req on store; for a POST sets has_idem/idem_key/fingerprint from the request
+ * (other methods ignore Idempotency-Key). Returns NULL after sending 400 when a POST's
  * Idempotency-Key header is malformed. */
-lm_rest_op *lm_rest_op_new(lm_req *req);
+lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store);
 void lm_rest_op_free(lm_rest_op *op);
 /* In a job: record a problem outcome. Returns status, so a job can `return lm_rest_fail(…)`
  * to roll back. */
@@ -79,8 +98,16 @@ int lm_rest_fail(lm_rest_op *op, int status, const char *type, const char *fmt, 
 void lm_rest_ok(lm_rest_op *op, int status, json_t *doc, long long version);
 /* In a job: 412 (and returns it) unless If-Match is absent or names current_version. */
 int lm_rest_check_version(lm_rest_op *op, long long current_version);
-/* lm_db_done for every op: sends the outcome, frees the op. */
+/* lm_db_done for every op: invalidates the cache after a write, stores a cacheable read's
+ * result, sends the outcome, frees the op. */
 void lm_rest_op_done(int rc, void *arg);
+/* Runs fn for op on the store's reader pool / group-committing writer; done ends in
+ * lm_rest_op_done. */
+void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done);
+void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done);
+/* A list read: answered from the cache (keyed by path and query; any write drops it) when
+ * it can be, by fn (which sets body, total, limit, offset) otherwise. */
+void lm_rest_list(lm_rest_op *op, lm_db_fn fn, lm_db_done done);
 /* A write job: replays a stored result for a known Idempotency-Key, refuses a reused key
  * (422), otherwise runs op->create and remembers its successful result. */
 int lm_rest_create_job(lm_db_conn *c, void *arg);
@@ -107,9 +134,17 @@ int lm_rest_update(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t
 int lm_rest_conflict(lm_rest_op *op, const json_t *body);
 /* In an update job: loads op->id (404) and checks If-Match (412). 0 and *cur, or a code. */
 int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long *version);
-/* Whole handlers: GET and DELETE of /…/{id} on port. */
-void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_db_port *port);
-void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_db_port *port);
+/* Whole handlers: GET (cached) and DELETE of /…/{id} on store. */
+void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_store *store);
+void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_store *store);
+/* In a job: op->id's row as op's body (status, ETag version); 404 when it is gone. */
+int lm_rest_row_body(lm_db_conn *c, lm_rest_op *op, int status);
+/* In a job: every row st yields as op's body, a JSON array (status 200); *n_rows (may be
+ * NULL) their number. */
+int lm_rest_rows_body(lm_rest_op *op, sqlite3_stmt *st, const char *const *cols, int n,
+                      long long *n_rows);
+/* In a PATCH job: true when every member of the patch equals cur's (nothing to write). */
+bool lm_rest_patch_is_noop(const json_t *cur, const json_t *patch);
 /* A request body for a create (path_id 0) or an update of path_id (partial: PATCH): parsed
  * and validated against r's fields; a GET representation sent back is accepted (server-set
  * id/erstellt_am/geaendert_am are dropped, an id naming another resource is an error). NULL
@@ -130,6 +165,8 @@ bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long ma
 void lm_rest_bind(sqlite3_stmt *st, int idx, const json_t *v);
 /* Builds an object from the first n columns of a row, named by cols. */
 json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n);
+/* Writes the same object as JSON text to b (reals in their shortest round-trip form). */
+void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int n);
 /* Reads column i of a row as JSON: NULL -> null, integer, real, text. */
 json_t *lm_rest_column(sqlite3_stmt *st, int i);
 

@@ -1,6 +1,7 @@
 /* store.c — database selection and per-worker ports. See store.h. */
 #include "store.h"
 
+#include "cache.h"
 #include "log.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@ struct lm_store {
     lm_db *db;
     lm_db_port **ports; /* by worker index */
     int n_ports;
+    lm_cache *cache; /* NULL: CACHE_URL=none */
 };
 
 const char *lm_data_dir(void)
@@ -69,6 +71,34 @@ static void metrics(lm_buf *out, void *ctx)
                   "# TYPE lotmesh_db_reads_total counter\n"
                   "lotmesh_db_reads_total %llu\n",
                   st.commits, st.write_jobs, st.failed_commits, st.reads);
+    if (!s->cache) return;
+    lm_cache_stats cs;
+    lm_cache_get_stats(s->cache, &cs);
+    lm_buf_printf(out,
+                  "# HELP lotmesh_cache_hits_total Reads answered from the in-process cache.\n"
+                  "# TYPE lotmesh_cache_hits_total counter\n"
+                  "lotmesh_cache_hits_total %llu\n"
+                  "# HELP lotmesh_cache_misses_total Cacheable reads that went to the database.\n"
+                  "# TYPE lotmesh_cache_misses_total counter\n"
+                  "lotmesh_cache_misses_total %llu\n"
+                  "# HELP lotmesh_cache_stale_puts_total Reads not cached because a write "
+                  "committed meanwhile.\n"
+                  "# TYPE lotmesh_cache_stale_puts_total counter\n"
+                  "lotmesh_cache_stale_puts_total %llu\n"
+                  "# HELP lotmesh_cache_evictions_total Entries evicted for space.\n"
+                  "# TYPE lotmesh_cache_evictions_total counter\n"
+                  "lotmesh_cache_evictions_total %llu\n"
+                  "# HELP lotmesh_cache_invalidations_total Writes that invalidated the cache.\n"
+                  "# TYPE lotmesh_cache_invalidations_total counter\n"
+                  "lotmesh_cache_invalidations_total %llu\n"
+                  "# HELP lotmesh_cache_entries Entries in the cache.\n"
+                  "# TYPE lotmesh_cache_entries gauge\n"
+                  "lotmesh_cache_entries %llu\n"
+                  "# HELP lotmesh_cache_bytes Bytes the entries take (CACHE_MAX_BYTES bounds it).\n"
+                  "# TYPE lotmesh_cache_bytes gauge\n"
+                  "lotmesh_cache_bytes %llu\n",
+                  cs.hits, cs.misses, cs.stale_puts, cs.evictions, cs.invalidations, cs.entries,
+                  cs.bytes);
 }
 
 static void on_stopped(lm_app *app, void *ctx)
@@ -76,6 +106,7 @@ static void on_stopped(lm_app *app, void *ctx)
     (void)app;
     lm_store *s = ctx;
     lm_db_close(s->db);
+    lm_cache_free(s->cache);
     free(s->ports);
     free(s); /* the app is done with it: every worker and hook that used it has ended */
 }
@@ -100,6 +131,17 @@ lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name, const char *
     } else {
         snprintf(s->path, sizeof s->path, "%s", url);
     }
+    const char *cache_url = lm_cfg_str(cfg, "CACHE_URL", "memory:");
+    uint64_t cache_bytes = lm_cfg_size(cfg, "CACHE_MAX_BYTES", 32u << 20, 64u << 10, 1ULL << 40);
+    bool cache_on = true;
+    if (!strcmp(cache_url, "none")) {
+        cache_on = false;
+    } else if (strcmp(cache_url, "memory:") != 0 && strcmp(cache_url, "memory://") != 0) {
+        lm_cfg_error(cfg, "CACHE_URL",
+                     "must be memory: (in-process LRU, the default) or none (got \"%.32s\"; a "
+                     "Redis backend is not built yet)",
+                     cache_url);
+    }
     if (!lm_cfg_ok(cfg)) { /* an earlier variable is wrong: report that one */
         free(s);
         return NULL;
@@ -117,13 +159,19 @@ lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name, const char *
     lm_app_add_ready_check(app, "database", ready, s);
     lm_app_add_metrics(app, metrics, s);
     lm_app_on_stopped(app, on_stopped, s);
-    lm_log_info("database: %s", s->path);
+    if (cache_on) s->cache = lm_cache_new(cache_bytes);
+    lm_log_info("database: %s; cache: %s", s->path, cache_on ? "memory" : "none");
     return s;
 }
 
 lm_db *lm_store_db(lm_store *s)
 {
     return s->db;
+}
+
+lm_cache *lm_store_cache(lm_store *s)
+{
+    return s->cache;
 }
 
 lm_db_port *lm_store_port(lm_store *s, const lm_req *req)

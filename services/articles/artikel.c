@@ -47,13 +47,16 @@ static const char *const cols[] = {"id",         "artikelnummer", "bezeichnung",
     " status, erstellt_am, geaendert_am, version FROM artikel "
 
 static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
-static const char SQL_LIST[] =
-    SELECT_COLS "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR"
-                " instr(lower(artikelnummer), lower(?2)) > 0 OR"
-                " instr(lower(bezeichnung), lower(?2)) > 0) ORDER BY id LIMIT ?3 OFFSET ?4";
-static const char SQL_COUNT[] =
-    "SELECT count(*) FROM artikel WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR"
-    " instr(lower(artikelnummer), lower(?2)) > 0 OR instr(lower(bezeichnung), lower(?2)) > 0)";
+/* Lists: the WHERE holds only the filters given (lm_db_sql_variants). */
+static const char *const list_conds[] = {
+    "status = :status",
+    "(instr(lower(artikelnummer), lower(:q)) > 0 OR instr(lower(bezeichnung), lower(:q)) > 0)"};
+static lm_db_sql_variants sql_list = {.head = SELECT_COLS,
+                                      .conds = list_conds,
+                                      .n_conds = 2,
+                                      .tail = " ORDER BY id LIMIT :limit OFFSET :offset"};
+static lm_db_sql_variants sql_count = {
+    .head = "SELECT count(*) FROM artikel", .conds = list_conds, .n_conds = 2, .tail = ""};
 static const char SQL_UNIT_EXISTS[] = "SELECT 1 FROM einheit WHERE id = ?";
 static const char SQL_INSERT[] =
     "INSERT INTO artikel (artikelnummer, bezeichnung, einheit_id, beschreibung,"
@@ -130,34 +133,38 @@ typedef struct list_filter {
     char *q;
 } list_filter;
 
-static int list_job(lm_db_conn *c, void *arg)
+static void bind_filter(sqlite3_stmt *st, const list_filter *f)
+{
+    if (f->status)
+        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":status"), f->status, -1,
+                          SQLITE_STATIC);
+    if (f->q)
+        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":q"), f->q, -1, SQLITE_STATIC);
+}
+
+/* The total and the page from one snapshot (list_job). */
+static int list_query(lm_db_conn *c, void *arg)
 {
     lm_rest_op *op = arg;
     list_filter *f = op->domain;
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_COUNT);
+    unsigned mask = (f->status ? 1u : 0) | (f->q ? 2u : 0);
+    sqlite3_stmt *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
     if (!st) return LM_DB_EIO;
-    if (f->status) sqlite3_bind_text(st, 1, f->status, -1, SQLITE_STATIC);
-    if (f->q) sqlite3_bind_text(st, 2, f->q, -1, SQLITE_STATIC);
+    bind_filter(st, f);
     if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
     op->total = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
-    st = lm_db_stmt(c, SQL_LIST);
+    st = lm_db_stmt(c, lm_db_sql_variant(&sql_list, mask));
     if (!st) return LM_DB_EIO;
-    if (f->status) sqlite3_bind_text(st, 1, f->status, -1, SQLITE_STATIC);
-    if (f->q) sqlite3_bind_text(st, 2, f->q, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, op->limit);
-    sqlite3_bind_int64(st, 4, op->offset);
-    json_t *items = json_array();
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        json_array_append_new(items, lm_rest_row(st, cols, N_COLS));
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(items);
-        return LM_DB_EIO;
-    }
-    lm_rest_ok(op, 200, items, 0);
-    return 0;
+    bind_filter(st, f);
+    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":limit"), op->limit);
+    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":offset"), op->offset);
+    return lm_rest_rows_body(op, st, cols, N_COLS, NULL);
+}
+
+static int list_job(lm_db_conn *c, void *arg)
+{
+    return lm_db_snapshot(c, list_query, arg);
 }
 
 static int insert(lm_db_conn *c, lm_rest_op *op)
@@ -181,6 +188,10 @@ static int update_job(lm_db_conn *c, void *arg)
     int rc = lm_rest_load_current(c, op, &cur, &version);
     if (rc) return rc;
     json_t *next;
+    if (op->partial && lm_rest_patch_is_noop(cur, op->input)) { /* nothing changes */
+        json_decref(cur);
+        return lm_rest_row_body(c, op, 200);
+    }
     if (op->partial) {
         next = cur;
         json_object_update(next, op->input);
@@ -212,7 +223,7 @@ static int update_job(lm_db_conn *c, void *arg)
 
 static void handle_get(lm_req *req, void *ctx)
 {
-    lm_rest_get(req, &artikel, lm_store_port(svc_of(ctx)->store, req));
+    lm_rest_get(req, &artikel, svc_of(ctx)->store);
 }
 
 static void free_filter_done(int rc, void *arg)
@@ -229,7 +240,7 @@ static void handle_list(lm_req *req, void *ctx)
 {
     static const char *const allowed[] = {"status", "q", "limit", "offset", NULL};
     if (!lm_rest_query_allowed(req, allowed)) return;
-    lm_rest_op *op = lm_rest_op_new(req);
+    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
     if (!op) return;
     if (!lm_rest_page(req, op, 50, 500)) {
         lm_rest_op_free(op);
@@ -254,12 +265,12 @@ static void handle_list(lm_req *req, void *ctx)
     f->status = status ? lm_xstrdup(status) : NULL;
     f->q = q ? lm_xstrdup(q) : NULL;
     op->domain = f;
-    lm_db_read(lm_store_port(svc_of(ctx)->store, req), list_job, free_filter_done, op);
+    lm_rest_list(op, list_job, free_filter_done);
 }
 
 static void handle_create(lm_req *req, void *ctx)
 {
-    lm_rest_op *op = lm_rest_op_new(req);
+    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
     if (!op) return;
     op->resource = &artikel;
     if (!(op->input = lm_rest_body(req, &artikel, false, 0))) {
@@ -267,14 +278,14 @@ static void handle_create(lm_req *req, void *ctx)
         return;
     }
     op->create = insert;
-    lm_db_write(lm_store_port(svc_of(ctx)->store, req), lm_rest_create_job, lm_rest_op_done, op);
+    lm_rest_write(op, lm_rest_create_job, lm_rest_op_done);
 }
 
 static void handle_update(lm_req *req, void *ctx, bool partial)
 {
     long long id;
     if (!lm_rest_id(req, "id", &id)) return;
-    lm_rest_op *op = lm_rest_op_new(req);
+    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
     if (!op) return;
     op->id = id;
     op->partial = partial;
@@ -283,7 +294,7 @@ static void handle_update(lm_req *req, void *ctx, bool partial)
         lm_rest_op_free(op);
         return;
     }
-    lm_db_write(lm_store_port(svc_of(ctx)->store, req), update_job, lm_rest_op_done, op);
+    lm_rest_write(op, update_job, lm_rest_op_done);
 }
 
 static void handle_put(lm_req *req, void *ctx)
@@ -297,7 +308,7 @@ static void handle_patch(lm_req *req, void *ctx)
 
 static void handle_delete(lm_req *req, void *ctx)
 {
-    lm_rest_delete(req, &artikel, lm_store_port(svc_of(ctx)->store, req));
+    lm_rest_delete(req, &artikel, svc_of(ctx)->store);
 }
 
 void artikel_routes(lm_router *r, articles_svc *svc)

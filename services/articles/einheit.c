@@ -40,19 +40,9 @@ static int list_job(lm_db_conn *c, void *arg)
     lm_rest_op *op = arg;
     sqlite3_stmt *st = lm_db_stmt(c, SQL_ALL);
     if (!st) return LM_DB_EIO;
-    json_t *items = json_array();
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        json_array_append_new(items, lm_rest_row(st, cols, 4));
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(items);
-        return LM_DB_EIO;
-    }
-    op->total = (long long)json_array_size(items);
-    op->limit = op->total ? op->total : 1;
-    lm_rest_ok(op, 200, items, 0);
-    return 0;
+    int rc = lm_rest_rows_body(op, st, cols, 4, &op->total);
+    op->limit = op->total > 0 ? op->total : 1;
+    return rc;
 }
 
 static int insert(lm_db_conn *c, lm_rest_op *op)
@@ -76,18 +66,19 @@ static void handle_list(lm_req *req, void *ctx)
 {
     static const char *const allowed[] = {NULL};
     lm_rest_op *op;
-    if (!lm_rest_query_allowed(req, allowed) || !(op = lm_rest_op_new(req))) return;
-    lm_db_read(lm_store_port(svc_of(ctx)->store, req), list_job, lm_rest_op_done, op);
+    if (!lm_rest_query_allowed(req, allowed) || !(op = lm_rest_op_new(req, svc_of(ctx)->store)))
+        return;
+    lm_rest_list(op, list_job, lm_rest_op_done);
 }
 
 static void handle_get(lm_req *req, void *ctx)
 {
-    lm_rest_get(req, &einheit, lm_store_port(svc_of(ctx)->store, req));
+    lm_rest_get(req, &einheit, svc_of(ctx)->store);
 }
 
 static void handle_create(lm_req *req, void *ctx)
 {
-    lm_rest_op *op = lm_rest_op_new(req);
+    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
     if (!op) return;
     json_t *in = lm_rest_body(req, &einheit, false, 0);
     if (!in) {
@@ -97,7 +88,7 @@ static void handle_create(lm_req *req, void *ctx)
     op->input = in;
     op->resource = &einheit;
     op->create = insert;
-    lm_db_write(lm_store_port(svc_of(ctx)->store, req), lm_rest_create_job, lm_rest_op_done, op);
+    lm_rest_write(op, lm_rest_create_job, lm_rest_op_done);
 }
 
 void einheit_routes(lm_router *r, articles_svc *svc)

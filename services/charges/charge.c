@@ -65,17 +65,27 @@ static const char *const cols[] = {"id",
 #define SELECT_COLS                                                                                \
     "SELECT id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"       \
     " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version FROM charge "
-#define LIST_WHERE                                                                                 \
-    "WHERE (?1 IS NULL OR artikel_id = ?1) AND (?2 IS NULL OR status = ?2)"                        \
-    " AND (?3 IS NULL OR charge_nummer = ?3) AND (?4 IS NULL OR mindesthaltbarkeitsdatum_ms < ?4)" \
-    " AND (?5 IS NULL OR mindesthaltbarkeitsdatum_ms > ?5) "
 
 static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
-static const char SQL_LIST_FEFO[] =
-    SELECT_COLS LIST_WHERE "ORDER BY mindesthaltbarkeitsdatum_ms IS NULL,"
-                           " mindesthaltbarkeitsdatum_ms, id LIMIT ?6 OFFSET ?7";
-static const char SQL_LIST_ID[] = SELECT_COLS LIST_WHERE "ORDER BY id LIMIT ?6 OFFSET ?7";
-static const char SQL_COUNT[] = "SELECT count(*) FROM charge " LIST_WHERE;
+/* Lists: the WHERE holds only the filters given (lm_db_sql_variants). */
+static const char *const list_conds[] = {
+    "artikel_id = :artikel_id", "status = :status", "charge_nummer = :nummer",
+    "mindesthaltbarkeitsdatum_ms < :before", "mindesthaltbarkeitsdatum_ms > :after"};
+#define N_LIST_CONDS 5
+static lm_db_sql_variants sql_list_fefo = {
+    .head = SELECT_COLS,
+    .conds = list_conds,
+    .n_conds = N_LIST_CONDS,
+    .tail = " ORDER BY mindesthaltbarkeitsdatum_ms IS NULL, mindesthaltbarkeitsdatum_ms, id"
+            " LIMIT :limit OFFSET :offset"};
+static lm_db_sql_variants sql_list_id = {.head = SELECT_COLS,
+                                         .conds = list_conds,
+                                         .n_conds = N_LIST_CONDS,
+                                         .tail = " ORDER BY id LIMIT :limit OFFSET :offset"};
+static lm_db_sql_variants sql_count = {.head = "SELECT count(*) FROM charge",
+                                       .conds = list_conds,
+                                       .n_conds = N_LIST_CONDS,
+                                       .tail = ""};
 static const char SQL_INSERT[] =
     "INSERT INTO charge (artikel_id, menge, einheit_id, herstellungsdatum, herstellungsdatum_ms,"
     " mindesthaltbarkeitsdatum, mindesthaltbarkeitsdatum_ms, charge_nummer, status, bemerkungen,"
@@ -220,41 +230,54 @@ typedef struct list_filter {
     bool has_before, has_after, fefo;
 } list_filter;
 
-static void bind_filter(sqlite3_stmt *st, const list_filter *f)
+/* Which of list_conds the filter uses. */
+static unsigned filter_mask(const list_filter *f)
 {
-    if (f->has_artikel) sqlite3_bind_int64(st, 1, f->artikel_id);
-    if (f->status) sqlite3_bind_text(st, 2, f->status, -1, SQLITE_STATIC);
-    if (f->nummer) sqlite3_bind_text(st, 3, f->nummer, -1, SQLITE_STATIC);
-    if (f->has_before) sqlite3_bind_int64(st, 4, f->before);
-    if (f->has_after) sqlite3_bind_int64(st, 5, f->after);
+    return (f->has_artikel ? 1u : 0) | (f->status ? 2u : 0) | (f->nummer ? 4u : 0) |
+           (f->has_before ? 8u : 0) | (f->has_after ? 16u : 0);
 }
 
-static int list_job(lm_db_conn *c, void *arg)
+static void bind_int(sqlite3_stmt *st, const char *name, long long v)
+{
+    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, name), v);
+}
+
+static void bind_filter(sqlite3_stmt *st, const list_filter *f)
+{
+    if (f->has_artikel) bind_int(st, ":artikel_id", f->artikel_id);
+    if (f->status)
+        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":status"), f->status, -1,
+                          SQLITE_STATIC);
+    if (f->nummer)
+        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":nummer"), f->nummer, -1,
+                          SQLITE_STATIC);
+    if (f->has_before) bind_int(st, ":before", f->before);
+    if (f->has_after) bind_int(st, ":after", f->after);
+}
+
+/* The total and the page from one snapshot (list_job). */
+static int list_query(lm_db_conn *c, void *arg)
 {
     lm_rest_op *op = arg;
     list_filter *f = op->domain;
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_COUNT);
+    unsigned mask = filter_mask(f);
+    sqlite3_stmt *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
     if (!st) return LM_DB_EIO;
     bind_filter(st, f);
     if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
     op->total = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
-    st = lm_db_stmt(c, f->fefo ? SQL_LIST_FEFO : SQL_LIST_ID);
+    st = lm_db_stmt(c, lm_db_sql_variant(f->fefo ? &sql_list_fefo : &sql_list_id, mask));
     if (!st) return LM_DB_EIO;
     bind_filter(st, f);
-    sqlite3_bind_int64(st, 6, op->limit);
-    sqlite3_bind_int64(st, 7, op->offset);
-    json_t *items = json_array();
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        json_array_append_new(items, lm_rest_row(st, cols, N_COLS));
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(items);
-        return LM_DB_EIO;
-    }
-    lm_rest_ok(op, 200, items, 0);
-    return 0;
+    bind_int(st, ":limit", op->limit);
+    bind_int(st, ":offset", op->offset);
+    return lm_rest_rows_body(op, st, cols, N_COLS, NULL);
+}
+
+static int list_job(lm_db_conn *c, void *arg)
+{
+    return lm_db_snapshot(c, list_query, arg);
 }
 
 static int insert(lm_db_conn *c, lm_rest_op *op)
@@ -284,6 +307,11 @@ static int update_job(lm_db_conn *c, void *arg)
     long long version;
     int rc = lm_rest_load_current(c, op, &cur, &version);
     if (rc) return rc;
+    if (op->partial &&
+        lm_rest_patch_is_noop(cur, op->input)) { /* nothing changes: no new version */
+        json_decref(cur);
+        return lm_rest_row_body(c, op, 200);
+    }
     const char *from = json_string_value(json_object_get(cur, "status"));
     json_t *next = op->partial ? json_deep_copy(cur) : json_deep_copy(op->input);
     if (op->partial) json_object_update(next, op->input);
@@ -351,7 +379,7 @@ static void op_done(int rc, void *arg)
 
 static void handle_get(lm_req *req, void *ctx)
 {
-    lm_rest_get(req, &charge, lm_store_port(svc_of(ctx)->store, req));
+    lm_rest_get(req, &charge, svc_of(ctx)->store);
 }
 
 static void list_done(int rc, void *arg)
@@ -371,7 +399,7 @@ static void handle_list(lm_req *req, void *ctx)
                                           "mhd_before", "mhd_after", "sort",
                                           "limit",      "offset",    NULL};
     if (!lm_rest_query_allowed(req, allowed)) return;
-    lm_rest_op *op = lm_rest_op_new(req);
+    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
     if (!op) return;
     if (!lm_rest_page(req, op, 50, 500)) {
         lm_rest_op_free(op);
@@ -411,14 +439,13 @@ static void handle_list(lm_req *req, void *ctx)
     f->status = status ? lm_xstrdup(status) : NULL;
     f->nummer = nummer ? lm_xstrdup(nummer) : NULL;
     op->domain = f;
-    lm_db_read(lm_store_port(svc_of(ctx)->store, req), list_job, list_done, op);
+    lm_rest_list(op, list_job, list_done);
 }
 
 /* After the references were checked: refuse, or write. */
 static void refs_checked(charges_refs *refs, void *ctx)
 {
     lm_rest_op *op = ctx;
-    charge_op *co = op->domain;
     if (refs->unavailable) {
         lm_rest_fail(op, 503, "urn:lotmesh:problem:dependency-unavailable",
                      "the articles service is unreachable and the article or unit is not known "
@@ -458,11 +485,7 @@ static void refs_checked(charges_refs *refs, void *ctx)
         lm_time_format(hd + days * 86400000LL, out);
         json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
     }
-    if (!op->id) {
-        lm_db_write(lm_store_port(co->svc->store, op->req), lm_rest_create_job, op_done, op);
-    } else {
-        lm_db_write(lm_store_port(co->svc->store, op->req), update_job, op_done, op);
-    }
+    lm_rest_write(op, op->id ? update_job : lm_rest_create_job, op_done);
 }
 
 static void start_refcheck(lm_rest_op *op)
@@ -485,7 +508,7 @@ static void idem_probed(int rc, void *arg)
 
 static void handle_create(lm_req *req, void *ctx)
 {
-    lm_rest_op *op = lm_rest_op_new(req);
+    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
     if (!op) return;
     op->resource = &charge;
     if (!(op->input = lm_rest_body(req, &charge, false, 0))) {
@@ -505,7 +528,7 @@ static void handle_create(lm_req *req, void *ctx)
     op->domain = co;
     op->create = insert;
     if (op->has_idem)
-        lm_db_read(lm_store_port(co->svc->store, req), lm_rest_idem_probe_job, idem_probed, op);
+        lm_rest_read(op, lm_rest_idem_probe_job, idem_probed);
     else
         start_refcheck(op);
 }
@@ -513,8 +536,9 @@ static void handle_create(lm_req *req, void *ctx)
 static void handle_update(lm_req *req, void *ctx, bool partial)
 {
     long long id;
-    if (!lm_rest_id(req, "id", &id)) return;
-    lm_rest_op *op = lm_rest_op_new(req);
+    static const char *const none[] = {NULL};
+    if (!lm_rest_query_allowed(req, none) || !lm_rest_id(req, "id", &id)) return;
+    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
     if (!op) return;
     op->id = id;
     op->partial = partial;
@@ -540,7 +564,7 @@ static void handle_patch(lm_req *req, void *ctx)
 
 static void handle_delete(lm_req *req, void *ctx)
 {
-    lm_rest_delete(req, &charge, lm_store_port(svc_of(ctx)->store, req));
+    lm_rest_delete(req, &charge, svc_of(ctx)->store);
 }
 
 void charge_routes(lm_router *r, charges_svc *svc)

@@ -858,9 +858,11 @@ def test_update_or_delete_bad_id_is_400(svc, method):
 def test_if_match(svc, method):
     a = create(svc)
     p = art(a["id"])
-    body = new_body(artikelnummer=a["artikelnummer"], bezeichnung="neu")
+    sent = []
 
-    def send(if_match):
+    def send(if_match):  # every body changes something: a PATCH that changes nothing keeps the version
+        sent.append(if_match)
+        body = new_body(artikelnummer=a["artikelnummer"], bezeichnung=f"neu {len(sent)}")
         return post_json(svc, p, body, headers={"If-Match": if_match}, method=method)
 
     for stale in ('"2"', '"0"', 'W/"1"', '"1', "1", '"01"', '"abc"', "W/*", ","):
@@ -891,7 +893,13 @@ def test_if_match_star_on_delete_and_several_header_lines(svc):
            f"If-Match: \"5\"\r\nIf-Match: \"1\"\r\nContent-Length: 2\r\n\r\n{{}}")
     r = svc.raw_exchange(raw.encode())
     assert r.status == 200, r.body
+    assert r.header("etag") == '"1"'  # an empty PATCH changes nothing: same version
+    body = '{"bezeichnung":"neu"}'
+    raw = raw.replace("Content-Length: 2\r\n\r\n{}", f"Content-Length: {len(body)}\r\n\r\n{body}")
+    r = svc.raw_exchange(raw.encode())
+    assert r.status == 200, r.body
     assert r.header("etag") == '"2"'
+
 
 
 def test_if_match_without_header_is_unconditional(svc):

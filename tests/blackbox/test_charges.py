@@ -913,8 +913,11 @@ def test_patch_changes_only_the_given_fields(stack):
     n = r.json()
     assert n["bemerkungen"] is None and n["mindesthaltbarkeitsdatum"] is None  # not defaulted
     assert n["menge"] == 4.25 and etag(r) == '"3"'
-    r = stack.patch(c["id"], {})
-    assert r.status_code == 200 and etag(r) == '"4"'
+    r = stack.patch(c["id"], {})  # nothing to change: nothing written, same version
+    assert r.status_code == 200 and etag(r) == '"3"' and r.json() == n
+    r = stack.patch(c["id"], {"menge": 4.25, "bemerkungen": None})  # the values it has
+    assert r.status_code == 200 and etag(r) == '"3"' and r.json() == n
+    assert stack.get(c["id"]).json() == n
 
 
 def test_patch_checks_mhd_against_production_date(stack):
