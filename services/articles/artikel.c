@@ -283,8 +283,9 @@ static void handle_create(lm_req *req, void *ctx)
 
 static void handle_update(lm_req *req, void *ctx, bool partial)
 {
+    static const char *const none[] = {NULL};
     long long id;
-    if (!lm_rest_id(req, "id", &id)) return;
+    if (!lm_rest_query_allowed(req, none) || !lm_rest_id(req, "id", &id)) return;
     lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
     if (!op) return;
     op->id = id;
