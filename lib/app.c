@@ -1,6 +1,7 @@
 /* app.c — process lifecycle around the server. See app.h. */
 #include "app.h"
 
+#include "client.h"
 #include "log.h"
 #include "problem.h"
 
@@ -166,6 +167,8 @@ lm_app *lm_app_new(lm_cfg *cfg, const char *name, int default_port)
     s->idle_timeout_ms = lm_cfg_duration_ms(cfg, "IDLE_TIMEOUT", 60000, 10, 3600000);
     s->write_timeout_ms = lm_cfg_duration_ms(cfg, "WRITE_TIMEOUT", 30000, 10, 3600000);
     app->shutdown_ms = lm_cfg_duration_ms(cfg, "SHUTDOWN_TIMEOUT", 10000, 0, 3600000);
+    /* how long the HTTP clients (lm_client) reuse a resolved host name; 0: no cache */
+    lm_client_set_default_dns_ttl(lm_cfg_duration_ms(cfg, "CLIENT_DNS_TTL_MS", 30000, 0, 3600000));
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
     int level = lm_cfg_enum(cfg, "LOG_LEVEL", "info", levels);
     lm_log_init(app->name, (lm_log_level)level);

@@ -17,10 +17,14 @@
  *   Connections are freed only from their close callbacks, never under a running frame.
  * - Response parsing pauses llhttp at the end of every message, so completion always runs
  *   outside llhttp_execute and input after a response (never legitimate without pipelining)
- *   marks the connection unusable. */
+ *   marks the connection unusable.
+ * - Host names go through the client's lm_dnscache before getaddrinfo (conn_new): a hit
+ *   connects at once, with no thread-pool round trip; on_resolved fills it, and a failed
+ *   connect (or connect timeout) to an address got by name drops the name's entry. */
 #include "client.h"
 
 #include "buf.h"
+#include "dnscache.h"
 #include "log.h"
 
 #include <llhttp.h>
@@ -39,6 +43,8 @@
 #define HIGH_WATER    (256 * 1024) /* streamed upload: lm_client_write returns false above */
 #define MAX_HEADERS   256
 #define KEEP_BUF      (64 * 1024) /* a pooled connection keeps buffers up to this capacity */
+#define DNS_MAX_NAMES 64          /* host names in a client's resolution cache */
+#define DNS_NEG_TTL   1000        /* ms a name found not to exist is not looked up again */
 
 typedef struct origin origin;
 typedef struct cconn cconn;
@@ -95,6 +101,7 @@ struct cconn {
     kstate state;
     int refs; /* tcp + timer handles, pending getaddrinfo */
     bool gai_active, reading, writing, ref_on, resume_queued;
+    bool by_name;      /* connecting to an address resolved from the origin's host name */
     lm_buf out;        /* streamed body bytes not yet handed to libuv */
     lm_buf inflight;   /* bytes of the write in progress (when not the request's wire) */
     size_t write_len;  /* bytes in the write in progress */
@@ -125,12 +132,13 @@ struct origin {
 
 typedef struct client_stats {
     _Atomic uint64_t requests, responses, errors[LM_CLIENT_ERR__COUNT], retries, connects, reuses,
-        conns_open, conns_idle, queued, inflight;
+        conns_open, conns_idle, queued, inflight, resolves, resolve_cache_hits;
 } client_stats;
 
 struct lm_client {
     uv_loop_t *loop;
     lm_client_config cfg;
+    lm_dnscache *dns; /* NULL when cfg.dns_ttl_ms is 0 */
     origin *origins;
     creq *reqs;   /* live requests */
     cconn *conns; /* every connection not yet freed */
@@ -177,6 +185,14 @@ const char *lm_client_strerror(lm_client_err err)
     return err_text[err];
 }
 
+/* Set once at start-up (lm_app_new, from CLIENT_DNS_TTL_MS), before any thread reads it. */
+static uint64_t default_dns_ttl_ms = 30000;
+
+void lm_client_set_default_dns_ttl(uint64_t ms)
+{
+    default_dns_ttl_ms = ms;
+}
+
 void lm_client_config_default(lm_client_config *cfg)
 {
     cfg->max_conns_per_origin = 64;
@@ -187,6 +203,7 @@ void lm_client_config_default(lm_client_config *cfg)
     cfg->response_timeout_ms = 30000;
     cfg->max_response_head = 64 * 1024;
     cfg->max_response_body = 8 * 1024 * 1024;
+    cfg->dns_ttl_ms = default_dns_ttl_ms;
 }
 
 const char *lm_client_response_header(const lm_client_response *resp, const char *name)
@@ -210,6 +227,8 @@ void lm_client_stats_get(const lm_client *c, lm_client_stats *out)
     out->conns_idle = LD(conns_idle);
     out->queued = LD(queued);
     out->inflight = LD(inflight);
+    out->resolves = LD(resolves);
+    out->resolve_cache_hits = LD(resolve_cache_hits);
 #undef LD
 }
 
@@ -1126,6 +1145,7 @@ static void on_conn_timer(uv_timer_t *t)
     cconn *k = t->data;
     if (k->state == K_CLOSING) return;
     if (k->state == K_CONNECTING) {
+        if (k->by_name) lm_dnscache_forget(k->c->dns, k->o->host);
         creq *r = k->req;
         if (r) {
             detach(k, r);
@@ -1187,6 +1207,8 @@ static void on_connect(uv_connect_t *cr, int status)
     uv_timer_stop(&k->timer);
     creq *r = k->req;
     if (status < 0) {
+        /* a cached address may be stale: the next connection asks the resolver again */
+        if (k->by_name) lm_dnscache_forget(k->c->dns, k->o->host);
         if (r) detach(k, r);
         conn_close(k, true);
         if (r) req_complete(r, LM_CLIENT_ERR_CONNECT);
@@ -1226,6 +1248,10 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
         }
         if (ai->ai_family == AF_INET6 && !pick_ai) pick_ai = ai;
     }
+    if (pick_ai)
+        lm_dnscache_put(k->c->dns, k->o->host, pick_ai->ai_addr, uv_now(k->c->loop));
+    else if (status == UV_EAI_NONAME || status == UV_EAI_NODATA || status == 0)
+        lm_dnscache_put_negative(k->c->dns, k->o->host, uv_now(k->c->loop)); /* not transient */
     bool ok = pick_ai && connect_start(k, pick_ai->ai_addr);
     if (res) uv_freeaddrinfo(res);
     if (ok) return;
@@ -1263,9 +1289,25 @@ static void conn_new(origin *o, creq *r)
         uv_timer_start(&k->timer, on_conn_timer, r->connect_to, 0);
     bool ok;
     lm_client_err err = LM_CLIENT_ERR_CONNECT;
+    struct sockaddr_storage cached;
+    lm_dns_result dr =
+        o->numeric ? LM_DNS_MISS : lm_dnscache_get(c->dns, o->host, uv_now(c->loop), &cached);
+    k->by_name = !o->numeric;
     if (o->numeric) {
         ok = connect_start(k, (const struct sockaddr *)&o->addr);
+    } else if (dr == LM_DNS_HIT) {
+        STAT_ADD(c, resolve_cache_hits, 1);
+        if (cached.ss_family == AF_INET)
+            ((struct sockaddr_in *)&cached)->sin_port = htons((uint16_t)o->port);
+        else
+            ((struct sockaddr_in6 *)&cached)->sin6_port = htons((uint16_t)o->port);
+        ok = connect_start(k, (const struct sockaddr *)&cached);
+    } else if (dr == LM_DNS_NEGATIVE) {
+        STAT_ADD(c, resolve_cache_hits, 1);
+        ok = false;
+        err = LM_CLIENT_ERR_RESOLVE;
     } else {
+        STAT_ADD(c, resolves, 1);
         char port[8];
         snprintf(port, sizeof port, "%d", o->port);
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
@@ -1551,6 +1593,7 @@ lm_client *lm_client_new(uv_loop_t *loop, const lm_client_config *cfg)
     if (!c->cfg.response_timeout_ms) c->cfg.response_timeout_ms = d.response_timeout_ms;
     if (!c->cfg.max_response_head) c->cfg.max_response_head = d.max_response_head;
     if (!c->cfg.max_response_body) c->cfg.max_response_body = d.max_response_body;
+    if (c->cfg.dns_ttl_ms) c->dns = lm_dnscache_new(DNS_MAX_NAMES, c->cfg.dns_ttl_ms, DNS_NEG_TTL);
     c->queue_due = UINT64_MAX;
     uv_idle_init(loop, &c->defer);
     uv_timer_init(loop, &c->idle_timer);
@@ -1567,6 +1610,7 @@ static void client_maybe_finalize(lm_client *c)
     assert(c->origins == NULL && c->reqs == NULL);
     void (*cb)(void *) = c->close_cb;
     void *ctx = c->close_ctx;
+    lm_dnscache_free(c->dns);
     free(c);
     if (cb) cb(ctx);
 }

@@ -42,9 +42,14 @@
  * A streamed upload stops at on_done: a server may answer (413, 401 …) before the body is
  * all sent; the connection is then closed rather than pooled.
  *
- * Hosts: numeric IPv4/IPv6 addresses connect directly; names resolve with uv_getaddrinfo (the
- * loop's thread pool) for every new connection, the first IPv4 address preferred, without a
- * fallback to further addresses.
+ * Hosts: numeric IPv4/IPv6 addresses connect directly. Names resolve with uv_getaddrinfo (the
+ * loop's thread pool), the first IPv4 address preferred, without a fallback to further
+ * addresses, through a per-client (so per-loop) cache (lm_dnscache, dnscache.h): a resolved
+ * address serves new connections to that name for dns_ttl_ms (default 30 s, the process's
+ * CLIENT_DNS_TTL_MS; 0: a lookup for every new connection), a name that does not exist fails
+ * fast for 1 s, at most 64 names are kept, and an address that fails to connect (refused,
+ * timed out) is dropped so the next connection looks the name up again. Lookups running at
+ * the same time for one name are not merged. The cache is freed with the client.
  *
  * Memory: options, headers and body are copied by lm_client_send(); the caller keeps nothing
  * alive. The lm_client_response and every pointer in it belong to the request and are valid
@@ -52,7 +57,8 @@
  *
  * Threading: all functions on the client's loop thread, except lm_client_stats_get() (any thread,
  * while the client exists: counters are relaxed atomics with a single writer) and
- * lm_client_parse_url()/lm_client_strerror()/lm_client_config_default() (pure). */
+ * lm_client_parse_url()/lm_client_strerror()/lm_client_config_default() (pure, but for the
+ * process default that lm_client_set_default_dns_ttl() sets at start-up). */
 #ifndef LM_CLIENT_H
 #define LM_CLIENT_H
 
@@ -97,9 +103,15 @@ typedef struct lm_client_config {
     uint64_t response_timeout_ms; /* default per request (30000) */
     size_t max_response_head;     /* status line + headers (64 KiB) */
     size_t max_response_body;     /* buffered mode (8 MiB); streaming has no limit */
+    uint64_t dns_ttl_ms;          /* cache a resolved host name this long (the process
+                                   * default, 30000); 0 here: no cache */
 } lm_client_config;
 
+/* Defaults; dns_ttl_ms is the process default (lm_client_set_default_dns_ttl). */
 void lm_client_config_default(lm_client_config *cfg);
+/* The process-wide default of dns_ttl_ms (0: no cache), from CLIENT_DNS_TTL_MS (lm_app_new).
+ * Start-up only, before any thread creates a client. */
+void lm_client_set_default_dns_ttl(uint64_t ms);
 
 /* What a response looks like to callbacks. headers: name and value NUL-terminated, lengths
  * set, in received order, names as received (compare case-insensitively). body: in buffered
@@ -194,6 +206,8 @@ typedef struct lm_client_stats {
     uint64_t conns_idle;                   /* gauge: idle in the pools */
     uint64_t queued;                       /* gauge: requests waiting for a connection slot */
     uint64_t inflight;                     /* gauge: requests not yet completed */
+    uint64_t resolves;                     /* host-name lookups started (getaddrinfo) */
+    uint64_t resolve_cache_hits;           /* connections to a name that needed no lookup */
 } lm_client_stats;
 
 /* Any thread, while the client exists. */

@@ -707,6 +707,73 @@ static void test_resolve_localhost(void **state)
     loop_end(c);
 }
 
+static void get_localhost(lm_client *c, int port, result *r)
+{
+    assert_non_null(lm_client_send(c, &(lm_client_opts){.method = "GET",
+                                                        .host = "localhost",
+                                                        .port = port,
+                                                        .path = "/hello",
+                                                        .on_done = on_done_rec,
+                                                        .ud = r}));
+}
+
+/* Three requests to "localhost", each on a fresh connection (the idle timeout is short). */
+static void three_by_name(lm_client *c)
+{
+    for (int i = 0; i < 3; i++) {
+        result r = {0};
+        get_localhost(c, srv_port, &r);
+        RUN_UNTIL(r.done, 3000);
+        assert_int_equal(r.err, LM_CLIENT_OK);
+        assert_true(body_is(&r, "hello"));
+        result_free(&r);
+        RUN_UNTIL(S(c).conns_open == 0, 2000);
+    }
+    assert_int_equal(S(c).connects, 3);
+}
+
+/* Host names: one lookup serves later connections within dns_ttl_ms; an address that fails
+ * to connect is looked up again; dns_ttl_ms 0 turns the cache off. */
+static void test_resolve_cache(void **state)
+{
+    (void)state;
+    loop_begin();
+    lm_client_config cfg;
+    lm_client_config_default(&cfg);
+    assert_int_equal(cfg.dns_ttl_ms, 30000);
+    cfg.idle_timeout_ms = 20;
+    lm_client *c = lm_client_new(&loop, &cfg);
+    three_by_name(c);
+    assert_int_equal(S(c).resolves, 1);
+    assert_int_equal(S(c).resolve_cache_hits, 2);
+
+    /* a refused connect drops the name: the next connection looks it up again */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    for (int i = 0; i < 2; i++) {
+        result r = {0};
+        get_localhost(c, ntohs(a.sin_port), &r);
+        RUN_UNTIL(r.done, 3000);
+        assert_int_equal(r.err, LM_CLIENT_ERR_CONNECT);
+        result_free(&r);
+    }
+    close(fd);
+    assert_int_equal(S(c).resolve_cache_hits, 3); /* the first of the two still hit */
+    assert_int_equal(S(c).resolves, 2);
+    loop_end(c);
+
+    loop_begin();
+    cfg.dns_ttl_ms = 0;
+    c = lm_client_new(&loop, &cfg);
+    three_by_name(c);
+    assert_int_equal(S(c).resolves, 3);
+    assert_int_equal(S(c).resolve_cache_hits, 0);
+    loop_end(c);
+}
+
 static void test_many_parallel_with_cap(void **state)
 {
     (void)state;
@@ -2120,6 +2187,7 @@ int main(void)
         cmocka_unit_test(test_chunked_response_from_server),
         cmocka_unit_test(test_too_large_buffered_body),
         cmocka_unit_test(test_resolve_localhost),
+        cmocka_unit_test(test_resolve_cache),
         cmocka_unit_test(test_many_parallel_with_cap),
         cmocka_unit_test(test_stream_request_known_length),
         cmocka_unit_test(test_stream_request_chunked),
