@@ -13,7 +13,8 @@
 #
 # Knobs (environment): DURATION=4 (s per round), ROUNDS=3, WARMUP=1, CONNS=64,
 # WORKERS=<nproc> (both services), ENDPOINTS="get list create", SEED_N=1000, SEED_CONNS=16,
-# AUTH=enabled (lotmesh's SERVICE_AUTH), READY_RUNS=5, FASTAPI_PYTHON=/usr/bin/python3,
+# AUTH=enabled (lotmesh's SERVICE_AUTH), CACHE=memory: (lotmesh's CACHE_URL; none turns its
+# response cache off, to measure the database path), READY_RUNS=5, FASTAPI_PYTHON=/usr/bin/python3,
 # CONTRACT_CHECK=fail (or warn), KEEP_TMP=0, LOTMESH_COMMIT (when the build's sources are not a
 # git tree).
 set -euo pipefail
@@ -41,6 +42,7 @@ ENDPOINTS=${ENDPOINTS:-get list create}
 SEED_N=${SEED_N:-1000}
 SEED_CONNS=${SEED_CONNS:-16}
 AUTH=${AUTH:-enabled}
+CACHE=${CACHE:-memory:}
 READY_RUNS=${READY_RUNS:-5}
 CONTRACT_CHECK=${CONTRACT_CHECK:-fail}
 # the helpers are standard-library Python: Debian's interpreter starts in a tenth of the time a
@@ -58,7 +60,7 @@ THREADS=$NPROC
 
 machine_meta "$REPO" "$BUILD"
 meta duration "$DURATION"; meta rounds "$ROUNDS"; meta warmup "$WARMUP"; meta conns "$CONNS"
-meta workers "$WORKERS"; meta threads "$THREADS"; meta auth "$AUTH"
+meta workers "$WORKERS"; meta threads "$THREADS"; meta auth "$AUTH"; meta cache "$CACHE"
 meta seed_n "$SEED_N"; meta seed_conns "$SEED_CONNS"
 meta fastapi "$("$FPY" -c 'import fastapi, pydantic; print(fastapi.__version__ + ", pydantic " + pydantic.VERSION)')"
 meta uvicorn "$("$FPY" -c 'import uvicorn; print(uvicorn.__version__)')"
@@ -73,7 +75,7 @@ print(loop + ", " + http)')"
 
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') # 48 characters, HS256 >= 32
 read -r P_ART P_CHG P_FA P_R1 P_R2 P_R3 P_R4 <<<"$($BL freeport 7)"
-lm_env=(SERVICE_AUTH="$AUTH" SERVICE_TOKEN_SECRET="$SECRET" ACCESS_LOG=false LOG_LEVEL=info
+lm_env=(SERVICE_AUTH="$AUTH" SERVICE_TOKEN_SECRET="$SECRET" CACHE_URL="$CACHE" ACCESS_LOG=false LOG_LEVEL=info
         BIND_ADDRESS=127.0.0.1 WORKERS="$WORKERS")
 uvicorn_cmd() { # PORT
   echo "$FPY" -m uvicorn fastapi_charges:app --app-dir "$HERE" --host 127.0.0.1 --port "$1" \

@@ -430,6 +430,14 @@ def cmd_svc_report(meta_path, wrkdir):
     p(f"- same contract, checked before the run: {meta.get('same', '?')}")
     p(f"- auth: lotmesh with SERVICE_AUTH={meta['auth']} (every request carries a service token, "
       "verified from a per-thread cache); the FastAPI service checks no token")
+    cache = meta.get("cache", "?")
+    if cache == "none":
+        p("- lotmesh response cache off (CACHE_URL=none): every read is a SQLite query on the "
+          "reader pool, like FastAPI's")
+    else:
+        p(f"- lotmesh response cache on (CACHE_URL={cache}, the default): reads by id and lists "
+          "are answered from the in-process cache once read, invalidated by every write; the "
+          "FastAPI service has no cache. Run with CACHE=none for the database path")
     p("- creates: lotmesh-charges asks lotmesh-articles (running, same machine) for the article "
       "and the unit over HTTP on every create and records the answers in its replica tables in "
       "the create's transaction; its CPU is shown apart (*+ articles*). The FastAPI service "

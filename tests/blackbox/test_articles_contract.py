@@ -317,6 +317,8 @@ def exchanges(svc, svc_auth, doc):
     assert add("POST", AC, post_json(svc, AC, body(einheit_id=987654))).status_code == 422
     # reads
     assert add("GET", AI, svc.get(ai)).status_code == 200
+    assert add("GET", AI, svc.get(ai, headers={"If-None-Match": '"1"'})).status_code == 304
+    assert add("GET", AI, svc.get(ai + "?x=1")).status_code == 400
     assert add("HEAD", AI, svc.request("HEAD", ai)).status_code == 200
     assert add("GET", AI, svc.get("/api/v1/article/abc")).status_code == 400
     assert add("GET", AI, svc.get("/api/v1/article/987654321")).status_code == 404

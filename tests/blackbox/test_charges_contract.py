@@ -300,6 +300,8 @@ def exchanges(stack):
     assert post(body(art, mindesthaltbarkeitsdatum="2020-01-01")).status_code == 422
     # reads
     assert add("GET", ONE, svc.get(ci)).status_code == 200
+    assert add("GET", ONE, svc.get(ci, headers={"If-None-Match": '"1"'})).status_code == 304
+    assert add("GET", ONE, svc.get(ci + "?x=1")).status_code == 400
     assert add("HEAD", ONE, svc.request("HEAD", ci)).status_code == 200
     assert add("GET", ONE, svc.get("/api/v1/charge/abc")).status_code == 400
     assert add("GET", ONE, svc.get("/api/v1/charge/987654321")).status_code == 404
