@@ -3,6 +3,7 @@
 #include "db.h"
 
 #include "buf.h"
+#include "casefold.h"
 #include "log.h"
 
 #include <assert.h>
@@ -86,6 +87,7 @@ static int open_conn(const char *path, bool readonly, lm_db_conn *c, char *err, 
     }
     sqlite3_busy_timeout(c->h, 5000);
     sqlite3_extended_result_codes(c->h, 1);
+    lm_casefold_register(c->h); /* SQL casefold(text): Unicode-aware case-insensitive search */
     const char *pragmas = readonly ? "PRAGMA foreign_keys=ON; PRAGMA query_only=1;"
                                    : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                                      "PRAGMA foreign_keys=ON;";

@@ -9,6 +9,8 @@
  * and a failing job rolls back only itself. A job's completion is posted back to the loop
  * that submitted it, after the commit, so an acknowledged write is durable.
  *
+ * Every connection has the SQL function casefold(text) (casefold.h).
+ *
  * Ownership: lm_db owns its connections and threads. A job's arg belongs to the caller and
  * must stay valid until its done callback ran. Threading: lm_db_open/close and
  * lm_db_exec_sync from the main thread (start-up/shutdown); lm_db_attach/detach on the loop's

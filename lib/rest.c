@@ -4,6 +4,7 @@
 #include "problem.h"
 #include "precond.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -553,6 +554,8 @@ int lm_rest_idem_probe_job(lm_db_conn *c, void *arg)
                      "this Idempotency-Key was used for a different request");
     } else if (hit.status) {
         op->status = hit.status;
+        /* the first result was a create's: its representation is version 1 (lm_rest_insert) */
+        if (hit.status == 201 && op->resource && op->resource->has_version) op->version = 1;
         op->body = hit.body;
         hit.body = NULL;
         if (hit.location) snprintf(op->location, sizeof op->location, "%s", hit.location);
@@ -634,6 +637,7 @@ int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t
     if (rc != SQLITE_DONE) return LM_DB_EIO;
     op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
     if (lm_rest_row_body(c, op, 201) != 0) return LM_DB_EIO;
+    assert(!op->resource->has_version || op->version == 1); /* replays rely on it */
     snprintf(op->location, sizeof op->location, "%s%lld", op->resource->location, op->id);
     return 0;
 }

@@ -48,9 +48,9 @@ static const char *const cols[] = {"id",         "artikelnummer", "bezeichnung",
 
 static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
 /* Lists: the WHERE holds only the filters given (lm_db_sql_variants). */
-static const char *const list_conds[] = {
-    "status = :status",
-    "(instr(lower(artikelnummer), lower(:q)) > 0 OR instr(lower(bezeichnung), lower(:q)) > 0)"};
+static const char *const list_conds[] = {"status = :status",
+                                         "(instr(casefold(artikelnummer), casefold(:q)) > 0 OR"
+                                         " instr(casefold(bezeichnung), casefold(:q)) > 0)"};
 static lm_db_sql_variants sql_list = {.head = SELECT_COLS,
                                       .conds = list_conds,
                                       .n_conds = 2,

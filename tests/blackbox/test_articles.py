@@ -575,7 +575,7 @@ def test_list_filters_status_and_text(svc):
 
     ids_of = lambda *ks: [made[k]["id"] for k in ks]  # noqa: E731
     assert ids(q=tag) == ids_of("a", "b", "c", "d")           # artikelnummer or bezeichnung
-    assert ids(q=tag.lower()) == ids_of("a", "b", "c", "d")   # ASCII case-insensitive
+    assert ids(q=tag.lower()) == ids_of("a", "b", "c", "d")   # case-insensitive
     assert ids(q=tag, status="aktiv") == ids_of("a", "d")
     assert ids(q=tag, status="inaktiv") == ids_of("b")
     assert ids(q=tag, status="gesperrt") == ids_of("c")
@@ -591,6 +591,19 @@ def test_list_q_with_special_and_non_ascii_characters(svc):
     a = create(svc, artikelnummer=f"{tag} & Co=1+2 #ä", bezeichnung="Sonderzeichen")
     r = svc.get(LIST, params={"q": f"{tag} & Co=1+2 #ä"})
     assert [i["id"] for i in r.json()] == [a["id"]]
+
+
+def test_list_q_is_case_insensitive_beyond_ascii(svc):
+    tag = unique("U")
+    a = create(svc, bezeichnung=f"{tag} ÄPFEL aus Übersee")
+    b = create(svc, bezeichnung=f"{tag} Σοφία ЖУРНАЛ straße")
+    ids = lambda q: [i["id"] for i in svc.get(LIST, params={"q": q, "limit": 500}).json()]  # noqa
+    assert ids(f"{tag.lower()} äpfel") == [a["id"]]
+    assert ids("äpfel aus übersee") == ids("ÄPFEL AUS ÜBERSEE") == [a["id"]]
+    assert ids(f"{tag} σοφία журнал") == ids(f"{tag} ΣΟΦΊΑ Журнал") == [b["id"]]
+    assert ids(f"{tag} STRASSE") == []  # simple case mapping: ß is not ss
+    r = svc.get(LIST, params={"q": "übersee", "limit": 1})
+    assert int(r.headers["X-Total-Count"]) >= 1
 
 
 def _link(r):
