@@ -25,7 +25,9 @@ bool lm_has_if_match(const lm_req *req)
     return lm_req_header(req, "if-match") != NULL;
 }
 
-bool lm_if_match_list_ok(const char *p, long long version)
+/* Does the entity-tag list p name version? Strong comparison (If-Match) skips weak tags;
+ * weak comparison (If-None-Match) compares W/"v" like "v". "*" matches any version. */
+static bool tag_list_matches(const char *p, long long version, bool weak)
 {
     char etag[LM_ETAG_LEN];
     lm_etag_format(version, etag);
@@ -34,6 +36,7 @@ bool lm_if_match_list_ok(const char *p, long long version)
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
         if (!*p) break;
+        if (weak && p[0] == 'W' && p[1] == '/' && p[2] == '"') p += 2;
         const char *start = p;
         if (*p == '"') {
             const char *end = strchr(p + 1, '"');
@@ -45,7 +48,7 @@ bool lm_if_match_list_ok(const char *p, long long version)
             if (*q && *q != ',') return false;
         } else {
             while (*p && *p != ',')
-                p++; /* "*", or a weak tag W/"…": never a strong match */
+                p++; /* "*", or a weak tag W/"…" under strong comparison: never a match */
         }
         size_t n = (size_t)(p - start);
         while (n && (start[n - 1] == ' ' || start[n - 1] == '\t'))
@@ -55,12 +58,31 @@ bool lm_if_match_list_ok(const char *p, long long version)
     return false;
 }
 
+bool lm_if_match_list_ok(const char *p, long long version)
+{
+    return tag_list_matches(p, version, false);
+}
+
+bool lm_if_none_match_hit(const lm_req *req, long long version)
+{
+    if (version <= 0) return false;
+    char *list = lm_header_list_copy(req, "if-none-match");
+    bool hit = list && tag_list_matches(list, version, true);
+    free(list);
+    return hit;
+}
+
 char *lm_if_match_copy(const lm_req *req)
+{
+    return lm_header_list_copy(req, "if-match");
+}
+
+char *lm_header_list_copy(const lm_req *req, const char *name)
 {
     lm_buf all = LM_BUF_INIT;
     bool any = false;
     for (size_t i = 0; i < req->n_headers; i++) {
-        if (strcasecmp(req->headers[i].name, "if-match") != 0) continue;
+        if (strcasecmp(req->headers[i].name, name) != 0) continue;
         if (any) lm_buf_append_str(&all, ", ");
         lm_buf_append(&all, req->headers[i].value, req->headers[i].value_len);
         any = true;

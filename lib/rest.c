@@ -146,33 +146,11 @@ static void invalidate(lm_rest_op *op)
     lm_cache_invalidate(op->cache, klen ? key : NULL, klen);
 }
 
-/* RFC 9110 13.1.2: If-None-Match (weak comparison) names the current version, or is "*". */
-static bool not_modified(const lm_req *req, long long version)
-{
-    const char *inm = lm_req_header(req, "if-none-match");
-    if (!inm || version <= 0) return false;
-    char etag[LM_ETAG_LEN];
-    lm_etag_format(version, etag);
-    size_t elen = strlen(etag);
-    for (const char *p = inm; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (*p == '*') return true;
-        if (p[0] == 'W' && p[1] == '/') p += 2;
-        if (!strncmp(p, etag, elen) &&
-            (p[elen] == '\0' || p[elen] == ',' || p[elen] == ' ' || p[elen] == '\t'))
-            return true;
-        while (*p && *p != ',')
-            p++;
-    }
-    return false;
-}
-
 static void send_ok(lm_rest_op *op, const char *body, size_t len, long long version)
 {
     lm_req *req = op->req;
     if (version > 0) lm_resp_etag(req, version);
-    if (op->status == 200 && version > 0 && is_read(req) && not_modified(req, version)) {
+    if (op->status == 200 && version > 0 && is_read(req) && lm_if_none_match_hit(req, version)) {
         lm_resp_send(req, 304, NULL, NULL, 0);
         return;
     }

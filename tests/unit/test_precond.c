@@ -1,4 +1,5 @@
-/* test_precond.c — If-Match lists (RFC 9110 13.1.1): strong comparison, "*", weak never. */
+/* test_precond.c — If-Match lists (RFC 9110 13.1.1): strong comparison, "*", weak never;
+ * If-None-Match (13.1.2): weak comparison, "*", several header lines. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +7,8 @@
 #include <cmocka.h>
 
 #include "precond.h"
+
+#include <string.h>
 
 static void test_if_match_lists(void **state)
 {
@@ -22,8 +25,40 @@ static void test_if_match_lists(void **state)
     assert_false(lm_if_match_list_ok("", 3));
 }
 
+static bool inm(long long version, const char *a, const char *b)
+{
+    lm_header h[3] = {{.name = "Accept", .value = "*/*"}};
+    size_t n = 1;
+    if (a) h[n++] = (lm_header){.name = "If-None-Match", .value = a};
+    if (b) h[n++] = (lm_header){.name = "if-none-match", .value = b};
+    for (size_t i = 0; i < n; i++) {
+        h[i].name_len = strlen(h[i].name);
+        h[i].value_len = strlen(h[i].value);
+    }
+    lm_req req = {.headers = h, .n_headers = n};
+    return lm_if_none_match_hit(&req, version);
+}
+
+static void test_if_none_match(void **state)
+{
+    (void)state;
+    assert_true(inm(3, "\"3\"", NULL));
+    assert_true(inm(3, "W/\"3\"", NULL)); /* weak comparison */
+    assert_true(inm(3, "\"1\", W/\"3\"", NULL));
+    assert_true(inm(3, "*", NULL));
+    assert_true(inm(3, "\"1\"", "\"3\"")); /* the second header line counts */
+    assert_false(inm(3, NULL, NULL));
+    assert_false(inm(3, "\"2\"", NULL));
+    assert_false(inm(3, "W/3", NULL));
+    assert_false(inm(3, "\"3", NULL));
+    assert_false(inm(3, "\"3\"x", NULL));
+    assert_false(inm(3, "", NULL));
+    assert_false(inm(0, "*", NULL)); /* no version: nothing to compare */
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_if_match_lists)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_if_match_lists),
+                                       cmocka_unit_test(test_if_none_match)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
