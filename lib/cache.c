@@ -30,7 +30,7 @@ typedef struct entry {
     struct entry *hnext;       /* bucket chain */
     struct entry *prev, *next; /* recency list */
     uint64_t hash;
-    uint64_t epoch; /* LM_CACHE_ANY_WRITE: the epoch it was read in */
+    uint64_t epoch; /* the epoch it was read in */
     unsigned flags;
     size_t charge; /* bytes it counts against the budget */
     val *v;        /* one reference */
@@ -50,7 +50,8 @@ typedef struct shard {
 
 struct lm_cache {
     _Atomic uint64_t epoch;
-    atomic_ullong invalidations;
+    _Atomic uint64_t flush_epoch; /* entries read before it are void (lm_cache_invalidate_all) */
+    atomic_ullong invalidations, flushes;
     size_t max_bytes;
     shard shards[N_SHARDS];
 };
@@ -179,8 +180,9 @@ const lm_cache_val *lm_cache_get(lm_cache *c, const char *key, size_t klen)
     pthread_mutex_lock(&s->mu);
     entry **slot = find_slot(s, h, key, klen);
     entry *e = *slot;
-    if (e && (e->flags & LM_CACHE_ANY_WRITE) && e->epoch != atomic_load(&c->epoch)) {
-        dead = remove_at(s, slot); /* a write happened since it was read */
+    if (e && ((e->flags & LM_CACHE_ANY_WRITE) ? e->epoch != atomic_load(&c->epoch)
+                                              : e->epoch < atomic_load(&c->flush_epoch))) {
+        dead = remove_at(s, slot); /* a write it may not reflect happened since it was read */
         e = NULL;
     }
     if (e) {
@@ -282,11 +284,21 @@ void lm_cache_invalidate(lm_cache *c, const char *key, size_t klen)
     }
 }
 
+void lm_cache_invalidate_all(lm_cache *c)
+{
+    uint64_t e = atomic_fetch_add(&c->epoch, 1) + 1; /* reads in flight can no longer put */
+    uint64_t f = atomic_load(&c->flush_epoch);
+    while (f < e && !atomic_compare_exchange_weak(&c->flush_epoch, &f, e)) {
+    } /* a maximum: two flushes racing must not move it back */
+    atomic_fetch_add_explicit(&c->flushes, 1, memory_order_relaxed);
+}
+
 void lm_cache_get_stats(lm_cache *c, lm_cache_stats *out)
 {
     memset(out, 0, sizeof *out);
     out->max_bytes = c->max_bytes;
     out->invalidations = atomic_load_explicit(&c->invalidations, memory_order_relaxed);
+    out->flushes = atomic_load_explicit(&c->flushes, memory_order_relaxed);
     for (int i = 0; i < N_SHARDS; i++) {
         shard *s = &c->shards[i];
         pthread_mutex_lock(&s->mu);

@@ -11,7 +11,9 @@
  * starts (lm_cache_epoch) and stores its result only if no invalidation happened meanwhile, so a
  * row read before a commit can never be stored after that commit's invalidation. Entries put
  * with LM_CACHE_ANY_WRITE (lists: any write may change them) are valid only for the epoch
- * they were read in.
+ * they were read in. When writes it cannot attribute to keys happened (another process
+ * wrote the same database: sharedgen.h), lm_cache_invalidate_all voids every entry read
+ * before it in O(1).
  *
  * Bounds: max_bytes over all entries (keys, bodies and bookkeeping), split over shards, each
  * an LRU list under its own mutex, so loops rarely wait for each other.
@@ -43,7 +45,7 @@ typedef struct lm_cache_val {
 #define LM_CACHE_ANY_WRITE 1u /* any invalidation drops this entry (lists) */
 
 typedef struct lm_cache_stats {
-    unsigned long long hits, misses, puts, stale_puts, evictions, invalidations;
+    unsigned long long hits, misses, puts, stale_puts, evictions, invalidations, flushes;
     unsigned long long entries, bytes, max_bytes;
 } lm_cache_stats;
 
@@ -62,6 +64,8 @@ bool lm_cache_put(lm_cache *c, const char *key, size_t klen, const char *body, s
                   long long version, long long total, unsigned flags, uint64_t epoch);
 /* After a committed write: drops key (may be NULL) and every LM_CACHE_ANY_WRITE entry. */
 void lm_cache_invalidate(lm_cache *c, const char *key, size_t klen);
+/* After writes of unknown keys: voids every entry read before now. */
+void lm_cache_invalidate_all(lm_cache *c);
 void lm_cache_get_stats(lm_cache *c, lm_cache_stats *out);
 
 #endif

@@ -171,7 +171,10 @@ void lm_rest_op_done(int rc, void *arg)
 {
     lm_rest_op *op = arg;
     lm_req *req = op->req;
-    if (op->cache && !is_read(req)) invalidate(op); /* before anyone hears of the write */
+    if (!is_read(req)) { /* a write: before anyone hears of it */
+        lm_store_wrote(op->store);
+        if (op->cache) invalidate(op);
+    }
     if (rc == LM_DB_EIO) {
         lm_problem_send(req, 503, "the database is unavailable; nothing was written");
     } else if (op->errs.n) {
@@ -185,9 +188,11 @@ void lm_rest_op_done(int rc, void *arg)
         send_ok(op, op->cached->body, op->cached->len, op->cached->version);
     } else {
         size_t len = op->body ? strlen(op->body) : 4;
-        if (op->cache_key && op->status == 200 && op->body)
+        if (op->cache_key && op->status == 200 && op->body) {
+            lm_store_cache_sync(op->store); /* another process's write meanwhile: not stored */
             lm_cache_put(op->cache, op->cache_key, op->cache_klen, op->body, len, op->version,
                          op->total, op->cache_flags, op->cache_epoch);
+        }
         send_ok(op, op->body ? op->body : "null", len, op->version);
     }
     lm_rest_op_free(op);
@@ -209,6 +214,7 @@ static void cached_read(lm_rest_op *op, const char *key, size_t klen, unsigned f
                         lm_db_done done)
 {
     if (op->cache && klen) {
+        lm_store_cache_sync(op->store);
         const lm_cache_val *v = lm_cache_get(op->cache, key, klen);
         if (v) {
             op->cached = v;

@@ -3,6 +3,7 @@
 
 #include "cache.h"
 #include "log.h"
+#include "sharedgen.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -16,7 +17,8 @@ struct lm_store {
     lm_db *db;
     lm_db_port **ports; /* by worker index */
     int n_ports;
-    lm_cache *cache; /* NULL: CACHE_URL=none */
+    lm_cache *cache;      /* NULL: CACHE_URL=none */
+    lm_sharedgen *writes; /* counts every process's writes to this database */
 };
 
 const char *lm_data_dir(void)
@@ -91,14 +93,24 @@ static void metrics(lm_buf *out, void *ctx)
                   "# HELP lotmesh_cache_invalidations_total Writes that invalidated the cache.\n"
                   "# TYPE lotmesh_cache_invalidations_total counter\n"
                   "lotmesh_cache_invalidations_total %llu\n"
+                  "# HELP lotmesh_cache_flushes_total Whole-cache flushes: another process "
+                  "wrote the database.\n"
+                  "# TYPE lotmesh_cache_flushes_total counter\n"
+                  "lotmesh_cache_flushes_total %llu\n"
                   "# HELP lotmesh_cache_entries Entries in the cache.\n"
                   "# TYPE lotmesh_cache_entries gauge\n"
                   "lotmesh_cache_entries %llu\n"
                   "# HELP lotmesh_cache_bytes Bytes the entries take (CACHE_MAX_BYTES bounds it).\n"
                   "# TYPE lotmesh_cache_bytes gauge\n"
                   "lotmesh_cache_bytes %llu\n",
-                  cs.hits, cs.misses, cs.stale_puts, cs.evictions, cs.invalidations, cs.entries,
-                  cs.bytes);
+                  cs.hits, cs.misses, cs.stale_puts, cs.evictions, cs.invalidations, cs.flushes,
+                  cs.entries, cs.bytes);
+}
+
+static void flush_cache(void *ctx)
+{
+    lm_store *s = ctx;
+    if (s->cache) lm_cache_invalidate_all(s->cache);
 }
 
 static void on_stopped(lm_app *app, void *ctx)
@@ -107,6 +119,7 @@ static void on_stopped(lm_app *app, void *ctx)
     lm_store *s = ctx;
     lm_db_close(s->db);
     lm_cache_free(s->cache);
+    lm_sharedgen_close(s->writes);
     free(s->ports);
     free(s); /* the app is done with it: every worker and hook that used it has ended */
 }
@@ -153,13 +166,23 @@ lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name, const char *
         free(s);
         return NULL;
     }
+    char gen_path[1100];
+    snprintf(gen_path, sizeof gen_path, "%s-lmgen", s->path);
+    if (cache_on) s->cache = lm_cache_new(cache_bytes);
+    s->writes = lm_sharedgen_open(gen_path, flush_cache, s, err, sizeof err);
+    if (!s->writes) {
+        lm_cfg_error(cfg, "DATABASE_URL", "unusable: %s", err);
+        lm_cache_free(s->cache);
+        lm_db_close(s->db);
+        free(s);
+        return NULL;
+    }
     s->n_ports = lm_app_server_config(app)->workers;
     s->ports = lm_xcalloc((size_t)s->n_ports, sizeof *s->ports);
     lm_app_on_worker(app, worker_start, worker_stop, s);
     lm_app_add_ready_check(app, "database", ready, s);
     lm_app_add_metrics(app, metrics, s);
     lm_app_on_stopped(app, on_stopped, s);
-    if (cache_on) s->cache = lm_cache_new(cache_bytes);
     lm_log_info("database: %s; cache: %s", s->path, cache_on ? "memory" : "none");
     return s;
 }
@@ -172,6 +195,16 @@ lm_db *lm_store_db(lm_store *s)
 lm_cache *lm_store_cache(lm_store *s)
 {
     return s->cache;
+}
+
+void lm_store_cache_sync(lm_store *s)
+{
+    lm_sharedgen_sync(s->writes);
+}
+
+void lm_store_wrote(lm_store *s)
+{
+    lm_sharedgen_bump(s->writes);
 }
 
 lm_db_port *lm_store_port(lm_store *s, const lm_req *req)
