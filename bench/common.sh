@@ -134,7 +134,8 @@ measure_round() {
   # shellcheck disable=SC2086
   c0=$(cpu_ns $srv); d0=0; [ -n "$be" ] && d0=$(cpu_ns $be)
   b0=$(busy_ms); k0=$(children_ms)
-  wrk "$@" >"$out" 2>&1 || true
+  # shellcheck disable=SC2086 # WRK_PIN: "" or "taskset -c N" (the caller's PIN knob)
+  ${WRK_PIN:-} wrk "$@" >"$out" 2>&1 || true
   b1=$(busy_ms); k1=$(children_ms)
   # shellcheck disable=SC2086
   c1=$(cpu_ns $srv); d1=0; [ -n "$be" ] && d1=$(cpu_ns $be)

@@ -12,7 +12,10 @@
 # Builds and installs nothing (scripts/deps.sh bench installs wrk and the python3-* packages).
 #
 # Knobs (environment): DURATION=4 (s per round), ROUNDS=3, WARMUP=1, CONNS=64,
-# WORKERS=<nproc> (both services), ENDPOINTS="get list create", SEED_N=1000, SEED_CONNS=16,
+# WORKERS=<nproc> (both services), PIN=0 (1: both services get one worker and core 0, wrk one
+# thread on core 1 — the load generator then takes no CPU from the server under test, which
+# on 2 cores otherwise caps the faster server's req/s), ENDPOINTS="get list create", SEED_N=1000,
+# SEED_CONNS=16,
 # AUTH=enabled (lotmesh's SERVICE_AUTH), CACHE=memory: (lotmesh's CACHE_URL; none turns its
 # response cache off, to measure the database path), READY_RUNS=5, FASTAPI_PYTHON=/usr/bin/python3,
 # CONTRACT_CHECK=fail (or warn), KEEP_TMP=0, LOTMESH_COMMIT (when the build's sources are not a
@@ -37,7 +40,13 @@ DURATION=${DURATION:-4}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-64}
+PIN=${PIN:-0}
 WORKERS=${WORKERS:-$(nproc)}
+SRV_PIN=""
+if [ "$PIN" = 1 ]; then
+  [ "$(nproc)" -ge 2 ] || { echo "services.sh: PIN=1 needs 2 cores" >&2; exit 2; }
+  WORKERS=1 SRV_PIN="taskset -c 0" WRK_PIN="taskset -c 1"
+fi
 ENDPOINTS=${ENDPOINTS:-get list create}
 SEED_N=${SEED_N:-1000}
 SEED_CONNS=${SEED_CONNS:-16}
@@ -57,10 +66,12 @@ TMP=$(mktemp -d -t lotmesh-services.XXXXXX)
 . "$HERE/common.sh"
 common_init services.sh
 THREADS=$NPROC
+[ "$PIN" = 1 ] && THREADS=1
 
 machine_meta "$REPO" "$BUILD"
 meta duration "$DURATION"; meta rounds "$ROUNDS"; meta warmup "$WARMUP"; meta conns "$CONNS"
 meta workers "$WORKERS"; meta threads "$THREADS"; meta auth "$AUTH"; meta cache "$CACHE"
+meta pin "$PIN"
 meta seed_n "$SEED_N"; meta seed_conns "$SEED_CONNS"
 meta fastapi "$("$FPY" -c 'import fastapi, pydantic; print(fastapi.__version__ + ", pydantic " + pydantic.VERSION)')"
 meta uvicorn "$("$FPY" -c 'import uvicorn; print(uvicorn.__version__)')"
@@ -112,15 +123,17 @@ meta ready_fastapi "$(CHARGES_DB="$TMP/fp-fastapi/charges.db" $BL ready "$P_R4" 
 # ---- the services under test ---------------------------------------------------------------------
 note "starting lotmesh-articles, lotmesh-charges and the FastAPI service"
 mkdir -p "$TMP/articles" "$TMP/charges" "$TMP/fastapi"
-spawn "$TMP/articles.log" env "${lm_env[@]}" PORT="$P_ART" LOTMESH_DATA_DIR="$TMP/articles" \
+# shellcheck disable=SC2086
+spawn "$TMP/articles.log" $SRV_PIN env "${lm_env[@]}" PORT="$P_ART" LOTMESH_DATA_DIR="$TMP/articles" \
   "$BUILD/lotmesh-articles"
 ART=$SPID
-spawn "$TMP/charges.log" env "${lm_env[@]}" PORT="$P_CHG" LOTMESH_DATA_DIR="$TMP/charges" \
+# shellcheck disable=SC2086
+spawn "$TMP/charges.log" $SRV_PIN env "${lm_env[@]}" PORT="$P_CHG" LOTMESH_DATA_DIR="$TMP/charges" \
   ARTICLES_URL="http://127.0.0.1:$P_ART" "$BUILD/lotmesh-charges"
 CHG=$SPID
 "$FPY" "$HERE/fastapi_charges.py" init "$TMP/fastapi/charges.db" "$TMP/refs.json"
-# shellcheck disable=SC2046
-spawn "$TMP/fastapi.log" env CHARGES_DB="$TMP/fastapi/charges.db" $(uvicorn_cmd "$P_FA")
+# shellcheck disable=SC2046,SC2086
+spawn "$TMP/fastapi.log" $SRV_PIN env CHARGES_DB="$TMP/fastapi/charges.db" $(uvicorn_cmd "$P_FA")
 FA=$SPID
 $PY wait "$P_ART" /health 10 || die "lotmesh-articles did not start"
 $PY wait "$P_CHG" /health 10 || die "lotmesh-charges did not start"

@@ -418,9 +418,11 @@ def cmd_svc_report(meta_path, wrkdir):
     p("")
     p(f"- lotmesh `{meta['commit']}`, build {meta['build']}; FastAPI {meta.get('fastapi', '?')}")
     fastest = header_common(p, meta, runs)
+    pinned = meta.get("pin") == "1"
+    where = ("pinned to core 0 (lotmesh-articles too), wrk pinned to core 1"
+             if pinned else "nothing pinned, wrk on the same cores")
     p(f"- both services with {meta['workers']} workers on {meta['nproc']} cores, access logs off, "
-      f"nothing pinned; wrk -t{meta['threads']} -c{meta['conns']} --latency --timeout 10s on the "
-      f"same cores; per endpoint and server {meta['warmup']} s warm-up then {meta['rounds']} rounds "
+      f"{where}; wrk -t{meta['threads']} -c{meta['conns']} --latency --timeout 10s; per endpoint and server {meta['warmup']} s warm-up then {meta['rounds']} rounds "
       f"of {meta['duration']} s, the servers taking turns (the first alternating by round); "
       "figures are medians of the rounds")
     p(f"- data: {meta['seed_n']} batches of {meta['n_articles']} articles and 8 units, created "
