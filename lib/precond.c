@@ -36,7 +36,8 @@ static bool tag_list_matches(const char *p, long long version, bool weak)
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
         if (!*p) break;
-        if (weak && p[0] == 'W' && p[1] == '/' && p[2] == '"') p += 2;
+        bool is_weak = p[0] == 'W' && p[1] == '/' && p[2] == '"';
+        if (is_weak) p += 2; /* parsed alike in both modes; only the comparison differs */
         const char *start = p;
         if (*p == '"') {
             const char *end = strchr(p + 1, '"');
@@ -48,12 +49,13 @@ static bool tag_list_matches(const char *p, long long version, bool weak)
             if (*q && *q != ',') return false;
         } else {
             while (*p && *p != ',')
-                p++; /* "*", or a weak tag W/"…" under strong comparison: never a match */
+                p++; /* "*", or something that is no tag: never a match */
         }
         size_t n = (size_t)(p - start);
         while (n && (start[n - 1] == ' ' || start[n - 1] == '\t'))
             n--;
-        if ((n == 1 && *start == '*') || (n == elen && memcmp(start, etag, n) == 0)) return true;
+        if (n == 1 && *start == '*' && !is_weak) return true;
+        if ((weak || !is_weak) && n == elen && memcmp(start, etag, n) == 0) return true;
     }
     return false;
 }

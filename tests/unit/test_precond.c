@@ -54,6 +54,11 @@ static void test_if_none_match(void **state)
     assert_false(inm(3, "\"3\"x", NULL));
     assert_false(inm(3, "", NULL));
     assert_false(inm(0, "*", NULL)); /* no version: nothing to compare */
+    /* a malformed weak tag is parsed as a quoted tag in both modes (found by fuzz_text:
+     * If-Match skipped it and matched the next tag, If-None-Match refused the list) */
+    const char *bad = "\"&1\", W/\"2* x, \"2\"";
+    assert_false(lm_if_match_list_ok(bad, 2));
+    assert_false(inm(2, bad, NULL));
 }
 
 int main(void)
