@@ -548,32 +548,44 @@ int lm_rest_idem_probe_job(lm_db_conn *c, void *arg)
     return 0;
 }
 
-void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_store *store)
+lm_rest_op *lm_rest_item_op(lm_req *req, const lm_rest_resource *r, lm_store *store)
 {
     static const char *const none[] = {NULL};
     long long id;
     lm_rest_op *op;
     if (!lm_rest_query_allowed(req, none) || !lm_rest_id(req, "id", &id) ||
         !(op = lm_rest_op_new(req, store)))
-        return;
+        return NULL;
     op->id = id;
     op->resource = r;
+    return op;
+}
+
+lm_rest_op *lm_rest_update_op(lm_req *req, const lm_rest_resource *r, lm_store *store, bool partial)
+{
+    lm_rest_op *op = lm_rest_item_op(req, r, store);
+    if (!op) return NULL;
+    op->partial = partial;
+    if (!(op->input = lm_rest_body(req, r, partial, op->id))) {
+        lm_rest_op_free(op);
+        return NULL;
+    }
+    return op;
+}
+
+void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_store *store)
+{
+    lm_rest_op *op = lm_rest_item_op(req, r, store);
+    if (!op) return;
     char key[192];
-    size_t klen = item_key(r, id, key, sizeof key);
+    size_t klen = item_key(r, op->id, key, sizeof key);
     cached_read(op, key, klen, 0, lm_rest_get_job, lm_rest_op_done);
 }
 
 void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_store *store)
 {
-    static const char *const none[] = {NULL};
-    long long id;
-    lm_rest_op *op;
-    if (!lm_rest_query_allowed(req, none) || !lm_rest_id(req, "id", &id) ||
-        !(op = lm_rest_op_new(req, store)))
-        return;
-    op->id = id;
-    op->resource = r;
-    lm_rest_write(op, lm_rest_delete_job, lm_rest_op_done);
+    lm_rest_op *op = lm_rest_item_op(req, r, store);
+    if (op) lm_rest_write(op, lm_rest_delete_job, lm_rest_op_done);
 }
 
 json_t *lm_rest_body(lm_req *req, const lm_rest_resource *r, bool partial, long long path_id)

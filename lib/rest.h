@@ -134,6 +134,13 @@ int lm_rest_update(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t
 int lm_rest_conflict(lm_rest_op *op, const json_t *body);
 /* In an update job: loads op->id (404) and checks If-Match (412). 0 and *cur, or a code. */
 int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long *version);
+/* An op for /…/{id} of r (op->id, op->resource set): query parameters refused, the id
+ * parsed; NULL after the problem (400) was sent. */
+lm_rest_op *lm_rest_item_op(lm_req *req, const lm_rest_resource *r, lm_store *store);
+/* An item op for PUT (partial false) or PATCH with its validated body as op->input; NULL
+ * after the problem was sent. */
+lm_rest_op *lm_rest_update_op(lm_req *req, const lm_rest_resource *r, lm_store *store,
+                              bool partial);
 /* Whole handlers: GET (cached) and DELETE of /…/{id} on store. */
 void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_store *store);
 void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_store *store);

@@ -283,18 +283,8 @@ static void handle_create(lm_req *req, void *ctx)
 
 static void handle_update(lm_req *req, void *ctx, bool partial)
 {
-    static const char *const none[] = {NULL};
-    long long id;
-    if (!lm_rest_query_allowed(req, none) || !lm_rest_id(req, "id", &id)) return;
-    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
+    lm_rest_op *op = lm_rest_update_op(req, &artikel, svc_of(ctx)->store, partial);
     if (!op) return;
-    op->id = id;
-    op->partial = partial;
-    op->resource = &artikel;
-    if (!(op->input = lm_rest_body(req, &artikel, partial, id))) {
-        lm_rest_op_free(op);
-        return;
-    }
     lm_rest_write(op, update_job, lm_rest_op_done);
 }
 

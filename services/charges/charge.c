@@ -535,18 +535,8 @@ static void handle_create(lm_req *req, void *ctx)
 
 static void handle_update(lm_req *req, void *ctx, bool partial)
 {
-    long long id;
-    static const char *const none[] = {NULL};
-    if (!lm_rest_query_allowed(req, none) || !lm_rest_id(req, "id", &id)) return;
-    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
+    lm_rest_op *op = lm_rest_update_op(req, &charge, svc_of(ctx)->store, partial);
     if (!op) return;
-    op->id = id;
-    op->partial = partial;
-    op->resource = &charge;
-    if (!(op->input = lm_rest_body(req, &charge, partial, id))) {
-        lm_rest_op_free(op);
-        return;
-    }
     charge_op *co = lm_xcalloc(1, sizeof *co);
     co->svc = svc_of(ctx);
     op->domain = co;

@@ -259,3 +259,13 @@ def service_token(aud, scope="read write", iss="gateway", sub="blackbox", exp_in
 
 def bearer(token):
     return {"Authorization": f"Bearer {token}"}
+
+
+def assert_config_error(run_process, name, db_path, env, variable):
+    """Starting service name (on a free port, database at db_path) with env stops it at once:
+    exit 2 and exactly one "configuration error" line, naming variable."""
+    res = run_process(name, {"PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1",
+                             "DATABASE_URL": str(db_path), **env})
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr_lines if "configuration error" in ln]
+    assert len(lines) == 1 and variable in lines[0], res.stderr

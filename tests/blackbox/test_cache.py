@@ -13,8 +13,7 @@ import threading
 import pytest
 import requests
 
-from harness import free_port
-from services_util import assert_full_problem, module_process, post_json, unique
+from services_util import assert_config_error, assert_full_problem, module_process, post_json, unique
 
 CREATE = "/api/v1/article/create"
 LIST = "/api/v1/articles"
@@ -253,11 +252,7 @@ def test_cache_none_has_no_cache_metrics(nocache):
     ({"CACHE_MAX_BYTES": "1k"}, "CACHE_MAX_BYTES"),
 ])
 def test_bad_cache_settings_stop_with_one_clear_line(run_process, tmp_path, env, name):
-    res = run_process("articles", {"PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1",
-                                   "DATABASE_URL": str(tmp_path / "a.db"), **env})
-    assert res.returncode == 2, res.stderr
-    lines = [ln for ln in res.stderr_lines if "configuration error" in ln]
-    assert len(lines) == 1 and name in lines[0], res.stderr
+    assert_config_error(run_process, "articles", tmp_path / "a.db", env, name)
 
 
 # ---- several processes on one database ---------------------------------------------------------

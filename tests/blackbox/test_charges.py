@@ -33,6 +33,7 @@ from charges_util import (CHARGE_KEYS, CREATE, LIST, OMIT, STATUSES, UNIT_LITER,
                           Stack, assert_full_problem, charge_path, messages, module_stack,
                           send_json, unique, wait_until)
 from harness import free_port
+from services_util import assert_config_error
 
 YEAR = dt.datetime.now(dt.timezone.utc).year
 NUMBER = re.compile(rf"^CH-{YEAR}-(\d{{6}})$")
@@ -1453,8 +1454,4 @@ def test_articles_url_with_a_trailing_slash(start_process, tmp_path, suffix):
     ({"ARTICLES_TIMEOUT": "soon"}, "ARTICLES_TIMEOUT"),
 ])
 def test_bad_configuration_stops_with_one_clear_line(run_process, tmp_path, env, name):
-    res = run_process("charges", {"PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1",
-                                  "DATABASE_URL": str(tmp_path / "c.db"), **env})
-    assert res.returncode == 2, res.stderr
-    lines = [ln for ln in res.stderr_lines if "configuration error" in ln]
-    assert len(lines) == 1 and name in lines[0], res.stderr
+    assert_config_error(run_process, "charges", tmp_path / "c.db", env, name)
