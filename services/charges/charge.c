@@ -372,6 +372,9 @@ static charges_svc *svc_of(void *ctx)
 static void op_done(int rc, void *arg)
 {
     lm_rest_op *op = arg;
+    charge_op *co = op->domain;
+    if (co && rc == 0 && op->status >= 200 && op->status < 300) /* committed */
+        charges_refs_committed(co->svc, op->req, &co->refs);
     free(op->domain);
     op->domain = NULL;
     lm_rest_op_done(rc, op);

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "breaker.h"
 #include "client.h"
@@ -15,6 +16,7 @@
 
 struct lm_reg;
 struct lm_auth;
+typedef struct charges_memo charges_memo; /* refcheck.c */
 
 typedef struct charges_svc {
     lm_store *store;
@@ -25,6 +27,7 @@ typedef struct charges_svc {
     uint64_t articles_timeout_ms;
     lm_client **clients;  /* one per worker */
     lm_breaker *breakers; /* one per worker: the circuit to articles */
+    charges_memo *memos;  /* one per worker: what is known committed to the replica */
     int breaker_threshold;
     uint64_t breaker_reset_ms;
     int n_clients;
@@ -46,6 +49,9 @@ typedef struct charges_refs {
     char artikelnummer[72];
     long long article_unit;
     char unit_kuerzel[24];
+    int64_t checked_ms;           /* when articles was asked: the replica's gesehen_ms */
+    bool article_replica_current; /* the replica holds this article row (memo): no write */
+    bool remembered;              /* charges_refs_remember ran in the write job */
 } charges_refs;
 
 typedef void (*charges_refs_done)(charges_refs *refs, void *ctx);
@@ -55,7 +61,16 @@ typedef void (*charges_refs_done)(charges_refs *refs, void *ctx);
  * caller. */
 void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charges_refs_done done,
                         void *ctx);
-/* In a write job: records what the articles service said in the replica. */
-int charges_refs_remember(lm_db_conn *c, const charges_refs *refs);
+/* In a write job: records what the articles service said in the replica (what refs says
+ * is already there, per charges_refs_committed, is not written again). */
+int charges_refs_remember(lm_db_conn *c, charges_refs *refs);
+/* After that job committed (refs->remembered), on the request's loop: remembers what the
+ * replica now holds, so
+ * a known unit is not asked of articles again (units never change through its API) and an
+ * unchanged article row is not rewritten for a minute. */
+void charges_refs_committed(charges_svc *svc, const lm_req *req, const charges_refs *refs);
+/* Per-worker memos for svc->memos (main), and their release. */
+charges_memo *charges_memos_new(int n_workers);
+void charges_memos_free(charges_memo *m);
 
 #endif

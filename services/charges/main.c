@@ -60,6 +60,7 @@ int main(void)
     svc.n_clients = lm_app_server_config(app)->workers;
     svc.clients = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.clients);
     svc.breakers = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.breakers);
+    svc.memos = charges_memos_new(svc.n_clients);
     for (int i = 0; i < svc.n_clients; i++)
         lm_breaker_init(&svc.breakers[i], svc.breaker_threshold, svc.breaker_reset_ms);
     lm_app_on_worker(app, worker_start, worker_stop, &svc);
@@ -69,5 +70,6 @@ int main(void)
     lm_app_free(app);
     free(svc.clients);
     free(svc.breakers);
+    charges_memos_free(svc.memos);
     return rc;
 }

@@ -3,7 +3,13 @@
  * parallel. When articles cannot answer (down, timeout, 5xx) the local replica of what it
  * said before decides (the seed's get_cached_articles), so known articles keep working
  * through an outage; an article unknown locally then is "unavailable" (503, nothing
- * written). A 404 from articles is authoritative: the article does not exist. */
+ * written). A 404 from articles is authoritative: the article does not exist.
+ *
+ * A per-worker memo keeps what this worker saw committed to the replica: units, which the
+ * articles API never changes or deletes, are then not asked again; an article row equal to
+ * the one committed less than a minute ago is not rewritten (articles is still asked: its
+ * status may change). Only a committed write fills the memo, so the replica holds whatever
+ * the memo claims. */
 #include "charges.h"
 
 #include "auth.h"
@@ -15,6 +21,70 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define MEMO_UNITS      64
+#define MEMO_ARTICLES   256 /* direct-mapped by id */
+#define MEMO_ARTICLE_MS 60000
+
+typedef struct memo_article {
+    long long id, unit, days;
+    char nr[72], status[16];
+    int64_t written_ms;
+} memo_article;
+
+struct charges_memo {
+    long long units[MEMO_UNITS];
+    char kuerzel[MEMO_UNITS][24];
+    int n_units;
+    memo_article articles[MEMO_ARTICLES];
+};
+
+charges_memo *charges_memos_new(int n)
+{
+    return lm_xcalloc((size_t)n, sizeof(charges_memo));
+}
+
+void charges_memos_free(charges_memo *m)
+{
+    free(m);
+}
+
+static int memo_unit(const charges_memo *m, long long id)
+{
+    for (int i = 0; i < m->n_units; i++)
+        if (m->units[i] == id) return i;
+    return -1;
+}
+
+/* Does the replica hold exactly this article row, written less than a minute ago? */
+static bool memo_article_current(const charges_memo *m, const charges_refs *r, int64_t now)
+{
+    const memo_article *a = &m->articles[r->artikel_id % MEMO_ARTICLES];
+    return a->id == r->artikel_id && a->unit == r->article_unit && a->days == r->shelf_life_days &&
+           !strcmp(a->nr, r->artikelnummer) && !strcmp(a->status, r->article_status) &&
+           now - a->written_ms < MEMO_ARTICLE_MS;
+}
+
+void charges_refs_committed(charges_svc *svc, const lm_req *req, const charges_refs *r)
+{
+    charges_memo *m = &svc->memos[lm_req_worker_index(req)];
+    if (!r->remembered) return;
+    if (r->unit_fresh && r->unit_found && memo_unit(m, r->einheit_id) < 0 &&
+        m->n_units < MEMO_UNITS) {
+        m->units[m->n_units] = r->einheit_id;
+        snprintf(m->kuerzel[m->n_units], sizeof m->kuerzel[0], "%s", r->unit_kuerzel);
+        m->n_units++;
+    }
+    if (r->article_fresh && r->article_found && !r->article_replica_current) {
+        memo_article *a = &m->articles[r->artikel_id % MEMO_ARTICLES];
+        a->id = r->artikel_id;
+        a->unit = r->article_unit;
+        a->days = r->shelf_life_days;
+        snprintf(a->nr, sizeof a->nr, "%s", r->artikelnummer);
+        snprintf(a->status, sizeof a->status, "%s", r->article_status);
+        a->written_ms = r->checked_ms;
+    }
+}
 
 typedef struct refcheck {
     charges_svc *svc;
@@ -171,6 +241,8 @@ static void on_article(lm_client_req *creq, lm_client_err err, const lm_client_r
         snprintf(r->article_status, sizeof r->article_status, "%s", st ? st : "aktiv");
         r->article_unit = json_integer_value(json_object_get(doc, "einheit_id"));
         r->shelf_life_days = json_is_integer(days) ? json_integer_value(days) : -1;
+        r->article_replica_current =
+            memo_article_current(&rc->svc->memos[lm_req_worker_index(rc->req)], r, r->checked_ms);
         json_decref(doc);
     }
     one_done(rc);
@@ -256,6 +328,7 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charg
     refcheck *rc = lm_xcalloc(1, sizeof *rc);
     *rc = (refcheck){.svc = svc, .req = req, .refs = refs, .done = done, .ctx = ctx};
     refs->shelf_life_days = -1;
+    refs->checked_ms = lm_time_now_ms();
     if ((refs->artikel_id || refs->einheit_id) &&
         !lm_breaker_allow(breaker_of(rc), uv_now(lm_req_loop(req)))) {
         /* circuit open: the replica answers what it can without waiting on articles */
@@ -289,8 +362,14 @@ static void ask_both(refcheck *rc)
     }
     snprintf(path, sizeof path, "%s/api/v1/unit/%lld",
              svc->articles_fixed ? svc->articles.path : "", refs->einheit_id);
+    const charges_memo *memo = &svc->memos[lm_req_worker_index(rc->req)];
+    int known = refs->einheit_id ? memo_unit(memo, refs->einheit_id) : -1;
     if (refs->einheit_id == 0) {
         refs->unit_found = true;
+        rc->pending--;
+    } else if (known >= 0) { /* committed to the replica before; units never change */
+        refs->unit_found = true;
+        snprintf(refs->unit_kuerzel, sizeof refs->unit_kuerzel, "%s", memo->kuerzel[known]);
         rc->pending--;
     } else if (!ask(rc, path, on_unit)) {
         rc->unit_failed = true;
@@ -302,10 +381,10 @@ static void ask_both(refcheck *rc)
     }
 }
 
-int charges_refs_remember(lm_db_conn *c, const charges_refs *r)
+int charges_refs_remember(lm_db_conn *c, charges_refs *r)
 {
-    int64_t now = lm_time_now_ms();
-    if (r->article_fresh && r->article_found) {
+    int64_t now = r->checked_ms;
+    if (r->article_fresh && r->article_found && !r->article_replica_current) {
         sqlite3_stmt *st =
             lm_db_stmt(c, "INSERT INTO artikel_replica (id, artikelnummer, einheit_id,"
                           " mindesthaltbarkeit_tage, status, gesehen_ms) VALUES (?, ?, ?, ?, ?, ?)"
@@ -333,5 +412,6 @@ int charges_refs_remember(lm_db_conn *c, const charges_refs *r)
         sqlite3_bind_int64(st, 3, now);
         if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
     }
+    r->remembered = true; /* the job may still roll back: charges_refs_committed decides */
     return 0;
 }

@@ -1275,7 +1275,7 @@ def test_open_circuit_answers_known_references_without_waiting(start_process, tm
     articles (its timeout is far longer than the client waits), an unknown one still asks
     (a 503 either way), and a reachable articles closes the circuit at once."""
     stack = Stack.start(start_process, tmp_path, {
-        "WORKERS": "1", "ARTICLES_TIMEOUT": "1500ms", "ARTICLES_BREAKER_THRESHOLD": "2",
+        "WORKERS": "1", "ARTICLES_TIMEOUT": "1500ms", "ARTICLES_BREAKER_THRESHOLD": "1",
         "ARTICLES_BREAKER_RESET": "10m"})
     known = stack.article(mindesthaltbarkeit_tage=3)
     stack.charge(known)
@@ -1283,7 +1283,8 @@ def test_open_circuit_answers_known_references_without_waiting(start_process, tm
     total = stack.count()
     stack.articles.signal(signal.SIGSTOP)
     try:
-        # article + unit lookups time out: two failures, the circuit opens
+        # the article lookup times out (the unit is known committed, so not asked): the
+        # circuit opens
         r = stack.post_charge(stack.body(known))
         assert r.status_code == 201, r.text
         # open: no lookup is made, so this answers although articles would take 1.5 s
@@ -1455,3 +1456,39 @@ def test_articles_url_with_a_trailing_slash(start_process, tmp_path, suffix):
 ])
 def test_bad_configuration_stops_with_one_clear_line(run_process, tmp_path, env, name):
     assert_config_error(run_process, "charges", tmp_path / "c.db", env, name)
+
+
+def _asked(stack, route):
+    """How many GETs of route articles answered (2xx and 4xx)."""
+    return sum(stack.articles.metric("lotmesh_http_requests_total", route=route, method="GET",
+                                     status=s) or 0 for s in ("2xx", "4xx"))
+
+
+def test_a_unit_committed_once_is_not_asked_again(start_process, tmp_path):
+    """Units never change through the articles API, so once a write that recorded a unit in
+    the replica committed, the worker does not ask articles about it again; the article is
+    still asked every time (its status may change). A write that rolled back teaches
+    nothing."""
+    stack = Stack.start(start_process, tmp_path, {"WORKERS": "1"})
+    art = stack.article()
+    unit_route, art_route = "/api/v1/unit/{id}", "/api/v1/article/{id}"
+    first = stack.charge(art)
+    units, arts = _asked(stack, unit_route), _asked(stack, art_route)
+    assert units == 1 and arts == 1
+    for _ in range(3):
+        stack.charge(art)
+    assert _asked(stack, unit_route) == 1 and _asked(stack, art_route) == 4
+    # another unit, in a create that fails inside its transaction (a taken number): asked,
+    # and asked again next time, since nothing of that create was committed
+    kg = stack.body(art, einheit_id=1, charge_nummer=first["charge_nummer"])
+    assert_full_problem(stack.post_charge(kg), 409)
+    assert _asked(stack, unit_route) == 2
+    stack.charge(art, einheit_id=1)
+    assert _asked(stack, unit_route) == 3
+    stack.charge(art, einheit_id=1)
+    assert _asked(stack, unit_route) == 3
+    # articles gone: the replica still knows both
+    stack.articles.kill()
+    stack.articles.expected_exit = -signal.SIGKILL
+    c = stack.charge(art, einheit_id=1)
+    assert c["einheit_id"] == 1
