@@ -39,7 +39,10 @@ static void test_folds_letters_of_many_scripts(void **state)
 static void test_invalid_utf8_passes_through(void **state)
 {
     (void)state;
-    FOLD("A\xff" "B", "a\xff" "b");
+    FOLD("A\xff"
+         "B",
+         "a\xff"
+         "b");
     FOLD("\xc3", "\xc3");                   /* truncated */
     FOLD("\xc0\x80X", "\xc0\x80x");         /* overlong NUL */
     FOLD("\xed\xa0\x80Z", "\xed\xa0\x80z"); /* a surrogate */
