@@ -171,7 +171,9 @@ void lm_rest_op_done(int rc, void *arg)
 {
     lm_rest_op *op = arg;
     lm_req *req = op->req;
-    if (!is_read(req)) { /* a write: before anyone hears of it */
+    /* a write that committed (failures roll back and change nothing): before anyone hears
+     * of it, this process's cache and every other process's are told */
+    if (!is_read(req) && rc == 0 && op->status >= 200 && op->status < 300) {
         lm_store_wrote(op->store);
         if (op->cache) invalidate(op);
     }

@@ -11,7 +11,8 @@
  * Reads go through the store's response cache (lm_cache) when it has one: a GET by id is
  * keyed by the resource's canonical path, a list by its path and query; a hit is answered on
  * the loop. Every write op invalidates in lm_rest_op_done, after its commit and before its
- * response, so a client that saw a write acknowledged never reads what it replaced. Rows are
+ * response, so a client that saw a write acknowledged never reads what it replaced (a write
+ * answered 4xx/5xx rolled back and invalidates nothing). Rows are
  * written as JSON straight from the statement (lm_rest_row_write), not through jansson trees.
  * A GET whose If-None-Match names the current ETag is answered 304.
  *

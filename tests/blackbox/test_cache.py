@@ -274,6 +274,14 @@ def test_instances_sharing_a_database_see_each_others_writes(start_process, tmp_
         assert a.get(art(x["id"])).json() == x
         assert a.get(LIST, params=q).json() == []
     flushes = a.metric("lotmesh_cache_flushes_total")
+    # writes that were refused changed nothing: a's cache stays
+    r = post_json(b, CREATE, {"artikelnummer": x["artikelnummer"], "bezeichnung": "d",
+                              "einheit_id": 1})
+    assert_full_problem(r, 409)
+    assert_full_problem(post_json(b, art(x["id"]), {"bezeichnung": "z"}, {"If-Match": '"9"'},
+                                  method="PATCH"), 412)
+    assert a.get(art(x["id"])).json() == x
+    assert a.metric("lotmesh_cache_flushes_total") == flushes
     n = patch(b, x["id"], {"bezeichnung": tag}).json()
     assert a.get(art(x["id"])).json() == n
     assert a.get(LIST, params=q).json() == [n]
