@@ -14,7 +14,7 @@
 # Knobs (environment): DURATION=4 (s per round), ROUNDS=3, WARMUP=1, CONNS=64,
 # WORKERS=<nproc> (both services), PIN=0 (1: both services get one worker and core 0, wrk one
 # thread on core 1 — the load generator then takes no CPU from the server under test, which
-# on 2 cores otherwise caps the faster server's req/s), ENDPOINTS="get list create", SEED_N=1000,
+# on 2 cores otherwise caps the faster server's req/s), ENDPOINTS="get list create" (or mixed: GET by id, every 10th request a create), SEED_N=1000,
 # SEED_CONNS=16,
 # AUTH=enabled (lotmesh's SERVICE_AUTH), CACHE=memory: (lotmesh's CACHE_URL; none turns its
 # response cache off, to measure the database path), READY_RUNS=5, FASTAPI_PYTHON=/usr/bin/python3,
@@ -164,7 +164,8 @@ wrk_args() { # CASE PORT TAG -> WRK_ARGS (URL and script) for one endpoint
     get) WRK_ARGS=(-s "$HERE/wrk/charge_get.lua" "$url" -- "$SEED_N") ;;
     list) WRK_ARGS=("$url/api/v1/charges?limit=50") ;;
     create) WRK_ARGS=(-s "$HERE/wrk/charge_create.lua" "$url" -- "$3" 20 8) ;;
-    *) die "unknown endpoint '$1' (get list create)" ;;
+    mixed) WRK_ARGS=(-s "$HERE/wrk/charge_mixed.lua" "$url" -- "$SEED_N" "$3" 10 20 8) ;;
+    *) die "unknown endpoint '$1' (get list create mixed)" ;;
   esac
 }
 common_wrk=(-t"$THREADS" -c"$CONNS" --latency --timeout 10s -H "Authorization: Bearer $TOK_C")
@@ -180,7 +181,7 @@ for case in $ENDPOINTS; do
       note "$case: round $r/$ROUNDS $s"
       if [ $s = lotmesh ]; then
         port=$P_CHG srv=$CHG be=""
-        [ "$case" = create ] && be=$ART
+        [ "$case" = create ] || [ "$case" = mixed ] && be=$ART
       else
         port=$P_FA srv=$FA be=""
       fi
