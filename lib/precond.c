@@ -20,11 +20,6 @@ void lm_resp_etag(lm_req *req, long long version)
     lm_resp_header(req, "ETag", etag);
 }
 
-bool lm_has_if_match(const lm_req *req)
-{
-    return lm_req_header(req, "if-match") != NULL;
-}
-
 /* Does the entity-tag list p name version? Strong comparison (If-Match) skips weak tags;
  * weak comparison (If-None-Match) compares W/"v" like "v". "*" matches any version. */
 static bool tag_list_matches(const char *p, long long version, bool weak)
@@ -91,13 +86,4 @@ char *lm_header_list_copy(const lm_req *req, const char *name)
     }
     if (!any) return NULL;
     return lm_buf_steal(&all, NULL);
-}
-
-bool lm_if_match_ok(const lm_req *req, long long version)
-{
-    char *list = lm_if_match_copy(req);
-    if (!list) return true;
-    bool ok = lm_if_match_list_ok(list, version);
-    free(list);
-    return ok;
 }

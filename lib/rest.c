@@ -73,15 +73,6 @@ int lm_rest_check_version(lm_rest_op *op, long long current_version)
                         current_version);
 }
 
-void lm_rest_ok(lm_rest_op *op, int status, json_t *doc, long long version)
-{
-    free(op->body);
-    op->body = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    op->status = status;
-    op->version = version;
-}
-
 static void append_query_escaped(lm_buf *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -506,7 +497,7 @@ int lm_rest_row_body(lm_db_conn *c, lm_rest_op *op, int status)
     return 0;
 }
 
-int lm_rest_get_job(lm_db_conn *c, void *arg)
+static int get_job(lm_db_conn *c, void *arg)
 {
     return lm_rest_row_body(c, arg, 200);
 }
@@ -581,7 +572,7 @@ void lm_rest_get(lm_req *req, const lm_rest_resource *r, lm_store *store)
     if (!op) return;
     char key[192];
     size_t klen = item_key(r, op->id, key, sizeof key);
-    cached_read(op, key, klen, 0, lm_rest_get_job, lm_rest_op_done);
+    cached_read(op, key, klen, 0, get_job, lm_rest_op_done);
 }
 
 void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_store *store)

@@ -95,8 +95,6 @@ void lm_rest_op_free(lm_rest_op *op);
  * to roll back. */
 int lm_rest_fail(lm_rest_op *op, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* In a job: record a success outcome with doc (stolen) as the body. */
-void lm_rest_ok(lm_rest_op *op, int status, json_t *doc, long long version);
 /* In a job: 412 (and returns it) unless If-Match is absent or names current_version. */
 int lm_rest_check_version(lm_rest_op *op, long long current_version);
 /* lm_db_done for every op: invalidates the cache after a write, stores a cacheable read's
@@ -120,9 +118,8 @@ int lm_rest_load(lm_db_conn *c, const lm_rest_resource *r, long long id, json_t 
                  long long *version);
 /* In a job: the 404 outcome for op->id. */
 int lm_rest_not_found(lm_rest_op *op);
-/* Jobs for op->resource: read op->id; delete op->id (If-Match checked); replay of an
- * Idempotency-Key before a create does other work (sets op->status when answered). */
-int lm_rest_get_job(lm_db_conn *c, void *op);
+/* Jobs for op->resource: delete op->id (If-Match checked); replay of an Idempotency-Key
+ * before a create does other work (sets op->status when answered). */
 int lm_rest_delete_job(lm_db_conn *c, void *op);
 int lm_rest_idem_probe_job(lm_db_conn *c, void *op);
 /* In a create job: steps the prepared INSERT st; on success the new row is the outcome
