@@ -909,11 +909,9 @@ def test_bodiless_responses_keep_the_connection_in_step(gw, rec):
         assert c.is_open_now() and c.buf == b""
 
 
-def test_chunked_and_close_delimited_upstream_bodies(gw, rec):
-    t = unique("framing-")
-    parts = [b"alpha-", b"beta-" * 1000, b"gamma"]
-
-    def chunked(h, r):
+def chunked_upstream(parts):
+    """A recorder handler answering 200 with parts as chunks of a chunked body."""
+    def handler(h, r):
         h.send_response(200)
         h.send_header("Content-Type", "text/plain")
         h.send_header("Transfer-Encoding", "chunked")
@@ -921,6 +919,14 @@ def test_chunked_and_close_delimited_upstream_bodies(gw, rec):
         for p in parts:
             h.wfile.write(b"%x\r\n%s\r\n" % (len(p), p))
         h.wfile.write(b"0\r\n\r\n")
+    return handler
+
+
+def test_chunked_and_close_delimited_upstream_bodies(gw, rec):
+    t = unique("framing-")
+    parts = [b"alpha-", b"beta-" * 1000, b"gamma"]
+
+    chunked = chunked_upstream(parts)
 
     def close_delimited(h, r):
         h.send_response(200)
@@ -943,14 +949,7 @@ def test_http10_client_gets_a_close_delimited_body(gw, rec, creds):
     t = unique("h10-")
     parts = [b"one-", b"two-" * 500, b"three"]
 
-    def chunked(h, r):
-        h.send_response(200)
-        h.send_header("Content-Type", "text/plain")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        for p in parts:
-            h.wfile.write(b"%x\r\n%s\r\n" % (len(p), p))
-        h.wfile.write(b"0\r\n\r\n")
+    chunked = chunked_upstream(parts)
 
     rec.on(t, chunked)
     with RawConn(gw.port) as c:

@@ -511,6 +511,21 @@ static lm_client_req *get(lm_client *c, int port, const char *path, result *r)
     return q;
 }
 
+/* A POST to /echo whose body is streamed: length bytes, or chunked when length is -1. */
+static lm_client_req *stream_post(lm_client *c, int64_t length, result *r)
+{
+    lm_client_req *q = lm_client_send(c, &(lm_client_opts){.method = "POST",
+                                                           .host = "127.0.0.1",
+                                                           .port = srv_port,
+                                                           .path = "/echo",
+                                                           .stream_body = true,
+                                                           .stream_length = length,
+                                                           .on_done = on_done_rec,
+                                                           .ud = r});
+    assert_non_null(q);
+    return q;
+}
+
 static int count_done(const result *r, int n)
 {
     int d = 0;
@@ -809,14 +824,7 @@ static void test_stream_request_known_length(void **state)
     loop_begin();
     lm_client *c = lm_client_new(&loop, NULL);
     result r = {.want_hdr = "x-te"};
-    lm_client_req *q = lm_client_send(c, &(lm_client_opts){.method = "POST",
-                                                           .host = "127.0.0.1",
-                                                           .port = srv_port,
-                                                           .path = "/echo",
-                                                           .stream_body = true,
-                                                           .stream_length = 11,
-                                                           .on_done = on_done_rec,
-                                                           .ud = &r});
+    lm_client_req *q = stream_post(c, 11, &r);
     assert_true(lm_client_write(q, "hello ", 6)); /* before the connection exists */
     run_for(20);                                  /* connected and head sent by now */
     assert_true(lm_client_write(q, "world", 5));
@@ -836,14 +844,7 @@ static void test_stream_request_chunked(void **state)
     loop_begin();
     lm_client *c = lm_client_new(&loop, NULL);
     result r = {.want_hdr = "x-te"};
-    lm_client_req *q = lm_client_send(c, &(lm_client_opts){.method = "POST",
-                                                           .host = "127.0.0.1",
-                                                           .port = srv_port,
-                                                           .path = "/echo",
-                                                           .stream_body = true,
-                                                           .stream_length = -1,
-                                                           .on_done = on_done_rec,
-                                                           .ud = &r});
+    lm_client_req *q = stream_post(c, -1, &r);
     lm_client_write(q, "a", 1);
     lm_client_write(q, "", 0); /* ignored, not a terminating chunk */
     run_for(10);
@@ -927,25 +928,11 @@ static void test_stream_request_length_mismatch(void **state)
     loop_begin();
     lm_client *c = lm_client_new(&loop, NULL);
     result shortr = {0}, longr = {0};
-    lm_client_req *q = lm_client_send(c, &(lm_client_opts){.method = "POST",
-                                                           .host = "127.0.0.1",
-                                                           .port = srv_port,
-                                                           .path = "/echo",
-                                                           .stream_body = true,
-                                                           .stream_length = 10,
-                                                           .on_done = on_done_rec,
-                                                           .ud = &shortr});
+    lm_client_req *q = stream_post(c, 10, &shortr);
     lm_client_write(q, "abcd", 4);
     lm_client_end(q);
     assert_false(shortr.done);
-    lm_client_req *q2 = lm_client_send(c, &(lm_client_opts){.method = "POST",
-                                                            .host = "127.0.0.1",
-                                                            .port = srv_port,
-                                                            .path = "/echo",
-                                                            .stream_body = true,
-                                                            .stream_length = 3,
-                                                            .on_done = on_done_rec,
-                                                            .ud = &longr});
+    lm_client_req *q2 = stream_post(c, 3, &longr);
     assert_false(lm_client_write(q2, "abcde", 5));
     RUN_UNTIL(shortr.done && longr.done, 2000);
     assert_int_equal(shortr.err, LM_CLIENT_ERR_BODY);
@@ -1816,14 +1803,7 @@ static void test_close_with_pending_requests(void **state)
     get(c, b.port, "/", &r[2]); /* connecting */
     get(c, srv_port, "/hello", &r[3]);
     RUN_UNTIL(r[3].done && s.n_held == 1, 2000); /* leaves an idle connection */
-    lm_client_send(c, &(lm_client_opts){.method = "POST",
-                                        .host = "127.0.0.1",
-                                        .port = srv_port,
-                                        .path = "/echo",
-                                        .stream_body = true,
-                                        .stream_length = -1,
-                                        .on_done = on_done_rec,
-                                        .ud = &r[4]}); /* streaming upload, never ended */
+    stream_post(c, -1, &r[4]);                   /* streaming upload, never ended */
     bool closed = false;
     lm_client_close(c, set_flag, &closed);
     for (int i = 0; i < 5; i++) {
