@@ -61,11 +61,11 @@ bench-gateway: build
 	@bench/gateway.sh $(BUILD)
 
 format:
-	@clang-format -i lib/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c
+	@clang-format -i lib/*/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c
 
 lint:
 	@cppcheck --quiet --enable=warning,performance,portability --error-exitcode=1 \
-	  --suppress=missingIncludeSystem -I lib lib services
+	  --suppress=missingIncludeSystem $(addprefix -I ,$(wildcard lib/*)) lib services
 
 clean:
 	@rm -rf build

@@ -115,7 +115,7 @@ static void stream_respond(lm_req *req, int status)
 {
     F.sresponded = true;
     if (status) {
-        lm_problem_send(req, status == 499 ? 400 : status, "request body failed");
+        lm_resp_problem(req, status == 499 ? 400 : status, "request body failed");
     } else {
         char n[32];
         int k = snprintf(n, sizeof n, "%llu", (unsigned long long)F.sbytes);
@@ -250,7 +250,7 @@ static void on_dispatch(lm_conn *c, lm_req *req)
         F.held_mode = 4;
         break;
     case 5:
-        lm_problem_send(req, 404, "no such thing");
+        lm_resp_problem(req, 404, "no such thing");
         break;
     case 6:
         lm_resp_send(req, 204, NULL, NULL, 0);

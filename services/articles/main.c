@@ -1,9 +1,7 @@
 /* main.c — lotmesh-articles: configuration, database, routes, run. */
-#include "app.h"
+#include "app_use.h"
 #include "articles.h"
-#include "auth.h"
 #include "config.h"
-#include "registry.h"
 
 extern const char articles_openapi[];
 extern const unsigned long articles_openapi_len;
@@ -15,9 +13,9 @@ int main(void)
     lm_app *app = lm_app_new(&cfg, "articles_api", 8002);
     articles_svc svc = {0};
     svc.store =
-        lm_store_open(app, &cfg, "articles", articles_migrations, articles_migrations_count);
-    lm_reg_open(app, &cfg);
-    lm_auth_install(app, &cfg);
+        lm_app_use_store(app, &cfg, "articles", articles_migrations, articles_migrations_count);
+    lm_app_use_registry(app, &cfg);
+    lm_app_use_auth(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
     lm_app_add_openapi(app, articles_openapi, articles_openapi_len);
     artikel_routes(lm_app_router(app), &svc);

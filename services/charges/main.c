@@ -1,7 +1,5 @@
 /* main.c — lotmesh-charges: configuration, database, the articles client, routes, run. */
-#include "app.h"
-#include "auth.h"
-#include "registry.h"
+#include "app_use.h"
 #include "charges.h"
 #include "config.h"
 #include "log.h"
@@ -51,19 +49,21 @@ int main(void)
     svc.articles_timeout_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_TIMEOUT", 2000, 10, 60000);
     svc.breaker_threshold = (int)lm_cfg_int(&cfg, "ARTICLES_BREAKER_THRESHOLD", 5, 1, 1000);
     svc.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_BREAKER_RESET", 30000, 100, 3600000);
-    svc.store = lm_store_open(app, &cfg, "charges", charges_migrations, charges_migrations_count);
-    svc.reg = lm_reg_open(app, &cfg);
-    svc.auth = lm_auth_install(app, &cfg);
+    svc.store =
+        lm_app_use_store(app, &cfg, "charges", charges_migrations, charges_migrations_count);
+    svc.reg = lm_app_use_registry(app, &cfg);
+    svc.auth = lm_app_use_auth(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
     if (!svc.articles_fixed) lm_reg_watch(svc.reg, "articles_api");
 
-    svc.n_clients = lm_app_server_config(app)->workers;
+    svc.n_clients = lm_app_env(app)->workers;
     svc.clients = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.clients);
     svc.breakers = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.breakers);
     svc.memos = charges_memos_new(svc.n_clients);
     for (int i = 0; i < svc.n_clients; i++)
         lm_breaker_init(&svc.breakers[i], svc.breaker_threshold, svc.breaker_reset_ms);
-    lm_app_on_worker(app, worker_start, worker_stop, &svc);
+    lm_app_add(app, &(lm_component){
+                        .ctx = &svc, .worker_start = worker_start, .worker_stop = worker_stop});
     lm_app_add_openapi(app, charges_openapi, charges_openapi_len);
     charge_routes(lm_app_router(app), &svc);
     int rc = lm_app_run(app);

@@ -196,7 +196,8 @@ static void one_done(refcheck *rc)
         lm_log(LM_LOG_WARN,
                &(lm_log_ctx){.request_id = rc->req->request_id, .trace = &rc->req->trace},
                "articles service did not answer; validating against the local replica");
-        lm_db_read(lm_store_port(rc->svc->store, rc->req), replica_job, replica_done, rc);
+        lm_db_read(lm_store_port(rc->svc->store, lm_req_worker_index(rc->req)), replica_job,
+                   replica_done, rc);
         return;
     }
     finish(rc);
@@ -337,7 +338,8 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charg
         rc->unit_failed = refs->einheit_id != 0;
         refs->article_found = refs->artikel_id == 0;
         refs->unit_found = refs->einheit_id == 0;
-        lm_db_read(lm_store_port(svc->store, req), replica_job, replica_done, rc);
+        lm_db_read(lm_store_port(svc->store, lm_req_worker_index(req)), replica_job, replica_done,
+                   rc);
         return;
     }
     ask_both(rc);

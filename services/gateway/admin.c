@@ -29,7 +29,7 @@ static void handle_services(lm_req *req, void *ctx)
     gw_principal who;
     if (!gw_authenticate(gw, req, &who)) return;
     if (!lm_token_has_scope(who.scope, "admin")) {
-        lm_problem_send(req, 403, "the admin scope is required");
+        lm_resp_problem(req, 403, "the admin scope is required");
         return;
     }
     json_t *services = json_array();

@@ -50,7 +50,7 @@ static void oauth_error(lm_req *req, int status, const char *error, const char *
                     .detail = detail,
                     .ext_name = "error",
                     .ext_value = error};
-    lm_problem_send_full(req, &p);
+    lm_resp_problem_full(req, &p);
 }
 
 /* ---- POST /auth/token ------------------------------------------------------------------- */
@@ -129,7 +129,7 @@ static void verify_after(uv_work_t *w, int status)
     c.exp = (long long)time(NULL) + (long long)gw->access_ttl_s;
     char *tok = lm_token_mint(&gw->access_key, &c);
     if (!tok) {
-        lm_problem_send(req, 500, "could not sign the access token");
+        lm_resp_problem(req, 500, "could not sign the access token");
         free(t);
         return;
     }
@@ -244,7 +244,7 @@ static bool deny(lm_req *req, int status, const char *www, const char *detail)
 {
     if (www) lm_resp_header(req, "WWW-Authenticate", www);
     lm_problem p = {.status = status, .type = "urn:lotmesh:problem:auth", .detail = detail};
-    lm_problem_send_full(req, &p);
+    lm_resp_problem_full(req, &p);
     return false;
 }
 

@@ -3,9 +3,8 @@
 
 #include "config.h"
 #include "log.h"
-#include "registry.h"
+#include "app_use.h"
 #include "server.h"
-#include "store.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -85,9 +84,9 @@ int main(int argc, char **argv)
     lm_app *app = lm_app_new(&cfg, "gateway", 8000);
     gw.app = app;
     char def_clients[1024], def_dev[1024], def_access[1024], err[512];
-    snprintf(def_clients, sizeof def_clients, "%s/gateway-clients.json", lm_data_dir());
-    snprintf(def_dev, sizeof def_dev, "%s/dev-client.json", lm_data_dir());
-    snprintf(def_access, sizeof def_access, "%s/gateway-access.key", lm_data_dir());
+    snprintf(def_clients, sizeof def_clients, "%s/gateway-clients.json", lm_cfg_data_dir());
+    snprintf(def_dev, sizeof def_dev, "%s/dev-client.json", lm_cfg_data_dir());
+    snprintf(def_access, sizeof def_access, "%s/gateway-access.key", lm_cfg_data_dir());
     const char *clients = lm_cfg_str(&cfg, "GATEWAY_CLIENTS_FILE", def_clients);
     const char *access = lm_cfg_str(&cfg, "GATEWAY_ACCESS_KEY_FILE", def_access);
     gw.access_ttl_s = lm_cfg_duration_ms(&cfg, "ACCESS_TOKEN_TTL", 900000, 10000, 86400000) / 1000;
@@ -106,15 +105,17 @@ int main(int argc, char **argv)
         lm_cfg_error(&cfg, "GATEWAY_ACCESS_KEY_FILE", "%s", err);
     if (lm_cfg_ok(&cfg) && gw_clients_load(&gw.clients, clients, def_dev, err, sizeof err))
         lm_cfg_error(&cfg, "GATEWAY_CLIENTS_FILE", "%s", err);
-    gw.reg = lm_reg_open(app, &cfg);
+    gw.reg = lm_app_use_registry(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
 
     for (size_t i = 0; i < gw.n_services; i++)
         lm_reg_watch(gw.reg, gw.services[i]);
-    gw.n_workers = lm_app_server_config(app)->workers;
+    gw.n_workers = lm_app_env(app)->workers;
     gw.workers = lm_xcalloc((size_t)gw.n_workers, sizeof *gw.workers);
-    lm_app_on_worker(app, worker_start, worker_stop, &gw);
-    lm_app_add_metrics(app, gw_metrics_render, &gw);
+    lm_app_add(app, &(lm_component){.ctx = &gw,
+                                    .worker_start = worker_start,
+                                    .worker_stop = worker_stop,
+                                    .metrics = gw_metrics_render});
     gw_auth_routes(lm_app_router(app), &gw);
     gw_admin_routes(lm_app_router(app), &gw);
     gw_proxy_routes(lm_app_router(app), &gw);

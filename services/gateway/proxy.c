@@ -191,7 +191,7 @@ static void fail(fwd *f, int status, const char *detail)
 {
     f->status = status;
     lm_problem p = {.status = status, .type = "urn:lotmesh:problem:upstream", .detail = detail};
-    lm_problem_send_full(f->req, &p);
+    lm_resp_problem_full(f->req, &p);
 }
 
 static void on_head(lm_client_req *creq, const lm_client_response *resp, void *ud)
@@ -471,7 +471,7 @@ static void unavailable(fwd *f, const char *type, const char *detail)
     lm_problem p = {.status = 503, .type = type, .detail = detail};
     lm_resp_header(f->req, "Retry-After", "1");
     f->status = 503;
-    lm_problem_send_full(f->req, &p);
+    lm_resp_problem_full(f->req, &p);
     fwd_free(f);
 }
 
@@ -491,7 +491,7 @@ static void handle_proxy(lm_req *req, void *ctx)
     }
     const char *name = resolve_alias(gw, lm_req_param(req, "service"));
     if (!gw_service_exposed(gw, name)) {
-        lm_problem_sendf(req, 404, "unknown service '%.64s'", name);
+        lm_resp_problemf(req, 404, "unknown service '%.64s'", name);
         fwd_free(f);
         return;
     }

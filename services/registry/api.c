@@ -11,7 +11,7 @@
  * Compatibility: python-consul 0.7.1 sends GET for deregister and check pass/warn/fail, so
  * those accept GET and PUT. Errors are RFC 9457 problems (DESIGN 3.4) where Consul answers
  * plain text; the status codes are Consul's. Every /v1 response carries X-Consul-Index. */
-#include "registry.h"
+#include "registry_server.h"
 
 #include "json.h"
 #include "log.h"
@@ -121,7 +121,7 @@ static void problem(rg_server *srv, lm_req *req, int status, const char *fmt, ..
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     set_index_header(req, rg_state_index(&srv->st));
-    lm_problem_send(req, status, detail);
+    lm_resp_problem(req, status, detail);
 }
 
 /* ---- parked queries -------------------------------------------------------------------- */

@@ -6,15 +6,14 @@
  *   REGISTRY_SNAPSHOT  snapshot file, written atomically on change and loaded on start;
  *                      default $LOTMESH_DATA_DIR/registry.json; "off" keeps state in memory
  *                      only.
- * WORKERS is fixed at 1: the catalog is owned by one event loop (see registry.h).
+ * WORKERS is fixed at 1: the catalog is owned by one event loop (see registry_server.h).
  *
  * The registry does not register itself: it is the root of discovery, found through
  * SERVICE_REGISTRY_URL, and an entry for it in its own catalog would name an address every
  * client already has (and would have to be special-cased, having no one to heartbeat it). */
 #include "app.h"
 #include "config.h"
-#include "registry.h"
-#include "store.h"
+#include "registry_server.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -28,7 +27,7 @@ int main(void)
     lm_cfg_exit_on_error(&cfg);
     char path[4096];
     if (!snap) {
-        snprintf(path, sizeof path, "%s/registry.json", lm_data_dir());
+        snprintf(path, sizeof path, "%s/registry.json", lm_cfg_data_dir());
         snap = path;
     } else if (strcmp(snap, "off") == 0) {
         snap = NULL;

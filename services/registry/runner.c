@@ -1,11 +1,11 @@
 /* runner.c — what keeps the registry's catalog true over time (rg_server): the timer for
  * TTL expiry and deregister-after-critical, the HTTP probes of HTTP checks, coalesced
  * atomic snapshots, the metrics, and the lifecycle on the one worker loop that owns the
- * state. See registry.h for the threading model. */
-#include "registry.h"
+ * state. See registry_server.h for the threading model. */
+#include "registry_server.h"
 
 #include "log.h"
-#include "store.h"
+#include "status.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +93,7 @@ static void probe_done(lm_client_req *r, lm_client_err err, const lm_client_resp
         status = p->status >= 200 && p->status < 300 ? LM_CONSUL_PASSING
                  : p->status == 429                  ? LM_CONSUL_WARNING
                                                      : LM_CONSUL_CRITICAL;
-        lm_buf_printf(&out, "%d %s Output: ", p->status, lm_http_reason(p->status));
+        lm_buf_printf(&out, "%d %s Output: ", p->status, lm_status_reason(p->status));
         lm_buf_append(&out, p->body.data, p->body.len);
         atomic_fetch_add_explicit(status == LM_CONSUL_PASSING ? &srv->m_probes_ok
                                                               : &srv->m_probes_fail,
@@ -305,17 +305,15 @@ static void worker_stop(lm_worker *w, void *ctx)
     uv_close((uv_handle_t *)&srv->flush_async, NULL);
 }
 
-static void on_stopping(lm_app *app, void *ctx)
+static void on_stopping(void *ctx)
 {
-    (void)app;
     rg_server *srv = ctx;
     atomic_store(&srv->stopping, true);
     uv_async_send(&srv->flush_async);
 }
 
-static void on_stopped(lm_app *app, void *ctx)
+static void on_stopped(void *ctx)
 {
-    (void)app;
     rg_server *srv = ctx;
     snapshot_now(srv); /* the worker has ended: main owns the state again */
 }
@@ -420,10 +418,12 @@ rg_server *rg_server_new(lm_app *app, const char *snapshot_path)
         load_snapshot(srv);
     }
     update_gauges(srv);
-    lm_app_on_worker(app, worker_start_outer, worker_stop, srv);
-    lm_app_on_stopping(app, on_stopping, srv);
-    lm_app_on_stopped(app, on_stopped, srv);
-    lm_app_add_metrics(app, render_metrics, srv);
+    lm_app_add(app, &(lm_component){.ctx = srv,
+                                    .worker_start = worker_start_outer,
+                                    .worker_stop = worker_stop,
+                                    .stopping = on_stopping,
+                                    .stopped = on_stopped,
+                                    .metrics = render_metrics});
     return srv;
 }
 

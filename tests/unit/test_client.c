@@ -18,7 +18,6 @@
 #include "client.h"
 #include "http.h"
 #include "log.h"
-#include "metrics.h"
 #include "router.h"
 #include "server.h"
 
@@ -104,7 +103,6 @@ static lm_client_stats S(lm_client *c)
 /* ---- the in-process lm_server ----------------------------------------------------------- */
 
 static lm_router *router;
-static lm_metrics *metrics;
 static lm_server *server;
 static int srv_port;
 
@@ -165,7 +163,6 @@ static int group_setup(void **state)
     lm_router_add(router, "*", "/echo", h_echo, NULL);
     lm_router_add(router, "GET", "/big", h_big, NULL);
     lm_router_add(router, "GET", "/nocontent", h_nocontent, NULL);
-    metrics = lm_metrics_new(1, router);
     lm_server_config cfg;
     lm_server_config_default(&cfg);
     cfg.host = "127.0.0.1";
@@ -173,7 +170,7 @@ static int group_setup(void **state)
     cfg.workers = 1;
     cfg.access_log = false;
     cfg.limits.max_body_bytes = 16 * 1024 * 1024;
-    server = lm_server_new(&cfg, router, metrics);
+    server = lm_server_new(&cfg, router, NULL);
     char err[256];
     if (lm_server_start(server, err, sizeof err) != 0) {
         fprintf(stderr, "server: %s\n", err);
@@ -188,7 +185,6 @@ static int group_teardown(void **state)
     (void)state;
     lm_server_shutdown(server, 1000);
     lm_server_free(server);
-    lm_metrics_free(metrics);
     lm_router_free(router);
     return 0;
 }

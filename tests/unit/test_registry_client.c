@@ -19,6 +19,7 @@
 #include "app.h"
 #include "http.h"
 #include "log.h"
+#include "app_use.h"
 #include "registry.h"
 
 typedef struct seen {
@@ -150,9 +151,9 @@ static void pick_handler(lm_req *req, void *ctx)
     lm_resp_send(req, 200, "text/plain", body, (size_t)n);
 }
 
-static void on_started(lm_app *app, void *ctx)
+static void on_started(void *ctx, int port)
 {
-    (void)app;
+    (void)port;
     sem_post(&((run *)ctx)->started);
 }
 
@@ -200,9 +201,9 @@ static void open_with2(const char *url, const char *extra_name, const char *extr
     lm_cfg cfg;
     lm_cfg_init(&cfg, "t");
     r.app = lm_app_new(&cfg, "t", 0);
-    r.reg = lm_reg_open(r.app, &cfg);
+    r.reg = lm_app_use_registry(r.app, &cfg);
     snprintf(out, outlen, "%s", cfg.error);
-    lm_app_on_started(r.app, on_started, &r);
+    lm_app_add(r.app, &(lm_component){.ctx = &r, .started = on_started});
     pthread_t th;
     pthread_create(&th, NULL, app_thread, &r);
     sem_wait(&r.started);
@@ -262,11 +263,11 @@ static void test_static_lookups(void **state)
     lm_cfg cfg;
     lm_cfg_init(&cfg, "t");
     r.app = lm_app_new(&cfg, "t", 0);
-    r.reg = lm_reg_open(r.app, &cfg);
+    r.reg = lm_app_use_registry(r.app, &cfg);
     assert_string_equal(cfg.error, "");
     assert_int_equal(lm_reg_get_mode(r.reg), LM_REG_STATIC);
     lm_router_add(lm_app_router(r.app), "GET", "/pick/{name}", pick_handler, &r);
-    lm_app_on_started(r.app, on_started, &r);
+    lm_app_add(r.app, &(lm_component){.ctx = &r, .started = on_started});
     pthread_t th;
     pthread_create(&th, NULL, app_thread, &r);
     sem_wait(&r.started);

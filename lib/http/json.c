@@ -57,7 +57,7 @@ void lm_verrs_send(lm_req *req, lm_verrs *e, int status, const char *detail)
         .errors = fe,
         .n_errors = e->n,
     };
-    lm_problem_send_full(req, &p);
+    lm_resp_problem_full(req, &p);
     free(fe);
     lm_verrs_free(e);
 }
@@ -75,7 +75,7 @@ static bool is_json_type(const char *ct)
 json_t *lm_json_body_object(lm_req *req)
 {
     if (!is_json_type(lm_req_header(req, "content-type"))) {
-        lm_problem_send(req, 415, "the request body must be JSON (Content-Type: application/json)");
+        lm_resp_problem(req, 415, "the request body must be JSON (Content-Type: application/json)");
         return NULL;
     }
     json_error_t err;
@@ -85,13 +85,13 @@ json_t *lm_json_body_object(lm_req *req)
         const char *why = json_error_code(&err) == json_error_null_character
                               ? "\\u0000 (NUL) is not allowed in strings"
                               : err.text;
-        lm_problem_sendf(req, 400, "malformed JSON at line %d, column %d: %s", err.line, err.column,
+        lm_resp_problemf(req, 400, "malformed JSON at line %d, column %d: %s", err.line, err.column,
                          why);
         return NULL;
     }
     if (!json_is_object(doc)) {
         json_decref(doc);
-        lm_problem_send(req, 400, "the request body must be a JSON object");
+        lm_resp_problem(req, 400, "the request body must be a JSON object");
         return NULL;
     }
     return doc;

@@ -64,7 +64,9 @@ typedef struct wentry {
 } wentry;
 
 struct lm_reg {
-    lm_app *app;
+    char name[64];   /* this process's service name */
+    uv_loop_t *loop; /* the control loop */
+    lm_component comp;
     lm_reg_mode mode;
     char url[256];
     char host[256];
@@ -497,7 +499,7 @@ static void watch_done(lm_client_req *r, lm_client_err err, const lm_client_resp
         lm_log_info("discovery: %s has %zu passing instance%s", s->name, n, n == 1 ? "" : "s");
     /* An index that went backwards means a new registry: start over (Consul's advice). */
     s->index = index < s->index ? 0 : index;
-    uint64_t now = uv_now(lm_app_loop(reg->app));
+    uint64_t now = uv_now(reg->loop);
     uint64_t gap = now - s->sent_ms;
     watch_later(s, gap < WATCH_MIN_GAP_MS ? WATCH_MIN_GAP_MS - gap : 0);
 }
@@ -540,7 +542,7 @@ static void watch_send(slot *s)
         .on_done = watch_done,
         .ud = s,
     };
-    s->sent_ms = uv_now(lm_app_loop(reg->app));
+    s->sent_ms = uv_now(reg->loop);
     s->inflight = lm_client_send(reg->client, &o);
     lm_buf_free(&path);
     if (!s->inflight) watch_later(s, RETRY_MAX_MS);
@@ -553,7 +555,7 @@ static void start_new_watches(lm_reg *reg)
         slot *s = reg->slots[i];
         if (s->started) continue;
         s->started = true;
-        uv_timer_init(lm_app_loop(reg->app), &s->timer);
+        uv_timer_init(reg->loop, &s->timer);
         s->timer.data = s;
         watch_send(s);
     }
@@ -687,7 +689,7 @@ static void hb_send(lm_reg *reg)
 
 static void build_registration(lm_reg *reg, int port)
 {
-    const char *name = lm_app_name(reg->app);
+    const char *name = reg->name;
     uint8_t rnd[4];
     if (lm_random_bytes(rnd, sizeof rnd) != 0) {
         uint64_t x = lm_rand64();
@@ -737,11 +739,11 @@ static void build_registration(lm_reg *reg, int port)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-static void on_started(lm_app *app, void *ctx)
+static void on_started(void *ctx, int port)
 {
     lm_reg *reg = ctx;
     if (reg->mode != LM_REG_CONSUL) return;
-    uv_loop_t *loop = lm_app_loop(app);
+    uv_loop_t *loop = reg->loop;
     reg->client = lm_client_new(loop, NULL);
     uv_timer_init(loop, &reg->hb_timer);
     uv_timer_init(loop, &reg->retry_timer);
@@ -752,7 +754,7 @@ static void on_started(lm_app *app, void *ctx)
     reg->async_ok = true;
     pthread_mutex_unlock(&reg->mu);
     reg->running = true;
-    build_registration(reg, lm_app_port(app));
+    build_registration(reg, port);
     register_send(reg);
     uint64_t every = reg->ttl_ms / 3;
     if (reg->http_check) { /* three probe intervals, within 1 s .. 30 s */
@@ -791,9 +793,8 @@ static void dereg_done(lm_client_req *r, lm_client_err err, const lm_client_resp
     close_control(reg);
 }
 
-static void on_stopping(lm_app *app, void *ctx)
+static void on_stopping(void *ctx)
 {
-    (void)app;
     lm_reg *reg = ctx;
     if (!reg->running) return;
     reg->running = false;
@@ -853,9 +854,8 @@ static void reg_free(lm_reg *reg)
     free(reg);
 }
 
-static void on_stopped(lm_app *app, void *ctx)
+static void on_stopped(void *ctx)
 {
-    (void)app;
     reg_free(ctx); /* every worker, hook and handle that used it has ended */
 }
 
@@ -974,10 +974,11 @@ static void parse_tags(lm_reg *reg, const char *list)
     free(copy);
 }
 
-lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
+lm_reg *lm_reg_open(lm_cfg *cfg, const lm_component_env *env)
 {
     lm_reg *reg = lm_xcalloc(1, sizeof *reg);
-    reg->app = app;
+    snprintf(reg->name, sizeof reg->name, "%s", env->name);
+    reg->loop = env->control;
     pthread_mutex_init(&reg->mu, NULL);
     const char *url = lm_cfg_str(cfg, "SERVICE_REGISTRY_URL", NULL);
     const char *addr = lm_cfg_str(cfg, "SERVICE_ADDRESS", NULL);
@@ -999,7 +1000,7 @@ lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
     if (addr && (strlen(addr) > 255 || has_space_or_ctl(addr)))
         lm_cfg_error(cfg, "SERVICE_ADDRESS", "must be an IP address or host name (got \"%.64s\")",
                      addr);
-    const char *bind = lm_app_server_config(app)->host;
+    const char *bind = env->host;
     if (addr)
         snprintf(reg->address, sizeof reg->address, "%s", addr);
     else if (strcmp(bind, "0.0.0.0") == 0)
@@ -1009,7 +1010,7 @@ lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
     else
         snprintf(reg->address, sizeof reg->address, "%s", bind);
 
-    reg->n_workers = lm_app_server_config(app)->workers;
+    reg->n_workers = env->workers;
     reg->wcache = lm_xcalloc((size_t)reg->n_workers, sizeof *reg->wcache);
 
     char err[400];
@@ -1045,13 +1046,17 @@ lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
     if (reg->http_check && reg->timeout_ms > reg->interval_ms)
         lm_cfg_error(cfg, "SERVICE_CHECK_TIMEOUT", "must not exceed SERVICE_CHECK_INTERVAL");
 
-    lm_app_on_worker(app, worker_start, worker_stop, reg);
-    lm_app_on_started(app, on_started, reg);
-    lm_app_on_stopping(app, on_stopping, reg);
-    lm_app_on_stopped(app, on_stopped, reg);
-    lm_app_add_metrics(app, render_metrics, reg);
-    if (reg->mode == LM_REG_CONSUL)
-        lm_app_add_ready_check(app, "registered", ready_registered, reg);
+    reg->comp = (lm_component){.ctx = reg,
+                               .worker_start = worker_start,
+                               .worker_stop = worker_stop,
+                               .started = on_started,
+                               .stopping = on_stopping,
+                               .stopped = on_stopped,
+                               .metrics = render_metrics};
+    if (reg->mode == LM_REG_CONSUL) {
+        reg->comp.ready_name = "registered";
+        reg->comp.ready = ready_registered;
+    }
     if (lm_cfg_ok(cfg)) {
         if (reg->mode == LM_REG_NONE)
             lm_log_info("discovery: SERVICE_REGISTRY_URL unset: standalone (no registration, "
@@ -1060,4 +1065,9 @@ lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg)
             lm_log_info("discovery: static instances for %zu services", atomic_load(&reg->n_slots));
     }
     return reg;
+}
+
+const lm_component *lm_reg_component(lm_reg *reg)
+{
+    return &reg->comp;
 }

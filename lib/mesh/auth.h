@@ -12,19 +12,26 @@
  * switch the check off explicitly (development and tests of a single service); there is no
  * silent default that lets requests through.
  *
- * Threading: lm_auth_install before lm_app_run; the check runs on worker threads and only
- * reads the key. */
+ * Threading: lm_auth_open before the process runs; lm_auth_guard runs on worker threads and
+ * only reads the key. */
 #ifndef LM_AUTH_H
 #define LM_AUTH_H
 
-#include "app.h"
+#include "component.h"
+#include "config.h"
+#include "http.h"
 #include "token.h"
 
 typedef struct lm_auth lm_auth;
 
-/* Reads the configuration (errors into cfg) and guards every route under /api/. */
-lm_auth *lm_auth_install(lm_app *app, lm_cfg *cfg);
-/* A guarded request's verified caller is in req->caller and req->caller_scope. */
+/* Reads the configuration (errors into cfg; NULL then). The audience is env->name. */
+lm_auth *lm_auth_open(lm_cfg *cfg, const lm_component_env *env);
+/* Its lifecycle: per-thread token caches released on each worker, the auth freed at the end. */
+const lm_component *lm_auth_component(lm_auth *a);
+/* The guard (ctx: the lm_auth) for every route under /api/: returns false after answering
+ * 401/403 itself. A guarded request's verified caller is in req->caller and
+ * req->caller_scope. */
+bool lm_auth_guard(lm_req *req, void *ctx);
 
 /* A token for calling another service (aud) from this one, on behalf of sub (may be ""),
  * with scope "read" or "read write"; minted with this process's name as issuer, cached per

@@ -3,6 +3,7 @@
 #include "http_conn.h"
 
 #include "problem.h"
+#include "status.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -479,7 +480,7 @@ void lm_conn_fail(lm_conn *c, int status, const char *detail)
     lm_buf_printf(&c->out,
                   "HTTP/1.1 %d %s\r\nServer: lotmesh\r\nDate: %s\r\nContent-Type: "
                   "application/problem+json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                  status, lm_http_reason(status), lm_http_date_now(), body.len);
+                  status, lm_status_reason(status), lm_http_date_now(), body.len);
     lm_buf_append(&c->out, body.data, body.len);
     lm_buf_free(&body);
     c->state = LM_CONN_CLOSING;

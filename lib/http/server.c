@@ -46,7 +46,7 @@ struct lm_worker {
 struct lm_server {
     lm_server_config cfg;
     const lm_router *router;
-    lm_metrics *metrics;
+    lm_server_observer obs;
     lm_worker *workers;
     int n_workers;
     int port;
@@ -152,7 +152,7 @@ static void on_closed(uv_handle_t *h)
     lm_worker *w = sc->w;
     list_remove(sc);
     w->n_conns--;
-    lm_metrics_connections(w->server->metrics, w->index, -1);
+    if (w->server->obs.connection) w->server->obs.connection(w->server->obs.ctx, w->index, -1);
     sc->closed = true;
     sc->writing = false; /* uv_close cancels pending writes; their callbacks ran */
     conn_release(sc);
@@ -346,16 +346,16 @@ static void engine_dispatch(lm_conn *c, lm_req *req)
     lm_request_id_assign(rid, rid ? strlen(rid) : 0, req->request_id);
     const char *tp = lm_req_header(req, "traceparent");
     lm_trace_begin(&req->trace, tp, tp ? strlen(tp) : 0);
-    lm_metrics_inflight(s->metrics, w->index, 1);
+    if (s->obs.request_started) s->obs.request_started(s->obs.ctx, w->index, req);
 
     int rc = lm_router_match(s->router, req->method, req->path, req->path_len, &req->route);
     if (rc == LM_ROUTE_NOT_FOUND) {
-        lm_problem_sendf(req, 404, "no resource at %.200s", req->path);
+        lm_resp_problemf(req, 404, "no resource at %.200s", req->path);
         return;
     }
     if (rc == LM_ROUTE_METHOD_NOT_ALLOWED) {
         lm_resp_header(req, "Allow", req->route.allow);
-        lm_problem_sendf(req, 405, "%s is not allowed here; allowed: %s", req->method,
+        lm_resp_problemf(req, 405, "%s is not allowed here; allowed: %s", req->method,
                          req->route.allow);
         return;
     }
@@ -369,7 +369,7 @@ static void engine_dispatch(lm_conn *c, lm_req *req)
         offs[i] = pb->len;
         lm_buf_reserve(pb, p->raw_len + 1);
         if (!lm_url_decode(p->raw, p->raw_len, pb->data + pb->len, &n, false)) {
-            lm_problem_sendf(req, 400, "malformed percent-encoding in path parameter '%s'",
+            lm_resp_problemf(req, 400, "malformed percent-encoding in path parameter '%s'",
                              p->name);
             return;
         }
@@ -378,7 +378,7 @@ static void engine_dispatch(lm_conn *c, lm_req *req)
     for (size_t i = 0; i < req->route.n_params; i++)
         req->params[i] = pb->data + offs[i];
     if (req->query_len && lm_query_parse(req->query_string, req->query_len, &req->query) != 0) {
-        lm_problem_send(req, 400, "malformed percent-encoding in query string");
+        lm_resp_problem(req, 400, "malformed percent-encoding in query string");
         return;
     }
     if (s->cfg.guard &&
@@ -398,10 +398,8 @@ static void engine_completed(lm_conn *c, lm_req *req, int status, uint64_t bytes
     uint64_t now_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     double secs = req->start_ns ? (double)(now_ns - req->start_ns) / 1e9 : 0;
     bool dispatched = req->request_id[0] != '\0';
-    if (dispatched) lm_metrics_inflight(s->metrics, w->index, -1);
-    lm_metrics_observe(s->metrics, w->index,
-                       req->route.route_id >= 0 && dispatched ? req->route.route_id : -1,
-                       req->method_id, status, secs);
+    if (s->obs.request_done)
+        s->obs.request_done(s->obs.ctx, w->index, req, status, secs, dispatched);
     if (s->cfg.access_log) {
         lm_access_entry e = {
             .method = req->method ? req->method : "-",
@@ -515,7 +513,7 @@ static void on_connection(uv_stream_t *listener, int status)
     if (w->conns) w->conns->prev = sc;
     w->conns = sc;
     w->n_conns++;
-    lm_metrics_connections(s->metrics, w->index, 1);
+    if (s->obs.connection) s->obs.connection(s->obs.ctx, w->index, 1);
     update_reading(sc);
 }
 
@@ -629,12 +627,13 @@ static int make_listen_socket(const struct sockaddr *sa, socklen_t len, bool reu
     return fd;
 }
 
-lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router, lm_metrics *metrics)
+lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router,
+                         const lm_server_observer *observer)
 {
     lm_server *s = lm_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     s->router = router;
-    s->metrics = metrics;
+    if (observer) s->obs = *observer;
     s->n_workers = cfg->workers > 0 ? cfg->workers : 1;
     s->max_conns_per_worker = cfg->max_connections / (size_t)s->n_workers;
     if (s->max_conns_per_worker == 0) s->max_conns_per_worker = 1;

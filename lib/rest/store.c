@@ -19,15 +19,8 @@ struct lm_store {
     int n_ports;
     lm_cache *cache;      /* NULL: CACHE_URL=none */
     lm_sharedgen *writes; /* counts every process's writes to this database */
+    lm_component comp;
 };
-
-const char *lm_data_dir(void)
-{
-    const char *d = getenv("LOTMESH_DATA_DIR");
-    if (!d || !*d) d = "var";
-    mkdir(d, 0750);
-    return d;
-}
 
 static void worker_start(lm_worker *w, void *ctx)
 {
@@ -113,9 +106,8 @@ static void flush_cache(void *ctx)
     if (s->cache) lm_cache_invalidate_all(s->cache);
 }
 
-static void on_stopped(lm_app *app, void *ctx)
+static void on_stopped(void *ctx)
 {
-    (void)app;
     lm_store *s = ctx;
     lm_db_close(s->db);
     lm_cache_free(s->cache);
@@ -124,14 +116,14 @@ static void on_stopped(lm_app *app, void *ctx)
     free(s); /* the app is done with it: every worker and hook that used it has ended */
 }
 
-lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name, const char *const *migrations,
-                        size_t n)
+lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *name,
+                        const char *const *migrations, size_t n)
 {
     lm_store *s = lm_xcalloc(1, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name);
     const char *url = lm_cfg_str(cfg, "DATABASE_URL", NULL);
     if (!url) {
-        snprintf(s->path, sizeof s->path, "%s/%s.db", lm_data_dir(), name);
+        snprintf(s->path, sizeof s->path, "%s/%s.db", lm_cfg_data_dir(), name);
     } else if (strncmp(url, "sqlite://", 9) == 0) {
         snprintf(s->path, sizeof s->path, "%s", url + 9);
     } else if (strncmp(url, "sqlite:", 7) == 0) {
@@ -177,12 +169,15 @@ lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name, const char *
         free(s);
         return NULL;
     }
-    s->n_ports = lm_app_server_config(app)->workers;
+    s->n_ports = env->workers;
     s->ports = lm_xcalloc((size_t)s->n_ports, sizeof *s->ports);
-    lm_app_on_worker(app, worker_start, worker_stop, s);
-    lm_app_add_ready_check(app, "database", ready, s);
-    lm_app_add_metrics(app, metrics, s);
-    lm_app_on_stopped(app, on_stopped, s);
+    s->comp = (lm_component){.ctx = s,
+                             .worker_start = worker_start,
+                             .worker_stop = worker_stop,
+                             .stopped = on_stopped,
+                             .ready_name = "database",
+                             .ready = ready,
+                             .metrics = metrics};
     lm_log_info("database: %s; cache: %s", s->path, cache_on ? "memory" : "none");
     return s;
 }
@@ -207,7 +202,12 @@ void lm_store_wrote(lm_store *s)
     lm_sharedgen_bump(s->writes);
 }
 
-lm_db_port *lm_store_port(lm_store *s, const lm_req *req)
+const lm_component *lm_store_component(lm_store *s)
 {
-    return s->ports[lm_req_worker_index(req)];
+    return &s->comp;
+}
+
+lm_db_port *lm_store_port(lm_store *s, int worker)
+{
+    return s->ports[worker];
 }

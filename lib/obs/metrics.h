@@ -6,25 +6,38 @@
  * Modules with metrics of their own (registry client, breakers, pools …) add a renderer that
  * appends Prometheus text at scrape time.
  *
- * Ownership: the metrics object borrows the router (for route names) and outlives the server.
+ * Ownership: the route names are copied; the metrics object outlives the server.
  * Threading: lm_metrics_observe/inflight/connections from the shard's worker only;
  * lm_metrics_render from any thread; lm_metrics_add_renderer before the workers start. */
 #ifndef LM_METRICS_H
 #define LM_METRICS_H
 
 #include "buf.h"
-#include "router.h"
+#include <stddef.h>
 
 typedef struct lm_metrics lm_metrics;
 typedef void (*lm_metrics_renderer)(lm_buf *out, void *ctx);
 
-lm_metrics *lm_metrics_new(int n_workers, const lm_router *router);
+/* The methods counted apart; every other method counts as LM_METRICS_OTHER. */
+typedef enum {
+    LM_METRICS_GET,
+    LM_METRICS_HEAD,
+    LM_METRICS_POST,
+    LM_METRICS_PUT,
+    LM_METRICS_PATCH,
+    LM_METRICS_DELETE,
+    LM_METRICS_OPTIONS,
+    LM_METRICS_OTHER,
+    LM_METRICS_N_METHODS
+} lm_metrics_method;
+
+/* route_names[i]: the template of route id i (copied), rendered as route="…". */
+lm_metrics *lm_metrics_new(int n_workers, const char *const *route_names, size_t n_routes);
 void lm_metrics_free(lm_metrics *m);
-/* route_id: the route whose path matched, also for a 405 (lm_route_match); -1 means no path
- * matched (a 404, or a request refused before routing), rendered as route="unmatched".
- * method_id is an llhttp method. */
-void lm_metrics_observe(lm_metrics *m, int worker, int route_id, int method_id, int status,
-                        double seconds);
+/* route_id: the route whose path matched, also for a 405; -1 means no path matched (a 404,
+ * or a request refused before routing), rendered as route="unmatched". */
+void lm_metrics_observe(lm_metrics *m, int worker, int route_id, lm_metrics_method method,
+                        int status, double seconds);
 void lm_metrics_inflight(lm_metrics *m, int worker, int delta);
 void lm_metrics_connections(lm_metrics *m, int worker, int delta);
 void lm_metrics_add_renderer(lm_metrics *m, lm_metrics_renderer fn, void *ctx);

@@ -3,7 +3,6 @@
 
 #include "buf.h"
 #include "config.h"
-#include "store.h"
 #include "trace.h"
 
 #include <errno.h>
@@ -265,7 +264,7 @@ int lm_token_key_from_env(lm_token_key *k, lm_cfg *cfg, bool signer)
             return 0;
         }
         char def[1024];
-        snprintf(def, sizeof def, "%s/service-token.key", lm_data_dir());
+        snprintf(def, sizeof def, "%s/service-token.key", lm_cfg_data_dir());
         const char *path = lm_cfg_str(cfg, "SERVICE_TOKEN_SECRET_FILE", def);
         /* the installation's shared secret: whichever process starts first creates it */
         if (lm_token_key_secret_file(k, path, true, err, sizeof err) != 0) {

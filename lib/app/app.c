@@ -2,10 +2,12 @@
 #include "app.h"
 
 #include "client.h"
+#include "metrics.h"
 #include "log.h"
 #include "problem.h"
 
 #include <arpa/inet.h>
+#include <llhttp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,29 +15,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_HOOKS 16
-
-typedef struct ready_check {
-    const char *name;
-    lm_ready_check fn;
-    void *ctx;
-} ready_check;
-
-typedef struct app_hook {
-    lm_app_hook fn;
-    void *ctx;
-} app_hook;
-
-typedef struct hook_list {
-    app_hook items[MAX_HOOKS];
-    size_t n;
-} hook_list;
+#define MAX_COMPONENTS 32
 
 struct lm_app {
     char name[64];
     const char *openapi;
     size_t openapi_len;
     lm_server_config scfg;
+    lm_component_env env;
     uint64_t shutdown_ms;
     lm_router *router;
     lm_metrics *metrics;
@@ -43,19 +30,8 @@ struct lm_app {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     uv_async_t stop_async;
-    ready_check checks[MAX_HOOKS];
-    size_t n_checks;
-    struct {
-        lm_metrics_renderer fn;
-        void *ctx;
-    } renderers[MAX_HOOKS];
-    size_t n_renderers;
-    struct {
-        lm_worker_hook start, stop;
-        void *ctx;
-    } worker_hooks[MAX_HOOKS];
-    size_t n_worker_hooks;
-    hook_list started, stopping, stopped;
+    lm_component comps[MAX_COMPONENTS]; /* in order of installation */
+    size_t n_comps;
     uint64_t t0_ns;
 };
 
@@ -81,17 +57,22 @@ static void handle_ready(lm_req *req, void *ctx)
     lm_buf_append_str(&body, "{\"status\":\"");
     size_t status_pos = body.len;
     lm_buf_append_str(&body, "ready\",\"checks\":{");
-    for (size_t i = 0; i < app->n_checks; i++) {
+    bool first = true;
+    for (size_t i = 0; i < app->n_comps; i++) {
+        const lm_component *k = &app->comps[i];
+        if (!k->ready) continue;
         lm_buf_reset(&why);
-        bool c = app->checks[i].fn(app->checks[i].ctx, &why);
-        if (i) lm_buf_append_char(&body, ',');
-        lm_buf_printf(&body, "\"%s\":\"", app->checks[i].name);
+        bool c = k->ready(k->ctx, &why);
+        if (!first) lm_buf_append_char(&body, ',');
+        first = false;
+        lm_buf_printf(&body, "\"%s\":\"", k->ready_name ? k->ready_name : "check");
         const char *msg = c ? "ok" : (why.len ? lm_buf_cstr(&why) : "failing");
         lm_buf_append_json_escaped(&body, msg, strlen(msg));
         lm_buf_append_char(&body, '"');
         if (!c) {
             ok = false;
-            lm_buf_printf(&failed, "%s%s: %s", failed.len ? "; " : "", app->checks[i].name, msg);
+            lm_buf_printf(&failed, "%s%s: %s", failed.len ? "; " : "",
+                          k->ready_name ? k->ready_name : "check", msg);
         }
     }
     lm_buf_append_str(&body, "}}");
@@ -99,7 +80,7 @@ static void handle_ready(lm_req *req, void *ctx)
         lm_resp_send(req, 200, "application/json", body.data, body.len);
     } else {
         (void)status_pos;
-        lm_problem_sendf(req, 503, "not ready: %s", lm_buf_cstr(&failed));
+        lm_resp_problemf(req, 503, "not ready: %s", lm_buf_cstr(&failed));
     }
     lm_buf_free(&body);
     lm_buf_free(&why);
@@ -178,6 +159,8 @@ lm_app *lm_app_new(lm_cfg *cfg, const char *name, int default_port)
     lm_router_add(app->router, "GET", "/ready", handle_ready, app);
     lm_router_add(app->router, "GET", "/metrics", handle_metrics, app);
     uv_loop_init(&app->loop);
+    app->env = (lm_component_env){
+        .name = app->name, .host = s->host, .workers = s->workers, .control = &app->loop};
     return app;
 }
 
@@ -212,49 +195,43 @@ int lm_app_port(const lm_app *app)
     return app->server ? lm_server_port(app->server) : 0;
 }
 
-void lm_app_add_ready_check(lm_app *app, const char *name, lm_ready_check fn, void *ctx)
+void lm_app_add(lm_app *app, const lm_component *c)
 {
-    if (app->n_checks < MAX_HOOKS) app->checks[app->n_checks++] = (ready_check){name, fn, ctx};
+    if (app->n_comps == MAX_COMPONENTS) abort(); /* a programming error, found at once */
+    app->comps[app->n_comps++] = *c;
 }
 
-void lm_app_add_metrics(lm_app *app, lm_metrics_renderer fn, void *ctx)
+const lm_component_env *lm_app_env(lm_app *app)
 {
-    if (app->n_renderers < MAX_HOOKS) {
-        app->renderers[app->n_renderers].fn = fn;
-        app->renderers[app->n_renderers++].ctx = ctx;
-    }
+    app->env.host = app->scfg.host; /* the server configuration may have been adjusted */
+    app->env.workers = app->scfg.workers;
+    return &app->env;
 }
 
-void lm_app_on_worker(lm_app *app, lm_worker_hook start, lm_worker_hook stop, void *ctx)
+/* The control-loop phases run in order of installation. */
+static void run_started(lm_app *app, int port)
 {
-    if (app->n_worker_hooks == MAX_HOOKS) abort(); /* a programming error, found at once */
-    app->worker_hooks[app->n_worker_hooks].start = start;
-    app->worker_hooks[app->n_worker_hooks].stop = stop;
-    app->worker_hooks[app->n_worker_hooks++].ctx = ctx;
+    for (size_t i = 0; i < app->n_comps; i++)
+        if (app->comps[i].started) app->comps[i].started(app->comps[i].ctx, port);
 }
 
-static void add_hook(hook_list *l, lm_app_hook fn, void *ctx)
+static void run_stopping(lm_app *app)
 {
-    if (l->n < MAX_HOOKS) l->items[l->n++] = (app_hook){fn, ctx};
+    for (size_t i = 0; i < app->n_comps; i++)
+        if (app->comps[i].stopping) app->comps[i].stopping(app->comps[i].ctx);
 }
 
-void lm_app_on_started(lm_app *app, lm_app_hook fn, void *ctx)
+static void run_stopped(lm_app *app)
 {
-    add_hook(&app->started, fn, ctx);
-}
-void lm_app_on_stopping(lm_app *app, lm_app_hook fn, void *ctx)
-{
-    add_hook(&app->stopping, fn, ctx);
-}
-void lm_app_on_stopped(lm_app *app, lm_app_hook fn, void *ctx)
-{
-    add_hook(&app->stopped, fn, ctx);
+    for (size_t i = 0; i < app->n_comps; i++)
+        if (app->comps[i].stopped) app->comps[i].stopped(app->comps[i].ctx);
 }
 
-static void run_hooks(lm_app *app, hook_list *l)
+static void render_component_metrics(lm_buf *out, void *ctx)
 {
-    for (size_t i = 0; i < l->n; i++)
-        l->items[i].fn(app, l->items[i].ctx);
+    lm_app *app = ctx;
+    for (size_t i = 0; i < app->n_comps; i++)
+        if (app->comps[i].metrics) app->comps[i].metrics(out, app->comps[i].ctx);
 }
 
 static void begin_stop(lm_app *app)
@@ -266,7 +243,7 @@ static void begin_stop(lm_app *app)
     uv_close((uv_handle_t *)&app->sigint, NULL);
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->stop_async, NULL);
-    run_hooks(app, &app->stopping);
+    run_stopping(app);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -289,25 +266,79 @@ void lm_app_stop(lm_app *app)
 static void worker_start(lm_worker *w, void *ctx)
 {
     lm_app *app = ctx;
-    for (size_t i = 0; i < app->n_worker_hooks; i++)
-        if (app->worker_hooks[i].start) app->worker_hooks[i].start(w, app->worker_hooks[i].ctx);
+    for (size_t i = 0; i < app->n_comps; i++)
+        if (app->comps[i].worker_start) app->comps[i].worker_start(w, app->comps[i].ctx);
 }
 
 /* in reverse order of registration, like destructors */
 static void worker_stop(lm_worker *w, void *ctx)
 {
     lm_app *app = ctx;
-    for (size_t i = app->n_worker_hooks; i-- > 0;)
-        if (app->worker_hooks[i].stop) app->worker_hooks[i].stop(w, app->worker_hooks[i].ctx);
+    for (size_t i = app->n_comps; i-- > 0;)
+        if (app->comps[i].worker_stop) app->comps[i].worker_stop(w, app->comps[i].ctx);
+}
+
+/* The server's traffic, into the metrics (lm_server_observer). */
+static lm_metrics_method metrics_method(int method_id)
+{
+    switch (method_id) {
+    case HTTP_GET:
+        return LM_METRICS_GET;
+    case HTTP_HEAD:
+        return LM_METRICS_HEAD;
+    case HTTP_POST:
+        return LM_METRICS_POST;
+    case HTTP_PUT:
+        return LM_METRICS_PUT;
+    case HTTP_PATCH:
+        return LM_METRICS_PATCH;
+    case HTTP_DELETE:
+        return LM_METRICS_DELETE;
+    case HTTP_OPTIONS:
+        return LM_METRICS_OPTIONS;
+    default:
+        return LM_METRICS_OTHER;
+    }
+}
+
+static void observe_started(void *ctx, int worker, lm_req *req)
+{
+    (void)req;
+    lm_app *app = ctx;
+    lm_metrics_inflight(app->metrics, worker, 1);
+}
+
+static void observe_done(void *ctx, int worker, const lm_req *req, int status, double seconds,
+                         bool dispatched)
+{
+    lm_app *app = ctx;
+    if (dispatched) lm_metrics_inflight(app->metrics, worker, -1);
+    lm_metrics_observe(app->metrics, worker,
+                       req->route.route_id >= 0 && dispatched ? req->route.route_id : -1,
+                       metrics_method(req->method_id), status, seconds);
+}
+
+static void observe_connection(void *ctx, int worker, int delta)
+{
+    lm_app *app = ctx;
+    lm_metrics_connections(app->metrics, worker, delta);
 }
 
 int lm_app_run(lm_app *app)
 {
     signal(SIGPIPE, SIG_IGN);
-    app->metrics = lm_metrics_new(app->scfg.workers, app->router);
-    for (size_t i = 0; i < app->n_renderers; i++)
-        lm_metrics_add_renderer(app->metrics, app->renderers[i].fn, app->renderers[i].ctx);
-    app->server = lm_server_new(&app->scfg, app->router, app->metrics);
+    size_t n_routes = lm_router_count(app->router);
+    const char **route_names = lm_xcalloc(n_routes ? n_routes : 1, sizeof *route_names);
+    for (size_t i = 0; i < n_routes; i++)
+        route_names[i] = lm_router_template(app->router, (int)i);
+    app->metrics = lm_metrics_new(app->scfg.workers, route_names, n_routes);
+    free(route_names);
+    lm_metrics_add_renderer(app->metrics, render_component_metrics, app);
+    lm_server_observer obs = {.ctx = app,
+                              .request_started = observe_started,
+                              .request_done = observe_done,
+                              .connection = observe_connection};
+    app->server = lm_server_new(&app->scfg, app->router, &obs);
     lm_server_on_worker(app->server, worker_start, worker_stop, app);
 
     uv_signal_init(&app->loop, &app->sigint);
@@ -321,7 +352,7 @@ int lm_app_run(lm_app *app)
     char err[256];
     if (lm_server_start(app->server, err, sizeof err) != 0) {
         fprintf(stderr, "%s: %s\n", app->name, err);
-        run_hooks(app, &app->stopped); /* release what the modules set up (stores, registry) */
+        run_stopped(app); /* release what the components set up (stores, registry) */
         uv_close((uv_handle_t *)&app->sigint, NULL);
         uv_close((uv_handle_t *)&app->sigterm, NULL);
         uv_close((uv_handle_t *)&app->stop_async, NULL);
@@ -331,10 +362,10 @@ int lm_app_run(lm_app *app)
     lm_log_info("listening on %s:%d with %d workers, ready in %.1f ms", app->scfg.host,
                 lm_server_port(app->server), app->scfg.workers,
                 (double)(mono_ns() - app->t0_ns) / 1e6);
-    run_hooks(app, &app->started);
+    run_started(app, lm_server_port(app->server));
     uv_run(&app->loop, UV_RUN_DEFAULT); /* until a signal, and the stopping hooks, are done */
     lm_server_shutdown(app->server, app->shutdown_ms);
-    run_hooks(app, &app->stopped);
+    run_stopped(app);
     uv_run(&app->loop, UV_RUN_DEFAULT); /* let stopped hooks close what they opened */
     lm_log_info("stopped");
     return 0;

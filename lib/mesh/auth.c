@@ -17,6 +17,7 @@
 #define CACHE_SLOTS 64
 
 struct lm_auth {
+    lm_component comp;
     bool enabled;
     char audience[64];
     char issuers[256]; /* ",gateway,articles_api," — commas around each for lookup */
@@ -51,11 +52,11 @@ static bool deny(lm_req *req, int status, const char *www, const char *detail)
 {
     lm_resp_header(req, "WWW-Authenticate", www);
     lm_problem p = {.status = status, .type = "urn:lotmesh:problem:auth", .detail = detail};
-    lm_problem_send_full(req, &p);
+    lm_resp_problem_full(req, &p);
     return false;
 }
 
-static bool guard(lm_req *req, void *ctx)
+bool lm_auth_guard(lm_req *req, void *ctx)
 {
     lm_auth *a = ctx;
     if (!a->enabled) return true;
@@ -137,20 +138,19 @@ const char *lm_auth_outbound_token(lm_auth *a, const char *aud, const char *sub,
     return t;
 }
 
-static void on_stopped(lm_app *app, void *ctx)
+static void on_stopped(void *ctx)
 {
-    (void)app;
     lm_auth *a = ctx;
     lm_token_key_free(&a->key);
     free(a);
 }
 
-lm_auth *lm_auth_install(lm_app *app, lm_cfg *cfg)
+lm_auth *lm_auth_open(lm_cfg *cfg, const lm_component_env *env)
 {
     static const char *const modes[] = {"enabled", "disabled", NULL};
     lm_auth *a = lm_xcalloc(1, sizeof *a);
     a->enabled = lm_cfg_enum(cfg, "SERVICE_AUTH", "enabled", modes) == 0;
-    snprintf(a->audience, sizeof a->audience, "%s", lm_app_name(app));
+    snprintf(a->audience, sizeof a->audience, "%s", env->name);
     snprintf(a->issuers, sizeof a->issuers, ",%s,",
              lm_cfg_str(cfg, "SERVICE_TOKEN_ISSUERS", "gateway,articles_api,charges_api"));
     bool can_sign = lm_cfg_str(cfg, "SERVICE_TOKEN_PRIVATE_KEY_FILE", NULL) != NULL;
@@ -160,8 +160,11 @@ lm_auth *lm_auth_install(lm_app *app, lm_cfg *cfg)
     }
     if (!a->enabled)
         lm_log_warn("SERVICE_AUTH=disabled: /api/ requests are accepted without a service token");
-    lm_app_set_guard(app, "/api/", guard, a);
-    lm_app_on_worker(app, NULL, release_cache, a);
-    lm_app_on_stopped(app, on_stopped, a);
+    a->comp = (lm_component){.ctx = a, .worker_stop = release_cache, .stopped = on_stopped};
     return a;
+}
+
+const lm_component *lm_auth_component(lm_auth *a)
+{
+    return &a->comp;
 }

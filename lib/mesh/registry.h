@@ -30,20 +30,19 @@
  * generation moved, so a lookup on a worker is a lock-free generation check plus a round-robin
  * step.
  *
- * Ownership: the app owns the lm_reg after lm_reg_open (it is freed by its own stopped
- * hook: do not use it after lm_app_run returns). An lm_reg_set from lm_reg_instances is the
- * caller's reference until lm_reg_set_release; the strings of its instances live as long as
- * the set.
- * Threading: lm_reg_open on main before lm_app_run. lm_reg_watch, lm_reg_pick,
- * lm_reg_instances and lm_reg_set_* from any thread. Everything else internal runs on the
- * control loop (lm_app_loop). */
+ * Ownership: once its component is installed the process owns the lm_reg (the component's
+ * stopped hook frees it: do not use it after the process's run returns). An lm_reg_set from
+ * lm_reg_instances is the caller's reference until lm_reg_set_release; the strings of its instances
+ * live as long as the set. Threading: lm_reg_open on main before the process runs. lm_reg_watch,
+ * lm_reg_pick, lm_reg_instances and lm_reg_set_* from any thread. Everything else internal runs on
+ * the control loop (lm_component_env.control). */
 #ifndef LM_REGISTRY_H
 #define LM_REGISTRY_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "app.h"
+#include "component.h"
 #include "config.h"
 
 typedef struct lm_reg lm_reg;
@@ -67,9 +66,12 @@ typedef struct lm_reg_addr {
     int port;
 } lm_reg_addr;
 
-/* Reads the SERVICE_* variables (errors go into cfg), adds the hooks, the ready check
- * "registered" (registry mode) and the lotmesh_discovery_* metrics. Never NULL. */
-lm_reg *lm_reg_open(lm_app *app, lm_cfg *cfg);
+/* Reads the SERVICE_* variables (errors go into cfg). env->name is this process's service
+ * name, env->host its bind address. Never NULL. */
+lm_reg *lm_reg_open(lm_cfg *cfg, const lm_component_env *env);
+/* Its lifecycle: registration and watches on the control loop, per-worker caches, the ready
+ * check "registered" (registry mode) and the lotmesh_discovery_* metrics. */
+const lm_component *lm_reg_component(lm_reg *reg);
 lm_reg_mode lm_reg_get_mode(const lm_reg *reg);
 /* This instance's registration ID ("" until started, or when not registering). Control
  * loop, or after the started hooks ran. */

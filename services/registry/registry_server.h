@@ -1,4 +1,4 @@
-/* registry.h — the registry process (rg_server): the catalog (state.h) served over Consul's
+/* registry_server.h — the registry process (rg_server): the catalog (state.h) served over Consul's
  * HTTP API (api.c), kept honest by timers, HTTP probes and snapshots (runner.c).
  *
  * Threading model: the registry runs exactly one server worker (main forces WORKERS=1), and

@@ -2,7 +2,7 @@
  *
  * Ownership and lifetime: the server owns every lm_req. It is valid from the handler call
  * until the handler finishes the response (lm_resp_send, lm_resp_end, or a helper built on
- * them such as lm_problem_send / lm_resp_json). A handler must finish exactly one response
+ * them such as lm_resp_problem / lm_resp_json). A handler must finish exactly one response
  * per request, synchronously or later, and after that must not touch the request again.
  * All strings in a request are NUL-terminated and owned by the request.
  *
@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "problem.h"
 #include "router.h"
 #include "trace.h"
 #include "url.h"
@@ -87,6 +88,13 @@ bool lm_resp_header(lm_req *req, const char *name, const char *value);
  * omitted but Content-Length stays. Finishes the request. */
 void lm_resp_send(lm_req *req, int status, const char *content_type, const void *body, size_t len);
 
+/* Sends an RFC 9457 problem (instance = the request's path, trace_id = its trace unless p
+ * sets them). Finishes the request. */
+void lm_resp_problem(lm_req *req, int status, const char *detail);
+void lm_resp_problemf(lm_req *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void lm_resp_problem_full(lm_req *req, const lm_problem *p);
+
 /* Streaming: begin with a known length (>= 0) or -1 for chunked transfer coding, write any
  * number of times, then end. lm_resp_write returns false when the client is gone or output
  * is over its high-water mark; the caller may keep writing (it is buffered) or slow down. */
@@ -122,6 +130,5 @@ void lm_resp_abort(lm_req *req);
 void lm_req_peer_ip(const lm_req *req, char *out, size_t len);
 
 /* Reason phrase for a status code ("Not Found"); "Unknown" for others. */
-const char *lm_http_reason(int status);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 
 void lm_cfg_init(lm_cfg *cfg, const char *prog)
@@ -173,4 +174,12 @@ int lm_cfg_enum(lm_cfg *cfg, const char *name, const char *def, const char *cons
     }
     lm_cfg_error(cfg, name, "must be one of %s (got \"%.64s\")", list, v);
     return def_idx;
+}
+
+const char *lm_cfg_data_dir(void)
+{
+    const char *d = getenv("LOTMESH_DATA_DIR");
+    if (!d || !*d) d = "var";
+    mkdir(d, 0750);
+    return d;
 }

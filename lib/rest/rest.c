@@ -26,7 +26,7 @@ lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store)
     case LM_IDEM_BAD:
         free(op->if_match);
         free(op);
-        lm_problem_send(req, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
+        lm_resp_problem(req, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
         return NULL;
     case LM_IDEM_OK:
         op->has_idem = true;
@@ -169,14 +169,14 @@ void lm_rest_op_done(int rc, void *arg)
         if (op->cache) invalidate(op);
     }
     if (rc == LM_DB_EIO) {
-        lm_problem_send(req, 503, "the database is unavailable; nothing was written");
+        lm_resp_problem(req, 503, "the database is unavailable; nothing was written");
     } else if (op->errs.n) {
         lm_verrs_send(req, &op->errs, op->status ? op->status : 422, op->detail);
     } else if (op->status >= 400 || op->status == 0) {
         lm_problem p = {.status = op->status ? op->status : 500,
                         .type = op->problem_type,
                         .detail = op->detail ? op->detail : "the request could not be handled"};
-        lm_problem_send_full(req, &p);
+        lm_resp_problem_full(req, &p);
     } else if (op->cached) {
         send_ok(op, op->cached->body, op->cached->len, op->cached->version);
     } else {
@@ -193,12 +193,12 @@ void lm_rest_op_done(int rc, void *arg)
 
 void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 {
-    lm_db_read(lm_store_port(op->store, op->req), fn, done, op);
+    lm_db_read(lm_store_port(op->store, lm_req_worker_index(op->req)), fn, done, op);
 }
 
 void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 {
-    lm_db_write(lm_store_port(op->store, op->req), fn, done, op);
+    lm_db_write(lm_store_port(op->store, lm_req_worker_index(op->req)), fn, done, op);
 }
 
 /* A cacheable read of key: a hit goes straight to done; a miss remembers the key and the
@@ -271,7 +271,7 @@ bool lm_rest_id(lm_req *req, const char *name, long long *out)
     const char *s = lm_req_param(req, name);
     long long v;
     if (!parse_ll(s, &v) || v < 1) {
-        lm_problem_sendf(req, 400, "%s must be a positive integer (got \"%.40s\")", name,
+        lm_resp_problemf(req, 400, "%s must be a positive integer (got \"%.40s\")", name,
                          s ? s : "");
         return false;
     }
@@ -290,7 +290,7 @@ bool lm_rest_query_allowed(lm_req *req, const char *const *allowed)
             lm_buf list = LM_BUF_INIT;
             for (const char *const *a = allowed; *a; a++)
                 lm_buf_printf(&list, "%s%s", a == allowed ? "" : ", ", *a);
-            lm_problem_sendf(req, 400, "unknown query parameter '%.64s'; known: %s", k,
+            lm_resp_problemf(req, 400, "unknown query parameter '%.64s'; known: %s", k,
                              lm_buf_cstr(&list));
             lm_buf_free(&list);
             return false;

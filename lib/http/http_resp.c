@@ -2,88 +2,15 @@
  * halves of http.h). Responses are written straight into the connection's output buffer;
  * the transport sends it. See http.h for the lifetime rules. */
 #include "http_conn.h"
-
-#include "server.h"
+#include "status.h"
 
 #include <assert.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-const char *lm_http_reason(int status)
-{
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 204:
-        return "No Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 304:
-        return "Not Modified";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 406:
-        return "Not Acceptable";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 410:
-        return "Gone";
-    case 411:
-        return "Length Required";
-    case 412:
-        return "Precondition Failed";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 415:
-        return "Unsupported Media Type";
-    case 417:
-        return "Expectation Failed";
-    case 422:
-        return "Unprocessable Content";
-    case 428:
-        return "Precondition Required";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Unknown";
-    }
-}
 
 const char *lm_http_date_now(void)
 {
@@ -176,7 +103,7 @@ static void write_head(lm_conn *c, int status, const char *ctype, int64_t len)
         LM_BUF_APPEND_LIT(o, "HTTP/1.1 ");
         lm_buf_append_u64(o, (unsigned long long)status);
         lm_buf_append_char(o, ' ');
-        lm_buf_append_str(o, lm_http_reason(status));
+        lm_buf_append_str(o, lm_status_reason(status));
     }
     size_t dl;
     const char *dline = server_date_line(&dl);
@@ -321,4 +248,38 @@ void lm_resp_abort(lm_req *req)
     if (!c->resp_started) c->resp_status = 502;
     c->resp_chunked = false; /* no terminating chunk */
     finish(c);
+}
+
+/* ---- problem responses (RFC 9457) ---------------------------------------------------- */
+
+void lm_resp_problem_full(lm_req *req, const lm_problem *p)
+{
+    char trace[33];
+    char *instance = lm_xstrndup(req->path ? req->path : "", req->path ? req->path_len : 0);
+    lm_problem q = *p;
+    lm_trace_id_hex(&req->trace, trace);
+    if (!q.trace_id) q.trace_id = trace;
+    if (!q.instance && instance[0]) q.instance = instance;
+    lm_buf body = LM_BUF_INIT;
+    lm_problem_format(&body, &q);
+    lm_resp_send(req, p->status, LM_PROBLEM_CONTENT_TYPE, body.data, body.len);
+    lm_buf_free(&body);
+    free(instance);
+}
+
+void lm_resp_problem(lm_req *req, int status, const char *detail)
+{
+    lm_problem p = {.status = status, .detail = detail};
+    lm_resp_problem_full(req, &p);
+}
+
+void lm_resp_problemf(lm_req *req, int status, const char *fmt, ...)
+{
+    lm_buf detail = LM_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    lm_buf_vprintf(&detail, fmt, ap);
+    va_end(ap);
+    lm_resp_problem(req, status, lm_buf_cstr(&detail));
+    lm_buf_free(&detail);
 }

@@ -13,20 +13,24 @@
  * moved. Writes by programs that do not count (the sqlite3 shell) are not seen: run them with
  * the services stopped, or set CACHE_URL=none.
  *
- * Threading: lm_store_open from main before lm_app_run; lm_store_port from handlers. */
+ * Threading: lm_store_open from main before the process runs (its lm_store_component then
+ * installed with the app); lm_store_port from handlers on worker threads. */
 #ifndef LM_STORE_H
 #define LM_STORE_H
 
-#include "app.h"
 #include "cache.h"
+#include "component.h"
+#include "config.h"
 #include "db.h"
-#include "http.h"
 
 typedef struct lm_store lm_store;
 
 /* On failure records a configuration error in cfg and returns NULL. */
-lm_store *lm_store_open(lm_app *app, lm_cfg *cfg, const char *name, const char *const *migrations,
-                        size_t n_migrations);
+lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *name,
+                        const char *const *migrations, size_t n_migrations);
+/* Its lifecycle: a database port per worker loop, the "database" ready check, database and
+ * cache metrics, closing after the workers stopped (the stopped hook frees the store). */
+const lm_component *lm_store_component(lm_store *s);
 lm_db *lm_store_db(lm_store *s);
 /* The response cache, or NULL when CACHE_URL=none. */
 lm_cache *lm_store_cache(lm_store *s);
@@ -34,9 +38,7 @@ lm_cache *lm_store_cache(lm_store *s);
 void lm_store_cache_sync(lm_store *s);
 /* After a committed write, before its response (with or without a cache). */
 void lm_store_wrote(lm_store *s);
-/* The port of the worker running req. */
-lm_db_port *lm_store_port(lm_store *s, const lm_req *req);
-/* The data directory ($LOTMESH_DATA_DIR or ./var), created if missing. */
-const char *lm_data_dir(void);
+/* The port of worker thread `worker` (lm_req_worker_index of the request it serves). */
+lm_db_port *lm_store_port(lm_store *s, int worker);
 
 #endif

@@ -2,15 +2,14 @@
  * every lotmesh process (DESIGN 3.4): type, title, status, detail, instance, trace_id, and
  * errors: [{field, message}] for validation failures.
  *
- * lm_problem_format() only writes bytes (no allocation besides the buffer), so the HTTP
- * engine can use it for protocol errors before any handler runs. */
+ * This module only formats (no request, no I/O), so the HTTP engine can use it for protocol
+ * errors before any request exists; http.h's lm_resp_problem* send one for a request. */
 #ifndef LM_PROBLEM_H
 #define LM_PROBLEM_H
 
 #include <stddef.h>
 
 #include "buf.h"
-#include "http.h"
 
 typedef struct lm_field_error {
     const char *field; /* JSON field name, or "" for the body as a whole */
@@ -32,12 +31,7 @@ typedef struct lm_problem {
 /* Appends the problem JSON object to out. */
 void lm_problem_format(lm_buf *out, const lm_problem *p);
 
-/* Sends a problem for req (instance = request path, trace_id = the request's trace).
- * Finishes the request. */
-void lm_problem_send(lm_req *req, int status, const char *detail);
-void lm_problem_sendf(lm_req *req, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void lm_problem_send_full(lm_req *req, const lm_problem *p);
+/* Sending a problem for a request: lm_resp_problem* in http.h. */
 
 #define LM_PROBLEM_CONTENT_TYPE "application/problem+json"
 

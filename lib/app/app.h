@@ -18,16 +18,12 @@
 #include <stdbool.h>
 
 #include "buf.h"
+#include "component.h"
 #include "config.h"
 #include "router.h"
 #include "server.h"
 
 typedef struct lm_app lm_app;
-
-/* Returns true when ready; otherwise writes why. Called on worker threads, concurrently:
- * must be thread-safe and must not block. */
-typedef bool (*lm_ready_check)(void *ctx, lm_buf *why);
-typedef void (*lm_app_hook)(lm_app *app, void *ctx);
 
 /* Reads the common configuration into the app; errors are recorded in cfg (the caller runs
  * lm_cfg_exit_on_error after reading its own variables). name: default MODULE_NAME. */
@@ -47,16 +43,12 @@ typedef bool (*lm_guard_fn)(lm_req *req, void *ctx);
 void lm_app_set_guard(lm_app *app, const char *prefix, lm_guard_fn fn, void *ctx);
 /* Serves doc (static, JSON text of len bytes) at GET /openapi.json. */
 void lm_app_add_openapi(lm_app *app, const char *doc, size_t len);
-void lm_app_add_ready_check(lm_app *app, const char *name, lm_ready_check fn, void *ctx);
-void lm_app_add_metrics(lm_app *app, lm_metrics_renderer fn, void *ctx);
-/* Per-worker set-up and tear-down (any number; stop hooks run in reverse order). */
-void lm_app_on_worker(lm_app *app, lm_worker_hook start, lm_worker_hook stop, void *ctx);
-/* Hooks on the control loop: started after the server accepts; stopping before it stops
- * accepting (deregister here) — a stopping hook must close its control-loop handles;
- * stopped after every worker has ended (flush, close databases). */
-void lm_app_on_started(lm_app *app, lm_app_hook fn, void *ctx);
-void lm_app_on_stopping(lm_app *app, lm_app_hook fn, void *ctx);
-void lm_app_on_stopped(lm_app *app, lm_app_hook fn, void *ctx);
+/* Installs a component (copied): its worker hooks, control-loop hooks, ready check and
+ * metrics join the process's (see component.h). Services install their own per-worker state
+ * the same way. At most 32. */
+void lm_app_add(lm_app *app, const lm_component *c);
+/* What components may know of this process (name, bind address, workers, control loop). */
+const lm_component_env *lm_app_env(lm_app *app);
 
 /* Starts everything and runs until SIGINT/SIGTERM, then shuts down gracefully.
  * Returns the process exit code (0 after a clean stop, 1 when start-up failed). */

@@ -7,7 +7,7 @@
  * than a timer per connection, caps its connections, and dispatches complete requests
  * through the router. Blocking work goes to libuv's thread pool from handlers.
  *
- * Ownership: the server borrows the router and the metrics; both must outlive it.
+ * Ownership: the server borrows the router, which must outlive it; the observer is copied.
  * Threading: lm_server_new/start/shutdown/free from one control thread (main). Worker hooks
  * run on each worker thread. lm_worker_current() is valid on worker threads only. */
 #ifndef LM_SERVER_H
@@ -18,7 +18,6 @@
 #include <uv.h>
 
 #include "http_conn.h"
-#include "metrics.h"
 #include "router.h"
 
 typedef struct lm_server_config {
@@ -45,7 +44,24 @@ typedef struct lm_server lm_server;
 typedef struct lm_worker lm_worker;
 typedef void (*lm_worker_hook)(lm_worker *w, void *ctx);
 
-lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router, lm_metrics *metrics);
+/* What the server tells about its traffic (metrics, spans — the layers above connect them;
+ * the HTTP layer knows neither). Every member may be NULL. Called on the worker thread that
+ * serves the request or the connection; worker is its index. */
+typedef struct lm_server_observer {
+    void *ctx;
+    /* A complete request head arrived and is about to be routed. */
+    void (*request_started)(void *ctx, int worker, lm_req *req);
+    /* The response is complete (or the connection failed it). dispatched: request_started
+     * ran for it (false for protocol errors answered before routing). */
+    void (*request_done)(void *ctx, int worker, const lm_req *req, int status, double seconds,
+                         bool dispatched);
+    /* A connection was accepted (+1) or closed (-1). */
+    void (*connection)(void *ctx, int worker, int delta);
+} lm_server_observer;
+
+/* observer: copied; NULL for none. */
+lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router,
+                         const lm_server_observer *observer);
 /* Runs on each worker thread: start before it accepts; stop once its connections are gone
  * during shutdown, so modules close the handles they keep on that loop and it can end. */
 void lm_server_on_worker(lm_server *s, lm_worker_hook start, lm_worker_hook stop, void *ctx);

@@ -2,14 +2,13 @@
 #include "metrics.h"
 
 #include <dirent.h>
-#include <llhttp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define N_METHODS 8 /* GET HEAD POST PUT PATCH DELETE OPTIONS other */
+#define N_METHODS LM_METRICS_N_METHODS
 #define N_CLASSES 5 /* 1xx .. 5xx */
 static const double bucket_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
@@ -38,18 +37,20 @@ typedef struct renderer {
 struct lm_metrics {
     int n_workers;
     size_t n_routes;
-    const lm_router *router;
+    char **route_names; /* n_routes, copied */
     shard *shards;
     renderer renderers[16];
     size_t n_renderers;
 };
 
-lm_metrics *lm_metrics_new(int n_workers, const lm_router *router)
+lm_metrics *lm_metrics_new(int n_workers, const char *const *route_names, size_t n_routes)
 {
     lm_metrics *m = lm_xcalloc(1, sizeof *m);
     m->n_workers = n_workers;
-    m->router = router;
-    m->n_routes = lm_router_count(router);
+    m->n_routes = n_routes;
+    m->route_names = lm_xcalloc(n_routes ? n_routes : 1, sizeof *m->route_names);
+    for (size_t i = 0; i < n_routes; i++)
+        m->route_names[i] = lm_xstrdup(route_names[i]);
     m->shards = lm_xcalloc((size_t)n_workers, sizeof(shard));
     for (int i = 0; i < n_workers; i++)
         m->shards[i].routes = lm_xcalloc(m->n_routes + 1, sizeof(route_stats));
@@ -61,30 +62,11 @@ void lm_metrics_free(lm_metrics *m)
     if (!m) return;
     for (int i = 0; i < m->n_workers; i++)
         free(m->shards[i].routes);
+    for (size_t i = 0; i < m->n_routes; i++)
+        free(m->route_names[i]);
+    free(m->route_names);
     free(m->shards);
     free(m);
-}
-
-static int method_index(int method_id)
-{
-    switch (method_id) {
-    case HTTP_GET:
-        return 0;
-    case HTTP_HEAD:
-        return 1;
-    case HTTP_POST:
-        return 2;
-    case HTTP_PUT:
-        return 3;
-    case HTTP_PATCH:
-        return 4;
-    case HTTP_DELETE:
-        return 5;
-    case HTTP_OPTIONS:
-        return 6;
-    default:
-        return 7;
-    }
 }
 
 /* Single writer per shard: a relaxed load+store is enough and avoids a locked instruction. */
@@ -94,8 +76,8 @@ static inline void bump(atomic_ullong *c, unsigned long long by)
                           memory_order_relaxed);
 }
 
-void lm_metrics_observe(lm_metrics *m, int worker, int route_id, int method_id, int status,
-                        double seconds)
+void lm_metrics_observe(lm_metrics *m, int worker, int route_id, lm_metrics_method method,
+                        int status, double seconds)
 {
     if (!m || worker < 0 || worker >= m->n_workers) return;
     size_t r = route_id >= 0 && (size_t)route_id < m->n_routes ? (size_t)route_id + 1 : 0;
@@ -103,7 +85,7 @@ void lm_metrics_observe(lm_metrics *m, int worker, int route_id, int method_id, 
     int cls = status / 100 - 1;
     if (cls < 0) cls = 0;
     if (cls >= N_CLASSES) cls = N_CLASSES - 1;
-    bump(&s->requests[method_index(method_id)][cls], 1);
+    bump(&s->requests[(method >= 0 && method < N_METHODS ? method : LM_METRICS_OTHER)][cls], 1);
     size_t b = 0;
     while (b < N_BUCKETS && seconds > bucket_le[b])
         b++;
@@ -131,7 +113,7 @@ void lm_metrics_add_renderer(lm_metrics *m, lm_metrics_renderer fn, void *ctx)
 
 static const char *route_label(const lm_metrics *m, size_t r)
 {
-    return r == 0 ? "unmatched" : lm_router_template(m->router, (int)r - 1);
+    return r == 0 ? "unmatched" : m->route_names[r - 1];
 }
 
 static void label_value(lm_buf *out, const char *s)

@@ -1,0 +1,26 @@
+/* app_use.c — opening and installing the common modules. See app_use.h. */
+#include "app_use.h"
+
+lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
+                           const char *const *migrations, size_t n_migrations)
+{
+    lm_store *s = lm_store_open(cfg, lm_app_env(app), name, migrations, n_migrations);
+    if (s) lm_app_add(app, lm_store_component(s));
+    return s;
+}
+
+lm_reg *lm_app_use_registry(lm_app *app, lm_cfg *cfg)
+{
+    lm_reg *reg = lm_reg_open(cfg, lm_app_env(app));
+    lm_app_add(app, lm_reg_component(reg));
+    return reg;
+}
+
+lm_auth *lm_app_use_auth(lm_app *app, lm_cfg *cfg)
+{
+    lm_auth *a = lm_auth_open(cfg, lm_app_env(app));
+    if (!a) return NULL;
+    lm_app_set_guard(app, "/api/", lm_auth_guard, a);
+    lm_app_add(app, lm_auth_component(a));
+    return a;
+}

@@ -1,0 +1,26 @@
+/* app_use.h — the parts every lotmesh process wires the same way, opened and installed in
+ * one call each (lm_app_use): its database store, its registration and discovery, and the
+ * service-token guard on /api/.
+ *
+ * Each opens its module with the process's environment (lm_app_env), installs the module's
+ * component (lm_app_add) and returns the module; configuration errors go into cfg (the
+ * caller then runs lm_cfg_exit_on_error) and NULL is returned where the module could not
+ * be opened.
+ *
+ * Ownership: the app owns what these return (freed by the components' stopped hooks).
+ * Threading: main thread, before lm_app_run. */
+#ifndef LM_APP_USE_H
+#define LM_APP_USE_H
+
+#include "app.h"
+#include "auth.h"
+#include "registry.h"
+#include "store.h"
+
+lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
+                           const char *const *migrations, size_t n_migrations);
+lm_reg *lm_app_use_registry(lm_app *app, lm_cfg *cfg);
+/* Also guards every route under /api/ with lm_auth_guard. */
+lm_auth *lm_app_use_auth(lm_app *app, lm_cfg *cfg);
+
+#endif
