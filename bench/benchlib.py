@@ -3,7 +3,7 @@
 
   benchlib.py freeport [N]                  print N distinct free TCP ports on 127.0.0.1
   benchlib.py get PORT PATH                 print "status<TAB>content-type<TAB>body" of one GET
-  benchlib.py load PORT N CONNS PATH        send N keep-alive GETs over CONNS connections (each
+  benchlib.py load PORT N CONNS PATH [HEADER…] send N keep-alive GETs over CONNS connections (each
                                             waits for its answer), fail unless every one is 200
   benchlib.py cgtop FILE REQUESTS TOP       markdown: Ir per request in total, by function (self,
                                             TOP rows) and for the request path's main steps
@@ -106,10 +106,12 @@ def cmd_ready(port, runs, logre, cmd):
     return 0
 
 
-def cmd_load(port, n, conns, path):
-    """A tiny closed-loop client: exactly n requests, so instruction counts per request are exact."""
+def cmd_load(port, n, conns, path, headers=()):
+    """A tiny closed-loop client: exactly n requests, so instruction counts per request are exact.
+    headers: extra "Name: value" lines sent with every request."""
     import selectors
-    req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").encode()
+    extra = "".join(h + "\r\n" for h in headers)
+    req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n").encode()
     sel = selectors.DefaultSelector()
     sent = done = 0
     bufs = {}
@@ -426,7 +428,7 @@ def main(argv):
         cmd_freeport(int(argv[1]) if len(argv) > 1 else 1)
         return 0
     if op == "load":
-        return cmd_load(int(argv[1]), int(argv[2]), int(argv[3]), argv[4])
+        return cmd_load(int(argv[1]), int(argv[2]), int(argv[3]), argv[4], argv[5:])
     if op == "cgtop":
         return cmd_cgtop(argv[1], int(argv[2]), int(argv[3]))
     if op == "report":

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# bench/instr.sh <build_dir> [<other_build_dir>] — user-space instructions per request of
-# lotmesh-registry's GET /health, counted by valgrind's callgrind: exact and repeatable where
-# bench/run.sh's timings are at the mercy of whatever else the machine runs. With a second
-# build dir it prints both, for an A/B of a change. Access log off and on.
+# bench/instr.sh <build_dir> [<other_build_dir>] — user-space instructions per request, counted
+# by valgrind's callgrind: exact and repeatable where bench/run.sh's timings are at the mercy of
+# whatever else the machine runs. With a second build dir it prints both, for an A/B of a
+# change. Three scenarios (SCENARIOS="health proxy charge" by default):
+#   health  lotmesh-registry's GET /health, access log off and on (the runtime alone)
+#   proxy   lotmesh-gateway's proxied GET /api/charges_api/api/v1/charge/1 (X-API-Key, static
+#           discovery, a minted service token, trace and forwarding headers) to a charges
+#           instance running normally; only the gateway is counted
+#   charge  lotmesh-charges' GET /api/v1/charge/1 with a service token (response cache on, as
+#           deployed); only charges is counted
 #
-# Method: one worker under callgrind on a free 127.0.0.1 port; 1,000 warm-up requests; counters
-# zeroed; exactly REQUESTS (20,000) keep-alive GETs over 16 connections (bench/benchlib.py
-# load); counters dumped. The kernel's share (read/write/epoll, the TCP stack) is not counted:
-# bench/run.sh's CPU per request has it. Writes bench/results/instr-<date>.md and prints it.
+# Method: the counted process runs with WORKERS=1 under callgrind on a free 127.0.0.1 port;
+# 1,000 warm-up requests; counters zeroed; exactly REQUESTS (20,000) keep-alive GETs over 16
+# connections (bench/benchlib.py load); counters dumped. The kernel's share (read/write/epoll,
+# the TCP stack) is not counted: bench/run.sh's CPU per request has it. Writes
+# bench/results/instr-<date>.md and prints it.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -17,13 +24,15 @@ for t in valgrind callgrind_annotate callgrind_control python3; do
 done
 REQUESTS=${REQUESTS:-20000}
 TOP=${TOP:-15}
+SCENARIOS=${SCENARIOS:-health proxy charge}
 PY="python3 $HERE/benchlib.py"
+SL="/usr/bin/python3 $HERE/stacklib.py"
 TMP=$(mktemp -d -t lotmesh-instr.XXXXXX)
 PIDS=()
 cleanup() {
   local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -44,23 +53,93 @@ wait_health() { # PORT PID: valgrind starts slowly
   return 1
 }
 
-# measure BUILD ACCESS_LOG OUTFILE
-measure() {
-  local build=$1 alog=$2 out=$3 port pid
-  build=$(cd "$build" && pwd)
-  port=$($PY freeport)
-  (cd "$TMP" && PORT=$port WORKERS=1 ACCESS_LOG=$alog LOG_LEVEL=info \
-    exec valgrind --tool=callgrind --callgrind-out-file="$out" "$build/lotmesh-registry" \
-    2>"$out.stderr") &
-  pid=$!
-  PIDS+=("$pid")
+stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# count OUTFILE PORT PID PATH [HEADER…]: warm up, zero, load, dump, stop PID
+count() {
+  local out=$1 port=$2 pid=$3 path=$4
+  shift 4
   wait_health "$port" "$pid"
-  $PY load "$port" 1000 16 /health >/dev/null
+  $PY load "$port" 1000 16 "$path" "$@" >/dev/null
   (cd "$TMP" && callgrind_control -z "$pid" >/dev/null)
-  $PY load "$port" "$REQUESTS" 16 /health >/dev/null
+  $PY load "$port" "$REQUESTS" 16 "$path" "$@" >/dev/null
   (cd "$TMP" && callgrind_control -d "$pid" >/dev/null)
-  kill -TERM "$pid"
-  wait "$pid" 2>/dev/null || true
+  stop "$pid"
+}
+
+under_callgrind() { # OUTFILE BINARY (env from the caller); sets CG_PID
+  (cd "$TMP" && exec valgrind --tool=callgrind --callgrind-out-file="$1" "$2" 2>"$1.stderr") &
+  CG_PID=$!
+  PIDS+=("$CG_PID")
+}
+
+SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+svc_env=(SERVICE_TOKEN_SECRET="$SECRET" ACCESS_LOG=false LOG_LEVEL=warn BIND_ADDRESS=127.0.0.1)
+
+# start_services BUILD DIR: articles and charges (1 worker each, not counted), one batch seeded;
+# sets P_ART P_CHG ART_PID CHG_PID. With COUNT_CHARGES=OUTFILE charges runs under callgrind.
+start_services() {
+  local build=$1 dir=$2
+  read -r P_ART P_CHG <<<"$($PY freeport 2)"
+  mkdir -p "$dir/articles" "$dir/charges"
+  (exec env "${svc_env[@]}" WORKERS=1 PORT="$P_ART" LOTMESH_DATA_DIR="$dir/articles" \
+    "$build/lotmesh-articles" >"$dir/articles.log" 2>&1) &
+  ART_PID=$!
+  PIDS+=("$ART_PID")
+  if [ -n "${COUNT_CHARGES:-}" ]; then
+    export "${svc_env[@]}" WORKERS=1 PORT="$P_CHG" LOTMESH_DATA_DIR="$dir/charges" \
+      ARTICLES_URL="http://127.0.0.1:$P_ART"
+    under_callgrind "$COUNT_CHARGES" "$build/lotmesh-charges"
+    CHG_PID=$CG_PID
+    unset PORT LOTMESH_DATA_DIR ARTICLES_URL WORKERS
+  else
+    (exec env "${svc_env[@]}" WORKERS=1 PORT="$P_CHG" LOTMESH_DATA_DIR="$dir/charges" \
+      ARTICLES_URL="http://127.0.0.1:$P_ART" "$build/lotmesh-charges" >"$dir/charges.log" 2>&1) &
+    CHG_PID=$!
+    PIDS+=("$CHG_PID")
+  fi
+  wait_health "$P_ART" "$ART_PID"
+  wait_health "$P_CHG" "$CHG_PID"
+  $SL refs "$dir/refs.json"
+  $SL seed-articles "$P_ART" "$($SL token "$SECRET" articles_api)" "$dir/refs.json" >/dev/null
+  $SL seed-charges "$P_CHG" "$($SL token "$SECRET" charges_api)" "$dir/refs.json" 10 2 >/dev/null
+}
+
+# scenario_health BUILD ALOG OUTFILE
+scenario_health() {
+  local port
+  port=$($PY freeport)
+  export PORT=$port WORKERS=1 ACCESS_LOG=$2 LOG_LEVEL=info
+  under_callgrind "$3" "$1/lotmesh-registry"
+  unset PORT WORKERS ACCESS_LOG LOG_LEVEL
+  count "$3" "$port" "$CG_PID" /health
+}
+
+# scenario_charge BUILD OUTFILE
+scenario_charge() {
+  local dir="$TMP/charge-$RANDOM"
+  COUNT_CHARGES=$2 start_services "$1" "$dir"
+  count "$2" "$P_CHG" "$CHG_PID" /api/v1/charge/1 \
+    "Authorization: Bearer $($SL token "$SECRET" charges_api read)"
+  stop "$ART_PID"
+}
+
+# scenario_proxy BUILD OUTFILE
+scenario_proxy() {
+  local dir="$TMP/proxy-$RANDOM" p_gw key
+  start_services "$1" "$dir"
+  p_gw=$($PY freeport)
+  mkdir -p "$dir/gw"
+  export "${svc_env[@]}" WORKERS=1 PORT="$p_gw" LOTMESH_DATA_DIR="$dir/gw" \
+    GATEWAY_SERVICES=charges_api SERVICE_REGISTRY_URL="static:charges_api=http://127.0.0.1:$P_CHG"
+  under_callgrind "$2" "$1/lotmesh-gateway"
+  unset PORT WORKERS LOTMESH_DATA_DIR GATEWAY_SERVICES SERVICE_REGISTRY_URL
+  wait_health "$p_gw" "$CG_PID"
+  key=$($SL json-get "$dir/gw/dev-client.json" api_key)
+  count "$2" "$p_gw" "$CG_PID" /api/charges_api/api/v1/charge/1 "X-API-Key: $key" \
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+  stop "$CHG_PID"
+  stop "$ART_PID"
 }
 
 OUT="$HERE/results/instr-$(date -u +%Y-%m-%d-%H%M%S).md"
@@ -68,19 +147,27 @@ mkdir -p "$HERE/results"
 {
   echo "# lotmesh user-space instructions per request, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "callgrind, WORKERS=1, $REQUESTS keep-alive GET /health over 16 connections after 1,000"
-  echo "warm-up requests; kernel time (syscalls, TCP) not included."
+  echo "callgrind, WORKERS=1, $REQUESTS keep-alive GETs over 16 connections after 1,000 warm-up"
+  echo "requests; kernel time (syscalls, TCP) not included. Scenarios: $SCENARIOS."
   n=0
   for build in "$@"; do
     n=$((n + 1))
-    commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
-    for alog in false true; do
-      f="$TMP/cg-$n-$alog.out"
-      measure "$build" "$alog" "$f"
-      echo
-      echo "## $build, ACCESS_LOG=$alog"
-      echo
-      $PY cgtop "$f.1" "$REQUESTS" "$TOP"
+    for sc in $SCENARIOS; do
+      case $sc in
+      health)
+        for alog in false true; do
+          f="$TMP/cg-$n-health-$alog.out"
+          scenario_health "$build" "$alog" "$f"
+          printf '\n## %s, health (registry GET /health), ACCESS_LOG=%s\n\n' "$build" "$alog"
+          $PY cgtop "$f.1" "$REQUESTS" "$TOP"
+        done ;;
+      proxy|charge)
+        f="$TMP/cg-$n-$sc.out"
+        "scenario_$sc" "$build" "$f"
+        printf '\n## %s, %s\n\n' "$build" "$([ "$sc" = proxy ] && echo 'proxy (gateway, proxied GET of a batch)' || echo 'charge (charges, GET of a batch by id)')"
+        $PY cgtop "$f.1" "$REQUESTS" "$TOP" ;;
+      *) echo "instr.sh: unknown scenario '$sc'" >&2; exit 2 ;;
+      esac
     done
   done
 } >"$OUT"
