@@ -131,9 +131,9 @@ scenario_proxy() {
   p_gw=$($PY freeport)
   mkdir -p "$dir/gw"
   export "${svc_env[@]}" WORKERS=1 PORT="$p_gw" LOTMESH_DATA_DIR="$dir/gw" \
-    GATEWAY_SERVICES=charges_api SERVICE_REGISTRY_URL="static:charges_api=http://127.0.0.1:$P_CHG"
+    UPSTREAM_CONNECT_TIMEOUT=20s UPSTREAM_TIMEOUT=60s GATEWAY_SERVICES=charges_api SERVICE_REGISTRY_URL="static:charges_api=http://127.0.0.1:$P_CHG"
   under_callgrind "$2" "$1/lotmesh-gateway"
-  unset PORT WORKERS LOTMESH_DATA_DIR GATEWAY_SERVICES SERVICE_REGISTRY_URL
+  unset PORT WORKERS LOTMESH_DATA_DIR GATEWAY_SERVICES SERVICE_REGISTRY_URL UPSTREAM_CONNECT_TIMEOUT UPSTREAM_TIMEOUT
   wait_health "$p_gw" "$CG_PID"
   key=$($SL json-get "$dir/gw/dev-client.json" api_key)
   count "$2" "$p_gw" "$CG_PID" /api/charges_api/api/v1/charge/1 "X-API-Key: $key" \
