@@ -3,10 +3,11 @@
 JOBS      ?= $(shell nproc)
 BUILD     := build/release
 ASAN      := build/asan
+TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan run test unit blackbox fuzz fuzz-long bench bench-services bench-gateway format lint clean
+.PHONY: all deps build asan tsan-build tsan run test unit blackbox fuzz fuzz-long bench bench-services bench-gateway format lint clean
 
 all: build
 
@@ -21,6 +22,16 @@ asan:
 	@scripts/deps.sh test
 	@cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN) -j $(JOBS)
+
+tsan-build:
+	@scripts/deps.sh test
+	@cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DLM_TSAN=ON >/dev/null
+	@cmake --build $(TSAN) -j $(JOBS)
+
+# The black-box suite against the ThreadSanitizer build: any data race a binary reports
+# fails the test that started it (tests/blackbox/harness.py).
+tsan: tsan-build
+	@LOTMESH_BIN_DIR=$(CURDIR)/$(TSAN) /usr/bin/python3 -m pytest -q tests/blackbox
 
 # Runs the whole system in the foreground on 127.0.0.1; Ctrl-C stops it cleanly.
 run: build

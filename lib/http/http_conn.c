@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <uv.h>
 
 #define F_CONTENT_LENGTH_FLAG 0x20 /* llhttp's F_CONTENT_LENGTH */
 #define F_CHUNKED_FLAG        0x08 /* llhttp's F_CHUNKED */
@@ -183,7 +184,6 @@ static int on_header_value_complete(llhttp_t *p)
     }
     lm_buf_append_char(&c->head, '\0');
     c->in_field = false;
-    c->value_started = false;
     return 0;
 }
 
@@ -216,7 +216,6 @@ static int on_headers_complete(llhttp_t *p)
     lm_req *r = &c->req;
     c->state = LM_CONN_BODY;
     if (c->url_len == 0) return fail_cb(c, 400, "empty request target");
-    if (c->n_hdrs > c->cap_hdrs) return fail_cb(c, 500, "header bookkeeping");
 
     /* The head buffer is complete and will not move again: build the public views. */
     r->headers = lm_xrealloc(r->headers, (c->n_hdrs ? c->n_hdrs : 1) * sizeof(lm_header));
@@ -260,19 +259,17 @@ static int on_headers_complete(llhttp_t *p)
     if ((p->flags & F_CONTENT_LENGTH_FLAG) && p->content_length > c->limits->max_body_bytes)
         return fail_cb(c, 413, "request body is larger than the limit");
 
+    bool has_body = (p->flags & F_CHUNKED_FLAG) ||
+                    ((p->flags & F_CONTENT_LENGTH_FLAG) && p->content_length > 0);
     if (expect) {
         if (strcasecmp(expect, "100-continue") != 0)
             return fail_cb(c, 417, "only 'Expect: 100-continue' is supported");
-        bool has_body = (p->flags & F_CHUNKED_FLAG) ||
-                        ((p->flags & F_CONTENT_LENGTH_FLAG) && p->content_length > 0);
         if (has_body && p->http_minor == 1) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             lm_buf_append(&c->out, cont, sizeof cont - 1);
         }
     }
     c->keep_alive = llhttp_should_keep_alive(p);
-    bool has_body = (p->flags & F_CHUNKED_FLAG) ||
-                    ((p->flags & F_CONTENT_LENGTH_FLAG) && p->content_length > 0);
     if (has_body && c->ops->stream && c->ops->stream(c, r)) {
         c->stream = true;
         return HPE_PAUSED; /* run() dispatches now; the body follows to the handler */
@@ -280,12 +277,14 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
-/* Framing check over the bytes that are not body data. Debian's llhttp 8 is built without
- * LLHTTP_STRICT_MODE, which skips the byte after a CR without looking at it (headers ending
- * in "\r\n\rX", chunk-size lines "5\rX") and skips the two bytes after chunk data without
- * checking they are CRLF ("5\r\nhelloXY"): framing that another parser on the path reads
- * differently, i.e. request smuggling. Here every CR must be followed by LF, and chunk data
- * by CRLF. State lives in c->frame across reads. */
+/* Framing check over the bytes that are not body data. llhttp without LLHTTP_STRICT_MODE
+ * skips the byte after a CR without looking at it (headers ending in "\r\n\rX", chunk-size
+ * lines "5\rX") and the two bytes after chunk data without checking they are CRLF
+ * ("5\r\nhelloXY"): framing that another parser on the path reads differently, i.e. request
+ * smuggling. CMakeLists.txt compiles llhttp with strict mode, which refuses these; this scan
+ * checks the same rules itself so that the defence does not depend on how llhttp is built:
+ * every CR must be followed by LF, and chunk data by CRLF. State lives in c->frame across
+ * reads. */
 enum { FRAME_ANY, FRAME_LF, FRAME_CR };
 
 static bool frame_scan(lm_conn *c, const char *p, const char *end)
@@ -361,26 +360,24 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* one request at a time: resume when its response is finished */
 }
 
-static const llhttp_settings_t *settings(void)
+static llhttp_settings_t settings;
+static uv_once_t settings_once = UV_ONCE_INIT;
+
+/* Runs once, whichever worker thread accepts the first connection (uv_once). */
+static void settings_init(void)
 {
-    static llhttp_settings_t s;
-    static int init;
-    if (!init) { /* written once before any thread exists (lm_conn_init at startup is fine) */
-        llhttp_settings_init(&s);
-        s.on_message_begin = on_message_begin;
-        s.on_url = on_url;
-        s.on_url_complete = on_url_complete;
-        s.on_header_field = on_header_field;
-        s.on_header_field_complete = on_header_field_complete;
-        s.on_header_value = on_header_value;
-        s.on_header_value_complete = on_header_value_complete;
-        s.on_headers_complete = on_headers_complete;
-        s.on_body = on_body;
-        s.on_chunk_header = on_chunk_header;
-        s.on_message_complete = on_message_complete;
-        init = 1;
-    }
-    return &s;
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_url_complete = on_url_complete;
+    settings.on_header_field = on_header_field;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_chunk_header = on_chunk_header;
+    settings.on_message_complete = on_message_complete;
 }
 
 void lm_conn_init(lm_conn *c, const lm_http_limits *limits, const lm_conn_ops *ops, void *owner)
@@ -391,7 +388,8 @@ void lm_conn_init(lm_conn *c, const lm_http_limits *limits, const lm_conn_ops *o
     c->owner = owner;
     c->state = LM_CONN_IDLE;
     c->keep_alive = true;
-    llhttp_init(&c->parser, HTTP_REQUEST, settings());
+    uv_once(&settings_once, settings_init);
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
 }
 
@@ -576,9 +574,9 @@ static void run(lm_conn *c, const char *data, size_t len)
         const char *detail = c->error_status && c->error_detail
                                  ? c->error_detail
                                  : llhttp_get_error_reason(&c->parser);
-        if (c->error_status)
-            ; /* keep the callback's detail */
-        else if (err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH)
+        if (c->error_status) {
+            /* keep the callback's detail */
+        } else if (err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH)
             detail = "invalid, duplicate or conflicting Content-Length";
         else if (err == HPE_INVALID_TRANSFER_ENCODING)
             detail = "invalid Transfer-Encoding";
@@ -657,11 +655,7 @@ void lm_conn_eof(lm_conn *c)
         return;
     }
     if (lm_conn_busy(c) || c->pending.len > 0) return; /* answer what we have first */
-    if (c->state == LM_CONN_HEAD || c->state == LM_CONN_BODY) {
-        /* half a request: nobody will read an answer reliably; just close */
-        c->state = LM_CONN_CLOSING;
-        return;
-    }
+    /* idle, or half a request (nobody will read an answer reliably): just close */
     c->state = LM_CONN_CLOSING;
 }
 

@@ -39,7 +39,8 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("LOTMESH_BIN_DIR", REPO / "build" / "asan"))
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer:")
 
 STARTUP_TIMEOUT = 15.0  # seconds until /health must answer (ASan builds start slower)
 STOP_TIMEOUT = 20.0     # seconds a process gets to exit after SIGTERM in teardown
@@ -106,6 +107,7 @@ def base_env(extra=None):
             "LOTMESH_ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:abort_on_error=0"),
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
         "LSAN_OPTIONS": "report_objects=1",
+        "TSAN_OPTIONS": "second_deadlock_stack=1:history_size=4",
         # Services refuse /api/ requests without a service token (DESIGN 3.5); tests of a
         # single service talk to it directly, so they switch the check off explicitly.
         # Tests of tokens pass SERVICE_AUTH=enabled and a SERVICE_TOKEN_SECRET.

@@ -9,6 +9,8 @@
 
 #include "http_conn.h"
 
+#include <uv.h>
+
 /* Handler behaviour chosen per test. */
 static enum { SYNC, ASYNC, CHUNKED } mode;
 static lm_req *held; /* the request an ASYNC handler has not answered yet */
@@ -85,6 +87,30 @@ static int count(const char *hay, const char *needle)
     for (const char *p = hay; (p = strstr(p, needle)); p++)
         n++;
     return n;
+}
+
+/* Worker threads accept their first connections at the same time: the parser settings are
+ * set up once for all of them (a data race under ThreadSanitizer before uv_once). */
+static void init_on_thread(void *arg)
+{
+    lm_conn *c = arg;
+    lm_conn_init(c, &limits, &ops, NULL);
+}
+
+static void test_first_connections_on_two_threads(void **state)
+{
+    (void)state;
+    lm_http_limits_default(&limits);
+    static lm_conn a, b;
+    uv_thread_t ta, tb;
+    assert_int_equal(uv_thread_create(&ta, init_on_thread, &a), 0);
+    assert_int_equal(uv_thread_create(&tb, init_on_thread, &b), 0);
+    uv_thread_join(&ta);
+    uv_thread_join(&tb);
+    assert_non_null(a.parser.settings);
+    assert_ptr_equal(a.parser.settings, b.parser.settings);
+    lm_conn_free(&a);
+    lm_conn_free(&b);
 }
 
 static void test_simple_and_keepalive(void **state)
@@ -447,6 +473,7 @@ static void test_stream_failures_reach_the_handler(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_connections_on_two_threads), /* first: nothing before */
         cmocka_unit_test(test_simple_and_keepalive),
         cmocka_unit_test(test_pipelined_sync_in_order),
         cmocka_unit_test(test_pipelined_async_waits),
