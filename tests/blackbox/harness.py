@@ -107,7 +107,8 @@ def base_env(extra=None):
             "LOTMESH_ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:abort_on_error=0"),
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
         "LSAN_OPTIONS": "report_objects=1",
-        "TSAN_OPTIONS": "second_deadlock_stack=1:history_size=4",
+        "TSAN_OPTIONS": "second_deadlock_stack=1:history_size=4:suppressions="
+                        + str(Path(__file__).with_name("tsan.supp")),
         # Services refuse /api/ requests without a service token (DESIGN 3.5); tests of a
         # single service talk to it directly, so they switch the check off explicitly.
         # Tests of tokens pass SERVICE_AUTH=enabled and a SERVICE_TOKEN_SECRET.
