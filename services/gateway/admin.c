@@ -10,17 +10,22 @@
 #include <stdatomic.h>
 #include <string.h>
 
-static long long in_flight(const gateway *gw, const char *id)
+struct in_flight_sum {
+    const char *id;
+    long long n;
+};
+
+static void add_in_flight(const gw_upstream_stat *e, void *ud)
 {
-    long long n = 0;
-    for (int w = 0; w < gw->n_workers; w++) {
-        const gw_worker *gwk = &gw->workers[w];
-        int used = atomic_load(&((gw_worker *)gwk)->n_out);
-        for (int i = 0; i < used && i < GW_MAX_UPSTREAMS; i++)
-            if (!strcmp(gwk->out[i].id, id))
-                n += atomic_load_explicit(&((gw_worker *)gwk)->out[i].n, memory_order_relaxed);
-    }
-    return n;
+    struct in_flight_sum *sum = ud;
+    if (!strcmp(e->id, sum->id)) sum->n += atomic_load_explicit(&e->n, memory_order_relaxed);
+}
+
+static long long in_flight(gateway *gw, const char *id)
+{
+    struct in_flight_sum sum = {.id = id};
+    gw_upstream_each(gw, add_in_flight, &sum);
+    return sum.n;
 }
 
 static void handle_services(lm_req *req, void *ctx)

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "app.h"
 #include "breaker.h"
@@ -49,7 +50,7 @@ typedef struct gw_principal {
 /* ---- per worker ------------------------------------------------------------------------ */
 
 #define GW_TOKEN_CACHE   256
-#define GW_MAX_UPSTREAMS 64
+#define GW_MAX_UPSTREAMS 64 /* instances one request chooses among */
 #define GW_MAX_SERVICES  32
 #define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
 
@@ -70,20 +71,28 @@ typedef struct gw_worker {
     uint64_t rr;               /* round-robin cursor */
     int breaker_threshold;     /* for the circuits of new instances */
     uint64_t breaker_reset_ms;
-    struct gw_upstream_stat {
-        char id[160];
-        atomic_int n;           /* in flight; written by this worker, read elsewhere */
-        atomic_ullong requests; /* sent to it */
-        atomic_ullong failures; /* connect/timeout/reset: no response */
-        lm_breaker breaker;     /* this worker's circuit to the instance */
-    } out[GW_MAX_UPSTREAMS];    /* per upstream instance */
-    _Atomic int n_out;
+    /* Per upstream instance, one entry per id for as long as discovery knows the instance
+     * or a request holds it (proxy.c): counters and the circuit are never reset under a
+     * request. The worker alone adds, removes and writes entries; it changes the list under
+     * out_lock, which other threads hold while they read it (gw_upstream_each). */
+    struct gw_upstream_stat *out; /* owned */
+    uv_mutex_t out_lock;
     struct {
         atomic_ullong by_class[5];             /* 1xx..5xx answered to clients */
         atomic_ullong buckets[GW_BUCKETS + 1]; /* latency histogram, last +Inf */
         atomic_ullong sum_us;
     } svc[GW_MAX_SERVICES]; /* by index in gateway.services */
 } gw_worker;
+
+typedef struct gw_upstream_stat {
+    struct gw_upstream_stat *next;
+    char *id;               /* owned */
+    int holders;            /* requests that chose it (this worker only) */
+    atomic_int n;           /* in flight; written by this worker, read elsewhere */
+    atomic_ullong requests; /* sent to it */
+    atomic_ullong failures; /* connect/timeout/reset: no response */
+    lm_breaker breaker;     /* this worker's circuit to the instance */
+} gw_upstream_stat;
 
 /* ---- the gateway ---------------------------------------------------------------------- */
 
@@ -125,6 +134,12 @@ const char *gw_service_token(gateway *gw, lm_req *req, const char *service,
 void gw_auth_worker_free(gw_worker *w);
 
 void gw_proxy_routes(lm_router *r, gateway *gw);
+/* Calls fn for every upstream entry of every worker, under that worker's out_lock (any
+ * thread; fn must not call back into the gateway). */
+void gw_upstream_each(gateway *gw, void (*fn)(const gw_upstream_stat *s, void *ud), void *ud);
+/* The worker's upstream entries: set up before its thread runs, freed after it stopped. */
+void gw_upstream_init(gw_worker *w);
+void gw_upstream_free(gw_worker *w);
 bool gw_service_exposed(const gateway *gw, const char *name);
 void gw_admin_routes(lm_router *r, gateway *gw);
 /* Prometheus text for /metrics (metrics.c). */

@@ -112,6 +112,8 @@ int main(int argc, char **argv)
         lm_reg_watch(gw.reg, gw.services[i]);
     gw.n_workers = lm_app_env(app)->workers;
     gw.workers = lm_xcalloc((size_t)gw.n_workers, sizeof *gw.workers);
+    for (int i = 0; i < gw.n_workers; i++)
+        gw_upstream_init(&gw.workers[i]);
     lm_app_add(app, &(lm_component){.ctx = &gw,
                                     .worker_start = worker_start,
                                     .worker_stop = worker_stop,
@@ -121,6 +123,8 @@ int main(int argc, char **argv)
     gw_proxy_routes(lm_app_router(app), &gw);
     int rc = lm_app_run(app);
     lm_app_free(app);
+    for (int i = 0; i < gw.n_workers; i++)
+        gw_upstream_free(&gw.workers[i]);
     free(gw.workers);
     gw_clients_free(&gw.clients);
     lm_token_key_free(&gw.access_key);

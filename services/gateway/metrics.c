@@ -5,6 +5,7 @@
 #include "gateway.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const double bounds[GW_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -43,58 +44,59 @@ static unsigned long long sum_svc(gateway *gw, size_t s, int what, int i)
     return n;
 }
 
-/* Instances seen by any worker: sums by id (each worker has its own table). */
+struct instance_sums {
+    struct instance_sum {
+        char *id; /* owned */
+        unsigned long long requests, failures;
+        long long in_flight;
+    } * v;
+    size_t n, cap;
+};
+
+static void add_instance(const gw_upstream_stat *e, void *ud)
+{
+    struct instance_sums *all = ud;
+    struct instance_sum *s = NULL;
+    for (size_t i = 0; i < all->n && !s; i++)
+        if (!strcmp(all->v[i].id, e->id)) s = &all->v[i];
+    if (!s) {
+        if (all->n == all->cap) {
+            all->cap = all->cap ? all->cap * 2 : 16;
+            all->v = lm_xrealloc(all->v, all->cap * sizeof *all->v);
+        }
+        s = &all->v[all->n++];
+        *s = (struct instance_sum){.id = lm_xstrdup(e->id)};
+    }
+    s->requests += atomic_load_explicit(&e->requests, memory_order_relaxed);
+    s->failures += atomic_load_explicit(&e->failures, memory_order_relaxed);
+    s->in_flight += atomic_load_explicit(&e->n, memory_order_relaxed);
+}
+
+/* Instances known to any worker: sums by id (each worker has its own entries). */
 static void render_instances(lm_buf *out, gateway *gw)
 {
+    struct instance_sums all = {0};
+    gw_upstream_each(gw, add_instance, &all);
     lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_requests_total Requests sent to an "
                            "upstream instance.\n# TYPE lotmesh_gateway_upstream_requests_total "
                            "counter\n");
-    lm_buf seen = LM_BUF_INIT; /* "\n"-separated ids already rendered */
-    lm_buf gauges = LM_BUF_INIT, fails = LM_BUF_INIT;
-    for (int w = 0; w < gw->n_workers; w++) {
-        gw_worker *k = &gw->workers[w];
-        int used = atomic_load(&k->n_out);
-        for (int i = 0; i < used && i < GW_MAX_UPSTREAMS; i++) {
-            const char *id = k->out[i].id;
-            lm_buf key = LM_BUF_INIT;
-            lm_buf_printf(&key, "\n%s\n", id);
-            bool dup = seen.len && strstr(lm_buf_cstr(&seen), lm_buf_cstr(&key));
-            if (!dup) {
-                lm_buf_append(&seen, key.data, key.len - 1);
-                unsigned long long req = 0, fail = 0;
-                long long inflight = 0;
-                for (int v = 0; v < gw->n_workers; v++) {
-                    gw_worker *o = &gw->workers[v];
-                    int u = atomic_load(&o->n_out);
-                    for (int j = 0; j < u && j < GW_MAX_UPSTREAMS; j++) {
-                        if (strcmp(o->out[j].id, id) != 0) continue;
-                        req += atomic_load_explicit(&o->out[j].requests, memory_order_relaxed);
-                        fail += atomic_load_explicit(&o->out[j].failures, memory_order_relaxed);
-                        inflight += atomic_load_explicit(&o->out[j].n, memory_order_relaxed);
-                    }
-                }
-                lm_buf_printf(out,
-                              "lotmesh_gateway_upstream_requests_total{instance=\"%s\"} %llu\n", id,
-                              req);
-                lm_buf_printf(&fails,
-                              "lotmesh_gateway_upstream_failures_total{instance=\"%s\"} %llu\n", id,
-                              fail);
-                lm_buf_printf(&gauges, "lotmesh_gateway_upstream_in_flight{instance=\"%s\"} %lld\n",
-                              id, inflight);
-            }
-            lm_buf_free(&key);
-        }
-    }
+    for (size_t i = 0; i < all.n; i++)
+        lm_buf_printf(out, "lotmesh_gateway_upstream_requests_total{instance=\"%s\"} %llu\n",
+                      all.v[i].id, all.v[i].requests);
     lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_failures_total Upstream requests that "
                            "got no response (refused, reset, timeout).\n# TYPE "
                            "lotmesh_gateway_upstream_failures_total counter\n");
-    lm_buf_append(out, fails.data, fails.len);
+    for (size_t i = 0; i < all.n; i++)
+        lm_buf_printf(out, "lotmesh_gateway_upstream_failures_total{instance=\"%s\"} %llu\n",
+                      all.v[i].id, all.v[i].failures);
     lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_in_flight Requests in flight per "
                            "upstream instance.\n# TYPE lotmesh_gateway_upstream_in_flight gauge\n");
-    lm_buf_append(out, gauges.data, gauges.len);
-    lm_buf_free(&seen);
-    lm_buf_free(&gauges);
-    lm_buf_free(&fails);
+    for (size_t i = 0; i < all.n; i++) {
+        lm_buf_printf(out, "lotmesh_gateway_upstream_in_flight{instance=\"%s\"} %lld\n",
+                      all.v[i].id, all.v[i].in_flight);
+        free(all.v[i].id);
+    }
+    free(all.v);
 }
 
 void gw_pool_stats(const gateway *gw, lm_client_stats *t)

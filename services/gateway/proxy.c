@@ -44,6 +44,7 @@ typedef struct fwd {
     int n_inst;
     int chosen;
     int attempts;
+    gw_upstream_stat *us; /* the chosen instance's entry, held (holders) until done */
     bool head_sent;
     bool paused;     /* upstream response paused: the client reads slowly */
     bool streaming;  /* the request body streams to the upstream as it arrives */
@@ -104,9 +105,78 @@ static const char *resolve_alias(gateway *gw, const char *name)
     return name;
 }
 
-/* Least outstanding of two random choices (power of two choices), or round-robin. */
-static atomic_int *outstanding(gw_worker *w, const char *id);
-static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id);
+/* ---- per instance: counters and the circuit ----------------------------------------------- */
+
+void gw_upstream_init(gw_worker *w)
+{
+    w->out = NULL;
+    if (uv_mutex_init(&w->out_lock) != 0) abort();
+}
+
+void gw_upstream_free(gw_worker *w)
+{
+    while (w->out) {
+        gw_upstream_stat *e = w->out;
+        w->out = e->next;
+        free(e->id);
+        free(e);
+    }
+    uv_mutex_destroy(&w->out_lock);
+}
+
+void gw_upstream_each(gateway *gw, void (*fn)(const gw_upstream_stat *s, void *ud), void *ud)
+{
+    for (int i = 0; i < gw->n_workers; i++) {
+        gw_worker *w = &gw->workers[i];
+        uv_mutex_lock(&w->out_lock);
+        for (const gw_upstream_stat *e = w->out; e; e = e->next)
+            fn(e, ud);
+        uv_mutex_unlock(&w->out_lock);
+    }
+}
+
+/* Does discovery list the instance (passing) under any exposed service? */
+static bool instance_known(gateway *gw, const char *id)
+{
+    bool known = false;
+    for (size_t i = 0; i < gw->n_services && !known; i++) {
+        lm_reg_set *set = lm_reg_instances(gw->reg, gw->services[i]);
+        for (size_t j = 0; set && j < lm_reg_set_count(set) && !known; j++)
+            known = !strcmp(lm_reg_set_get(set, j)->id, id);
+        if (set) lm_reg_set_release(set);
+    }
+    return known;
+}
+
+/* This worker's entry for an instance, made on first sight. Meeting a new instance is also
+ * when the entries of instances that discovery no longer lists, and that no request holds,
+ * go: an entry lives as long as its instance is known or a request uses it. */
+static gw_upstream_stat *upstream_stat(gateway *gw, gw_worker *w, const char *id)
+{
+    for (gw_upstream_stat *e = w->out; e; e = e->next) /* this worker alone changes the list */
+        if (!strcmp(e->id, id)) return e;
+    for (gw_upstream_stat **pp = &w->out; *pp;) {
+        gw_upstream_stat *e = *pp;
+        if (e->holders == 0 && !instance_known(gw, e->id)) {
+            uv_mutex_lock(&w->out_lock);
+            *pp = e->next;
+            uv_mutex_unlock(&w->out_lock);
+            free(e->id);
+            free(e);
+        } else {
+            pp = &e->next;
+        }
+    }
+    gw_upstream_stat *e = lm_xcalloc(1, sizeof *e);
+    e->id = lm_xstrdup(id);
+    lm_breaker_init(&e->breaker, w->breaker_threshold, w->breaker_reset_ms);
+    uv_mutex_lock(&w->out_lock);
+    e->next = w->out;
+    w->out = e;
+    uv_mutex_unlock(&w->out_lock);
+    return e;
+}
+
 static const lm_reg_instance *inst(const fwd *f, int i)
 {
     return lm_reg_set_get(f->set, (size_t)i);
@@ -117,11 +187,12 @@ static const lm_reg_instance *inst(const fwd *f, int i)
  * open. Taking the pick claims its half-open trial, if it is in one. */
 static int choose(fwd *f, int exclude)
 {
-    gw_worker *w = worker_of(f->gw, f->req);
+    gateway *gw = f->gw;
+    gw_worker *w = worker_of(gw, f->req);
     uint64_t now = uv_now(lm_req_loop(f->req));
     int ready[GW_MAX_UPSTREAMS], m = 0;
     for (int i = 0; i < f->n_inst && m < GW_MAX_UPSTREAMS; i++)
-        if (i != exclude && lm_breaker_ready(&upstream_stat(w, inst(f, i)->id)->breaker, now))
+        if (i != exclude && lm_breaker_ready(&upstream_stat(gw, w, inst(f, i)->id)->breaker, now))
             ready[m++] = i;
     if (m == 0) return -1;
     int pick;
@@ -130,46 +201,23 @@ static int choose(fwd *f, int exclude)
         if (b >= a) b++;
         a = ready[a];
         b = ready[b];
-        pick = atomic_load_explicit(outstanding(w, inst(f, a)->id), memory_order_relaxed) <=
-                       atomic_load_explicit(outstanding(w, inst(f, b)->id), memory_order_relaxed)
-                   ? a
-                   : b;
+        pick =
+            atomic_load_explicit(&upstream_stat(gw, w, inst(f, a)->id)->n, memory_order_relaxed) <=
+                    atomic_load_explicit(&upstream_stat(gw, w, inst(f, b)->id)->n,
+                                         memory_order_relaxed)
+                ? a
+                : b;
     } else if (f->gw->least_outstanding) {
         pick = ready[0];
     } else {
         pick = ready[w->rr++ % (uint64_t)m];
     }
-    lm_breaker_allow(&upstream_stat(w, inst(f, pick)->id)->breaker, now);
+    gw_upstream_stat *us = upstream_stat(gw, w, inst(f, pick)->id);
+    lm_breaker_allow(&us->breaker, now);
+    if (f->us) f->us->holders--; /* a retry lets go of the first choice */
+    f->us = us;
+    us->holders++;
     return pick;
-}
-
-/* This worker's counters for an upstream instance; a full table evicts an idle entry. */
-static struct gw_upstream_stat *upstream_stat(gw_worker *w, const char *id)
-{
-    int used = atomic_load(&w->n_out);
-    for (int i = 0; i < used; i++)
-        if (!strcmp(w->out[i].id, id)) return &w->out[i];
-    int slot = -1;
-    if (used < GW_MAX_UPSTREAMS) {
-        slot = used;
-    } else {
-        for (int i = 0; i < GW_MAX_UPSTREAMS && slot < 0; i++)
-            if (atomic_load_explicit(&w->out[i].n, memory_order_relaxed) == 0) slot = i;
-        if (slot < 0) slot = (int)(lm_rand64() % GW_MAX_UPSTREAMS);
-    }
-    struct gw_upstream_stat *e = &w->out[slot];
-    snprintf(e->id, sizeof e->id, "%s", id);
-    atomic_store_explicit(&e->n, 0, memory_order_relaxed);
-    atomic_store_explicit(&e->requests, 0, memory_order_relaxed);
-    atomic_store_explicit(&e->failures, 0, memory_order_relaxed);
-    lm_breaker_init(&e->breaker, w->breaker_threshold, w->breaker_reset_ms);
-    if (slot == used) atomic_store(&w->n_out, used + 1); /* publish after the id is written */
-    return e;
-}
-
-static atomic_int *outstanding(gw_worker *w, const char *id)
-{
-    return &upstream_stat(w, id)->n;
 }
 
 static void fwd_free(fwd *f)
@@ -181,6 +229,7 @@ static void fwd_free(fwd *f)
         gw_metrics_observe(f->gw, f->worker, f->svc_index, f->status,
                            f->t0_ns && now > f->t0_ns ? (double)(now - f->t0_ns) / 1e9 : 0);
     }
+    if (f->us) f->us->holders--;
     if (f->set) lm_reg_set_release(f->set);
     free(f);
 }
@@ -272,7 +321,7 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
     fwd *f = ud;
     lm_req *req = f->req;
     f->creq = NULL;
-    struct gw_upstream_stat *us = upstream_stat(worker_of(f->gw, req), inst(f, f->chosen)->id);
+    gw_upstream_stat *us = f->us;
     atomic_fetch_sub_explicit(&us->n, 1, memory_order_relaxed);
     if (err != LM_CLIENT_OK && err != LM_CLIENT_ERR_CANCELLED)
         atomic_fetch_add_explicit(&us->failures, 1, memory_order_relaxed);
@@ -368,11 +417,23 @@ static void send_upstream(fwd *f)
     gateway *gw = f->gw;
     gw_worker *w = worker_of(gw, req);
     const lm_reg_instance *in = inst(f, f->chosen);
+    /* without a service token the instance would refuse the call (401) for a fault of the
+     * gateway's: answer the gateway's fault and send nothing */
+    const char *tok = gw_service_token(gw, req, f->service, &f->who);
+    if (!tok) {
+        lm_log(LM_LOG_ERROR, &(lm_log_ctx){.request_id = req->request_id, .trace = &req->trace},
+               "minting a service token for %s failed", f->service);
+        f->status = 500;
+        lm_problem p = {.status = 500,
+                        .type = "urn:lotmesh:problem:service-token",
+                        .detail = "the gateway could not mint a service token"};
+        lm_resp_problem_full(req, &p);
+        fwd_free(f);
+        return;
+    }
     f->attempts++;
 
     /* path: "/" + the rest of /api/{service}/ + the query */
-    const char *rest = lm_req_param(req, "path");
-    char *path = NULL;
     size_t rest_raw_len = 0;
     const char *rest_raw = "";
     for (size_t i = 0; i < req->route.n_params; i++)
@@ -380,7 +441,6 @@ static void send_upstream(fwd *f)
             rest_raw = req->route.params[i].raw;
             rest_raw_len = req->route.params[i].raw_len;
         }
-    (void)rest;
     lm_buf p = LM_BUF_INIT;
     lm_buf_append_char(&p, '/');
     lm_buf_append(&p, rest_raw, rest_raw_len); /* forwarded as received, not re-encoded */
@@ -388,7 +448,7 @@ static void send_upstream(fwd *f)
         lm_buf_append_char(&p, '?');
         lm_buf_append(&p, req->query_string, req->query_len);
     }
-    path = lm_buf_steal(&p, NULL);
+    char *path = lm_buf_steal(&p, NULL);
 
     lm_header hs[MAX_FWD_HEADERS + 8];
     size_t n = 0;
@@ -420,8 +480,7 @@ static void send_upstream(fwd *f)
     char tp[LM_TRACEPARENT_LEN + 1], bearer[4200];
     lm_trace_child(&req->trace, &child);
     lm_trace_format(&child, tp);
-    const char *tok = gw_service_token(gw, req, f->service, &f->who);
-    snprintf(bearer, sizeof bearer, "Bearer %s", tok ? tok : "");
+    snprintf(bearer, sizeof bearer, "Bearer %s", tok);
     hs[n++] = (lm_header){.name = "Authorization", .value = bearer};
     hs[n++] = (lm_header){.name = "X-Forwarded-For", .value = lm_buf_cstr(&xff)};
     hs[n++] = (lm_header){.name = "X-Forwarded-Proto", .value = "http"};
@@ -451,18 +510,48 @@ static void send_upstream(fwd *f)
         .on_done = on_done,
         .ud = f,
     };
-    atomic_fetch_add_explicit(outstanding(w, in->id), 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&upstream_stat(w, in->id)->requests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&f->us->n, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&f->us->requests, 1, memory_order_relaxed);
     f->creq = lm_client_send(w->client, &o); /* copies the headers */
     free(path);
     lm_buf_free(&xff);
     if (!f->creq) {
-        atomic_fetch_sub_explicit(outstanding(w, in->id), 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&f->us->n, 1, memory_order_relaxed);
         fail(f, 400, "the request cannot be forwarded (malformed header or method)");
         fwd_free(f);
         return;
     }
     if (f->streaming && f->attempts == 1) lm_req_read_body(req, on_req_data, on_req_end, f);
+}
+
+/* Is the path after /api/{service}/ (raw, as received) one of the service's API paths
+ * "api/…"? Nothing else of an instance (/metrics, /health, /ready, /openapi.json) is the
+ * gateway's to expose, and no dot-segment may climb out of /api/ on the way. */
+static bool api_path(const char *raw, size_t len)
+{
+    if (len < 4 || memcmp(raw, "api/", 4) != 0) return false;
+    for (size_t i = 0; i < len;) {
+        size_t e = i;
+        while (e < len && raw[e] != '/' && raw[e] != '?')
+            e++;
+        size_t dots = 0, n = 0;
+        for (size_t k = i; k < e; n++) { /* count the segment's characters, "%2e" as one */
+            if (raw[k] == '.') {
+                dots++;
+                k++;
+            } else if (e - k >= 3 && raw[k] == '%' && raw[k + 1] == '2' &&
+                       (raw[k + 2] == 'e' || raw[k + 2] == 'E')) {
+                dots++;
+                k += 3;
+            } else {
+                k++;
+            }
+        }
+        if (n > 0 && dots == n && n <= 2) return false; /* "." or ".." */
+        if (e < len && raw[e] == '?') break;
+        i = e + 1;
+    }
+    return true;
 }
 
 /* A fast 503 before anything was sent upstream (the client may retry in a second); frees f. */
@@ -498,6 +587,22 @@ static void handle_proxy(lm_req *req, void *ctx)
     snprintf(f->service, sizeof f->service, "%s", name);
     for (size_t i = 0; i < gw->n_services; i++)
         if (!strcmp(gw->services[i], name)) f->svc_index = (int)i;
+    const char *raw = "";
+    size_t raw_len = 0;
+    for (size_t i = 0; i < req->route.n_params; i++)
+        if (!strcmp(req->route.params[i].name, "path")) {
+            raw = req->route.params[i].raw;
+            raw_len = req->route.params[i].raw_len;
+        }
+    if (!api_path(raw, raw_len)) { /* answered here: the instance never sees it */
+        f->status = 404;
+        lm_resp_problemf(req, 404,
+                         "the gateway exposes only the API paths (/api/%.64s/api/…) "
+                         "of a service",
+                         lm_req_param(req, "service"));
+        fwd_free(f);
+        return;
+    }
     f->set = lm_reg_instances(gw->reg, f->service);
     f->n_inst = f->set ? (int)lm_reg_set_count(f->set) : 0;
     if (f->n_inst == 0) {

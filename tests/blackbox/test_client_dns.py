@@ -59,7 +59,7 @@ def test_gateway_reaches_an_upstream_by_host_name(tmp_path, creds, rec, ttl):
         def call(i):
             # a new client connection each, several at once: the gateway opens several
             # upstream connections to "localhost" (first lookups, then cache hits)
-            r = requests.get(gw.url(f"/api/rec/{tag}/{i}"), headers=headers,
+            r = requests.get(gw.url(f"/api/rec/api/{tag}/{i}"), headers=headers,
                              timeout=IO_TIMEOUT)
             with lock:
                 statuses.append(r.status_code)

@@ -25,8 +25,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -215,7 +217,7 @@ def test_token_with_basic_or_form_credentials(gw, creds):
         assert doc["scope"] == "read write admin"
         # the access token works
         t = unique("tok-")
-        r = gw.api("GET", f"/api/rec/{t}", client=None,
+        r = gw.api("GET", f"/api/rec/api/{t}", client=None,
                    headers={"Authorization": f"Bearer {doc['access_token']}"})
         assert r.status_code == 200, r.text
 
@@ -359,7 +361,7 @@ def test_api_refuses_without_valid_credentials(gw, rec, creds, case):
     t = unique("noauth-")
     tid, _, tp = new_traceparent()
     for method in ("GET", "POST"):
-        r = gw.api(method, f"/api/rec/{t}", client=None, headers={**headers, "traceparent": tp},
+        r = gw.api(method, f"/api/rec/api/{t}", client=None, headers={**headers, "traceparent": tp},
                    data=b"{}")
         problem(r, status, trace_id=tid)
         www = r.headers.get("WWW-Authenticate", "")
@@ -372,13 +374,13 @@ def test_api_refuses_without_valid_credentials(gw, rec, creds, case):
 def test_both_credentials_at_once_is_a_bad_request(gw, rec):
     t = unique("both-")
     h = {**gw.auth("dev"), **gw.auth("dev", api_key=True)}
-    problem(gw.api("GET", f"/api/rec/{t}", client=None, headers=h), 400)
+    problem(gw.api("GET", f"/api/rec/api/{t}", client=None, headers=h), 400)
     assert rec.find(t) == []
 
 
 def test_api_key_and_minted_access_token_authenticate(gw, rec, creds):
     t = unique("key-")
-    r = gw.api("GET", f"/api/rec/{t}/key", api_key=True)
+    r = gw.api("GET", f"/api/rec/api/{t}/key", api_key=True)
     assert r.status_code == 200, r.text
     # an access token the gateway's key signed is as good as one from /auth/token
     now = int(time.time())
@@ -386,10 +388,10 @@ def test_api_key_and_minted_access_token_authenticate(gw, rec, creds):
                       "scope": "read", "iat": now, "exp": now + 60}, creds.access_key(),
                      algorithm="HS256")
     h = {"Authorization": f"Bearer {tok}"}
-    assert gw.api("GET", f"/api/rec/{t}/minted", client=None, headers=h).status_code == 200
-    problem(gw.api("POST", f"/api/rec/{t}/minted-post", client=None, headers=h, data=b"{}"), 403)
+    assert gw.api("GET", f"/api/rec/api/{t}/minted", client=None, headers=h).status_code == 200
+    problem(gw.api("POST", f"/api/rec/api/{t}/minted-post", client=None, headers=h, data=b"{}"), 403)
     recs = rec.find(t)
-    assert [r.target for r in recs] == [f"/{t}/key", f"/{t}/minted"]
+    assert [r.target for r in recs] == [f"/api/{t}/key", f"/api/{t}/minted"]
     subs = [jwt.decode(bearer_of(r), SECRET, algorithms=["HS256"], audience="rec")["sub"]
             for r in recs]
     assert subs == ["dev", "writer"]
@@ -407,12 +409,12 @@ def test_read_only_client_gets_403_on_writes(gw, rec, who, how):
         h = gw.auth(who, api_key=how == "api_key")
     t = unique("ro-")
     for method in ("POST", "PUT", "PATCH", "DELETE"):
-        r = gw.api(method, f"/api/rec/{t}/{method}", client=None, headers=h, json={"a": 1})
+        r = gw.api(method, f"/api/rec/api/{t}/{method}", client=None, headers=h, json={"a": 1})
         problem(r, 403)
         assert 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
     assert rec.find(t) == []
     for method in ("GET", "HEAD", "OPTIONS"):
-        r = gw.api(method, f"/api/rec/{t}/{method}", client=None, headers=h)
+        r = gw.api(method, f"/api/rec/api/{t}/{method}", client=None, headers=h)
         assert r.status_code == 200, (method, r.text)
     recs = rec.find(t)
     assert [r.method for r in recs] == ["GET", "HEAD", "OPTIONS"]
@@ -474,11 +476,11 @@ def test_request_reaches_the_upstream_intact(gw, rec, creds):
     headers = [("Host", "gateway.example:8443"), ("X-API-Key", creds["dev"].api_key),
                ("Content-Length", str(len(body)))] + hop + e2e + fwd
     with RawConn(gw.port) as c:
-        c.send(raw_request("PATCH", f"/api/rec{target}", headers, body))
+        c.send(raw_request("PATCH", f"/api/rec/api{target}", headers, body))
         resp = c.read_response()
     assert resp.status == 200, resp
     (r,) = rec.find(t)
-    assert (r.method, r.target, r.version, r.body) == ("PATCH", target, "HTTP/1.1", body)
+    assert (r.method, r.target, r.version, r.body) == ("PATCH", "/api" + target, "HTTP/1.1", body)
     # end-to-end headers pass, in order, duplicates kept
     for name in {k for k, _ in e2e}:
         assert r.header_all(name) == [v for k, v in e2e if k == name], (name, r.headers)
@@ -504,7 +506,7 @@ def test_request_reaches_the_upstream_intact(gw, rec, creds):
     # the gateway's own log line carries the trace, and a span that is neither
     (line,) = wait_until(lambda: access_lines(gw.proc, rid))
     assert line["trace_id"] == tid and line["span_id"] not in (sid, f_span)
-    assert line["path"] == f"/api/rec{target.split('?')[0]}" and line["status"] == 200
+    assert line["path"] == f"/api/rec/api{target.split('?')[0]}" and line["status"] == 200
     assert resp.header_all("X-Request-ID") == [rid]
 
 
@@ -512,10 +514,10 @@ def test_request_reaches_the_upstream_intact(gw, rec, creds):
 def test_every_method_is_forwarded(gw, rec, method):
     t = unique(f"m-{method}-")
     body = f"body of {method}".encode() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
-    r = gw.api(method, f"/api/rec/{t}?k=v", data=body or None)
+    r = gw.api(method, f"/api/rec/api/{t}?k=v", data=body or None)
     assert r.status_code == 200, r.text
     (got,) = rec.find(t)
-    assert (got.method, got.target, got.body) == (method, f"/{t}?k=v", body)
+    assert (got.method, got.target, got.body) == (method, f"/api/{t}?k=v", body)
     if method == "HEAD":
         assert r.content == b"" and int(r.headers["Content-Length"]) > 0
     else:
@@ -530,13 +532,13 @@ def test_forwarded_for_chain_of_several_headers(gw, rec, creds):
                ("X-Forwarded-For", "198.51.100.1"),
                ("X-Forwarded-For", "203.0.113.9, 192.0.2.4")]
     with RawConn(gw.port) as c:
-        c.send(raw_request("GET", f"/api/rec/{t}", headers))
+        c.send(raw_request("GET", f"/api/rec/api/{t}", headers))
         assert c.read_response().status == 200
     (r,) = rec.find(t)
     assert r.header_all("X-Forwarded-For") == ["198.51.100.1, 203.0.113.9, 192.0.2.4, 127.0.0.1"]
     # a long chain is kept whole: the client's own address, last, is never cut off
     chain = ", ".join(f"10.0.{i // 256}.{i % 256}" for i in range(100))
-    r = gw.api("GET", f"/api/rec/{t}-long", headers={"X-Forwarded-For": chain})
+    r = gw.api("GET", f"/api/rec/api/{t}-long", headers={"X-Forwarded-For": chain})
     assert r.status_code == 200
     (r,) = rec.find(f"{t}-long")
     assert r.header_all("X-Forwarded-For") == [chain + ", 127.0.0.1"]
@@ -544,7 +546,7 @@ def test_forwarded_for_chain_of_several_headers(gw, rec, creds):
 
 def test_trace_and_request_id_when_the_client_sends_none_or_bad_ones(gw, rec):
     t = unique("notrace-")
-    r = gw.api("GET", f"/api/rec/{t}/1")
+    r = gw.api("GET", f"/api/rec/api/{t}/1")
     assert r.status_code == 200
     rid = r.headers["X-Request-ID"]
     (got,) = rec.find(f"{t}/1")
@@ -553,7 +555,7 @@ def test_trace_and_request_id_when_the_client_sends_none_or_bad_ones(gw, rec):
     (line,) = wait_until(lambda: access_lines(gw.proc, rid))
     assert line["trace_id"] == f_tid
     # a malformed traceparent starts a new trace; a request id with spaces is replaced
-    r = gw.api("GET", f"/api/rec/{t}/2", headers={"traceparent": "00-xyz-bad-01",
+    r = gw.api("GET", f"/api/rec/api/{t}/2", headers={"traceparent": "00-xyz-bad-01",
                                                  "X-Request-ID": "has spaces and ü"})
     assert r.status_code == 200
     (got,) = rec.find(f"{t}/2")
@@ -561,17 +563,17 @@ def test_trace_and_request_id_when_the_client_sends_none_or_bad_ones(gw, rec):
     assert got.header("X-Request-ID") == r.headers["X-Request-ID"] != "has spaces and ü"
     # the sampled flag is kept as the client set it
     tid, sid, tp = new_traceparent(flags="00")
-    assert gw.api("GET", f"/api/rec/{t}/3", headers={"traceparent": tp}).status_code == 200
+    assert gw.api("GET", f"/api/rec/api/{t}/3", headers={"traceparent": tp}).status_code == 200
     (got,) = rec.find(f"{t}/3")
     assert parse_traceparent(got.header("traceparent"))[0::2] == (tid, "00")
 
 
 def test_alias_resolves_to_the_service(gw, rec):
     t = unique("alias-")
-    r = gw.api("GET", f"/api/charges/{t}/x")  # GATEWAY_ALIASES default: charges=charges_api
+    r = gw.api("GET", f"/api/charges/api/{t}/x")  # GATEWAY_ALIASES default: charges=charges_api
     assert r.status_code == 200, r.text
     (got,) = rec.find(t)
-    assert got.target == f"/{t}/x"
+    assert got.target == f"/api/{t}/x"
     assert jwt.decode(bearer_of(got), SECRET, algorithms=["HS256"],
                       audience="charges_api")["aud"] == "charges_api"
 
@@ -583,7 +585,7 @@ def test_chunked_request_body_arrives_whole_and_framed_once(gw, rec, creds):
     headers = [("Host", "gw"), ("X-API-Key", creds["dev"].api_key),
                ("Transfer-Encoding", "chunked"), ("Content-Type", "text/plain")]
     with RawConn(gw.port) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}", headers, body))
+        c.send(raw_request("POST", f"/api/rec/api/{t}", headers, body))
         assert c.read_response().status == 200
     (r,) = rec.find(t)
     assert r.body == b"".join(chunks)
@@ -598,18 +600,18 @@ def test_a_body_that_looks_like_a_request_stays_a_body(gw, rec, creds):
     headers = [("Host", "gw"), ("X-API-Key", creds["dev"].api_key),
                ("Content-Length", str(len(inner)))]
     with RawConn(gw.port) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}-outer", headers, inner))
+        c.send(raw_request("POST", f"/api/rec/api/{t}-outer", headers, inner))
         assert c.read_response().status == 200
     (r,) = rec.wait_for(t)
-    assert r.target == f"/{t}-outer" and r.body == inner
-    assert gw.api("GET", f"/api/rec/{t}-sentinel").status_code == 200
-    assert [x.target for x in rec.find(t)] == [f"/{t}-outer", f"/{t}-sentinel"]
+    assert r.target == f"/api/{t}-outer" and r.body == inner
+    assert gw.api("GET", f"/api/rec/api/{t}-sentinel").status_code == 200
+    assert [x.target for x in rec.find(t)] == [f"/api/{t}-outer", f"/api/{t}-sentinel"]
 
 
 # ---- smuggling is refused at the gateway -------------------------------------------------------
 
 def _smuggle_cases(t, key):
-    hidden = (f"GET /api/rec/{t}-smuggled HTTP/1.1\r\nHost: gw\r\nX-API-Key: {key}\r\n\r\n"
+    hidden = (f"GET /api/rec/api/{t}-smuggled HTTP/1.1\r\nHost: gw\r\nX-API-Key: {key}\r\n\r\n"
               ).encode()
     chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(hidden), hidden)
     return {
@@ -643,14 +645,14 @@ def test_smuggling_is_refused_and_never_reaches_a_service(gw, rec, creds, case):
     extra, body = _smuggle_cases(t, key)[case]
     headers = [("Host", "gw"), ("X-API-Key", key)] + extra
     with RawConn(gw.port) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}-outer", headers, body))
+        c.send(raw_request("POST", f"/api/rec/api/{t}-outer", headers, body))
         resp = c.read_response()
         assert resp.status == 400, resp
         problem(resp, 400)
         assert c.wait_closed(), "the connection stays open after a framing error"
     # a request after it (on a new connection) arrives; nothing of the refused one did
-    assert gw.api("GET", f"/api/rec/{t}-sentinel").status_code == 200
-    assert [r.target for r in rec.find(t)] == [f"/{t}-sentinel"]
+    assert gw.api("GET", f"/api/rec/api/{t}-sentinel").status_code == 200
+    assert [r.target for r in rec.find(t)] == [f"/api/{t}-sentinel"]
 
 
 # ---- bodies -------------------------------------------------------------------------------------
@@ -659,7 +661,7 @@ def test_one_megabyte_passes_both_ways(gw, rec):
     t = unique("mb-")
     rec.on(f"{t}-back", lambda h, r: reply(h, 200, r.body, ctype="application/octet-stream"))
     body = pattern(1 << 20)
-    r = gw.api("POST", f"/api/rec/{t}-back", data=body,
+    r = gw.api("POST", f"/api/rec/api/{t}-back", data=body,
                headers={"Content-Type": "application/octet-stream"}, timeout=30)
     assert r.status_code == 200
     assert r.headers["Content-Length"] == str(len(body)) and r.content == body
@@ -669,15 +671,15 @@ def test_one_megabyte_passes_both_ways(gw, rec):
 
 def test_body_limit_boundary_and_413(gw, rec, creds):
     t = unique("limit-")
-    r = gw.api("PUT", f"/api/rec/{t}-at", data=pattern(BODY_LIMIT), timeout=30)
+    r = gw.api("PUT", f"/api/rec/api/{t}-at", data=pattern(BODY_LIMIT), timeout=30)
     assert r.status_code == 200 and r.json()["body_len"] == BODY_LIMIT
-    r = gw.api("PUT", f"/api/rec/{t}-over", data=pattern(BODY_LIMIT + 1), timeout=30)
+    r = gw.api("PUT", f"/api/rec/api/{t}-over", data=pattern(BODY_LIMIT + 1), timeout=30)
     problem(r, 413)
     # declared over the limit with Expect: 100-continue: refused before the body is sent
     headers = [("Host", "gw"), ("X-API-Key", creds["dev"].api_key),
                ("Content-Length", str(BODY_LIMIT + 1)), ("Expect", "100-continue")]
     with RawConn(gw.port) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}-expect", headers))
+        c.send(raw_request("POST", f"/api/rec/api/{t}-expect", headers))
         problem(c.read_final_response(), 413)
     # chunked, over the limit only once the chunks add up
     piece = b"x" * 500_000
@@ -686,14 +688,14 @@ def test_body_limit_boundary_and_413(gw, rec, creds):
                ("Transfer-Encoding", "chunked")]
     with RawConn(gw.port) as c:
         try:
-            c.send(raw_request("POST", f"/api/rec/{t}-chunked", headers, chunked))
+            c.send(raw_request("POST", f"/api/rec/api/{t}-chunked", headers, chunked))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the gateway may answer and close before all of it is sent
         problem(c.read_final_response(), 413)
     # the streamed body may have begun upstream, but no request there ever completed, and
     # the next one arrives whole (a cut upstream connection is not used again)
-    assert gw.api("POST", f"/api/rec/{t}-next", data=b"next").json()["body_len"] == 4
-    assert [r.target for r in rec.find(t)] == [f"/{t}-at", f"/{t}-next"]
+    assert gw.api("POST", f"/api/rec/api/{t}-next", data=b"next").json()["body_len"] == 4
+    assert [r.target for r in rec.find(t)] == [f"/api/{t}-at", f"/api/{t}-next"]
 
 
 def test_request_body_streams_to_the_upstream(gw, rec, creds):
@@ -706,7 +708,7 @@ def test_request_body_streams_to_the_upstream(gw, rec, creds):
 
     rec.on_head(t, respond)
     with RawConn(gw.port) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("POST", f"/api/rec/api/{t}", [("Host", "gw"),
                                                     ("X-API-Key", creds["dev"].api_key),
                                                     ("Content-Length", "20")], b"0123456789"))
         (got,) = rec.wait_for(t)  # before the rest of the body was sent
@@ -719,7 +721,7 @@ def test_request_body_streams_to_the_upstream(gw, rec, creds):
 def test_expect_100_continue_is_answered_by_the_gateway(gw, rec, creds):
     t = unique("expect-")
     with RawConn(gw.port) as c:
-        c.send(raw_request("PUT", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("PUT", f"/api/rec/api/{t}", [("Host", "gw"),
                                                    ("X-API-Key", creds["dev"].api_key),
                                                    ("Content-Length", "5"),
                                                    ("Expect", "100-continue")]))
@@ -756,7 +758,7 @@ def test_slow_upstream_reader_holds_the_client_back(start_process, rec, creds):
     rec.on_head(t, respond)
     block = pattern(1 << 16)
     with RawConn(g.port, timeout=60) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("POST", f"/api/rec/api/{t}", [("Host", "gw"),
                                                     ("X-API-Key", creds["dev"].api_key),
                                                     ("Content-Length", str(total))]))
         rec.wait_for(t)
@@ -799,13 +801,13 @@ def test_client_gone_mid_body_cuts_the_upstream_request(gw, rec, creds):
 
     rec.on_head(t, respond)
     with RawConn(gw.port) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("POST", f"/api/rec/api/{t}", [("Host", "gw"),
                                                     ("X-API-Key", creds["dev"].api_key),
                                                     ("Content-Length", "1000")], b"x" * 100))
         rec.wait_for(t)
     assert done.wait(5), "the upstream still waits for a body whose client is gone"
     assert seen["body"] == b"x" * 100
-    assert gw.api("POST", f"/api/rec/{unique('after-')}", data=b"whole").json()["body_len"] == 5
+    assert gw.api("POST", f"/api/rec/api/{unique('after-')}", data=b"whole").json()["body_len"] == 5
     gw.proc.assert_healthy()
 
 
@@ -825,7 +827,7 @@ def test_upstream_answering_before_the_body_is_relayed(gw, rec, creds):
 
     rec.on_head(t, respond)
     with RawConn(gw.port) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("POST", f"/api/rec/api/{t}", [("Host", "gw"),
                                                     ("X-API-Key", creds["dev"].api_key),
                                                     ("Content-Length", "1000000")],
                            b"x" * 100_000))
@@ -859,7 +861,7 @@ def test_response_status_and_end_to_end_headers_relayed(gw, rec):
     rec.on(f"{t}-respond", respond)
     rid = f"rid-{t}"
     with RawConn(gw.port) as c:
-        c.send(raw_request("POST", f"/api/rec/{t}-respond",
+        c.send(raw_request("POST", f"/api/rec/api/{t}-respond",
                            [("Host", "gw"), ("X-API-Key", gw.creds["dev"].api_key),
                             ("X-Request-ID", rid), ("Content-Length", "2")], b"{}"))
         resp = c.read_response()
@@ -879,7 +881,7 @@ def test_response_status_and_end_to_end_headers_relayed(gw, rec):
             assert resp.header(name) is None, (name, resp.header_list)
         assert (resp.header("Connection") or "").lower() in ("", "keep-alive")
         # the connection is still good for the next request
-        c.send(raw_request("GET", f"/api/rec/{t}-next",
+        c.send(raw_request("GET", f"/api/rec/api/{t}-next",
                            [("Host", "gw"), ("X-API-Key", gw.creds["dev"].api_key)]))
         assert c.read_response().status == 200
 
@@ -893,7 +895,7 @@ def test_bodiless_responses_keep_the_connection_in_step(gw, rec):
     with RawConn(gw.port) as c:
         for method, path, status in (("DELETE", f"{t}-204", 204), ("GET", f"{t}-304", 304),
                                      ("HEAD", f"{t}-head", 200), ("GET", f"{t}-head", 200)):
-            c.send(raw_request(method, f"/api/rec/{path}", [("Host", "gw"), ("X-API-Key", key)]))
+            c.send(raw_request(method, f"/api/rec/api/{path}", [("Host", "gw"), ("X-API-Key", key)]))
             resp = c.read_response(head=method == "HEAD")
             assert resp.status == status, resp
             if status == 204:
@@ -940,7 +942,7 @@ def test_chunked_and_close_delimited_upstream_bodies(gw, rec):
     rec.on(f"{t}-chunked", chunked)
     rec.on(f"{t}-close", close_delimited)
     for path in (f"{t}-chunked", f"{t}-close"):
-        r = gw.api("GET", f"/api/rec/{path}")
+        r = gw.api("GET", f"/api/rec/api/{path}")
         assert r.status_code == 200 and r.content == b"".join(parts), path
         assert r.headers.get("Connection", "").lower() != "close"
 
@@ -953,7 +955,7 @@ def test_http10_client_gets_a_close_delimited_body(gw, rec, creds):
 
     rec.on(t, chunked)
     with RawConn(gw.port) as c:
-        c.send(raw_request("GET", f"/api/rec/{t}", [("X-API-Key", creds["dev"].api_key)],
+        c.send(raw_request("GET", f"/api/rec/api/{t}", [("X-API-Key", creds["dev"].api_key)],
                            version="HTTP/1.0"))
         resp = c.read_response()
         assert resp.status == 200 and resp.body == b"".join(parts)
@@ -968,13 +970,13 @@ def test_pipelined_requests_are_answered_in_order(gw, rec, creds):
     rec.on(f"{t}-0", lambda h, r: (time.sleep(0.3), echo(h, r)))  # the first is the slowest
     key = creds["dev"].api_key
     with RawConn(gw.port) as c:
-        c.send(b"".join(raw_request("GET", f"/api/rec/{t}-{i}",
+        c.send(b"".join(raw_request("GET", f"/api/rec/api/{t}-{i}",
                                     [("Host", "gw"), ("X-API-Key", key),
                                      ("X-Request-ID", f"{t}-{i}")]) for i in range(3)))
         for i in range(3):
             resp = c.read_response()
             assert resp.status == 200 and resp.header("X-Request-ID") == f"{t}-{i}"
-            assert resp.json()["target"] == f"/{t}-{i}"
+            assert resp.json()["target"] == f"/api/{t}-{i}"
 
 
 def test_response_streams_before_the_upstream_has_finished(gw, rec):
@@ -992,7 +994,7 @@ def test_response_streams_before_the_upstream_has_finished(gw, rec):
 
     rec.on(t, respond)
     with RawConn(gw.port) as c:
-        c.send(raw_request("GET", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("GET", f"/api/rec/api/{t}", [("Host", "gw"),
                                                    ("X-API-Key", gw.creds["dev"].api_key)]))
         deadline = time.monotonic() + 5
         while b"first part" not in c.buf:
@@ -1025,7 +1027,7 @@ def test_slow_reader_holds_the_upstream_back(gw, rec):
 
     rec.on(t, respond)
     with RawConn(gw.port, rcvbuf=64 << 10, timeout=60) as c:
-        c.send(raw_request("GET", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("GET", f"/api/rec/api/{t}", [("Host", "gw"),
                                                    ("X-API-Key", gw.creds["dev"].api_key)]))
         # wait until the upstream's progress stops (for 1 s), bounded
         last, still_since, deadline = -1, time.monotonic(), time.monotonic() + 20
@@ -1085,7 +1087,7 @@ def test_client_gone_mid_response_releases_the_upstream(gw, rec, creds):
 
     rec.on(t, respond)
     with RawConn(gw.port) as c:
-        c.send(raw_request("GET", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("GET", f"/api/rec/api/{t}", [("Host", "gw"),
                                                    ("X-API-Key", creds["dev"].api_key)]))
         deadline = time.monotonic() + 5
         while b"drip" not in c.buf:
@@ -1116,7 +1118,7 @@ def test_client_gone_while_backpressured_releases_the_upstream(gw, rec, creds):
 
     rec.on(t, respond)
     with RawConn(gw.port, rcvbuf=64 << 10) as c:
-        c.send(raw_request("GET", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("GET", f"/api/rec/api/{t}", [("Host", "gw"),
                                                    ("X-API-Key", creds["dev"].api_key)]))
         c._read_until(b"\r\n\r\n", time.monotonic() + 5)
         last = -1
@@ -1136,11 +1138,39 @@ def test_unknown_service_is_404(gw, rec):
     # that is not exposed here
     for name in ("nosuch", "hidden", "articles", "articles_api"):
         tid, _, tp = new_traceparent()
-        r = gw.api("GET", f"/api/{name}/{t}", headers={"traceparent": tp})
+        r = gw.api("GET", f"/api/{name}/api/{t}", headers={"traceparent": tp})
         body = problem(r, 404, trace_id=tid)
-        assert body["instance"] == f"/api/{name}/{t}"
+        assert body["instance"] == f"/api/{name}/api/{t}"
     assert rec.find(t) == []
     problem(gw.api("GET", "/api/rec"), 404)  # no path at all: no route
+
+
+def test_only_the_api_paths_of_a_service_are_forwarded(gw, rec):
+    """Issue 9: the gateway forwarded any path of an instance, its /metrics, /health, /ready
+    and /openapi.json included. Only /api/… of the instance is the service's API; anything
+    else is a 404 from the gateway that never reaches the instance."""
+    t = unique("notapi-")
+    for path in ("metrics", "health", "ready", "openapi.json", "", "apix", "API/x", "x/api/y"):
+        r = gw.api("GET", f"/api/rec/{path}?tag={t}")
+        problem(r, 404)
+    # dot-segments as sent (a client library would remove them before sending)
+    key = gw.creds["dev"].api_key
+    with RawConn(gw.port) as c:
+        for path in ("api/../metrics", "api/%2e%2E/health", "api/./x", "api/x/.."):
+            c.send(raw_request("GET", f"/api/rec/{path}?tag={t}",
+                               [("Host", "gw"), ("X-API-Key", key)]))
+            resp = c.read_response()
+            assert resp.status == 404, (path, resp)
+    assert rec.find(t) == []
+    r = gw.api("GET", f"/api/rec/api/{t}/..x/.x.")  # dots inside a name are fine
+    assert r.status_code == 200 and r.json()["target"] == f"/api/{t}/..x/.x.", r.text
+
+
+def test_instance_metrics_are_not_exposed_through_the_gateway(real):
+    r = real.gw.api("GET", "/api/charges_api/metrics")
+    problem(r, 404)
+    assert "lotmesh_" not in r.text
+    assert real.gw.api("GET", "/api/charges_api/api/v1/charges").status_code == 200
 
 
 def test_no_passing_instance_is_503(gw):
@@ -1167,18 +1197,72 @@ def test_open_circuit_fails_fast_with_503(creds, tmp_path):
                               GATEWAY_BALANCER="round_robin")
             g = Gateway(fleet.start("gateway", env), creds)
             for _ in range(2):
-                r = g.api("POST", "/api/charges_api/x", data=b"{}")
+                r = g.api("POST", "/api/charges_api/api/x", data=b"{}")
                 assert r.status_code == 502, r.text
-            r = g.api("POST", "/api/charges_api/x", data=b"{}")
+            r = g.api("POST", "/api/charges_api/api/x", data=b"{}")
             assert r.status_code == 503, r.text
             assert r.json()["type"] == "urn:lotmesh:problem:circuit-open"
             assert r.headers["Retry-After"] == "1"
             # two instances, one dead: once its circuit opens every request reaches the other
-            codes = [g.api("POST", f"/api/rec/{unique('cb-')}", data=b"{}").status_code
+            codes = [g.api("POST", f"/api/rec/api/{unique('cb-')}", data=b"{}").status_code
                      for _ in range(8)]
             assert codes[-4:] == [200] * 4, codes
         finally:
             rec.close()
+    finally:
+        assert fleet.stop() == []
+
+
+def test_open_circuit_outlives_many_other_instances(creds, tmp_path):
+    """Issue 9: a worker's counters and circuits lived in 64 slots, and meeting a 65th
+    instance id evicted an idle one, forgetting an open circuit (and, with requests in
+    flight, resetting their count). An instance discovery still lists keeps its circuit
+    however many others the worker meets."""
+    fleet = Fleet(tmp_path)
+    try:
+        dead = dead_port()
+        wide = ",".join(f"http://127.0.1.{i}:{dead}" for i in range(1, 65))
+        env = gateway_env(creds, f"static:one=http://127.0.0.1:{dead};wide={wide}", WORKERS=1,
+                          UPSTREAM_BREAKER_THRESHOLD=1, UPSTREAM_BREAKER_RESET="10m",
+                          GATEWAY_SERVICES="one,wide")
+        g = Gateway(fleet.start("gateway", env), creds)
+        assert g.api("GET", "/api/one/api/x").status_code == 502  # refused: the circuit opens
+        r = g.api("GET", "/api/one/api/x")
+        assert r.status_code == 503 and r.json()["type"] == "urn:lotmesh:problem:circuit-open"
+        # one request to wide meets its 64 instances (each one's circuit is looked at)
+        assert g.api("GET", "/api/wide/api/x").status_code == 502
+        r = g.api("GET", "/api/one/api/x")
+        problem(r, 503)
+        assert r.json()["type"] == "urn:lotmesh:problem:circuit-open", r.text
+        m = g.proc.request("GET", "/metrics").text
+        assert f'lotmesh_gateway_upstream_in_flight{{instance="one-127.0.0.1-{dead}"}} 0' in m
+    finally:
+        assert fleet.stop() == []
+
+
+NO_TOKEN_SHIM = "#include <stddef.h>\nchar *jwt_encode_str(void *jwt) { (void)jwt; return NULL; }\n"
+
+
+def test_failed_service_token_is_a_500_and_nothing_is_forwarded(creds, tmp_path, rec):
+    """Issue 9: when minting the service token failed, the request went out with
+    "Authorization: Bearer " and the client saw the service's 401 for the gateway's fault.
+    libjwt's encoder is made to fail (LD_PRELOAD) in a gateway reached by API key."""
+    shim_src, shim = tmp_path / "nojwt.c", tmp_path / "libnojwt.so"
+    shim_src.write_text(NO_TOKEN_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shim), str(shim_src)], check=True)
+    asan = os.environ.get("LOTMESH_ASAN_OPTIONS",
+                          "detect_leaks=1:halt_on_error=1:abort_on_error=0")
+    fleet = Fleet(tmp_path)
+    try:
+        env = gateway_env(creds, f"static:rec={rec.url}", WORKERS=1, GATEWAY_SERVICES="rec",
+                          LD_PRELOAD=shim, ASAN_OPTIONS=asan + ":verify_asan_link_order=0")
+        g = Gateway(fleet.start("gateway", env), creds)
+        t = unique("notoken-")
+        r = g.api("GET", f"/api/rec/api/{t}", api_key=True)
+        problem(r, 500)
+        assert r.json()["type"] == "urn:lotmesh:problem:service-token", r.text
+        time.sleep(0.2)
+        assert rec.find(t) == []
     finally:
         assert fleet.stop() == []
 
@@ -1222,7 +1306,7 @@ def test_reset_and_malformed_upstream_answers_are_502(gw, rec):
         rec.on(f"{t}-{what}", fn)
     for what in cases:
         tid, _, tp = new_traceparent()
-        r = gw.api("POST", f"/api/rec/{t}-{what}", headers={"traceparent": tp}, data=b"{}")
+        r = gw.api("POST", f"/api/rec/api/{t}-{what}", headers={"traceparent": tp}, data=b"{}")
         problem(r, 502, trace_id=tid)
         assert len(rec.find(f"{t}-{what}")) == 1  # a POST is never sent twice
     gw.proc.assert_healthy()
@@ -1242,7 +1326,7 @@ def test_upstream_failing_mid_body_cuts_the_client_response(gw, rec):
 
     rec.on(t, respond)
     with RawConn(gw.port) as c:
-        c.send(raw_request("GET", f"/api/rec/{t}", [("Host", "gw"),
+        c.send(raw_request("GET", f"/api/rec/api/{t}", [("Host", "gw"),
                                                    ("X-API-Key", gw.creds["dev"].api_key)]))
         with pytest.raises(PeerClosed):
             c.read_response()
@@ -1257,12 +1341,12 @@ def test_upstream_failing_mid_body_cuts_the_client_response(gw, rec):
 def test_service_token_verifies_with_pyjwt(gw, rec, creds):
     t = unique("svc-")
     with requests.Session() as s:  # one connection: one worker and its token cache
-        assert gw.api("GET", f"/api/charges_api/{t}/1", session=s).status_code == 200
+        assert gw.api("GET", f"/api/charges_api/api/{t}/1", session=s).status_code == 200
         # cross a second boundary: a token minted again would differ in iat
         time.sleep(1.05 - (time.time() % 1))
-        assert gw.api("GET", f"/api/charges_api/{t}/2", session=s).status_code == 200
-        assert gw.api("GET", f"/api/rec/{t}/3", session=s).status_code == 200
-        assert gw.api("GET", f"/api/rec/{t}/4", client="reader", api_key=True,
+        assert gw.api("GET", f"/api/charges_api/api/{t}/2", session=s).status_code == 200
+        assert gw.api("GET", f"/api/rec/api/{t}/3", session=s).status_code == 200
+        assert gw.api("GET", f"/api/rec/api/{t}/4", client="reader", api_key=True,
                       session=s).status_code == 200
     r1, r2, r3, r4 = (rec.find(f"{t}/{i}")[0] for i in (1, 2, 3, 4))
     tok = bearer_of(r1)
@@ -1321,7 +1405,7 @@ def test_asymmetric_service_tokens(start_process, tmp_path, rec, creds, alg):
     r = g.api("GET", "/api/charges_api/api/v1/charges")
     assert r.status_code == 200, r.text
     t = unique(f"{alg}-")
-    assert g.api("GET", f"/api/rec/{t}").status_code == 200
+    assert g.api("GET", f"/api/rec/api/{t}").status_code == 200
     (got,) = rec.find(t)
     tok = bearer_of(got)
     assert jwt.get_unverified_header(tok)["alg"] == alg
@@ -1350,21 +1434,21 @@ def test_slow_upstream_is_504_at_the_timeout(start_process, rec, creds):
     try:
         tid, _, tp = new_traceparent()
         t0 = time.monotonic()
-        r = g.api("GET", f"/api/rec/{t}-slow", headers={"traceparent": tp}, timeout=10)
+        r = g.api("GET", f"/api/rec/api/{t}-slow", headers={"traceparent": tp}, timeout=10)
         elapsed = time.monotonic() - t0
         problem(r, 504, trace_id=tid)
         assert 0.7 <= elapsed < 5, elapsed
         # a request under the timeout is fine, and the gateway still serves
-        assert g.api("GET", f"/api/rec/{t}-fast").status_code == 200
+        assert g.api("GET", f"/api/rec/api/{t}-fast").status_code == 200
         # a client that gives up while the upstream is slow costs nothing lasting
         with RawConn(g.port) as c:
-            c.send(raw_request("GET", f"/api/rec/{t}-slow-gone",
+            c.send(raw_request("GET", f"/api/rec/api/{t}-slow-gone",
                                [("Host", "gw"), ("X-API-Key", creds["dev"].api_key)]))
             rec.wait_for(f"{t}-slow-gone")
     finally:
         release.set()
     g.proc.assert_healthy()
-    assert g.api("GET", f"/api/rec/{t}-after").status_code == 200
+    assert g.api("GET", f"/api/rec/api/{t}-after").status_code == 200
 
 
 # ---- retry on another instance: GET/HEAD only --------------------------------------------------
@@ -1384,12 +1468,12 @@ def test_connect_failure_retries_reads_on_another_instance_only(start_process, r
     with requests.Session() as s:
         for i in range(10):
             for method in ("GET", "HEAD"):
-                r = g.api(method, f"/api/pair/{t}/{method}/{i}", session=s)
+                r = g.api(method, f"/api/pair/api/{t}/{method}/{i}", session=s)
                 assert r.status_code == 200, (method, i, r.text)
         assert len(rec.find(f"{t}/GET/")) == 10 and len(rec.find(f"{t}/HEAD/")) == 10
         statuses = []
         for i in range(6):
-            r = g.api("POST", f"/api/pair/{t}/POST/{i}", data=b"{}", session=s)
+            r = g.api("POST", f"/api/pair/api/{t}/POST/{i}", data=b"{}", session=s)
             assert r.status_code in (200, 502), r.text
             if r.status_code == 502:
                 problem(r, 502)
@@ -1677,8 +1761,8 @@ def test_secrets_never_appear_in_the_gateway_log(gw, creds):
     gw.proc.request("POST", "/auth/token", data={"grant_type": "client_credentials"},
                     auth=(dev.id, "wrong-" + dev.secret))
     tok = gw.token("dev")
-    gw.api("GET", f"/api/rec/{unique('logs-')}", api_key=True)
-    gw.api("GET", "/api/dead/x")
+    gw.api("GET", f"/api/rec/api/{unique('logs-')}", api_key=True)
+    gw.api("GET", "/api/dead/api/x")
     text = gw.proc.stderr()
     for secret in (dev.secret, dev.api_key, creds["reader"].api_key, tok, SECRET):
         assert secret not in text
