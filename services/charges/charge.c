@@ -23,7 +23,7 @@ static const lm_field_spec fields[] = {
      .has_min = true,
      .min = 1,
      .has_max = true,
-     .max = 9.2e18},
+     .max = (double)CHARGES_REF_ID_MAX},
     {.name = "menge",
      .type = LM_F_NUMBER,
      .required = true,
@@ -38,7 +38,7 @@ static const lm_field_spec fields[] = {
      .has_min = true,
      .min = 1,
      .has_max = true,
-     .max = 9.2e18},
+     .max = (double)CHARGES_REF_ID_MAX},
     {.name = "herstellungsdatum", .type = LM_F_DATE_OR_DATETIME, .required = true},
     {.name = "mindesthaltbarkeitsdatum", .type = LM_F_DATE_OR_DATETIME, .nullable = true},
     {.name = "charge_nummer", .type = LM_F_STRING, .min_len = 1, .max_len = 64},
@@ -324,6 +324,8 @@ static int update_job(lm_db_conn *c, void *arg)
         json_decref(next);
         return 422;
     }
+    if (!json_object_get(next, "charge_nummer")) /* PUT without a number keeps the old one */
+        json_object_set(next, "charge_nummer", json_object_get(cur, "charge_nummer"));
     json_decref(cur);
     bool no_hd, no_mhd;
     int64_t hd = normalise_date(next, "herstellungsdatum", &no_hd);
@@ -345,14 +347,6 @@ static int update_job(lm_db_conn *c, void *arg)
     }
     char now[LM_TIME_STRLEN];
     lm_time_format(lm_time_now_ms(), now);
-    if (!json_object_get(next, "charge_nummer")) { /* PUT without a number keeps the old one */
-        json_t *old;
-        long long v;
-        if (lm_rest_load(c, &charge, op->id, &old, &v) == 0) {
-            json_object_set(next, "charge_nummer", json_object_get(old, "charge_nummer"));
-            json_decref(old);
-        }
-    }
     bind_fields(st, next);
     sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 12, op->id);
@@ -410,7 +404,8 @@ static void handle_list(lm_req *req, void *ctx)
     }
     list_filter *f = lm_xcalloc(1, sizeof *f);
     lm_verrs errs = {0};
-    lm_rest_query_int(req, "artikel_id", 1, (1LL << 62), &f->artikel_id, &f->has_artikel, &errs);
+    lm_rest_query_int(req, "artikel_id", 1, CHARGES_REF_ID_MAX, &f->artikel_id, &f->has_artikel,
+                      &errs);
     const char *status = lm_req_query(req, "status"), *nummer = lm_req_query(req, "charge_nummer");
     const char *before = lm_req_query(req, "mhd_before"), *after = lm_req_query(req, "mhd_after");
     const char *sort = lm_req_query(req, "sort");
