@@ -6,6 +6,7 @@
 #include "timefmt.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -105,6 +106,14 @@ size_t lm_utf8_length(const char *s)
     return n;
 }
 
+/* A bound of an integer field as an integer (saturating: bounds are whole numbers). */
+static long long bound_ll(double d)
+{
+    if (d >= 9223372036854775807.0) return LLONG_MAX;
+    if (d <= -9223372036854775808.0) return LLONG_MIN;
+    return (long long)d;
+}
+
 static const char *type_name(lm_field_type t)
 {
     switch (t) {
@@ -193,6 +202,15 @@ static void check_one(json_t *obj, const char *key, json_t *v, const lm_field_sp
     case LM_F_NUMBER: {
         if (!(f->type == LM_F_INTEGER ? json_is_integer(v) : json_is_number(v))) {
             lm_verrs_add(errs, key, "must be %s", type_name(f->type));
+            return;
+        }
+        if (f->type == LM_F_INTEGER) { /* exact: a double cannot tell 2^53 + 1 from 2^53 */
+            long long i = (long long)json_integer_value(v);
+            if (f->has_min && (f->exclusive_min ? i <= bound_ll(f->min) : i < bound_ll(f->min)))
+                lm_verrs_add(errs, key, "must be %s %lld",
+                             f->exclusive_min ? "greater than" : "at least", bound_ll(f->min));
+            else if (f->has_max && i > bound_ll(f->max))
+                lm_verrs_add(errs, key, "must be at most %lld", bound_ll(f->max));
             return;
         }
         double d = json_number_value(v);

@@ -14,6 +14,10 @@
 #include "router.h"
 #include "store.h"
 
+/* An article or unit id, wherever charges takes one (a field of a batch, the artikel_id
+ * filter): 1 to CHARGES_REF_ID_MAX, the maximum openapi.json documents. */
+#define CHARGES_REF_ID_MAX 9200000000000000000LL
+
 struct lm_reg;
 struct lm_auth;
 typedef struct charges_memo charges_memo; /* refcheck.c */
