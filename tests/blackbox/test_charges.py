@@ -234,6 +234,22 @@ def test_reference_ids_must_be_positive_integers(stack, field, value):
     assert_full_problem(r, 422, fields=[field])
 
 
+REF_ID_MAX = 9200000000000000000  # openapi.json's maximum of artikel_id and einheit_id
+
+
+def test_artikel_id_has_one_bound_as_a_field_and_as_a_filter(stack):
+    """Issue 9: the filter stopped at 2^62 while the field took up to 9.2e18, and the field's
+    check compared doubles (9.2e18 + 1 passed it)."""
+    assert stack.list(artikel_id=REF_ID_MAX).json() == []
+    r = stack.charges.get(LIST, params={"artikel_id": REF_ID_MAX + 1}, headers=stack._c())
+    assert_full_problem(r, 400, fields=["artikel_id"])
+    art = stack.article()
+    for field in ("artikel_id", "einheit_id"):
+        r = stack.post_charge(stack.body(art, **{field: REF_ID_MAX + 1}))
+        body = assert_full_problem(r, 422, fields=[field])
+        assert messages(body)[field] == [f"must be at most {REF_ID_MAX}"], body
+
+
 @pytest.mark.parametrize("status", ["inaktiv", "gesperrt"])
 def test_new_batch_needs_an_aktiv_article(stack, status):
     art = stack.article(mindesthaltbarkeit_tage=3)
@@ -1079,6 +1095,27 @@ def test_delete(stack):
     assert again["id"] != c["id"]
 
 
+def test_batch_ids_are_never_reused(stack):
+    art = stack.article()
+    c = stack.charge(art)
+    assert stack.charges.request("DELETE", charge_path(c["id"])).status_code == 204
+    d = stack.charge(art)  # c was the newest: without AUTOINCREMENT SQLite would hand out c's id
+    assert d["id"] > c["id"]
+    assert_full_problem(stack.get(c["id"]), 404)
+    # a stale ETag of the deleted batch cannot touch the new one
+    r = stack.patch(c["id"], {"menge": 2}, headers={"If-Match": '"1"'})
+    assert_full_problem(r, 404)
+
+
+def test_put_without_charge_nummer_keeps_the_number(stack):
+    art = stack.article()
+    c = stack.charge(art)
+    doc = {k: c[k] for k in ("artikel_id", "menge", "einheit_id", "herstellungsdatum")}
+    r = stack.put(c["id"], {**doc, "menge": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["charge_nummer"] == c["charge_nummer"] and r.json()["menge"] == 3
+
+
 # ---- idempotency ------------------------------------------------------------------------------
 
 def test_retry_with_the_same_key_returns_the_first_result(stack):
@@ -1425,6 +1462,53 @@ def test_sigkill_during_create_load_loses_no_acknowledged_batch(start_process, t
                 parse_time(mhd).timestamp() * 1000 == mhd_ms
     finally:
         db.close()
+
+
+# ---- migrations --------------------------------------------------------------------------------
+
+# The charge table as migration 1 made it (services/charges/schema.c): ids without AUTOINCREMENT.
+CHARGE_V1 = """CREATE TABLE charge_v1 (
+ id INTEGER PRIMARY KEY, artikel_id INTEGER NOT NULL, menge REAL NOT NULL CHECK (menge > 0),
+ einheit_id INTEGER NOT NULL, herstellungsdatum TEXT NOT NULL,
+ herstellungsdatum_ms INTEGER NOT NULL, mindesthaltbarkeitsdatum TEXT,
+ mindesthaltbarkeitsdatum_ms INTEGER, charge_nummer TEXT NOT NULL UNIQUE,
+ status TEXT NOT NULL DEFAULT 'aktiv'
+  CHECK (status IN ('aktiv','gesperrt','verbraucht','abgelaufen')),
+ bemerkungen TEXT, version INTEGER NOT NULL DEFAULT 1, erstellt_am TEXT NOT NULL,
+ geaendert_am TEXT,
+ CHECK (mindesthaltbarkeitsdatum_ms IS NULL OR mindesthaltbarkeitsdatum_ms >= herstellungsdatum_ms));
+"""
+
+
+def test_a_version_1_database_is_migrated_with_its_batches(start_process, tmp_path):
+    """Migration 2 (issue 9) rebuilds the charge table with AUTOINCREMENT: every batch of a
+    database made before it is kept as it was, and from then on no id is handed out twice."""
+    aport = free_port()
+    a_env, c_env = Stack.envs(tmp_path, aport)
+    stack = Stack(start_process("articles", a_env, port=aport), start_process("charges", c_env),
+                  a_env, c_env)
+    art = stack.article()
+    before = [stack.charge(art, bemerkungen=f"b{i}") for i in range(3)]
+    stack.patch(before[1]["id"], {"menge": 7})
+    before[1] = stack.get(before[1]["id"]).json()
+    stack.charges.terminate()
+    # back to schema version 1
+    db = sqlite3.connect(c_env["DATABASE_URL"], isolation_level=None)
+    try:
+        db.executescript("BEGIN;" + CHARGE_V1 + "INSERT INTO charge_v1 SELECT * FROM charge;"
+                         "DROP TABLE charge; ALTER TABLE charge_v1 RENAME TO charge;"
+                         "DELETE FROM sqlite_sequence WHERE name = 'charge';"
+                         "DELETE FROM schema_migrations WHERE version = 2; COMMIT;")
+        assert "AUTOINCREMENT" not in db.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'charge'").fetchone()[0]
+    finally:
+        db.close()
+    stack.charges = start_process("charges", c_env)
+    assert [stack.get(c["id"]).json() for c in before] == before
+    assert etag(stack.get(before[1]["id"])) == '"2"'
+    newest = before[-1]
+    assert stack.charges.request("DELETE", charge_path(newest["id"])).status_code == 204
+    assert stack.charge(art)["id"] > newest["id"]
 
 
 # ---- configuration ----------------------------------------------------------------------------
