@@ -31,7 +31,8 @@ tsan-build:
 # The black-box suite against the ThreadSanitizer build: any data race a binary reports
 # fails the test that started it (tests/blackbox/harness.py).
 tsan: tsan-build
-	@LOTMESH_BIN_DIR=$(CURDIR)/$(TSAN) /usr/bin/python3 -m pytest -q tests/blackbox
+	@LOTMESH_BIN_DIR=$(CURDIR)/$(TSAN) LOTMESH_SANITIZER=thread /usr/bin/python3 -m pytest -q \
+	  tests/blackbox
 
 # Runs the whole system in the foreground on 127.0.0.1; Ctrl-C stops it cleanly.
 run: build

@@ -14,6 +14,10 @@
  * client's headers are complete and body chunks are written to it as they arrive, the
  * client's body paused while the upstream connection is backed up.
  *
+ * Only a service's API is forwarded: /api/{service}/api/… reaches the instance as /api/…;
+ * any other path of it (/metrics, /health, /ready, /openapi.json, a dot-segment) is a 404
+ * from the gateway.
+ *
  * Failures answer fast with a problem: unknown service 404, no passing instance 503,
  * refused/reset 502, timeout 504. A GET/HEAD whose connection failed before anything was
  * sent is tried once more on another instance. A failure after the response head went out

@@ -38,6 +38,8 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("LOTMESH_BIN_DIR", REPO / "build" / "asan"))
+# the ThreadSanitizer build (make tsan): memory figures mean little under its shadow memory
+UNDER_TSAN = os.environ.get("LOTMESH_SANITIZER") == "thread"
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "WARNING: ThreadSanitizer:")
