@@ -9,6 +9,7 @@
 #include "cache.h"
 
 #include "buf.h"
+#include "hash.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -58,11 +59,7 @@ struct lm_cache {
 
 static uint64_t hash_key(const char *k, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 1099511628211ULL;
-    }
+    uint64_t h = lm_hash(k, n);
     return h ^ (h >> 29); /* the top bits pick the shard: mix the low ones in */
 }
 

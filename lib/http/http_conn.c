@@ -228,6 +228,12 @@ static int on_headers_complete(llhttp_t *p)
     r->n_headers = c->n_hdrs;
     r->target = c->head.data + c->url_off;
     r->target_len = c->url_len;
+    _Static_assert(
+        (int)LM_METHOD_DELETE == (int)HTTP_DELETE && (int)LM_METHOD_GET == (int)HTTP_GET &&
+            (int)LM_METHOD_HEAD == (int)HTTP_HEAD && (int)LM_METHOD_POST == (int)HTTP_POST &&
+            (int)LM_METHOD_PUT == (int)HTTP_PUT && (int)LM_METHOD_OPTIONS == (int)HTTP_OPTIONS &&
+            (int)LM_METHOD_PATCH == (int)HTTP_PATCH,
+        "lm_method follows llhttp_method_t");
     r->method_id = p->method;
     r->method = llhttp_method_name((llhttp_method_t)p->method);
     r->http_minor = p->http_minor;

@@ -88,10 +88,7 @@ bool lm_auth_guard(lm_req *req, void *ctx)
         slot->hash = h;
         slot->claims = claims;
     }
-    bool reading = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD") ||
-                   !strcmp(req->method, "OPTIONS");
-    if (!lm_token_has_scope(claims.scope, "write") &&
-        !(reading && lm_token_has_scope(claims.scope, "read")))
+    if (!lm_token_scope_allows(claims.scope, req->method_id))
         return deny(req, 403, "Bearer realm=\"lotmesh-service\", error=\"insufficient_scope\"",
                     "the token's scope does not allow this method");
     snprintf(req->caller, sizeof req->caller, "%s", claims.sub);

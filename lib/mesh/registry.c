@@ -16,6 +16,7 @@
 #include "client.h"
 #include "consul.h"
 #include "log.h"
+#include "parse.h"
 #include "trace.h"
 
 #include <jansson.h>
@@ -479,7 +480,7 @@ static void watch_done(lm_client_req *r, lm_client_err err, const lm_client_resp
         snprintf(why, sizeof why, "HTTP %d: %.200s", resp->status, resp->body ? resp->body : "");
     } else {
         const char *ix = lm_client_response_header(resp, "X-Consul-Index");
-        index = ix ? strtoull(ix, NULL, 10) : 0;
+        if (!ix || !lm_parse_uint(ix, &index)) index = 0;
         set = lm_reg_set_from_health(resp->body, resp->body_len, why, sizeof why);
     }
     if (!set) {

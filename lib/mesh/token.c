@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "http.h"
 #include "trace.h"
 
 #include <errno.h>
@@ -201,6 +202,12 @@ bool lm_token_has_scope(const char *scope, const char *want)
     for (const char *p = scope; (p = strstr(p, want)); p += n)
         if ((p == scope || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' ')) return true;
     return false;
+}
+
+bool lm_token_scope_allows(const char *scope, int method_id)
+{
+    bool reading = lm_method_is_read(method_id) || method_id == LM_METHOD_OPTIONS;
+    return lm_token_has_scope(scope, "write") || (reading && lm_token_has_scope(scope, "read"));
 }
 
 int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, char *err,

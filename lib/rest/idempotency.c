@@ -2,6 +2,7 @@
 #include "idempotency.h"
 
 #include "buf.h"
+#include "hash.h"
 #include "timefmt.h"
 
 #include <stdio.h>
@@ -22,24 +23,13 @@ lm_idem_key_state lm_idem_key(const lm_req *req, char out[LM_IDEM_KEY_MAX + 1])
     return LM_IDEM_OK;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 void lm_idem_fingerprint(const lm_req *req, char out[17])
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    h = fnv1a(h, req->method, strlen(req->method));
-    h = fnv1a(h, " ", 1);
-    h = fnv1a(h, req->path, req->path_len);
-    h = fnv1a(h, "\n", 1);
-    h = fnv1a(h, req->body, req->body_len);
+    uint64_t h = lm_hash_str(req->method);
+    h = lm_hash_add(h, " ", 1);
+    h = lm_hash_add(h, req->path, req->path_len);
+    h = lm_hash_add(h, "\n", 1);
+    h = lm_hash_add(h, req->body, req->body_len);
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 

@@ -1,6 +1,7 @@
 /* rest.c — shared resource-request flows. See rest.h. */
 #include "rest.h"
 
+#include "parse.h"
 #include "problem.h"
 #include "precond.h"
 
@@ -21,7 +22,7 @@ lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store)
     op->total = -1;
     op->if_match = lm_if_match_copy(req);
     /* Idempotency-Key means something only for a create (POST); other methods ignore it */
-    if (strcmp(req->method, "POST") != 0) return op;
+    if (req->method_id != LM_METHOD_POST) return op;
     switch (lm_idem_key(req, op->idem_key)) {
     case LM_IDEM_BAD:
         free(op->if_match);
@@ -119,7 +120,7 @@ static void send_link(lm_req *req, const lm_rest_op *op)
 
 static bool is_read(const lm_req *req)
 {
-    return !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+    return lm_method_is_read(req->method_id);
 }
 
 /* The canonical cache key of resource r's item id ("/api/v1/charge/42"). */
@@ -253,24 +254,11 @@ int lm_rest_create_job(lm_db_conn *c, void *arg)
     return 0;
 }
 
-static bool parse_ll(const char *s, long long *out)
-{
-    if (!s || !*s || (*s < '0' || *s > '9')) {
-        if (!(s && *s == '-' && s[1] >= '0' && s[1] <= '9')) return false;
-    }
-    errno = 0;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end) return false;
-    *out = v;
-    return true;
-}
-
 bool lm_rest_id(lm_req *req, const char *name, long long *out)
 {
     const char *s = lm_req_param(req, name);
     long long v;
-    if (!parse_ll(s, &v) || v < 1) {
+    if (!lm_parse_int(s, &v) || v < 1) {
         lm_resp_problemf(req, 400, "%s must be a positive integer (got \"%.40s\")", name,
                          s ? s : "");
         return false;
@@ -306,7 +294,7 @@ bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long ma
     if (present) *present = s != NULL;
     if (!s) return true;
     long long v;
-    if (!parse_ll(s, &v) || v < min || v > max) {
+    if (!lm_parse_int(s, &v) || v < min || v > max) {
         lm_verrs_add(errs, key, "must be an integer from %lld to %lld", min, max);
         return false;
     }

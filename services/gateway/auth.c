@@ -234,12 +234,6 @@ static void handle_token(lm_req *req, void *ctx)
 
 /* ---- per-request authentication -------------------------------------------------------- */
 
-static bool scope_allows(const char *scope, const char *method)
-{
-    bool reading = !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "OPTIONS");
-    return lm_token_has_scope(scope, "write") || (reading && lm_token_has_scope(scope, "read"));
-}
-
 static bool deny(lm_req *req, int status, const char *www, const char *detail)
 {
     if (www) lm_resp_header(req, "WWW-Authenticate", www);
@@ -289,7 +283,7 @@ bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who)
                     authz ? "unsupported Authorization scheme; use Bearer or X-API-Key"
                           : "credentials are required: a Bearer access token or X-API-Key");
     }
-    if (!scope_allows(who->scope, req->method))
+    if (!lm_token_scope_allows(who->scope, req->method_id))
         return deny(req, 403, "Bearer realm=\"lotmesh\", error=\"insufficient_scope\"",
                     "the client's scope does not allow this method");
     return true;

@@ -25,6 +25,7 @@
 #include "gateway.h"
 
 #include "log.h"
+#include "parse.h"
 #include "problem.h"
 #include "registry.h"
 #include "server.h"
@@ -287,7 +288,8 @@ static void on_head(lm_client_req *creq, const lm_client_response *resp, void *u
     free(connection);
     const char *cl = lm_client_response_header(resp, "content-length");
     const char *te = lm_client_response_header(resp, "transfer-encoding");
-    int64_t len = cl && !te ? strtoll(cl, NULL, 10) : -1;
+    long long len = -1;
+    if (!cl || te || !lm_parse_int(cl, &len)) len = -1;
     lm_resp_begin(req, resp->status, ctype, len);
     f->status = resp->status;
     f->head_sent = true;
@@ -359,7 +361,7 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
         fwd_free(f);
         return;
     }
-    bool idempotent_read = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+    bool idempotent_read = lm_method_is_read(req->method_id);
     if ((err == LM_CLIENT_ERR_CONNECT || err == LM_CLIENT_ERR_CONNECT_TIMEOUT ||
          err == LM_CLIENT_ERR_RESOLVE) &&
         idempotent_read && !f->streaming && f->attempts < 2 && f->n_inst > 1) {
@@ -494,7 +496,8 @@ static void send_upstream(fwd *f)
 
     int64_t stream_length = -1; /* chunked unless the client gave a length */
     const char *cl = lm_req_header(req, "content-length");
-    if (f->streaming && cl) stream_length = strtoll(cl, NULL, 10);
+    long long cl_value;
+    if (f->streaming && cl && lm_parse_int(cl, &cl_value)) stream_length = cl_value;
     lm_client_opts o = {
         .method = req->method,
         .host = in->host,

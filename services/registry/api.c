@@ -15,6 +15,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "parse.h"
 #include "problem.h"
 #include "trace.h"
 
@@ -219,8 +220,7 @@ static void read_endpoint(lm_req *req, rg_server *srv, view v, const char *name)
     for (size_t i = 0; i < req->query.n; i++) {
         const char *k = req->query.pairs[i].key, *val = req->query.pairs[i].value;
         if (strcmp(k, "index") == 0) {
-            char *end;
-            if (!*val || *val == '-' || (index = strtoull(val, &end, 10), *end)) {
+            if (!lm_parse_uint(val, &index)) {
                 problem(srv, req, 400, "Invalid index \"%.40s\": must be an unsigned integer", val);
                 goto out;
             }
