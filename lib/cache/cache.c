@@ -59,8 +59,12 @@ struct lm_cache {
 
 static uint64_t hash_key(const char *k, size_t n)
 {
+    /* FNV-1a's top bits barely depend on a key's last bytes ("/a/1", "/a/2" share a
+     * shard): a multiply-xorshift finaliser spreads them over every shard */
     uint64_t h = lm_hash(k, n);
-    return h ^ (h >> 29); /* the top bits pick the shard: mix the low ones in */
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    return h ^ (h >> 32); /* the top bits pick the shard: mix the low ones in */
 }
 
 static void val_unref(val *v)
