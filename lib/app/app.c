@@ -102,7 +102,7 @@ static void handle_openapi(lm_req *req, void *ctx)
     lm_resp_send(req, 200, "application/json", app->openapi, app->openapi_len);
 }
 
-void lm_app_set_guard(lm_app *app, const char *prefix, lm_guard_fn fn, void *ctx)
+void lm_app_set_guard(lm_app *app, const char *prefix, lm_app_guard_fn fn, void *ctx)
 {
     app->scfg.guard = fn;
     app->scfg.guard_ctx = ctx;

@@ -16,11 +16,11 @@ lm_reg *lm_app_use_registry(lm_app *app, lm_cfg *cfg)
     return reg;
 }
 
-lm_auth *lm_app_use_auth(lm_app *app, lm_cfg *cfg)
+lm_guard *lm_app_use_guard(lm_app *app, lm_cfg *cfg)
 {
-    lm_auth *a = lm_auth_open(cfg, lm_app_env(app));
-    if (!a) return NULL;
-    lm_app_set_guard(app, "/api/", lm_auth_guard, a);
-    lm_app_add(app, lm_auth_component(a));
-    return a;
+    lm_guard *g = lm_guard_open(cfg, lm_app_env(app));
+    if (!g) return NULL;
+    lm_app_set_guard(app, "/api/", lm_guard_check, g);
+    lm_app_add(app, lm_guard_component(g));
+    return g;
 }

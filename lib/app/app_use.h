@@ -13,14 +13,14 @@
 #define LM_APP_USE_H
 
 #include "app.h"
-#include "auth.h"
+#include "guard.h"
 #include "registry.h"
 #include "store.h"
 
 lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
                            const char *const *migrations, size_t n_migrations);
 lm_reg *lm_app_use_registry(lm_app *app, lm_cfg *cfg);
-/* Also guards every route under /api/ with lm_auth_guard. */
-lm_auth *lm_app_use_auth(lm_app *app, lm_cfg *cfg);
+/* Also guards every route under /api/ with lm_guard_check. */
+lm_guard *lm_app_use_guard(lm_app *app, lm_cfg *cfg);
 
 #endif

@@ -1,11 +1,11 @@
-/* json.h — JSON request bodies, validation errors and JSON responses (lm_json, lm_verrs).
+/* json.h — JSON request bodies, their validation and JSON responses (lm_json).
  *
  * Services validate every body the same way, so the rules live here once: the body must be
  * application/json (415), well-formed (400 with jansson's line/column), an object (400);
  * fields are checked against a table of lm_field_spec: unknown fields, required fields,
  * types, string length in characters after trimming, numeric bounds, RFC 3339 times. All
  * field errors of a request are collected and sent together as one 422 problem with
- * errors: [{field, message}] (DESIGN 3.4).
+ * errors: [{field, message}] (DESIGN 3.4), through lm_verrs (verrs.h).
  *
  * Ownership: lm_json_body_object returns a new reference (caller decrefs). lm_resp_json
  * steals the reference it is given. Threading: loop thread of the request (jansson objects
@@ -17,24 +17,7 @@
 #include <stdbool.h>
 
 #include "http.h"
-
-typedef struct lm_verrs {
-    struct {
-        char *field;
-        char *message;
-    } * items; /* owned */
-    size_t n;
-} lm_verrs;
-
-void lm_verrs_add(lm_verrs *e, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static inline bool lm_verrs_any(const lm_verrs *e)
-{
-    return e->n > 0;
-}
-/* Sends them as one problem (status 422 unless given otherwise) and frees them. */
-void lm_verrs_send(lm_req *req, lm_verrs *e, int status, const char *detail);
-void lm_verrs_free(lm_verrs *e);
+#include "verrs.h"
 
 typedef enum {
     LM_F_STRING,

@@ -15,7 +15,7 @@ int main(void)
     svc.store =
         lm_app_use_store(app, &cfg, "articles", articles_migrations, articles_migrations_count);
     lm_app_use_registry(app, &cfg);
-    lm_app_use_auth(app, &cfg);
+    lm_app_use_guard(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
     lm_app_add_openapi(app, articles_openapi, articles_openapi_len);
     artikel_routes(lm_app_router(app), &svc);

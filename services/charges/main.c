@@ -52,7 +52,7 @@ int main(void)
     svc.store =
         lm_app_use_store(app, &cfg, "charges", charges_migrations, charges_migrations_count);
     svc.reg = lm_app_use_registry(app, &cfg);
-    svc.auth = lm_app_use_auth(app, &cfg);
+    svc.guard = lm_app_use_guard(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
     if (!svc.articles_fixed) lm_reg_watch(svc.reg, "articles_api");
 

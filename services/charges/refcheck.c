@@ -12,7 +12,7 @@
  * the memo claims. */
 #include "charges.h"
 
-#include "auth.h"
+#include "guard.h"
 #include "log.h"
 #include "registry.h"
 #include "timefmt.h"
@@ -304,7 +304,7 @@ static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
         {.name = "Accept", .value = "application/json"},
     };
     size_t n = 3;
-    const char *tok = lm_auth_outbound_token(svc->auth, "articles_api", rc->req->caller, "read");
+    const char *tok = lm_guard_outbound_token(svc->guard, "articles_api", rc->req->caller, "read");
     if (tok) {
         snprintf(bearer, sizeof bearer, "Bearer %s", tok);
         h[n++] = (lm_header){.name = "Authorization", .value = bearer};

@@ -32,7 +32,7 @@ static void handle_services(lm_req *req, void *ctx)
 {
     gateway *gw = ctx;
     gw_principal who;
-    if (!gw_authenticate(gw, req, &who)) return;
+    if (!gw_clientauth_check(gw, req, &who)) return;
     if (!lm_token_has_scope(who.scope, "admin")) {
         lm_resp_problem(req, 403, "the admin scope is required");
         return;

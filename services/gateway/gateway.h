@@ -1,5 +1,5 @@
 /* gateway.h — the API gateway (DESIGN 1, 3.1, 3.5): the one public entry. Clients
- * authenticate here (OAuth2 client credentials or API keys: clients.c, auth.c); requests to
+ * authenticate here (OAuth2 client credentials or API keys: clients.c, clientauth.c); requests to
  * /api/{service}/{path} go to a passing instance of the service with a short-lived service
  * token in place of the client's credentials (proxy.c); /admin/services shows the state
  * (admin.c). Everything per request runs on the worker loop that received it; the
@@ -15,6 +15,7 @@
 #include "app.h"
 #include "breaker.h"
 #include "client.h"
+#include "tokcache.h"
 #include "token.h"
 
 /* ---- clients (clients.c) --------------------------------------------------------------- */
@@ -40,7 +41,7 @@ void gw_clients_free(gw_clients *cs);
 const gw_client *gw_clients_find(const gw_clients *cs, const char *id);
 const gw_client *gw_clients_by_api_key(const gw_clients *cs, const char *key);
 
-/* ---- who is calling (auth.c) ---------------------------------------------------------- */
+/* ---- who is calling (clientauth.c) ---------------------------------------------------------- */
 
 typedef struct gw_principal {
     char client_id[128];
@@ -55,21 +56,11 @@ typedef struct gw_principal {
 #define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
 
 typedef struct gw_worker {
-    lm_client *client; /* upstream connections */
-    struct {
-        uint64_t hash;
-        char *token; /* owned */
-        gw_principal who;
-        long long exp;
-    } access[GW_TOKEN_CACHE]; /* access tokens already verified */
-    struct {
-        uint64_t hash;
-        char key[400]; /* service|client|scope */
-        char *token;   /* owned */
-        long long exp;
-    } service[GW_TOKEN_CACHE]; /* minted service tokens */
-    uint64_t rr;               /* round-robin cursor */
-    int breaker_threshold;     /* for the circuits of new instances */
+    lm_client *client;     /* upstream connections */
+    lm_tokcache access;    /* access tokens already verified */
+    lm_tokcache service;   /* minted service tokens, by service|client|scope */
+    uint64_t rr;           /* round-robin cursor */
+    int breaker_threshold; /* for the circuits of new instances */
     uint64_t breaker_reset_ms;
     /* Per upstream instance, one entry per id for as long as discovery knows the instance
      * or a request holds it (proxy.c): counters and the circuit are never reset under a
@@ -123,15 +114,17 @@ typedef struct gateway {
 #define GW_ACCESS_AUDIENCE "lotmesh-api"
 #define GW_SERVICE_ISSUER  "gateway"
 
-void gw_auth_routes(lm_router *r, gateway *gw);
+void gw_clientauth_routes(lm_router *r, gateway *gw);
 /* Authenticates req (Bearer access token or X-API-Key) and checks the scope its method
  * needs; on failure sends 401 (with WWW-Authenticate) or 403 and returns false. */
-bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who);
+bool gw_clientauth_check(gateway *gw, lm_req *req, gw_principal *who);
 /* A service token for (service, principal), cached per worker and re-minted before expiry;
  * the pointer stays valid until the next call on this worker. NULL if minting failed. */
-const char *gw_service_token(gateway *gw, lm_req *req, const char *service,
-                             const gw_principal *who);
-void gw_auth_worker_free(gw_worker *w);
+const char *gw_clientauth_service_token(gateway *gw, lm_req *req, const char *service,
+                                        const gw_principal *who);
+/* The worker's token caches: empty at its start, freed at its stop (its own thread). */
+void gw_clientauth_worker_init(gw_worker *w);
+void gw_clientauth_worker_free(gw_worker *w);
 
 void gw_proxy_routes(lm_router *r, gateway *gw);
 /* Calls fn for every upstream entry of every worker, under that worker's out_lock (any

@@ -22,6 +22,7 @@ static void worker_start(lm_worker *w, void *ctx)
     cc.max_response_body = 64 * 1024 * 1024;
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
     gwk->client = lm_client_new(lm_worker_loop(w), &cc);
+    gw_clientauth_worker_init(gwk);
     gwk->breaker_threshold = gw->breaker_threshold;
     gwk->breaker_reset_ms = gw->breaker_reset_ms;
 }
@@ -32,7 +33,7 @@ static void worker_stop(lm_worker *w, void *ctx)
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
     lm_client_close(gwk->client, NULL, NULL);
     gwk->client = NULL;
-    gw_auth_worker_free(gwk);
+    gw_clientauth_worker_free(gwk);
 }
 
 /* "charges=charges_api,articles=articles_api" */
@@ -118,7 +119,7 @@ int main(int argc, char **argv)
                                     .worker_start = worker_start,
                                     .worker_stop = worker_stop,
                                     .metrics = gw_metrics_render});
-    gw_auth_routes(lm_app_router(app), &gw);
+    gw_clientauth_routes(lm_app_router(app), &gw);
     gw_admin_routes(lm_app_router(app), &gw);
     gw_proxy_routes(lm_app_router(app), &gw);
     int rc = lm_app_run(app);

@@ -425,7 +425,7 @@ static void send_upstream(fwd *f)
     const lm_reg_instance *in = inst(f, f->chosen);
     /* without a service token the instance would refuse the call (401) for a fault of the
      * gateway's: answer the gateway's fault and send nothing */
-    const char *tok = gw_service_token(gw, req, f->service, &f->who);
+    const char *tok = gw_clientauth_service_token(gw, req, f->service, &f->who);
     if (!tok) {
         lm_log(LM_LOG_ERROR, &(lm_log_ctx){.request_id = req->request_id, .trace = &req->trace},
                "minting a service token for %s failed", f->service);
@@ -581,7 +581,7 @@ static void handle_proxy(lm_req *req, void *ctx)
     f->svc_index = -1;
     f->t0_ns = req->start_ns;
     snprintf(f->prefix, sizeof f->prefix, "/api/%.64s", lm_req_param(req, "service"));
-    if (!gw_authenticate(gw, req, &f->who)) {
+    if (!gw_clientauth_check(gw, req, &f->who)) {
         fwd_free(f);
         return;
     }
