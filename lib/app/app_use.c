@@ -24,3 +24,10 @@ lm_guard *lm_app_use_guard(lm_app *app, lm_cfg *cfg)
     lm_app_add(app, lm_guard_component(g));
     return g;
 }
+
+lm_workerclient *lm_app_use_clients(lm_app *app, const lm_client_config *cc)
+{
+    lm_workerclient *wc = lm_workerclient_new(lm_app_env(app), cc);
+    lm_app_add(app, lm_workerclient_component(wc));
+    return wc;
+}

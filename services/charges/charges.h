@@ -13,6 +13,7 @@
 #include "rest.h"
 #include "router.h"
 #include "store.h"
+#include "workerclient.h"
 
 /* An article or unit id, wherever charges takes one (a field of a batch, the artikel_id
  * filter): 1 to CHARGES_REF_ID_MAX, the maximum openapi.json documents. */
@@ -29,12 +30,12 @@ typedef struct charges_svc {
     bool articles_fixed;    /* ARTICLES_URL given: no discovery */
     lm_client_url articles; /* ARTICLES_URL, or the standalone default */
     uint64_t articles_timeout_ms;
-    lm_client **clients;  /* one per worker */
-    lm_breaker *breakers; /* one per worker: the circuit to articles */
-    charges_memo *memos;  /* one per worker: what is known committed to the replica */
+    lm_workerclient *articles_clients; /* one client per worker */
+    lm_breaker *breakers;              /* one per worker: the circuit to articles */
+    charges_memo *memos;               /* one per worker: what is known committed to the replica */
     int breaker_threshold;
     uint64_t breaker_reset_ms;
-    int n_clients;
+    int n_workers;
 } charges_svc;
 
 extern const char *const charges_migrations[];

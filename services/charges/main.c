@@ -11,23 +11,6 @@
 extern const char charges_openapi[];
 extern const unsigned long charges_openapi_len;
 
-static void worker_start(lm_worker *w, void *ctx)
-{
-    charges_svc *svc = ctx;
-    lm_client_config cc;
-    lm_client_config_default(&cc);
-    cc.connect_timeout_ms = svc->articles_timeout_ms;
-    cc.response_timeout_ms = svc->articles_timeout_ms;
-    svc->clients[lm_worker_index(w)] = lm_client_new(lm_worker_loop(w), &cc);
-}
-
-static void worker_stop(lm_worker *w, void *ctx)
-{
-    charges_svc *svc = ctx;
-    lm_client_close(svc->clients[lm_worker_index(w)], NULL, NULL);
-    svc->clients[lm_worker_index(w)] = NULL;
-}
-
 int main(void)
 {
     lm_cfg cfg;
@@ -56,19 +39,20 @@ int main(void)
     lm_cfg_exit_on_error(&cfg);
     if (!svc.articles_fixed) lm_reg_watch(svc.reg, "articles_api");
 
-    svc.n_clients = lm_app_env(app)->workers;
-    svc.clients = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.clients);
-    svc.breakers = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.breakers);
-    svc.memos = charges_memos_new(svc.n_clients);
-    for (int i = 0; i < svc.n_clients; i++)
+    lm_client_config cc;
+    lm_client_config_default(&cc);
+    cc.connect_timeout_ms = svc.articles_timeout_ms;
+    cc.response_timeout_ms = svc.articles_timeout_ms;
+    svc.articles_clients = lm_app_use_clients(app, &cc);
+    svc.n_workers = lm_app_env(app)->workers;
+    svc.breakers = lm_xcalloc((size_t)svc.n_workers, sizeof *svc.breakers);
+    svc.memos = charges_memos_new(svc.n_workers);
+    for (int i = 0; i < svc.n_workers; i++)
         lm_breaker_init(&svc.breakers[i], svc.breaker_threshold, svc.breaker_reset_ms);
-    lm_app_add(app, &(lm_component){
-                        .ctx = &svc, .worker_start = worker_start, .worker_stop = worker_stop});
     lm_app_add_openapi(app, charges_openapi, charges_openapi_len);
     charge_routes(lm_app_router(app), &svc);
     int rc = lm_app_run(app);
     lm_app_free(app);
-    free(svc.clients);
     free(svc.breakers);
     charges_memos_free(svc.memos);
     return rc;

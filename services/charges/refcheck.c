@@ -13,6 +13,7 @@
 #include "charges.h"
 
 #include "guard.h"
+#include "outbound.h"
 #include "log.h"
 #include "registry.h"
 #include "timefmt.h"
@@ -288,27 +289,16 @@ static void articles_origin(charges_svc *svc, const char **host, int *port, char
 static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
 {
     charges_svc *svc = rc->svc;
-    lm_client *client = svc->clients[lm_req_worker_index(rc->req)];
+    lm_client *client = lm_workerclient_get(svc->articles_clients, lm_req_worker_index(rc->req));
     const char *host;
     int port = 0;
     char hostbuf[256];
     articles_origin(svc, &host, &port, hostbuf, sizeof hostbuf);
     if (!host) return false;
-    lm_trace_ctx child;
-    char tp[LM_TRACEPARENT_LEN + 1], bearer[4200];
-    lm_trace_child(&rc->req->trace, &child);
-    lm_trace_format(&child, tp);
-    lm_header h[4] = {
-        {.name = "traceparent", .value = tp},
-        {.name = "X-Request-ID", .value = rc->req->request_id},
-        {.name = "Accept", .value = "application/json"},
-    };
-    size_t n = 3;
+    lm_header h[1 + LM_OUTBOUND_HEADERS] = {{.name = "Accept", .value = "application/json"}};
     const char *tok = lm_guard_outbound_token(svc->guard, "articles_api", rc->req->caller, "read");
-    if (tok) {
-        snprintf(bearer, sizeof bearer, "Bearer %s", tok);
-        h[n++] = (lm_header){.name = "Authorization", .value = bearer};
-    }
+    lm_outbound ob;
+    size_t n = lm_outbound_headers(&ob, rc->req, tok, h, 1);
     lm_client_opts o = {
         .method = "GET",
         .host = host,

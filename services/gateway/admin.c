@@ -57,7 +57,7 @@ static void handle_services(lm_req *req, void *ctx)
                                                   "aliases", aliases, "instances", instances));
     }
     lm_client_stats total;
-    gw_pool_stats(gw, &total);
+    lm_workerclient_stats(gw->upstreams, &total);
     json_t *pool = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)total.requests,
         "responses", (json_int_t)total.responses, "retries", (json_int_t)total.retries, "connects",

@@ -16,6 +16,7 @@
 #include "breaker.h"
 #include "client.h"
 #include "tokcache.h"
+#include "workerclient.h"
 #include "token.h"
 
 /* ---- clients (clients.c) --------------------------------------------------------------- */
@@ -56,7 +57,6 @@ typedef struct gw_principal {
 #define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
 
 typedef struct gw_worker {
-    lm_client *client;     /* upstream connections */
     lm_tokcache access;    /* access tokens already verified */
     lm_tokcache service;   /* minted service tokens, by service|client|scope */
     uint64_t rr;           /* round-robin cursor */
@@ -106,7 +106,8 @@ typedef struct gateway {
     int breaker_threshold;
     uint64_t breaker_reset_ms;
     struct lm_reg *reg;
-    gw_worker *workers; /* by worker index */
+    lm_workerclient *upstreams; /* each worker's upstream connections */
+    gw_worker *workers;         /* by worker index */
     int n_workers;
 } gateway;
 
@@ -137,8 +138,6 @@ bool gw_service_exposed(const gateway *gw, const char *name);
 void gw_admin_routes(lm_router *r, gateway *gw);
 /* Prometheus text for /metrics (metrics.c). */
 void gw_metrics_render(lm_buf *out, void *gw);
-/* The upstream pools of every worker, summed (any thread). */
-void gw_pool_stats(const gateway *gw, lm_client_stats *total);
 void gw_metrics_observe(gateway *gw, int worker, int service, int status, double seconds);
 
 #endif

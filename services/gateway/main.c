@@ -14,14 +14,7 @@
 static void worker_start(lm_worker *w, void *ctx)
 {
     gateway *gw = ctx;
-    lm_client_config cc;
-    lm_client_config_default(&cc);
-    cc.connect_timeout_ms = gw->connect_timeout_ms;
-    cc.response_timeout_ms = gw->upstream_timeout_ms;
-    cc.max_conns_per_origin = 256;
-    cc.max_response_body = 64 * 1024 * 1024;
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
-    gwk->client = lm_client_new(lm_worker_loop(w), &cc);
     gw_clientauth_worker_init(gwk);
     gwk->breaker_threshold = gw->breaker_threshold;
     gwk->breaker_reset_ms = gw->breaker_reset_ms;
@@ -31,8 +24,6 @@ static void worker_stop(lm_worker *w, void *ctx)
 {
     gateway *gw = ctx;
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
-    lm_client_close(gwk->client, NULL, NULL);
-    gwk->client = NULL;
     gw_clientauth_worker_free(gwk);
 }
 
@@ -107,6 +98,13 @@ int main(int argc, char **argv)
     if (lm_cfg_ok(&cfg) && gw_clients_load(&gw.clients, clients, def_dev, err, sizeof err))
         lm_cfg_error(&cfg, "GATEWAY_CLIENTS_FILE", "%s", err);
     gw.reg = lm_app_use_registry(app, &cfg);
+    lm_client_config cc;
+    lm_client_config_default(&cc);
+    cc.connect_timeout_ms = gw.connect_timeout_ms;
+    cc.response_timeout_ms = gw.upstream_timeout_ms;
+    cc.max_conns_per_origin = 256;
+    cc.max_response_body = 64 * 1024 * 1024;
+    gw.upstreams = lm_app_use_clients(app, &cc);
     lm_cfg_exit_on_error(&cfg);
 
     for (size_t i = 0; i < gw.n_services; i++)

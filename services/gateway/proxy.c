@@ -25,6 +25,7 @@
 #include "gateway.h"
 
 #include "log.h"
+#include "outbound.h"
 #include "parse.h"
 #include "problem.h"
 #include "registry.h"
@@ -482,17 +483,11 @@ static void send_upstream(fwd *f)
     lm_req_peer_ip(req, peer, sizeof peer);
     if (xff.len) lm_buf_append_str(&xff, ", ");
     lm_buf_append_str(&xff, peer);
-    lm_trace_ctx child;
-    char tp[LM_TRACEPARENT_LEN + 1], bearer[4200];
-    lm_trace_child(&req->trace, &child);
-    lm_trace_format(&child, tp);
-    snprintf(bearer, sizeof bearer, "Bearer %s", tok);
-    hs[n++] = (lm_header){.name = "Authorization", .value = bearer};
+    lm_outbound ob;
+    n = lm_outbound_headers(&ob, req, tok, hs, n);
     hs[n++] = (lm_header){.name = "X-Forwarded-For", .value = lm_buf_cstr(&xff)};
     hs[n++] = (lm_header){.name = "X-Forwarded-Proto", .value = "http"};
     if (host) hs[n++] = (lm_header){.name = "X-Forwarded-Host", .value = host};
-    hs[n++] = (lm_header){.name = "X-Request-ID", .value = req->request_id};
-    hs[n++] = (lm_header){.name = "traceparent", .value = tp};
 
     int64_t stream_length = -1; /* chunked unless the client gave a length */
     const char *cl = lm_req_header(req, "content-length");
@@ -519,7 +514,7 @@ static void send_upstream(fwd *f)
     };
     atomic_fetch_add_explicit(&f->us->n, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&f->us->requests, 1, memory_order_relaxed);
-    f->creq = lm_client_send(w->client, &o); /* copies the headers */
+    f->creq = lm_client_send(lm_workerclient_get(gw->upstreams, lm_req_worker_index(req)), &o);
     free(path);
     lm_buf_free(&xff);
     if (!f->creq) {
