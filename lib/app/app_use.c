@@ -9,11 +9,13 @@ lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
     return s;
 }
 
-lm_reg *lm_app_use_registry(lm_app *app, lm_cfg *cfg)
+lm_disc *lm_app_use_registry(lm_app *app, lm_cfg *cfg)
 {
-    lm_reg *reg = lm_reg_open(cfg, lm_app_env(app));
-    lm_app_add(app, lm_reg_component(reg));
-    return reg;
+    lm_disc *d = lm_disc_open(cfg, lm_app_env(app));
+    lm_registration *r = lm_registration_open(cfg, lm_app_env(app), d);
+    lm_app_add(app, lm_registration_component(r)); /* deregisters first when stopping */
+    lm_app_add(app, lm_disc_component(d));
+    return d;
 }
 
 lm_guard *lm_app_use_guard(lm_app *app, lm_cfg *cfg)

@@ -14,13 +14,16 @@
 
 #include "app.h"
 #include "guard.h"
-#include "registry.h"
+#include "discovery.h"
+#include "registration.h"
 #include "store.h"
 #include "workerclient.h"
 
 lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
                            const char *const *migrations, size_t n_migrations);
-lm_reg *lm_app_use_registry(lm_app *app, lm_cfg *cfg);
+/* Discovery (returned) and this process's registration (owned by the app), both with the
+ * registry of SERVICE_REGISTRY_URL. */
+lm_disc *lm_app_use_registry(lm_app *app, lm_cfg *cfg);
 /* One HTTP client per worker thread, configured by cc (NULL: the defaults). */
 lm_workerclient *lm_app_use_clients(lm_app *app, const lm_client_config *cc);
 /* Also guards every route under /api/ with lm_guard_check. */

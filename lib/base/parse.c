@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 bool lm_parse_int(const char *s, long long *out)
@@ -17,6 +18,16 @@ bool lm_parse_int(const char *s, long long *out)
     if (errno || *end) return false;
     *out = v;
     return true;
+}
+
+char *lm_parse_trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    return s;
 }
 
 /* Leading digits of s into *v (at least one); *end after them. False on overflow. */

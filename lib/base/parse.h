@@ -14,6 +14,8 @@
 bool lm_parse_int(const char *s, long long *out);
 /* digits, within uint64_t. */
 bool lm_parse_uint(const char *s, uint64_t *out);
+/* Trims spaces and tabs at both ends of s, in place; returns the first kept character. */
+char *lm_parse_trim(char *s);
 /* A non-negative number with an optional unit: ms (default), s, m, h. */
 bool lm_parse_duration_ms(const char *s, uint64_t *out);
 /* A non-negative number of bytes with an optional unit: b, k/kb/kib, m/mb/mib, g/gb/gib

@@ -14,6 +14,18 @@ static int hexdig(char c)
     return -1;
 }
 
+void lm_url_append_segment(lm_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~')
+            lm_buf_append_char(b, (char)c);
+        else
+            lm_buf_printf(b, "%%%02X", c);
+    }
+}
+
 bool lm_url_decode(const char *in, size_t n, char *out, size_t *out_len, bool plus_is_space)
 {
     size_t o = 0;

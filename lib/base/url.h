@@ -1,4 +1,4 @@
-/* url.h — percent-decoding and query-string parsing (lm_url, lm_query).
+/* url.h — percent-encoding and -decoding and query-string parsing (lm_url, lm_query).
  *
  * Decoding is strict: a '%' not followed by two hex digits is an error, and so is a decoded
  * NUL byte, because every decoded value is later used as a C string. */
@@ -12,6 +12,11 @@
  * NUL-terminates it. plus_is_space: '+' means ' ' (query strings). Returns false on a bad
  * escape or a decoded NUL; out is then unspecified. */
 bool lm_url_decode(const char *in, size_t n, char *out, size_t *out_len, bool plus_is_space);
+
+/* Appends s to b percent-encoded as one path segment: everything but RFC 3986's unreserved
+ * characters (ALPHA, DIGIT, "-", ".", "_", "~") is escaped. */
+struct lm_buf;
+void lm_url_append_segment(struct lm_buf *b, const char *s);
 
 typedef struct lm_query_pair {
     const char *key;   /* decoded, NUL-terminated, points into storage */

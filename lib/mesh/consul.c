@@ -797,3 +797,11 @@ json_t *lm_consul_service_encode(const lm_consul_service *s)
     }
     return o;
 }
+
+uint64_t lm_consul_retry_ms(unsigned failures)
+{
+    uint64_t ms = 250;
+    for (unsigned i = 1; i < failures && ms < 5000; i++)
+        ms *= 2;
+    return ms < 5000 ? ms : 5000;
+}

@@ -19,13 +19,13 @@
  * filter): 1 to CHARGES_REF_ID_MAX, the maximum openapi.json documents. */
 #define CHARGES_REF_ID_MAX 9200000000000000000LL
 
-struct lm_reg;
+struct lm_disc;
 struct lm_guard;
 typedef struct charges_memo charges_memo; /* refcheck.c */
 
 typedef struct charges_svc {
     lm_store *store;
-    struct lm_reg *reg;     /* discovery of articles_api, unless ARTICLES_URL fixes it */
+    struct lm_disc *reg;    /* discovery of articles_api, unless ARTICLES_URL fixes it */
     struct lm_guard *guard; /* tokens for the calls to articles */
     bool articles_fixed;    /* ARTICLES_URL given: no discovery */
     lm_client_url articles; /* ARTICLES_URL, or the standalone default */

@@ -37,7 +37,7 @@ int main(void)
     svc.reg = lm_app_use_registry(app, &cfg);
     svc.guard = lm_app_use_guard(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
-    if (!svc.articles_fixed) lm_reg_watch(svc.reg, "articles_api");
+    if (!svc.articles_fixed) lm_disc_watch(svc.reg, "articles_api");
 
     lm_client_config cc;
     lm_client_config_default(&cc);

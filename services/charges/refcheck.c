@@ -15,7 +15,7 @@
 #include "guard.h"
 #include "outbound.h"
 #include "log.h"
-#include "registry.h"
+#include "discovery.h"
 #include "timefmt.h"
 
 #include <jansson.h>
@@ -271,9 +271,9 @@ static void on_unit(lm_client_req *creq, lm_client_err err, const lm_client_resp
 static void articles_origin(charges_svc *svc, const char **host, int *port, char *buf,
                             size_t buflen)
 {
-    lm_reg_addr a;
-    if (!svc->articles_fixed && svc->reg && lm_reg_get_mode(svc->reg) != LM_REG_NONE) {
-        if (lm_reg_pick(svc->reg, "articles_api", &a)) {
+    lm_disc_addr a;
+    if (!svc->articles_fixed && svc->reg && lm_disc_get_mode(svc->reg) != LM_DISC_NONE) {
+        if (lm_disc_pick(svc->reg, "articles_api", &a)) {
             snprintf(buf, buflen, "%s", a.host);
             *host = buf;
             *port = a.port;

@@ -5,7 +5,7 @@
 
 #include "json.h"
 #include "problem.h"
-#include "registry.h"
+#include "discovery.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -40,15 +40,15 @@ static void handle_services(lm_req *req, void *ctx)
     json_t *services = json_array();
     for (size_t i = 0; i < gw->n_services; i++) {
         json_t *instances = json_array();
-        lm_reg_set *set = lm_reg_instances(gw->reg, gw->services[i]);
-        for (size_t j = 0; set && j < lm_reg_set_count(set); j++) {
-            const lm_reg_instance *in = lm_reg_set_get(set, j);
+        lm_disc_set *set = lm_disc_instances(gw->reg, gw->services[i]);
+        for (size_t j = 0; set && j < lm_disc_set_count(set); j++) {
+            const lm_disc_instance *in = lm_disc_set_get(set, j);
             json_array_append_new(instances,
                                   json_pack("{s:s, s:s, s:i, s:s, s:I}", "id", in->id, "host",
                                             in->host, "port", in->port, "health", "passing",
                                             "in_flight", (json_int_t)in_flight(gw, in->id)));
         }
-        if (set) lm_reg_set_release(set);
+        if (set) lm_disc_set_release(set);
         json_t *aliases = json_array();
         for (size_t a = 0; a < gw->n_aliases; a++)
             if (!strcmp(gw->aliases[a].to, gw->services[i]))

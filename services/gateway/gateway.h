@@ -105,7 +105,7 @@ typedef struct gateway {
     uint64_t connect_timeout_ms, upstream_timeout_ms;
     int breaker_threshold;
     uint64_t breaker_reset_ms;
-    struct lm_reg *reg;
+    struct lm_disc *reg;
     lm_workerclient *upstreams; /* each worker's upstream connections */
     gw_worker *workers;         /* by worker index */
     int n_workers;

@@ -108,7 +108,7 @@ int main(int argc, char **argv)
     lm_cfg_exit_on_error(&cfg);
 
     for (size_t i = 0; i < gw.n_services; i++)
-        lm_reg_watch(gw.reg, gw.services[i]);
+        lm_disc_watch(gw.reg, gw.services[i]);
     gw.n_workers = lm_app_env(app)->workers;
     gw.workers = lm_xcalloc((size_t)gw.n_workers, sizeof *gw.workers);
     for (int i = 0; i < gw.n_workers; i++)

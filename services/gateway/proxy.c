@@ -28,7 +28,7 @@
 #include "outbound.h"
 #include "parse.h"
 #include "problem.h"
-#include "registry.h"
+#include "discovery.h"
 #include "server.h"
 
 #include <stdatomic.h>
@@ -46,7 +46,7 @@ typedef struct fwd {
     lm_client_req *creq;
     char service[64];
     gw_principal who;
-    lm_reg_set *set; /* the passing instances, referenced until done */
+    lm_disc_set *set; /* the passing instances, referenced until done */
     int n_inst;
     int chosen;
     int attempts;
@@ -146,10 +146,10 @@ static bool instance_known(gateway *gw, const char *id)
 {
     bool known = false;
     for (size_t i = 0; i < gw->n_services && !known; i++) {
-        lm_reg_set *set = lm_reg_instances(gw->reg, gw->services[i]);
-        for (size_t j = 0; set && j < lm_reg_set_count(set) && !known; j++)
-            known = !strcmp(lm_reg_set_get(set, j)->id, id);
-        if (set) lm_reg_set_release(set);
+        lm_disc_set *set = lm_disc_instances(gw->reg, gw->services[i]);
+        for (size_t j = 0; set && j < lm_disc_set_count(set) && !known; j++)
+            known = !strcmp(lm_disc_set_get(set, j)->id, id);
+        if (set) lm_disc_set_release(set);
     }
     return known;
 }
@@ -183,9 +183,9 @@ static gw_upstream_stat *upstream_stat(gateway *gw, gw_worker *w, const char *id
     return e;
 }
 
-static const lm_reg_instance *inst(const fwd *f, int i)
+static const lm_disc_instance *inst(const fwd *f, int i)
 {
-    return lm_reg_set_get(f->set, (size_t)i);
+    return lm_disc_set_get(f->set, (size_t)i);
 }
 
 /* Picks an instance (not exclude) whose circuit lets a call through: the less loaded of two
@@ -236,7 +236,7 @@ static void fwd_free(fwd *f)
                            f->t0_ns && now > f->t0_ns ? (double)(now - f->t0_ns) / 1e9 : 0);
     }
     if (f->us) f->us->holders--;
-    if (f->set) lm_reg_set_release(f->set);
+    if (f->set) lm_disc_set_release(f->set);
     free(f);
 }
 
@@ -423,7 +423,7 @@ static void send_upstream(fwd *f)
     lm_req *req = f->req;
     gateway *gw = f->gw;
     gw_worker *w = worker_of(gw, req);
-    const lm_reg_instance *in = inst(f, f->chosen);
+    const lm_disc_instance *in = inst(f, f->chosen);
     /* without a service token the instance would refuse the call (401) for a fault of the
      * gateway's: answer the gateway's fault and send nothing */
     const char *tok = gw_clientauth_service_token(gw, req, f->service, &f->who);
@@ -605,8 +605,8 @@ static void handle_proxy(lm_req *req, void *ctx)
         fwd_free(f);
         return;
     }
-    f->set = lm_reg_instances(gw->reg, f->service);
-    f->n_inst = f->set ? (int)lm_reg_set_count(f->set) : 0;
+    f->set = lm_disc_instances(gw->reg, f->service);
+    f->n_inst = f->set ? (int)lm_disc_set_count(f->set) : 0;
     if (f->n_inst == 0) {
         unavailable(f, "urn:lotmesh:problem:no-instance", "the service has no passing instance");
         return;
