@@ -209,7 +209,7 @@ int lm_disc_parse_static(const char *spec, lm_disc_static_fn fn, void *ctx, char
     size_t n_names = 0;
     int rc = -1;
     char *save = NULL;
-    lm_client_url *urls = lm_xcalloc(64, sizeof *urls);
+    lm_url *urls = lm_xcalloc(64, sizeof *urls);
     for (char *ent = strtok_r(copy, ";", &save); ent; ent = strtok_r(NULL, ";", &save)) {
         ent = lm_parse_trim(ent);
         if (!*ent) continue;
@@ -246,7 +246,7 @@ int lm_disc_parse_static(const char *spec, lm_disc_static_fn fn, void *ctx, char
                 goto out;
             }
             char uerr[256];
-            if (lm_client_parse_url(u, &urls[n], uerr, sizeof uerr) != 0) {
+            if (lm_url_parse(u, &urls[n], uerr, sizeof uerr) != 0) {
                 snprintf(err, errlen, "service \"%.64s\": %s", name, uerr);
                 goto out;
             }
@@ -649,10 +649,10 @@ lm_disc *lm_disc_open(lm_cfg *cfg, const lm_component_env *env)
         if (lm_disc_parse_static(url + 7, static_add, reg, err, sizeof err) != 0)
             lm_cfg_error(cfg, "SERVICE_REGISTRY_URL", "static: %s", err);
     } else {
-        lm_client_url u;
+        lm_url u;
         reg->mode = LM_DISC_REGISTRY;
         snprintf(reg->registry.url, sizeof reg->registry.url, "%s", url);
-        if (lm_client_parse_url(url, &u, err, sizeof err) != 0)
+        if (lm_url_parse(url, &u, err, sizeof err) != 0)
             lm_cfg_error(cfg, "SERVICE_REGISTRY_URL",
                          "must be http://host:port, static:name=url,…;… or unset (%s)", err);
         else if (u.path[0] && strcmp(u.path, "/") != 0)

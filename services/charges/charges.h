@@ -10,6 +10,7 @@
 
 #include "breaker.h"
 #include "client.h"
+#include "url.h"
 #include "rest.h"
 #include "router.h"
 #include "store.h"
@@ -28,7 +29,7 @@ typedef struct charges_svc {
     struct lm_disc *reg;    /* discovery of articles_api, unless ARTICLES_URL fixes it */
     struct lm_guard *guard; /* tokens for the calls to articles */
     bool articles_fixed;    /* ARTICLES_URL given: no discovery */
-    lm_client_url articles; /* ARTICLES_URL, or the standalone default */
+    lm_url articles;        /* ARTICLES_URL, or the standalone default */
     uint64_t articles_timeout_ms;
     lm_workerclient *articles_clients; /* one client per worker */
     lm_breaker *breakers;              /* one per worker: the circuit to articles */

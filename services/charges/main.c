@@ -21,7 +21,7 @@ int main(void)
     svc.articles_fixed = url != NULL;
     if (!url) url = "http://127.0.0.1:8002"; /* standalone, no registry */
     char err[256];
-    if (lm_client_parse_url(url, &svc.articles, err, sizeof err) != 0)
+    if (lm_url_parse(url, &svc.articles, err, sizeof err) != 0)
         lm_cfg_error(&cfg, "ARTICLES_URL", "must be an http:// URL: %s", err);
     else if (strchr(svc.articles.path, '?'))
         lm_cfg_error(&cfg, "ARTICLES_URL", "must not have a query (got \"%.200s\")", url);
