@@ -18,14 +18,14 @@
  *   No handle lives in a request, so a request is freed right after its on_done.
  * - User callbacks can do anything (send, cancel, pause, close the client). Two rules keep
  *   that safe: functions the user calls never call back (an error found there completes the
- *   request from an idle handle on the next loop turn: req_fail_later), except cancel and
+ *   request from an idle handle on the next loop turn: lm_client_req_fail_later), except cancel and
  *   close which are documented to; and code that calls on_head/on_body/on_drain checks
  *   afterwards whether the request was aborted meanwhile (abort_pending) before going on.
  *   Connections are freed only from their close callbacks, never under a running frame.
  * - Response parsing pauses llhttp at the end of every message, so completion always runs
  *   outside llhttp_execute and input after a response (never legitimate without pipelining)
  *   marks the connection unusable.
- * - Host names go through the client's lm_dnscache before getaddrinfo (conn_new): a hit
+ * - Host names go through the client's lm_dnscache before getaddrinfo (lm_client_conn_new): a hit
  *   connects at once, with no thread-pool round trip; on_resolved fills it, and a failed
  *   connect (or connect timeout) to an address got by name drops the name's entry. */
 #ifndef LM_CLIENT_IMPL_H
