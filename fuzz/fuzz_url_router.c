@@ -151,7 +151,7 @@ static void fuzz_trace(const char *s, size_t n)
     if (strlen(hex) != 32) die("trace id hex length");
 
     char rid[LM_REQUEST_ID_MAX + 1];
-    lm_request_id_assign(s, n, rid);
+    lm_trace_request_id_assign(s, n, rid);
     size_t rl = strlen(rid);
     if (rl == 0 || rl > LM_REQUEST_ID_MAX) die("request id length");
     for (size_t i = 0; i < rl; i++)

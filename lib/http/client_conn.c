@@ -735,7 +735,7 @@ void lm_client_conn_new(origin *o, creq *r)
     bool ok;
     lm_client_err err = LM_CLIENT_ERR_CONNECT;
     struct sockaddr_storage cached;
-    lm_dns_result dr =
+    lm_dnscache_result dr =
         o->numeric ? LM_DNS_MISS : lm_dnscache_get(c->dns, o->host, uv_now(c->loop), &cached);
     k->by_name = !o->numeric;
     if (o->numeric) {

@@ -2,7 +2,7 @@
  *
  * Ownership and lifetime: the server owns every lm_req. It is valid from the handler call
  * until the handler finishes the response (lm_resp_send, lm_resp_end, or a helper built on
- * them such as lm_resp_problem / lm_resp_json). A handler must finish exactly one response
+ * them such as lm_resp_problem / lm_json_resp). A handler must finish exactly one response
  * per request, synchronously or later, and after that must not touch the request again.
  * All strings in a request are NUL-terminated and owned by the request.
  *

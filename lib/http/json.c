@@ -48,7 +48,7 @@ json_t *lm_json_body_object(lm_req *req)
     return doc;
 }
 
-size_t lm_utf8_length(const char *s)
+size_t lm_json_utf8_length(const char *s)
 {
     size_t n = 0;
     for (; *s; s++)
@@ -118,10 +118,10 @@ static void check_one(json_t *obj, const char *key, json_t *v, const lm_field_sp
             lm_verrs_add(errs, key, "must not contain NUL characters");
             return;
         }
-        size_t n = lm_utf8_length(s);
+        size_t n = lm_json_utf8_length(s);
         if (f->type != LM_F_STRING) {
             int64_t ms;
-            if (!lm_time_parse(s, f->type == LM_F_DATE_OR_DATETIME, &ms))
+            if (!lm_timefmt_parse(s, f->type == LM_F_DATE_OR_DATETIME, &ms))
                 lm_verrs_add(errs, key, "must be %s, e.g. 2026-11-24T08:00:00Z",
                              type_name(f->type));
             return;
@@ -205,7 +205,7 @@ void lm_json_validate(json_t *obj, const lm_field_spec *specs, size_t n, bool pa
             lm_verrs_add(errs, specs[i].name, "is required");
 }
 
-void lm_resp_json(lm_req *req, int status, json_t *doc)
+void lm_json_resp(lm_req *req, int status, json_t *doc)
 {
     size_t len = json_dumpb(doc, NULL, 0, JSON_COMPACT);
     char *buf = lm_xmalloc(len ? len : 1);

@@ -7,7 +7,7 @@
  * field errors of a request are collected and sent together as one 422 problem with
  * errors: [{field, message}] (DESIGN 3.4), through lm_verrs (verrs.h).
  *
- * Ownership: lm_json_body_object returns a new reference (caller decrefs). lm_resp_json
+ * Ownership: lm_json_body_object returns a new reference (caller decrefs). lm_json_resp
  * steals the reference it is given. Threading: loop thread of the request (jansson objects
  * themselves are not shared between threads). */
 #ifndef LM_JSON_H
@@ -50,10 +50,10 @@ void lm_json_validate(json_t *obj, const lm_field_spec *specs, size_t n, bool pa
                       lm_verrs *errs);
 
 /* Sends doc as application/json (compact); steals the reference. */
-void lm_resp_json(lm_req *req, int status, json_t *doc);
+void lm_json_resp(lm_req *req, int status, json_t *doc);
 
 /* Helpers for reading validated objects. */
 const char *lm_json_str(const json_t *obj, const char *key); /* NULL if absent/null */
-size_t lm_utf8_length(const char *s);
+size_t lm_json_utf8_length(const char *s);
 
 #endif

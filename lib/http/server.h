@@ -24,7 +24,7 @@ typedef struct lm_server_config {
     const char *host; /* bind address, e.g. "127.0.0.1", "0.0.0.0", "::" */
     int port;         /* 0: an ephemeral port (lm_server_port tells which) */
     int workers;
-    lm_http_limits limits;
+    lm_conn_limits limits;
     size_t max_connections; /* per process; beyond it new connections are closed at once */
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;

@@ -179,8 +179,8 @@ static void build_registration(lm_registration *reg, int port)
 {
     const char *name = reg->name;
     uint8_t rnd[4];
-    if (lm_random_bytes(rnd, sizeof rnd) != 0) {
-        uint64_t x = lm_rand64();
+    if (lm_trace_random_bytes(rnd, sizeof rnd) != 0) {
+        uint64_t x = lm_trace_rand64();
         memcpy(rnd, &x, sizeof rnd);
     }
     snprintf(reg->id, sizeof reg->id, "%s-%s-%d-%02x%02x%02x%02x", name, reg->address, port, rnd[0],

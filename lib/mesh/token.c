@@ -220,7 +220,7 @@ int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, cha
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         unsigned char raw[64];
         char text[80];
-        if (lm_random_bytes(raw, sizeof raw) != 0) {
+        if (lm_trace_random_bytes(raw, sizeof raw) != 0) {
             snprintf(err, errlen, "no randomness for a new secret");
             return -1;
         }

@@ -46,7 +46,7 @@ int lm_idem_lookup(lm_db_conn *c, const char *key, const char *fingerprint, lm_i
                                      " idempotency_keys WHERE key = ? AND created_ms >= ?");
     if (!st) return LM_DB_EIO;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, lm_time_now_ms() - LM_IDEM_TTL_MS); /* expired: a new key */
+    sqlite3_bind_int64(st, 2, lm_timefmt_now_ms() - LM_IDEM_TTL_MS); /* expired: a new key */
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) return 0;
     if (rc != SQLITE_ROW) return LM_DB_EIO;
@@ -64,7 +64,7 @@ int lm_idem_store(lm_db_conn *c, const char *key, const char *fingerprint, int s
 {
     /* now and then drop expired keys, so the table holds about one TTL's worth */
     static _Thread_local unsigned stores;
-    if (++stores % LM_IDEM_PURGE_EVERY == 0) (void)lm_idem_purge(c, lm_time_now_ms());
+    if (++stores % LM_IDEM_PURGE_EVERY == 0) (void)lm_idem_purge(c, lm_timefmt_now_ms());
     /* OR REPLACE: an expired row of the same key may still be there */
     sqlite3_stmt *st = lm_db_stmt(c, "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint,"
                                      " status, location, body, created_ms)"
@@ -75,7 +75,7 @@ int lm_idem_store(lm_db_conn *c, const char *key, const char *fingerprint, int s
     sqlite3_bind_int(st, 3, status);
     if (location) sqlite3_bind_text(st, 4, location, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 5, body, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, lm_time_now_ms());
+    sqlite3_bind_int64(st, 6, lm_timefmt_now_ms());
     return sqlite3_step(st) == SQLITE_DONE ? 0 : LM_DB_EIO;
 }
 

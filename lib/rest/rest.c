@@ -20,7 +20,7 @@ lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store)
     op->store = store;
     op->cache = lm_store_cache(store);
     op->total = -1;
-    op->if_match = lm_if_match_copy(req);
+    op->if_match = lm_precond_if_match_copy(req);
     /* Idempotency-Key means something only for a create (POST); other methods ignore it */
     if (req->method_id != LM_METHOD_POST) return op;
     switch (lm_idem_key(req, op->idem_key)) {
@@ -68,7 +68,7 @@ int lm_rest_fail(lm_rest_op *op, int status, const char *type, const char *fmt, 
 
 int lm_rest_check_version(lm_rest_op *op, long long current_version)
 {
-    if (!op->if_match || lm_if_match_list_ok(op->if_match, current_version)) return 0;
+    if (!op->if_match || lm_precond_if_match_list_ok(op->if_match, current_version)) return 0;
     return lm_rest_fail(op, 412, NULL,
                         "If-Match does not match the current version (ETag \"%lld\")",
                         current_version);
@@ -141,8 +141,9 @@ static void invalidate(lm_rest_op *op)
 static void send_ok(lm_rest_op *op, const char *body, size_t len, long long version)
 {
     lm_req *req = op->req;
-    if (version > 0) lm_resp_etag(req, version);
-    if (op->status == 200 && version > 0 && is_read(req) && lm_if_none_match_hit(req, version)) {
+    if (version > 0) lm_precond_resp_etag(req, version);
+    if (op->status == 200 && version > 0 && is_read(req) &&
+        lm_precond_if_none_match_hit(req, version)) {
         lm_resp_send(req, 304, NULL, NULL, 0);
         return;
     }

@@ -174,7 +174,7 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
     if (!st) return LM_DB_EIO;
     char now[LM_TIME_STRLEN];
-    lm_time_format(lm_time_now_ms(), now);
+    lm_timefmt_format(lm_timefmt_now_ms(), now);
     bind_fields(st, op->input);
     sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
     return lm_rest_insert(c, op, st, op->input);
@@ -209,7 +209,7 @@ static int update_job(lm_db_conn *c, void *arg)
         return LM_DB_EIO;
     }
     char now[LM_TIME_STRLEN];
-    lm_time_format(lm_time_now_ms(), now);
+    lm_timefmt_format(lm_timefmt_now_ms(), now);
     bind_fields(st, next);
     sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 8, op->id);
@@ -254,7 +254,7 @@ static void handle_list(lm_req *req, void *ctx)
             ok |= strcmp(*s, status) == 0;
         if (!ok) lm_verrs_add(&errs, "status", "must be one of: aktiv, inaktiv, gesperrt");
     }
-    if (q && (lm_utf8_length(q) > 100 || !*q))
+    if (q && (lm_json_utf8_length(q) > 100 || !*q))
         lm_verrs_add(&errs, "q", "must have 1 to 100 characters");
     if (errs.n) {
         lm_rest_op_free(op);

@@ -50,7 +50,7 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
     if (!st) return LM_DB_EIO;
     char now[LM_TIME_STRLEN];
-    lm_time_format(lm_time_now_ms(), now);
+    lm_timefmt_format(lm_timefmt_now_ms(), now);
     lm_rest_bind(st, 1, json_object_get(op->input, "kuerzel"));
     lm_rest_bind(st, 2, json_object_get(op->input, "bezeichnung"));
     sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);

@@ -134,8 +134,8 @@ static void check_dates(json_t *in, lm_verrs *errs)
     const char *hd = lm_json_str(in, "herstellungsdatum");
     const char *mhd = lm_json_str(in, "mindesthaltbarkeitsdatum");
     int64_t hd_ms, mhd_ms;
-    bool hd_ok = hd && lm_time_parse(hd, true, &hd_ms);
-    bool mhd_ok = mhd && lm_time_parse(mhd, true, &mhd_ms);
+    bool hd_ok = hd && lm_timefmt_parse(hd, true, &hd_ms);
+    bool mhd_ok = mhd && lm_timefmt_parse(mhd, true, &mhd_ms);
     if (hd_ok && !time_in_range(hd_ms))
         lm_verrs_add(errs, "herstellungsdatum", "must be from 0001-01-01 to 9999-12-31 in UTC");
     if (mhd_ok && !time_in_range(mhd_ms))
@@ -166,9 +166,9 @@ static int64_t normalise_date(json_t *obj, const char *key, bool *absent)
     int64_t ms = 0;
     *absent = !s;
     if (!s) return 0;
-    lm_time_parse(s, true, &ms); /* validated before */
+    lm_timefmt_parse(s, true, &ms); /* validated before */
     char out[LM_TIME_STRLEN];
-    lm_time_format(ms, out);
+    lm_timefmt_format(ms, out);
     json_object_set_new(obj, key, json_string(out));
     return ms;
 }
@@ -293,7 +293,7 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
     sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
     if (!st) return LM_DB_EIO;
     char now[LM_TIME_STRLEN];
-    lm_time_format(lm_time_now_ms(), now);
+    lm_timefmt_format(lm_timefmt_now_ms(), now);
     bind_fields(st, op->input);
     sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
     return lm_rest_insert(c, op, st, op->input);
@@ -346,7 +346,7 @@ static int update_job(lm_db_conn *c, void *arg)
         return LM_DB_EIO;
     }
     char now[LM_TIME_STRLEN];
-    lm_time_format(lm_time_now_ms(), now);
+    lm_timefmt_format(lm_timefmt_now_ms(), now);
     bind_fields(st, next);
     sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 12, op->id);
@@ -417,11 +417,11 @@ static void handle_list(lm_req *req, void *ctx)
             lm_verrs_add(&errs, "status",
                          "must be one of: aktiv, gesperrt, verbraucht, abgelaufen");
     }
-    if (nummer && (!*nummer || lm_utf8_length(nummer) > 64))
+    if (nummer && (!*nummer || lm_json_utf8_length(nummer) > 64))
         lm_verrs_add(&errs, "charge_nummer", "must have 1 to 64 characters");
-    if (before && !lm_time_parse(before, true, &f->before))
+    if (before && !lm_timefmt_parse(before, true, &f->before))
         lm_verrs_add(&errs, "mhd_before", "must be an RFC 3339 date or date-time");
-    if (after && !lm_time_parse(after, true, &f->after))
+    if (after && !lm_timefmt_parse(after, true, &f->after))
         lm_verrs_add(&errs, "mhd_after", "must be an RFC 3339 date or date-time");
     if (sort && strcmp(sort, "fefo") != 0 && strcmp(sort, "id") != 0)
         lm_verrs_add(&errs, "sort", "must be fefo (expiry first, default) or id");
@@ -468,7 +468,7 @@ static void refs_checked(charges_refs *refs, void *ctx)
     json_t *mhd = json_object_get(op->input, "mindesthaltbarkeitsdatum");
     int64_t hd;
     if (!op->partial && (!mhd || json_is_null(mhd)) && refs->shelf_life_days >= 0 &&
-        lm_time_parse(lm_json_str(op->input, "herstellungsdatum"), true, &hd)) {
+        lm_timefmt_parse(lm_json_str(op->input, "herstellungsdatum"), true, &hd)) {
         int64_t days = refs->shelf_life_days;
         if (days > (MAX_TIME_MS - hd) / 86400000LL) {
             lm_verrs_add(&op->errs, "mindesthaltbarkeitsdatum",
@@ -480,7 +480,7 @@ static void refs_checked(charges_refs *refs, void *ctx)
             return;
         }
         char out[LM_TIME_STRLEN];
-        lm_time_format(hd + days * 86400000LL, out);
+        lm_timefmt_format(hd + days * 86400000LL, out);
         json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
     }
     lm_rest_write(op, op->id ? update_job : lm_rest_create_job, op_done);

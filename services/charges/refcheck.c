@@ -319,7 +319,7 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charg
     refcheck *rc = lm_xcalloc(1, sizeof *rc);
     *rc = (refcheck){.svc = svc, .req = req, .refs = refs, .done = done, .ctx = ctx};
     refs->shelf_life_days = -1;
-    refs->checked_ms = lm_time_now_ms();
+    refs->checked_ms = lm_timefmt_now_ms();
     if ((refs->artikel_id || refs->einheit_id) &&
         !lm_breaker_allow(breaker_of(rc), uv_now(lm_req_loop(req)))) {
         /* circuit open: the replica answers what it can without waiting on articles */

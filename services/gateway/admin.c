@@ -64,7 +64,7 @@ static void handle_services(lm_req *req, void *ctx)
         (json_int_t)total.connects, "reuses", (json_int_t)total.reuses, "connections_open",
         (json_int_t)total.conns_open, "connections_idle", (json_int_t)total.conns_idle, "queued",
         (json_int_t)total.queued, "in_flight", (json_int_t)total.inflight);
-    lm_resp_json(req, 200,
+    lm_json_resp(req, 200,
                  json_pack("{s:o, s:s, s:o}", "services", services, "balancer",
                            gw->least_outstanding ? "least_outstanding" : "round_robin",
                            "upstream_pool", pool));

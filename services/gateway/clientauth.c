@@ -129,7 +129,7 @@ static void verify_after(uv_work_t *w, int status)
                             "expires_in", (json_int_t)gw->access_ttl_s, "scope", scope);
     free(tok);
     lm_resp_header(req, "Cache-Control", "no-store");
-    lm_resp_json(req, 200, doc);
+    lm_json_resp(req, 200, doc);
     free(t);
 }
 

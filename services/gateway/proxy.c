@@ -203,7 +203,8 @@ static int choose(fwd *f, int exclude)
     if (m == 0) return -1;
     int pick;
     if (f->gw->least_outstanding && m > 1) {
-        int a = (int)(lm_rand64() % (uint64_t)m), b = (int)(lm_rand64() % (uint64_t)(m - 1));
+        int a = (int)(lm_trace_rand64() % (uint64_t)m),
+            b = (int)(lm_trace_rand64() % (uint64_t)(m - 1));
         if (b >= a) b++;
         a = ready[a];
         b = ready[b];

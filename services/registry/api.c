@@ -107,7 +107,7 @@ static void respond(rg_server *srv, lm_req *req, const query *q)
     set_index_header(req, view_index(srv, q));
     lm_resp_header(req, "X-Consul-KnownLeader", "true");
     lm_resp_header(req, "X-Consul-LastContact", "0");
-    lm_resp_json(req, 200, doc);
+    lm_json_resp(req, 200, doc);
 }
 
 /* A problem with the current index (Consul sends X-Consul-Index on errors too). */
@@ -173,7 +173,7 @@ void rg_api_sweep(rg_server *srv)
 
 static uint64_t jitter(uint64_t max)
 {
-    return max ? lm_rand64() % (max + 1) : 0;
+    return max ? lm_trace_rand64() % (max + 1) : 0;
 }
 
 static void park(rg_server *srv, lm_req *req, query *q, uint64_t index, uint64_t wait_ms)
