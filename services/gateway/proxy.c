@@ -423,7 +423,6 @@ static void send_upstream(fwd *f)
 {
     lm_req *req = f->req;
     gateway *gw = f->gw;
-    gw_worker *w = worker_of(gw, req);
     const lm_disc_instance *in = inst(f, f->chosen);
     /* without a service token the instance would refuse the call (401) for a fault of the
      * gateway's: answer the gateway's fault and send nothing */
