@@ -2,9 +2,9 @@
 #include "app_use.h"
 
 lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
-                           const char *const *migrations, size_t n_migrations)
+                           const lm_db_migrations *migrations)
 {
-    lm_store *s = lm_store_open(cfg, lm_app_env(app), name, migrations, n_migrations);
+    lm_store *s = lm_store_open(cfg, lm_app_env(app), name, migrations);
     if (s) lm_app_add(app, lm_store_component(s));
     return s;
 }

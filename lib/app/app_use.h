@@ -20,7 +20,7 @@
 #include "workerclient.h"
 
 lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
-                           const char *const *migrations, size_t n_migrations);
+                           const lm_db_migrations *migrations);
 /* Discovery (returned) and this process's registration (owned by the app), both with the
  * registry of SERVICE_REGISTRY_URL. */
 lm_disc *lm_app_use_registry(lm_app *app, lm_cfg *cfg);

@@ -317,39 +317,37 @@ bool lm_rest_page(lm_req *req, lm_rest_op *op, long long def, long long max)
     return true;
 }
 
-json_t *lm_rest_column(sqlite3_stmt *st, int i)
+json_t *lm_rest_column(lm_db_st *st, int i)
 {
-    switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER:
-        return json_integer(sqlite3_column_int64(st, i));
-    case SQLITE_FLOAT:
-        return json_real(sqlite3_column_double(st, i));
-    case SQLITE_TEXT:
-        return json_stringn((const char *)sqlite3_column_text(st, i),
-                            (size_t)sqlite3_column_bytes(st, i));
+    switch (lm_db_col_type(st, i)) {
+    case LM_DB_INT:
+        return json_integer(lm_db_col_int(st, i));
+    case LM_DB_REAL:
+        return json_real(lm_db_col_double(st, i));
+    case LM_DB_TEXT:
+        return json_stringn(lm_db_col_text(st, i), lm_db_col_bytes(st, i));
     default:
         return json_null();
     }
 }
 
-void lm_rest_bind(sqlite3_stmt *st, int idx, const json_t *v)
+void lm_rest_bind(lm_db_st *st, int idx, const json_t *v)
 {
     if (!v || json_is_null(v))
-        sqlite3_bind_null(st, idx);
+        lm_db_bind_null(st, idx);
     else if (json_is_string(v))
-        sqlite3_bind_text(st, idx, json_string_value(v), (int)json_string_length(v),
-                          SQLITE_TRANSIENT);
+        lm_db_bind_text(st, idx, json_string_value(v), (long)json_string_length(v));
     else if (json_is_integer(v))
-        sqlite3_bind_int64(st, idx, json_integer_value(v));
+        lm_db_bind_int(st, idx, json_integer_value(v));
     else if (json_is_real(v))
-        sqlite3_bind_double(st, idx, json_real_value(v));
+        lm_db_bind_double(st, idx, json_real_value(v));
     else if (json_is_boolean(v))
-        sqlite3_bind_int(st, idx, json_is_true(v));
+        lm_db_bind_int(st, idx, json_is_true(v));
     else
-        sqlite3_bind_null(st, idx);
+        lm_db_bind_null(st, idx);
 }
 
-json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n)
+json_t *lm_rest_row(lm_db_st *st, const char *const *cols, int n)
 {
     json_t *o = json_object();
     for (int i = 0; i < n; i++)
@@ -375,7 +373,7 @@ static void append_real(lm_buf *b, double d)
     if (!strpbrk(tmp, ".e")) LM_BUF_APPEND_LIT(b, ".0");
 }
 
-void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int n)
+void lm_rest_row_write(lm_buf *b, lm_db_st *st, const char *const *cols, int n)
 {
     lm_buf_append_char(b, '{');
     for (int i = 0; i < n; i++) {
@@ -383,9 +381,9 @@ void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int
         lm_buf_append_char(b, '"');
         lm_buf_append_str(b, cols[i]);
         LM_BUF_APPEND_LIT(b, "\":");
-        switch (sqlite3_column_type(st, i)) {
-        case SQLITE_INTEGER: {
-            long long v = sqlite3_column_int64(st, i);
+        switch (lm_db_col_type(st, i)) {
+        case LM_DB_INT: {
+            long long v = lm_db_col_int(st, i);
             if (v < 0) {
                 lm_buf_append_char(b, '-');
                 lm_buf_append_u64(b, 0ULL - (unsigned long long)v);
@@ -394,13 +392,12 @@ void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int
             }
             break;
         }
-        case SQLITE_FLOAT:
-            append_real(b, sqlite3_column_double(st, i));
+        case LM_DB_REAL:
+            append_real(b, lm_db_col_double(st, i));
             break;
-        case SQLITE_TEXT:
+        case LM_DB_TEXT:
             lm_buf_append_char(b, '"');
-            lm_buf_append_json_escaped(b, (const char *)sqlite3_column_text(st, i),
-                                       (size_t)sqlite3_column_bytes(st, i));
+            lm_buf_append_json_escaped(b, lm_db_col_text(st, i), lm_db_col_bytes(st, i));
             lm_buf_append_char(b, '"');
             break;
         default:
@@ -410,19 +407,19 @@ void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int
     lm_buf_append_char(b, '}');
 }
 
-int lm_rest_rows_body(lm_rest_op *op, sqlite3_stmt *st, const char *const *cols, int n,
+int lm_rest_rows_body(lm_rest_op *op, lm_db_st *st, const char *const *cols, int n,
                       long long *n_rows)
 {
     lm_buf b = LM_BUF_INIT;
     lm_buf_append_char(&b, '[');
     int rc, k = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = lm_db_step(st)) == LM_DB_ROW) {
         if (k++) lm_buf_append_char(&b, ',');
         lm_rest_row_write(&b, st, cols, n);
     }
-    sqlite3_reset(st);
+    lm_db_reset(st);
     lm_buf_append_char(&b, ']');
-    if (rc != SQLITE_DONE) {
+    if (rc != LM_DB_DONE) {
         lm_buf_free(&b);
         return LM_DB_EIO;
     }
@@ -450,15 +447,15 @@ bool lm_rest_patch_is_noop(const json_t *cur, const json_t *patch)
 int lm_rest_load(lm_db_conn *c, const lm_rest_resource *r, long long id, json_t **row,
                  long long *version)
 {
-    sqlite3_stmt *st = lm_db_stmt(c, r->sql_by_id);
+    lm_db_st *st = lm_db_stmt(c, r->sql_by_id);
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) return 404;
-    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, id);
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_DONE) return 404;
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
     *row = lm_rest_row(st, r->cols, r->n_cols);
-    *version = r->has_version ? sqlite3_column_int64(st, r->n_cols) : 0;
-    sqlite3_reset(st);
+    *version = r->has_version ? lm_db_col_int(st, r->n_cols) : 0;
+    lm_db_reset(st);
     return 0;
 }
 
@@ -470,16 +467,16 @@ int lm_rest_not_found(lm_rest_op *op)
 int lm_rest_row_body(lm_db_conn *c, lm_rest_op *op, int status)
 {
     const lm_rest_resource *r = op->resource;
-    sqlite3_stmt *st = lm_db_stmt(c, r->sql_by_id);
+    lm_db_st *st = lm_db_stmt(c, r->sql_by_id);
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, op->id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) return lm_rest_not_found(op);
-    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, op->id);
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_DONE) return lm_rest_not_found(op);
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
     lm_buf b = LM_BUF_INIT;
     lm_rest_row_write(&b, st, r->cols, r->n_cols);
-    op->version = r->has_version ? sqlite3_column_int64(st, r->n_cols) : 0;
-    sqlite3_reset(st);
+    op->version = r->has_version ? lm_db_col_int(st, r->n_cols) : 0;
+    lm_db_reset(st);
     free(op->body);
     op->body = lm_buf_steal(&b, NULL);
     op->status = status;
@@ -491,23 +488,23 @@ static int get_job(lm_db_conn *c, void *arg)
     return lm_rest_row_body(c, arg, 200);
 }
 
+static int after_write(lm_db_conn *c, lm_rest_op *op, lm_rest_change what);
+
 int lm_rest_delete_job(lm_db_conn *c, void *arg)
 {
+    /* one statement: delete and learn the version; a refused If-Match rolls it back */
     lm_rest_op *op = arg;
-    json_t *cur;
-    long long version;
-    int rc = lm_rest_load(c, op->resource, op->id, &cur, &version);
-    if (rc == 404) return lm_rest_not_found(op);
-    if (rc) return rc;
-    json_decref(cur);
-    if ((rc = lm_rest_check_version(op, version))) return rc;
-    sqlite3_stmt *st = lm_db_stmt(c, op->resource->sql_delete);
+    lm_db_st *st = lm_db_stmt(c, op->resource->sql_delete);
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, op->id);
-    sqlite3_bind_int64(st, 2, version);
-    if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, op->id);
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_DONE) return lm_rest_not_found(op);
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    long long version = lm_db_col_int(st, 0);
+    lm_db_reset(st);
+    if ((rc = lm_rest_check_version(op, version))) return rc;
     op->status = 204;
-    return 0;
+    return after_write(c, op, LM_REST_DELETED);
 }
 
 int lm_rest_idem_probe_job(lm_db_conn *c, void *arg)
@@ -608,16 +605,36 @@ int lm_rest_conflict(lm_rest_op *op, const json_t *body)
     return 409;
 }
 
-int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body)
+static int after_write(lm_db_conn *c, lm_rest_op *op, lm_rest_change what)
 {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) return lm_rest_conflict(op, body);
-    if (rc != SQLITE_DONE) return LM_DB_EIO;
-    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
-    if (lm_rest_row_body(c, op, 201) != 0) return LM_DB_EIO;
+    const lm_rest_resource *r = op->resource;
+    return r->after_write ? r->after_write(c, op, what) : 0;
+}
+
+/* The outcome from the row st is positioned on (cols, then version): status, body, ETag. */
+static void row_outcome(lm_rest_op *op, lm_db_st *st, int status)
+{
+    const lm_rest_resource *r = op->resource;
+    lm_buf b = LM_BUF_INIT;
+    lm_rest_row_write(&b, st, r->cols, r->n_cols);
+    op->version = r->has_version ? lm_db_col_int(st, r->n_cols) : 0;
+    free(op->body);
+    op->body = lm_buf_steal(&b, NULL);
+    op->status = status;
+}
+
+int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *body)
+{
+    (void)c;
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_E_UNIQUE) return lm_rest_conflict(op, body);
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    op->id = lm_db_col_int(st, 0); /* cols[0] is the id */
+    row_outcome(op, st, 201);
+    lm_db_reset(st);
     assert(!op->resource->has_version || op->version == 1); /* replays rely on it */
     snprintf(op->location, sizeof op->location, "%s%lld", op->resource->location, op->id);
-    return 0;
+    return after_write(c, op, LM_REST_CREATED);
 }
 
 int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long *version)
@@ -633,10 +650,15 @@ int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long 
     return 0;
 }
 
-int lm_rest_update(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body)
+int lm_rest_update(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *body)
 {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) return lm_rest_conflict(op, body);
-    if (rc != SQLITE_DONE) return LM_DB_EIO;
-    return lm_rest_row_body(c, op, 200) != 0 ? LM_DB_EIO : 0;
+    (void)c;
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_E_UNIQUE) return lm_rest_conflict(op, body);
+    if (rc == LM_DB_DONE) /* loaded in this transaction by the single writer: not expected */
+        return lm_rest_fail(op, 412, NULL, "the %s changed meanwhile", op->resource->noun);
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    row_outcome(op, st, 200);
+    lm_db_reset(st);
+    return after_write(c, op, LM_REST_UPDATED);
 }

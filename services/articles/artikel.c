@@ -42,9 +42,10 @@ static const char *const cols[] = {"id",         "artikelnummer", "bezeichnung",
                                    "einheit_id", "beschreibung",  "mindesthaltbarkeit_tage",
                                    "status",     "erstellt_am",   "geaendert_am"};
 #define N_COLS 9
-#define SELECT_COLS                                                                                \
-    "SELECT id, artikelnummer, bezeichnung, einheit_id, beschreibung, mindesthaltbarkeit_tage,"    \
-    " status, erstellt_am, geaendert_am, version FROM artikel "
+#define COLS                                                                                       \
+    "id, artikelnummer, bezeichnung, einheit_id, beschreibung, mindesthaltbarkeit_tage,"           \
+    " status, erstellt_am, geaendert_am, version"
+#define SELECT_COLS "SELECT " COLS " FROM artikel "
 
 static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
 /* Lists: the WHERE holds only the filters given (lm_db_sql_variants). */
@@ -60,12 +61,12 @@ static lm_db_sql_variants sql_count = {
 static const char SQL_UNIT_EXISTS[] = "SELECT 1 FROM einheit WHERE id = ?";
 static const char SQL_INSERT[] =
     "INSERT INTO artikel (artikelnummer, bezeichnung, einheit_id, beschreibung,"
-    " mindesthaltbarkeit_tage, status, erstellt_am) VALUES (?, ?, ?, ?, ?, ?, ?)";
+    " mindesthaltbarkeit_tage, status, erstellt_am) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING " COLS;
 static const char SQL_UPDATE[] =
     "UPDATE artikel SET artikelnummer = ?, bezeichnung = ?, einheit_id = ?, beschreibung = ?,"
     " mindesthaltbarkeit_tage = ?, status = ?, geaendert_am = ?, version = version + 1"
-    " WHERE id = ? AND version = ?";
-static const char SQL_DELETE[] = "DELETE FROM artikel WHERE id = ? AND version = ?";
+    " WHERE id = ? AND version = ? RETURNING " COLS;
+static const char SQL_DELETE[] = "DELETE FROM artikel WHERE id = ? RETURNING version";
 
 static articles_svc *svc_of(void *ctx)
 {
@@ -87,21 +88,21 @@ static const lm_rest_resource artikel = {
 
 static bool unit_exists(lm_db_conn *c, long long id, int *rc)
 {
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_UNIT_EXISTS);
+    lm_db_st *st = lm_db_stmt(c, SQL_UNIT_EXISTS);
     *rc = 0;
     if (!st) {
         *rc = LM_DB_EIO;
         return false;
     }
-    sqlite3_bind_int64(st, 1, id);
-    int r = sqlite3_step(st);
-    if (r != SQLITE_ROW && r != SQLITE_DONE) *rc = LM_DB_EIO;
-    sqlite3_reset(st);
-    return r == SQLITE_ROW;
+    lm_db_bind_int(st, 1, id);
+    int r = lm_db_step(st);
+    if (r != LM_DB_ROW && r != LM_DB_DONE) *rc = LM_DB_EIO;
+    lm_db_reset(st);
+    return r == LM_DB_ROW;
 }
 
 /* Binds the six writable columns from obj in table order. */
-static void bind_fields(sqlite3_stmt *st, const json_t *obj)
+static void bind_fields(lm_db_st *st, const json_t *obj)
 {
     lm_rest_bind(st, 1, json_object_get(obj, "artikelnummer"));
     lm_rest_bind(st, 2, json_object_get(obj, "bezeichnung"));
@@ -112,7 +113,7 @@ static void bind_fields(sqlite3_stmt *st, const json_t *obj)
     if (status && !json_is_null(status))
         lm_rest_bind(st, 6, status);
     else
-        sqlite3_bind_text(st, 6, "aktiv", -1, SQLITE_STATIC);
+        lm_db_bind_text(st, 6, "aktiv", -1);
 }
 
 static int check_unit(lm_db_conn *c, lm_rest_op *op, const json_t *obj)
@@ -133,13 +134,10 @@ typedef struct list_filter {
     char *q;
 } list_filter;
 
-static void bind_filter(sqlite3_stmt *st, const list_filter *f)
+static void bind_filter(lm_db_st *st, const list_filter *f)
 {
-    if (f->status)
-        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":status"), f->status, -1,
-                          SQLITE_STATIC);
-    if (f->q)
-        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":q"), f->q, -1, SQLITE_STATIC);
+    if (f->status) lm_db_bind_text(st, lm_db_param_index(st, ":status"), f->status, -1);
+    if (f->q) lm_db_bind_text(st, lm_db_param_index(st, ":q"), f->q, -1);
 }
 
 /* The total and the page from one snapshot (list_job). */
@@ -148,17 +146,17 @@ static int list_query(lm_db_conn *c, void *arg)
     lm_rest_op *op = arg;
     list_filter *f = op->domain;
     unsigned mask = (f->status ? 1u : 0) | (f->q ? 2u : 0);
-    sqlite3_stmt *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
+    lm_db_st *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
     if (!st) return LM_DB_EIO;
     bind_filter(st, f);
-    if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
-    op->total = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
+    op->total = lm_db_col_int(st, 0);
+    lm_db_reset(st);
     st = lm_db_stmt(c, lm_db_sql_variant(&sql_list, mask));
     if (!st) return LM_DB_EIO;
     bind_filter(st, f);
-    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":limit"), op->limit);
-    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":offset"), op->offset);
+    lm_db_bind_int(st, lm_db_param_index(st, ":limit"), op->limit);
+    lm_db_bind_int(st, lm_db_param_index(st, ":offset"), op->offset);
     return lm_rest_rows_body(op, st, cols, N_COLS, NULL);
 }
 
@@ -171,12 +169,12 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
 {
     int rc = check_unit(c, op, op->input);
     if (rc) return rc;
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
+    lm_db_st *st = lm_db_stmt(c, SQL_INSERT);
     if (!st) return LM_DB_EIO;
     char now[LM_TIME_STRLEN];
     lm_timefmt_format(lm_timefmt_now_ms(), now);
     bind_fields(st, op->input);
-    sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
+    lm_db_bind_text(st, 7, now, -1);
     return lm_rest_insert(c, op, st, op->input);
 }
 
@@ -203,7 +201,7 @@ static int update_job(lm_db_conn *c, void *arg)
         json_decref(next);
         return rc;
     }
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_UPDATE);
+    lm_db_st *st = lm_db_stmt(c, SQL_UPDATE);
     if (!st) {
         json_decref(next);
         return LM_DB_EIO;
@@ -211,9 +209,9 @@ static int update_job(lm_db_conn *c, void *arg)
     char now[LM_TIME_STRLEN];
     lm_timefmt_format(lm_timefmt_now_ms(), now);
     bind_fields(st, next);
-    sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 8, op->id);
-    sqlite3_bind_int64(st, 9, version);
+    lm_db_bind_text(st, 7, now, -1);
+    lm_db_bind_int(st, 8, op->id);
+    lm_db_bind_int(st, 9, version);
     rc = lm_rest_update(c, op, st, next);
     json_decref(next);
     return rc;

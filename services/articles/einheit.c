@@ -21,7 +21,8 @@ static const char SQL_BY_ID[] =
 static const char SQL_ALL[] =
     "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit ORDER BY id";
 static const char SQL_INSERT[] =
-    "INSERT INTO einheit (kuerzel, bezeichnung, erstellt_am) VALUES (?, ?, ?)";
+    "INSERT INTO einheit (kuerzel, bezeichnung, erstellt_am)"
+    " VALUES (?, ?, ?) RETURNING id, kuerzel, bezeichnung, erstellt_am";
 
 static const lm_rest_resource einheit = {
     .noun = "unit",
@@ -38,7 +39,7 @@ static const lm_rest_resource einheit = {
 static int list_job(lm_db_conn *c, void *arg)
 {
     lm_rest_op *op = arg;
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_ALL);
+    lm_db_st *st = lm_db_stmt(c, SQL_ALL);
     if (!st) return LM_DB_EIO;
     int rc = lm_rest_rows_body(op, st, cols, 4, &op->total);
     op->limit = op->total > 0 ? op->total : 1;
@@ -47,13 +48,13 @@ static int list_job(lm_db_conn *c, void *arg)
 
 static int insert(lm_db_conn *c, lm_rest_op *op)
 {
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
+    lm_db_st *st = lm_db_stmt(c, SQL_INSERT);
     if (!st) return LM_DB_EIO;
     char now[LM_TIME_STRLEN];
     lm_timefmt_format(lm_timefmt_now_ms(), now);
     lm_rest_bind(st, 1, json_object_get(op->input, "kuerzel"));
     lm_rest_bind(st, 2, json_object_get(op->input, "bezeichnung"));
-    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    lm_db_bind_text(st, 3, now, -1);
     return lm_rest_insert(c, op, st, op->input);
 }
 

@@ -62,9 +62,10 @@ static const char *const cols[] = {"id",
                                    "erstellt_am",
                                    "geaendert_am"};
 #define N_COLS 11
-#define SELECT_COLS                                                                                \
-    "SELECT id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"       \
-    " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version FROM charge "
+#define COLS                                                                                       \
+    "id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"              \
+    " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version"
+#define SELECT_COLS "SELECT " COLS " FROM charge "
 
 static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
 /* Lists: the WHERE holds only the filters given (lm_db_sql_variants). */
@@ -89,13 +90,13 @@ static lm_db_sql_variants sql_count = {.head = "SELECT count(*) FROM charge",
 static const char SQL_INSERT[] =
     "INSERT INTO charge (artikel_id, menge, einheit_id, herstellungsdatum, herstellungsdatum_ms,"
     " mindesthaltbarkeitsdatum, mindesthaltbarkeitsdatum_ms, charge_nummer, status, bemerkungen,"
-    " erstellt_am) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    " erstellt_am) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING " COLS;
 static const char SQL_UPDATE[] =
     "UPDATE charge SET artikel_id = ?1, menge = ?2, einheit_id = ?3, herstellungsdatum = ?4,"
     " herstellungsdatum_ms = ?5, mindesthaltbarkeitsdatum = ?6, mindesthaltbarkeitsdatum_ms = ?7,"
     " charge_nummer = ?8, status = ?9, bemerkungen = ?10, geaendert_am = ?11,"
-    " version = version + 1 WHERE id = ?12 AND version = ?13";
-static const char SQL_DELETE[] = "DELETE FROM charge WHERE id = ? AND version = ?";
+    " version = version + 1 WHERE id = ?12 AND version = ?13 RETURNING " COLS;
+static const char SQL_DELETE[] = "DELETE FROM charge WHERE id = ? RETURNING version";
 static const char SQL_NEXT_NUMBER[] =
     "INSERT INTO nummernkreis (jahr, naechste) VALUES (?1, 2) ON CONFLICT(jahr)"
     " DO UPDATE SET naechste = naechste + 1 RETURNING naechste - 1";
@@ -174,7 +175,7 @@ static int64_t normalise_date(json_t *obj, const char *key, bool *absent)
 }
 
 /* Binds the ten writable columns of obj (after date normalisation). */
-static void bind_fields(sqlite3_stmt *st, json_t *obj)
+static void bind_fields(lm_db_st *st, json_t *obj)
 {
     bool no_hd, no_mhd;
     int64_t hd = normalise_date(obj, "herstellungsdatum", &no_hd);
@@ -183,15 +184,15 @@ static void bind_fields(sqlite3_stmt *st, json_t *obj)
     lm_rest_bind(st, 2, json_object_get(obj, "menge"));
     lm_rest_bind(st, 3, json_object_get(obj, "einheit_id"));
     lm_rest_bind(st, 4, json_object_get(obj, "herstellungsdatum"));
-    sqlite3_bind_int64(st, 5, hd);
+    lm_db_bind_int(st, 5, hd);
     lm_rest_bind(st, 6, json_object_get(obj, "mindesthaltbarkeitsdatum"));
-    if (!no_mhd) sqlite3_bind_int64(st, 7, mhd);
+    if (!no_mhd) lm_db_bind_int(st, 7, mhd);
     lm_rest_bind(st, 8, json_object_get(obj, "charge_nummer"));
     const json_t *status = json_object_get(obj, "status");
     if (status && !json_is_null(status))
         lm_rest_bind(st, 9, status);
     else
-        sqlite3_bind_text(st, 9, "aktiv", -1, SQLITE_STATIC);
+        lm_db_bind_text(st, 9, "aktiv", -1);
     lm_rest_bind(st, 10, json_object_get(obj, "bemerkungen"));
 }
 
@@ -202,20 +203,20 @@ static int next_number(lm_db_conn *c, char *out, size_t outlen)
     struct tm tm;
     gmtime_r(&now, &tm);
     for (int attempt = 0; attempt < 1000; attempt++) {
-        sqlite3_stmt *st = lm_db_stmt(c, SQL_NEXT_NUMBER);
+        lm_db_st *st = lm_db_stmt(c, SQL_NEXT_NUMBER);
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int(st, 1, tm.tm_year + 1900);
-        if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
-        long long n = sqlite3_column_int64(st, 0);
-        sqlite3_reset(st);
+        lm_db_bind_int(st, 1, tm.tm_year + 1900);
+        if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
+        long long n = lm_db_col_int(st, 0);
+        lm_db_reset(st);
         snprintf(out, outlen, "CH-%04d-%06lld", tm.tm_year + 1900, n);
         st = lm_db_stmt(c, SQL_NUMBER_USED); /* a number typed in by hand may be taken */
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_text(st, 1, out, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc == SQLITE_DONE) return 0;
-        if (rc != SQLITE_ROW) return LM_DB_EIO;
+        lm_db_bind_text(st, 1, out, -1);
+        int rc = lm_db_step(st);
+        lm_db_reset(st);
+        if (rc == LM_DB_DONE) return 0;
+        if (rc != LM_DB_ROW) return LM_DB_EIO;
     }
     return LM_DB_EIO;
 }
@@ -237,20 +238,16 @@ static unsigned filter_mask(const list_filter *f)
            (f->has_before ? 8u : 0) | (f->has_after ? 16u : 0);
 }
 
-static void bind_int(sqlite3_stmt *st, const char *name, long long v)
+static void bind_int(lm_db_st *st, const char *name, long long v)
 {
-    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, name), v);
+    lm_db_bind_int(st, lm_db_param_index(st, name), v);
 }
 
-static void bind_filter(sqlite3_stmt *st, const list_filter *f)
+static void bind_filter(lm_db_st *st, const list_filter *f)
 {
     if (f->has_artikel) bind_int(st, ":artikel_id", f->artikel_id);
-    if (f->status)
-        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":status"), f->status, -1,
-                          SQLITE_STATIC);
-    if (f->nummer)
-        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":nummer"), f->nummer, -1,
-                          SQLITE_STATIC);
+    if (f->status) lm_db_bind_text(st, lm_db_param_index(st, ":status"), f->status, -1);
+    if (f->nummer) lm_db_bind_text(st, lm_db_param_index(st, ":nummer"), f->nummer, -1);
     if (f->has_before) bind_int(st, ":before", f->before);
     if (f->has_after) bind_int(st, ":after", f->after);
 }
@@ -261,12 +258,12 @@ static int list_query(lm_db_conn *c, void *arg)
     lm_rest_op *op = arg;
     list_filter *f = op->domain;
     unsigned mask = filter_mask(f);
-    sqlite3_stmt *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
+    lm_db_st *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
     if (!st) return LM_DB_EIO;
     bind_filter(st, f);
-    if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
-    op->total = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
+    op->total = lm_db_col_int(st, 0);
+    lm_db_reset(st);
     st = lm_db_stmt(c, lm_db_sql_variant(f->fefo ? &sql_list_fefo : &sql_list_id, mask));
     if (!st) return LM_DB_EIO;
     bind_filter(st, f);
@@ -290,12 +287,12 @@ static int insert(lm_db_conn *c, lm_rest_op *op)
         if ((rc = next_number(c, nr, sizeof nr))) return rc;
         json_object_set_new(op->input, "charge_nummer", json_string(nr));
     }
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
+    lm_db_st *st = lm_db_stmt(c, SQL_INSERT);
     if (!st) return LM_DB_EIO;
     char now[LM_TIME_STRLEN];
     lm_timefmt_format(lm_timefmt_now_ms(), now);
     bind_fields(st, op->input);
-    sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
+    lm_db_bind_text(st, 11, now, -1);
     return lm_rest_insert(c, op, st, op->input);
 }
 
@@ -340,7 +337,7 @@ static int update_job(lm_db_conn *c, void *arg)
         json_decref(next);
         return rc;
     }
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_UPDATE);
+    lm_db_st *st = lm_db_stmt(c, SQL_UPDATE);
     if (!st) {
         json_decref(next);
         return LM_DB_EIO;
@@ -348,9 +345,9 @@ static int update_job(lm_db_conn *c, void *arg)
     char now[LM_TIME_STRLEN];
     lm_timefmt_format(lm_timefmt_now_ms(), now);
     bind_fields(st, next);
-    sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 12, op->id);
-    sqlite3_bind_int64(st, 13, version);
+    lm_db_bind_text(st, 11, now, -1);
+    lm_db_bind_int(st, 12, op->id);
+    lm_db_bind_int(st, 13, version);
     rc = lm_rest_update(c, op, st, next);
     json_decref(next);
     return rc;

@@ -39,8 +39,7 @@ typedef struct charges_svc {
     int n_workers;
 } charges_svc;
 
-extern const char *const charges_migrations[];
-extern const size_t charges_migrations_count;
+extern const lm_db_migrations charges_migrations;
 
 void charge_routes(lm_router *r, charges_svc *svc);
 

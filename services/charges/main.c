@@ -32,8 +32,7 @@ int main(void)
     svc.articles_timeout_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_TIMEOUT", 2000, 10, 60000);
     svc.breaker_threshold = (int)lm_cfg_int(&cfg, "ARTICLES_BREAKER_THRESHOLD", 5, 1, 1000);
     svc.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_BREAKER_RESET", 30000, 100, 3600000);
-    svc.store =
-        lm_app_use_store(app, &cfg, "charges", charges_migrations, charges_migrations_count);
+    svc.store = lm_app_use_store(app, &cfg, "charges", &charges_migrations);
     svc.reg = lm_app_use_registry(app, &cfg);
     svc.guard = lm_app_use_guard(app, &cfg);
     lm_cfg_exit_on_error(&cfg);

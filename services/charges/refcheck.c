@@ -130,43 +130,38 @@ static int replica_job(lm_db_conn *c, void *arg)
     refcheck *rc = arg;
     charges_refs *r = rc->refs;
     if (rc->article_failed) {
-        sqlite3_stmt *st =
-            lm_db_stmt(c, "SELECT artikelnummer, einheit_id, mindesthaltbarkeit_tage,"
-                          " status FROM artikel_replica WHERE id = ?");
+        lm_db_st *st = lm_db_stmt(c, "SELECT artikelnummer, einheit_id, mindesthaltbarkeit_tage,"
+                                     " status FROM artikel_replica WHERE id = ?");
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int64(st, 1, r->artikel_id);
-        int s = sqlite3_step(st);
-        if (s == SQLITE_ROW) {
+        lm_db_bind_int(st, 1, r->artikel_id);
+        int s = lm_db_step(st);
+        if (s == LM_DB_ROW) {
             r->article_found = true;
-            snprintf(r->artikelnummer, sizeof r->artikelnummer, "%s",
-                     (const char *)sqlite3_column_text(st, 0));
-            r->article_unit = sqlite3_column_int64(st, 1);
-            r->shelf_life_days =
-                sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 2);
-            snprintf(r->article_status, sizeof r->article_status, "%s",
-                     (const char *)sqlite3_column_text(st, 3));
-        } else if (s == SQLITE_DONE) {
+            snprintf(r->artikelnummer, sizeof r->artikelnummer, "%s", lm_db_col_text(st, 0));
+            r->article_unit = lm_db_col_int(st, 1);
+            r->shelf_life_days = lm_db_col_type(st, 2) == LM_DB_NULL ? -1 : lm_db_col_int(st, 2);
+            snprintf(r->article_status, sizeof r->article_status, "%s", lm_db_col_text(st, 3));
+        } else if (s == LM_DB_DONE) {
             r->unavailable = true;
         } else {
             return LM_DB_EIO;
         }
-        sqlite3_reset(st);
+        lm_db_reset(st);
     }
     if (rc->unit_failed) {
-        sqlite3_stmt *st = lm_db_stmt(c, "SELECT kuerzel FROM einheit_replica WHERE id = ?");
+        lm_db_st *st = lm_db_stmt(c, "SELECT kuerzel FROM einheit_replica WHERE id = ?");
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int64(st, 1, r->einheit_id);
-        int s = sqlite3_step(st);
-        if (s == SQLITE_ROW) {
+        lm_db_bind_int(st, 1, r->einheit_id);
+        int s = lm_db_step(st);
+        if (s == LM_DB_ROW) {
             r->unit_found = true;
-            snprintf(r->unit_kuerzel, sizeof r->unit_kuerzel, "%s",
-                     (const char *)sqlite3_column_text(st, 0));
-        } else if (s == SQLITE_DONE) {
+            snprintf(r->unit_kuerzel, sizeof r->unit_kuerzel, "%s", lm_db_col_text(st, 0));
+        } else if (s == LM_DB_DONE) {
             r->unavailable = true;
         } else {
             return LM_DB_EIO;
         }
-        sqlite3_reset(st);
+        lm_db_reset(st);
     }
     return 0;
 }
@@ -377,7 +372,7 @@ int charges_refs_remember(lm_db_conn *c, charges_refs *r)
 {
     int64_t now = r->checked_ms;
     if (r->article_fresh && r->article_found && !r->article_replica_current) {
-        sqlite3_stmt *st =
+        lm_db_st *st =
             lm_db_stmt(c, "INSERT INTO artikel_replica (id, artikelnummer, einheit_id,"
                           " mindesthaltbarkeit_tage, status, gesehen_ms) VALUES (?, ?, ?, ?, ?, ?)"
                           " ON CONFLICT(id) DO UPDATE SET artikelnummer = excluded.artikelnummer,"
@@ -385,24 +380,24 @@ int charges_refs_remember(lm_db_conn *c, charges_refs *r)
                           " mindesthaltbarkeit_tage = excluded.mindesthaltbarkeit_tage,"
                           " status = excluded.status, gesehen_ms = excluded.gesehen_ms");
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int64(st, 1, r->artikel_id);
-        sqlite3_bind_text(st, 2, r->artikelnummer, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, r->article_unit);
-        if (r->shelf_life_days >= 0) sqlite3_bind_int64(st, 4, r->shelf_life_days);
-        sqlite3_bind_text(st, 5, r->article_status, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 6, now);
-        if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+        lm_db_bind_int(st, 1, r->artikel_id);
+        lm_db_bind_text(st, 2, r->artikelnummer, -1);
+        lm_db_bind_int(st, 3, r->article_unit);
+        if (r->shelf_life_days >= 0) lm_db_bind_int(st, 4, r->shelf_life_days);
+        lm_db_bind_text(st, 5, r->article_status, -1);
+        lm_db_bind_int(st, 6, now);
+        if (lm_db_step(st) != LM_DB_DONE) return LM_DB_EIO;
     }
     if (r->unit_fresh && r->unit_found) {
-        sqlite3_stmt *st =
+        lm_db_st *st =
             lm_db_stmt(c, "INSERT INTO einheit_replica (id, kuerzel, gesehen_ms) VALUES (?, ?, ?)"
                           " ON CONFLICT(id) DO UPDATE SET kuerzel = excluded.kuerzel,"
                           " gesehen_ms = excluded.gesehen_ms");
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int64(st, 1, r->einheit_id);
-        sqlite3_bind_text(st, 2, r->unit_kuerzel, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, now);
-        if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+        lm_db_bind_int(st, 1, r->einheit_id);
+        lm_db_bind_text(st, 2, r->unit_kuerzel, -1);
+        lm_db_bind_int(st, 3, now);
+        if (lm_db_step(st) != LM_DB_DONE) return LM_DB_EIO;
     }
     r->remembered = true; /* the job may still roll back: charges_refs_committed decides */
     return 0;
