@@ -110,8 +110,8 @@ static lm_db_conn *pg_connect(const char *url, const lm_db_opts *o, bool writer,
     char connect_timeout[16], options[160], user_timeout[16];
     int ct = (o->connect_timeout_ms + 999) / 1000;
     snprintf(connect_timeout, sizeof connect_timeout, "%d", ct < 2 ? 2 : ct);
-    snprintf(options, sizeof options, "-c statement_timeout=%d%s", o->statement_timeout_ms,
-             writer ? "" : " -c default_transaction_read_only=on");
+    snprintf(options, sizeof options, "-c statement_timeout=%d -c client_min_messages=warning%s",
+             o->statement_timeout_ms, writer ? "" : " -c default_transaction_read_only=on");
     /* a dead peer that sends nothing (no RST) is noticed after at most this long */
     snprintf(user_timeout, sizeof user_timeout, "%d",
              o->statement_timeout_ms + o->connect_timeout_ms);
@@ -350,6 +350,7 @@ static lm_db_st *pg_stmt(lm_db_conn *c, const char *sql)
     free(text);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
+        if (!pg_broken(c)) lm_log_error("database: cannot prepare a statement: %s", p->err);
         PQclear(r);
         free_st(s);
         return NULL;
@@ -436,6 +437,8 @@ static int pg_step(lm_db_st *st)
     default: {
         set_err(p, s->res ? PQresultErrorMessage(s->res) : PQerrorMessage(p->h));
         int rc = s->res ? classify(s->res) : LM_DB_EIO;
+        if (rc == LM_DB_EIO && !pg_broken(st->conn)) /* lost connections are logged once */
+            lm_log_error("database: statement failed: %s", p->err);
         PQclear(s->res);
         s->res = NULL;
         return rc;

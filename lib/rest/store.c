@@ -199,12 +199,17 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
         free(s);
         return NULL;
     }
-    /* processes sharing a database file share its counter beside it; on PostgreSQL it is
-     * per data directory (instances on one host with one LOTMESH_DATA_DIR) */
+    /* processes sharing a database file share its counter beside it; on PostgreSQL the
+     * instances on one host share one keyed by the connection string */
     char gen_path[1200];
-    if (pg)
-        snprintf(gen_path, sizeof gen_path, "%s/%s-pg-lmgen", lm_cfg_data_dir(), name);
-    else
+    if (pg) {
+        const char *tmp = getenv("TMPDIR");
+        unsigned long long h = 1469598103934665603ULL; /* FNV-1a */
+        for (const char *c = s->url; *c; c++)
+            h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        snprintf(gen_path, sizeof gen_path, "%s/lotmesh-%s-%016llx.lmgen",
+                 tmp && *tmp ? tmp : "/tmp", name, h);
+    } else
         snprintf(gen_path, sizeof gen_path, "%s-lmgen", s->url + 7);
     if (cache_on) s->cache = lm_cache_new(cache_bytes);
     s->writes = lm_sharedgen_open(gen_path, flush_cache, s, err, sizeof err);

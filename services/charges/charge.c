@@ -99,7 +99,7 @@ static const char SQL_UPDATE[] =
 static const char SQL_DELETE[] = "DELETE FROM charge WHERE id = ? RETURNING version";
 static const char SQL_NEXT_NUMBER[] =
     "INSERT INTO nummernkreis (jahr, naechste) VALUES (?1, 2) ON CONFLICT(jahr)"
-    " DO UPDATE SET naechste = naechste + 1 RETURNING naechste - 1";
+    " DO UPDATE SET naechste = nummernkreis.naechste + 1 RETURNING naechste - 1";
 static const char SQL_NUMBER_USED[] = "SELECT 1 FROM charge WHERE charge_nummer = ?";
 
 /* The domain part of an op: the batch being written and its references. */
