@@ -65,11 +65,30 @@ struct lm_db {
     uv_mutex_t health_lock;
     char why[256];
     atomic_ullong commits, write_jobs, reads, failed_commits, largest_batch, reconnects, statements;
+    char instance[17]; /* this process among the database's writers (NOTIFY payload) */
+    void *watch;       /* the backend's listener (lm_db_watch), or NULL */
 };
 
 static uint64_t now_ms(void)
 {
     return uv_hrtime() / 1000000;
+}
+
+const char *lm_db_instance(const lm_db *db)
+{
+    return db->instance;
+}
+
+const char *lm_db_conn_instance(const lm_db_conn *c)
+{
+    return c->db ? c->db->instance : "";
+}
+
+bool lm_db_watch(lm_db *db, lm_db_changed fn, void *ctx)
+{
+    if (!db->be->watch_start || db->watch) return false;
+    db->watch = db->be->watch_start(db, db->url, &db->opts, fn, ctx);
+    return db->watch != NULL;
 }
 
 void lm_db_count_statement(lm_db_conn *c)
@@ -347,7 +366,10 @@ static void run_batch(lm_db *db, job *batch, size_t n)
             ok = tx(w, LM_DB_TX_ROLLBACK_TO) && tx(w, LM_DB_TX_RELEASE);
         }
     }
-    if (w && ok && tx(w, LM_DB_TX_COMMIT)) {
+    bool wrote = false;
+    for (job *j = batch; j; j = j->next)
+        wrote |= j->rc == 0;
+    if (w && ok && tx(w, wrote && db->watch ? LM_DB_TX_COMMIT_NOTIFY : LM_DB_TX_COMMIT)) {
         if (!atomic_load(&db->commit_ok)) {
             atomic_store(&db->commit_ok, true);
             lm_log_info("database: commits succeed again");
@@ -435,6 +457,9 @@ lm_db *lm_db_open(const char *url, const lm_db_migrations *m, const lm_db_opts *
     }
     db->url = lm_xstrdup(url);
     db->opts = *opts;
+    uint64_t r = uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 32) ^ (uint64_t)(uintptr_t)db;
+    snprintf(db->instance, sizeof db->instance, "%016llx",
+             (unsigned long long)(r * 0x9E3779B97F4A7C15ULL));
     if (db->opts.pool_size < 1) db->opts.pool_size = 1;
     atomic_store(&db->up, true);
     atomic_store(&db->commit_ok, true);
@@ -468,6 +493,7 @@ void lm_db_close(lm_db *db)
         uv_mutex_unlock(&db->lock);
         uv_thread_join(&db->writer_thread);
     }
+    if (db->watch) db->be->watch_stop(db->watch);
     uv_mutex_lock(&db->pool_lock);
     for (int i = 0; i < db->n_free; i++)
         db->be->disconnect(db->pool_free[i]);

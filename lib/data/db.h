@@ -152,6 +152,18 @@ const char *lm_db_sql_variant(lm_db_sql_variants *v, unsigned mask);
  * page, say) see the same snapshot. Returns fn's code, or LM_DB_EIO. */
 int lm_db_snapshot(lm_db_conn *conn, lm_db_fn fn, void *arg);
 
+/* ---- change notifications ------------------------------------------------------------ */
+
+/* Called on a data-layer thread when another process committed writes to this database. */
+typedef void (*lm_db_changed)(void *ctx);
+/* Asks to be told of other processes' writes: on PostgreSQL every commit of a write batch
+ * sends NOTIFY (in the same round trip as its COMMIT, delivered only if it commits) and a
+ * listener thread with its own connection (LISTEN) calls fn, typically within milliseconds;
+ * after its connection was lost it calls fn once more when it is back. Returns false when
+ * the backend has no notifications (SQLite: processes share a file; see sharedgen.h). Main
+ * thread, after lm_db_open; at most once. */
+bool lm_db_watch(lm_db *db, lm_db_changed fn, void *ctx);
+
 /* ---- state ------------------------------------------------------------------------------ */
 
 /* true when the database is reachable and the last commit (or probe) succeeded; otherwise

@@ -19,6 +19,7 @@ typedef enum {
     LM_DB_TX_SAVEPOINT,
     LM_DB_TX_ROLLBACK_TO,
     LM_DB_TX_RELEASE,
+    LM_DB_TX_COMMIT_NOTIFY, /* commit and tell other processes (lm_db_watch) */
 } lm_db_tx;
 
 typedef struct lm_db_backend lm_db_backend;
@@ -63,6 +64,12 @@ struct lm_db_backend {
     const char *(*col_text)(lm_db_st *st, int i);
     size_t (*col_bytes)(lm_db_st *st, int i);
     const char *(*errmsg)(lm_db_conn *c);
+    /* Optional (NULL: the backend has no notifications): a thread with its own connection
+     * that calls fn(ctx) whenever another process (another instance id) committed a write,
+     * and once after each reconnect (notifications may have been missed). */
+    void *(*watch_start)(lm_db *db, const char *url, const lm_db_opts *o, lm_db_changed fn,
+                         void *ctx);
+    void (*watch_stop)(void *watch);
 };
 
 extern const lm_db_backend lm_db_sqlite_backend;
@@ -70,5 +77,9 @@ extern const lm_db_backend lm_db_pg_backend;
 
 /* db.c: counts a statement execution (statistics). */
 void lm_db_count_statement(lm_db_conn *c);
+/* db.c: this process's id among the writers of the database (16 hex digits). */
+const char *lm_db_instance(const lm_db *db);
+/* db.c: the instance id of c's database. */
+const char *lm_db_conn_instance(const lm_db_conn *c);
 
 #endif

@@ -15,12 +15,16 @@
 
 #include <ctype.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define STMT_CACHE 128
 #define MAX_PARAMS 32
+/* NOTIFY channel of committed writes (payload: the writer's instance id) */
+#define CHANNEL "lotmesh_writes"
 /* pg_advisory_lock key of the migration step: "lotmesh" */
 #define MIGRATION_LOCK 0x6c6f746d657368LL
 
@@ -163,9 +167,14 @@ static bool pg_tx(lm_db_conn *c, lm_db_tx what)
         return exec(p, "BEGIN");
     case LM_DB_TX_BEGIN_READ:
         return exec(p, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-    case LM_DB_TX_COMMIT: {
-        /* COMMIT of a failed transaction "succeeds" as ROLLBACK: that is a failure here */
-        PGresult *r = PQexec(p->h, "COMMIT");
+    case LM_DB_TX_COMMIT:
+    case LM_DB_TX_COMMIT_NOTIFY: {
+        /* the NOTIFY travels with the COMMIT (one round trip) and is delivered only if it
+         * commits; COMMIT of a failed transaction "succeeds" as ROLLBACK: a failure here */
+        char sql[96];
+        if (what == LM_DB_TX_COMMIT_NOTIFY)
+            snprintf(sql, sizeof sql, "NOTIFY " CHANNEL ", '%s'; COMMIT", lm_db_conn_instance(c));
+        PGresult *r = PQexec(p->h, what == LM_DB_TX_COMMIT_NOTIFY ? sql : "COMMIT");
         lm_db_count_statement(c);
         bool ok = PQresultStatus(r) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "COMMIT");
         if (!ok)
@@ -507,6 +516,91 @@ static const char *pg_errmsg(lm_db_conn *c)
     return p->err[0] ? p->err : "unknown error";
 }
 
+/* ---- change notifications (LISTEN) ---------------------------------------------------- */
+
+typedef struct pg_watch {
+    lm_db *db;
+    char *url;
+    lm_db_opts opts;
+    lm_db_changed fn;
+    void *ctx;
+    uv_thread_t thread;
+    atomic_bool stop;
+} pg_watch;
+
+/* The listener thread: LISTEN on its own connection, poll its socket (waking every 200 ms to
+ * see whether to stop), call fn for every other instance's notification; reconnect with
+ * backoff after a loss and then call fn once, since notifications may have been missed. */
+static void watch_main(void *arg)
+{
+    pg_watch *w = arg;
+    lm_db_conn *c = NULL;
+    int backoff_ms = 0;
+    bool first = true;
+    while (!atomic_load(&w->stop)) {
+        if (!c) {
+            char err[256];
+            c = pg_connect(w->url, &w->opts, true, err, sizeof err);
+            if (c && !exec(PG(c), "LISTEN " CHANNEL)) {
+                pg_disconnect(c);
+                c = NULL;
+            }
+            if (!c) {
+                backoff_ms = backoff_ms ? (backoff_ms * 2 > 2000 ? 2000 : backoff_ms * 2) : 100;
+                for (int t = 0; t < backoff_ms && !atomic_load(&w->stop); t += 50)
+                    uv_sleep(50);
+                continue;
+            }
+            backoff_ms = 0;
+            if (!first) w->fn(w->ctx); /* writes while we were not listening */
+            first = false;
+        }
+        PGconn *h = PG(c)->h;
+        struct pollfd pfd = {.fd = PQsocket(h), .events = POLLIN};
+        int n = poll(&pfd, 1, 200);
+        if (n < 0) continue;
+        if (n > 0 && !PQconsumeInput(h)) {
+            pg_disconnect(c); /* lost: reconnect */
+            c = NULL;
+            continue;
+        }
+        bool other = false;
+        PGnotify *note;
+        while ((note = PQnotifies(h))) {
+            other |= strcmp(note->extra, lm_db_instance(w->db)) != 0;
+            PQfreemem(note);
+        }
+        if (other) w->fn(w->ctx);
+        if (PQstatus(h) == CONNECTION_BAD) {
+            pg_disconnect(c);
+            c = NULL;
+        }
+    }
+    if (c) pg_disconnect(c);
+}
+
+static void *pg_watch_start(lm_db *db, const char *url, const lm_db_opts *o, lm_db_changed fn,
+                            void *ctx)
+{
+    pg_watch *w = lm_xcalloc(1, sizeof *w);
+    *w = (pg_watch){.db = db, .url = lm_xstrdup(url), .opts = *o, .fn = fn, .ctx = ctx};
+    if (uv_thread_create(&w->thread, watch_main, w) != 0) {
+        free(w->url);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void pg_watch_stop(void *arg)
+{
+    pg_watch *w = arg;
+    atomic_store(&w->stop, true);
+    uv_thread_join(&w->thread);
+    free(w->url);
+    free(w);
+}
+
 const lm_db_backend lm_db_pg_backend = {
     .name = "postgresql",
     .connect = pg_connect,
@@ -530,4 +624,6 @@ const lm_db_backend lm_db_pg_backend = {
     .col_text = pg_col_text,
     .col_bytes = pg_col_bytes,
     .errmsg = pg_errmsg,
+    .watch_start = pg_watch_start,
+    .watch_stop = pg_watch_stop,
 };

@@ -160,6 +160,7 @@ static bool sq_tx(lm_db_conn *c, lm_db_tx what)
         [LM_DB_TX_SAVEPOINT] = "SAVEPOINT job",
         [LM_DB_TX_ROLLBACK_TO] = "ROLLBACK TO job",
         [LM_DB_TX_RELEASE] = "RELEASE job",
+        [LM_DB_TX_COMMIT_NOTIFY] = "COMMIT",
     };
     sq_conn *q = SQ(c);
     lm_db_st *st = sq_stmt(c, sql[what]); /* prepared once, not parsed per job */

@@ -220,6 +220,8 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
         free(s);
         return NULL;
     }
+    /* other hosts' instances on the same PostgreSQL database: their commits NOTIFY */
+    if (pg && cache_on) lm_db_watch(s->db, flush_cache, s);
     s->n_ports = env->workers;
     s->ports = lm_xcalloc((size_t)s->n_ports, sizeof *s->ports);
     s->comp = (lm_component){.ctx = s,

@@ -143,3 +143,41 @@ def test_unreachable_postgres_at_start_is_one_configuration_line(run_process):
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr_lines if "configuration error" in ln]
     assert len(lines) == 1 and "DATABASE_URL" in lines[0] and "connect" in lines[0], res.stderr
+
+
+def test_instances_on_other_hosts_see_writes_through_notify(start_process, tmp_path):
+    """Two instances on one PostgreSQL database that share no counter file (as on two hosts:
+    different TMPDIR): a write through one drops the other's cached answers when its
+    NOTIFY arrives — within milliseconds, so a poll sees it well inside a second."""
+    srv = pg_server.get()
+    url = srv.database(f"notify-{unique()}")
+    dirs = [tmp_path / "host-a", tmp_path / "host-b"]
+    for d in dirs:
+        d.mkdir()
+    a = start_process("articles", {"DATABASE_URL": url, "WORKERS": "2", "TMPDIR": str(dirs[0])})
+    b = start_process("articles", {"DATABASE_URL": url, "WORKERS": "2", "TMPDIR": str(dirs[1])})
+    r = post_json(a, CREATE, {"artikelnummer": unique("N-"), "bezeichnung": "alt",
+                              "einheit_id": 1})
+    assert r.status_code == 201
+    x = r.json()
+    path = f"/api/v1/article/{x['id']}"
+    for _ in range(2):  # cached in a
+        assert a.get(path).json() == x
+    hits = a.metric("lotmesh_cache_hits_total")
+    assert hits >= 1
+    r = post_json(b, path, {"bezeichnung": "neu"}, method="PATCH")
+    assert r.status_code == 200
+    t0 = time.monotonic()
+    assert poll(lambda: a.get(path).json() == r.json(), timeout=2.0, step=0.005), \
+        "a still serves the old article"
+    window = time.monotonic() - t0
+    assert a.metric("lotmesh_cache_flushes_total") >= 1
+    print(f"staleness window observed: {window * 1000:.1f} ms")
+    # and creates through b appear in a's cached list
+    q = {"q": "neu"}
+    assert a.get("/api/v1/articles", params=q).json() == [r.json()]
+    r2 = post_json(b, CREATE, {"artikelnummer": unique("N-"), "bezeichnung": "neu auch",
+                               "einheit_id": 1})
+    assert r2.status_code == 201
+    assert poll(lambda: len(a.get("/api/v1/articles", params=q).json()) == 2, timeout=2.0,
+                step=0.005)
