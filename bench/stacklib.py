@@ -415,7 +415,8 @@ def cmd_svc_report(meta_path, wrkdir):
     runs = read_runs(meta, wrkdir)
     out = []
     p = out.append
-    p(f"# lotmesh services vs FastAPI + SQLite, {meta['date']}")
+    dbname = "PostgreSQL" if meta.get("db") == "pg" else "SQLite"
+    p(f"# lotmesh services vs FastAPI, both on {dbname}, {meta['date']}")
     p("")
     p(f"- lotmesh `{meta['commit']}`, build {meta['build']}; FastAPI {meta.get('fastapi', '?')}")
     fastest = header_common(p, meta, runs)
@@ -431,6 +432,11 @@ def cmd_svc_report(meta_path, wrkdir):
       f"FastAPI {meta.get('seed_fastapi', '?')} s with {meta['seed_conns']} connections); reads are "
       "measured before creates, so both read the same rows")
     p(f"- same contract, checked before the run: {meta.get('same', '?')}")
+    if meta.get("db") == "pg":
+        p(f"- database: PostgreSQL {meta.get('postgres', '?')} on 127.0.0.1 (fsync and "
+          "synchronous_commit on), one database per service; lotmesh's writer: "
+          f"{meta.get('write_statements_per_job', '?')} round trips per write job, "
+          f"{meta.get('write_jobs_per_commit', '?')} jobs per commit (whole run)")
     p(f"- auth: lotmesh with SERVICE_AUTH={meta['auth']} (every request carries a service token, "
       "verified from a per-thread cache); the FastAPI service checks no token")
     cache = meta.get("cache", "?")

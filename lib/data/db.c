@@ -64,7 +64,8 @@ struct lm_db {
     atomic_bool commit_ok; /* the last commit or probe succeeded */
     uv_mutex_t health_lock;
     char why[256];
-    atomic_ullong commits, write_jobs, reads, failed_commits, largest_batch, reconnects, statements;
+    atomic_ullong commits, write_jobs, reads, failed_commits, largest_batch, reconnects, statements,
+        write_statements;
     char instance[17]; /* this process among the database's writers (NOTIFY payload) */
     void *watch;       /* the backend's listener (lm_db_watch), or NULL */
 };
@@ -93,7 +94,9 @@ bool lm_db_watch(lm_db *db, lm_db_changed fn, void *ctx)
 
 void lm_db_count_statement(lm_db_conn *c)
 {
-    if (c->db) atomic_fetch_add_explicit(&c->db->statements, 1, memory_order_relaxed);
+    if (!c->db) return;
+    atomic_fetch_add_explicit(&c->db->statements, 1, memory_order_relaxed);
+    if (c->writer) atomic_fetch_add_explicit(&c->db->write_statements, 1, memory_order_relaxed);
 }
 
 static void set_why(lm_db *db, const char *what, const char *msg)
@@ -289,6 +292,7 @@ static lm_db_conn *connect_conn(lm_db *db, bool writer, char *err, size_t errlen
     lm_db_conn *c = db->be->connect(db->url, &db->opts, writer, err, errlen);
     if (c) {
         c->db = db;
+        c->writer = writer;
         c->generation = atomic_load(&db->generation);
     }
     return c;
@@ -628,4 +632,5 @@ void lm_db_get_stats(lm_db *db, lm_db_stats *out)
     out->largest_batch = atomic_load(&db->largest_batch);
     out->reconnects = atomic_load(&db->reconnects);
     out->statements = atomic_load(&db->statements);
+    out->write_statements = atomic_load(&db->write_statements);
 }

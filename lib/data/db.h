@@ -174,7 +174,8 @@ bool lm_db_health(lm_db *db, lm_buf *why);
 typedef struct lm_db_stats {
     unsigned long long commits, write_jobs, reads, failed_commits;
     unsigned long long largest_batch, reconnects;
-    unsigned long long statements; /* statements executed (round trips on PostgreSQL) */
+    unsigned long long statements;       /* statements executed (round trips on PostgreSQL) */
+    unsigned long long write_statements; /* of those, on the writer's connection */
 } lm_db_stats;
 void lm_db_get_stats(lm_db *db, lm_db_stats *out);
 

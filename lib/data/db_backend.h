@@ -28,6 +28,7 @@ struct lm_db_conn {
     const lm_db_backend *be;
     unsigned long long generation; /* db.c: the reconnect generation it was opened in */
     struct lm_db *db;              /* db.c: for statistics */
+    bool writer;                   /* db.c: the writer's connection */
 };
 
 struct lm_db_st {

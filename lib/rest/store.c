@@ -64,6 +64,10 @@ static void metrics(lm_buf *out, void *ctx)
                   "round trips, transaction control included).\n"
                   "# TYPE lotmesh_db_statements_total counter\n"
                   "lotmesh_db_statements_total %llu\n"
+                  "# HELP lotmesh_db_write_statements_total Of those, on the writer's "
+                  "connection (per write job: round trips per create).\n"
+                  "# TYPE lotmesh_db_write_statements_total counter\n"
+                  "lotmesh_db_write_statements_total %llu\n"
                   "# HELP lotmesh_db_reconnects_total Reconnections after the database was "
                   "unreachable.\n"
                   "# TYPE lotmesh_db_reconnects_total counter\n"
@@ -72,7 +76,7 @@ static void metrics(lm_buf *out, void *ctx)
                   "# TYPE lotmesh_db_up gauge\n"
                   "lotmesh_db_up %d\n",
                   st.commits, st.write_jobs, st.failed_commits, st.reads, st.statements,
-                  st.reconnects, lm_db_health(s->db, NULL) ? 1 : 0);
+                  st.write_statements, st.reconnects, lm_db_health(s->db, NULL) ? 1 : 0);
     if (!s->cache) return;
     lm_cache_stats cs;
     lm_cache_get_stats(s->cache, &cs);

@@ -21,7 +21,9 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -32,6 +34,12 @@ DB_SERVICES = ("articles", "charges")
 _server = None
 
 
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _as_postgres(cmd):
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--"] + cmd
@@ -40,11 +48,10 @@ def _as_postgres(cmd):
 
 class PgServer:
     def __init__(self):
-        from harness import free_port  # late: harness imports this module
         self.dir = tempfile.mkdtemp(prefix="lotmesh-pg-")
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "pg.log")
-        self.port = free_port()
+        self.port = _free_port()
         self.pid = None
         self.databases = set()
         if os.geteuid() == 0:
@@ -161,3 +168,25 @@ def query(url, sql, params=()):
         return con.execute(sql, params).fetchall()
     finally:
         con.close()
+
+
+if __name__ == "__main__":
+    # bench/: python3 pg_server.py serve PORTFILE DB... — starts a server, creates the
+    # databases, writes the port to PORTFILE, runs until SIGTERM/SIGINT, then stops it.
+    if len(sys.argv) < 3 or sys.argv[1] != "serve":
+        print("usage: pg_server.py serve PORTFILE [DATABASE...]", file=sys.stderr)
+        sys.exit(2)
+    srv = get()
+    con = srv.connect()
+    with con.cursor() as cur:
+        for name in sys.argv[3:]:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    con.close()
+    with open(sys.argv[2] + ".tmp", "w") as f:
+        f.write(f"{srv.port}\n")
+    os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
