@@ -373,7 +373,18 @@ static void run_batch(lm_db *db, job *batch, size_t n)
     bool wrote = false;
     for (job *j = batch; j; j = j->next)
         wrote |= j->rc == 0;
-    if (w && ok && tx(w, wrote && db->watch ? LM_DB_TX_COMMIT_NOTIFY : LM_DB_TX_COMMIT)) {
+    bool committed =
+        w && ok && tx(w, wrote && db->watch ? LM_DB_TX_COMMIT_NOTIFY : LM_DB_TX_COMMIT);
+    /* a job's statement that failed for want of storage (disk full) while the rest
+     * committed: the database cannot take writes, whatever the empty commit said */
+    bool storage = w && db->be->take_storage_error && db->be->take_storage_error(w);
+    if (committed && storage) {
+        const char *msg = db->be->errmsg(w);
+        lm_log_error("database: a write failed: %s", msg);
+        set_why(db, "cannot write", msg);
+        atomic_store(&db->commit_ok, false);
+        if (!db->next_attempt_ms) backoff(db);
+    } else if (committed) {
         if (!atomic_load(&db->commit_ok)) {
             atomic_store(&db->commit_ok, true);
             lm_log_info("database: commits succeed again");

@@ -49,6 +49,9 @@ struct lm_db_backend {
     bool (*in_txn)(lm_db_conn *c);
     /* The connection is lost (reconnect needed). */
     bool (*broken)(lm_db_conn *c);
+    /* Optional: true (once) when a statement failed for want of storage since the last call
+     * (SQLite: SQLITE_FULL, SQLITE_IOERR). */
+    bool (*take_storage_error)(lm_db_conn *c);
     /* A write that proves the database can commit again (SQLite: disk space). 0 or EIO. */
     int (*probe)(lm_db_conn *c);
     lm_db_st *(*stmt)(lm_db_conn *c, const char *sql);

@@ -24,7 +24,8 @@ typedef struct sq_conn {
     sqlite3 *h;
     sq_st *cache[STMT_CACHE];
     size_t n_cache;
-    char err[256]; /* a failure outside a statement (exec) */
+    char err[256];      /* the last failure's message */
+    bool storage_error; /* a statement failed with SQLITE_FULL/SQLITE_IOERR */
 } sq_conn;
 
 static sq_conn *SQ(lm_db_conn *c)
@@ -183,6 +184,13 @@ static bool sq_broken(lm_db_conn *c)
     return false; /* a file does not go away; failures are per commit */
 }
 
+static bool sq_take_storage_error(lm_db_conn *c)
+{
+    bool e = SQ(c)->storage_error;
+    SQ(c)->storage_error = false;
+    return e;
+}
+
 static int sq_probe(lm_db_conn *c)
 {
     /* a write that needs space in the WAL, and leaves nothing behind */
@@ -268,6 +276,8 @@ static int sq_step(lm_db_st *st)
     default:
         snprintf(SQ(st->conn)->err, sizeof SQ(st->conn)->err, "%s",
                  sqlite3_errmsg(SQ(st->conn)->h));
+        if ((rc & 0xff) == SQLITE_FULL || (rc & 0xff) == SQLITE_IOERR)
+            SQ(st->conn)->storage_error = true;
         return (rc & 0xff) == SQLITE_CONSTRAINT ? LM_DB_E_CONSTRAINT : LM_DB_EIO;
     }
 }
@@ -320,6 +330,7 @@ const lm_db_backend lm_db_sqlite_backend = {
     .in_txn = sq_in_txn,
     .broken = sq_broken,
     .probe = sq_probe,
+    .take_storage_error = sq_take_storage_error,
     .stmt = sq_stmt,
     .bind_int = sq_bind_int,
     .bind_double = sq_bind_double,
