@@ -4,6 +4,7 @@
 #include "parse.h"
 #include "problem.h"
 #include "precond.h"
+#include "timefmt.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -661,4 +662,318 @@ int lm_rest_update(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *bo
     row_outcome(op, st, 200);
     lm_db_reset(st);
     return after_write(c, op, LM_REST_UPDATED);
+}
+
+/* ---- declared resources ---------------------------------------------------------------- */
+
+static char *steal(lm_buf *b)
+{
+    return lm_buf_steal(b, NULL);
+}
+
+/* ", name, …, version" part shared by SELECT and RETURNING */
+static void append_cols(lm_buf *b, const lm_rest_resource *r)
+{
+    for (int i = 0; i < r->n_columns; i++)
+        lm_buf_printf(b, "%s%s", i ? ", " : "", r->columns[i].name);
+    if (r->has_version) lm_buf_append_str(b, ", version");
+}
+
+void lm_rest_declare(lm_rest_resource *r)
+{
+    assert(r->n_columns > 0 && r->n_columns <= LM_REST_MAX_COLS);
+    for (int i = 0; i < r->n_columns; i++)
+        r->col_names[i] = r->columns[i].name;
+    r->cols = r->col_names;
+    r->n_cols = r->n_columns;
+    lm_buf b = LM_BUF_INIT;
+    /* SELECT … FROM t */
+    LM_BUF_APPEND_LIT(&b, "SELECT ");
+    append_cols(&b, r);
+    lm_buf_printf(&b, " FROM %s", r->table);
+    char *head = steal(&b);
+    lm_buf_printf(&b, "%s WHERE id = ?", head);
+    r->sql_by_id = steal(&b);
+    /* INSERT INTO t (writable…, created) VALUES (?, …) RETURNING … */
+    lm_buf_printf(&b, "INSERT INTO %s (", r->table);
+    int n = 0;
+    for (int i = 0; i < r->n_columns; i++)
+        if (r->columns[i].flags & (LM_COL_WRITE | LM_COL_CREATED))
+            lm_buf_printf(&b, "%s%s", n++ ? ", " : "", r->columns[i].name);
+    LM_BUF_APPEND_LIT(&b, ") VALUES (");
+    n = 0;
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (!(col->flags & (LM_COL_WRITE | LM_COL_CREATED))) continue;
+        lm_buf_append_str(&b, n++ ? ", " : "");
+        if (col->def)
+            lm_buf_printf(&b, "coalesce(?, '%s')", col->def);
+        else
+            lm_buf_append_char(&b, '?');
+    }
+    LM_BUF_APPEND_LIT(&b, ") RETURNING ");
+    append_cols(&b, r);
+    r->sql_insert = steal(&b);
+    /* UPDATE t SET writable = ?, …, changed = ?, version = version + 1 WHERE id = ? AND … */
+    if (r->has_version) {
+        lm_buf_printf(&b, "UPDATE %s SET ", r->table);
+        for (int i = 0; i < r->n_columns; i++) {
+            const lm_rest_col *col = &r->columns[i];
+            if (!(col->flags & (LM_COL_WRITE | LM_COL_CHANGED))) continue;
+            if (col->def)
+                lm_buf_printf(&b, "%s = coalesce(?, '%s'), ", col->name, col->def);
+            else
+                lm_buf_printf(&b, "%s = ?, ", col->name);
+        }
+        LM_BUF_APPEND_LIT(&b, "version = version + 1 WHERE id = ? AND version = ? RETURNING ");
+        append_cols(&b, r);
+        r->sql_update = steal(&b);
+        lm_buf_printf(&b, "DELETE FROM %s WHERE id = ? RETURNING version", r->table);
+        r->sql_delete = steal(&b);
+    }
+    /* lists: a condition per filter column, then one for q over the search columns */
+    static const char *conds_store[8][LM_DB_VARIANT_CONDS];
+    static int n_declared;
+    assert(n_declared < 8);
+    const char **conds = conds_store[n_declared++];
+    int nc = 0;
+    bool search = false;
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (col->flags & LM_COL_SEARCH) search = true;
+        if (!(col->flags & LM_COL_FILTER)) continue;
+        assert(nc < LM_DB_VARIANT_CONDS - 1);
+        lm_buf_printf(&b, "%s = :%s", col->name, col->name);
+        conds[nc++] = steal(&b);
+    }
+    if (search) {
+        int k = 0;
+        lm_buf_append_char(&b, '(');
+        for (int i = 0; i < r->n_columns; i++)
+            if (r->columns[i].flags & LM_COL_SEARCH)
+                lm_buf_printf(&b, "%sinstr(casefold(%s), casefold(:q)) > 0", k++ ? " OR " : "",
+                              r->columns[i].name);
+        lm_buf_append_char(&b, ')');
+        conds[nc++] = steal(&b);
+    }
+    r->sql_list = lm_xcalloc(1, sizeof *r->sql_list);
+    r->sql_count = lm_xcalloc(1, sizeof *r->sql_count);
+    r->sql_list->head = head;
+    r->sql_list->conds = conds;
+    r->sql_list->n_conds = nc;
+    r->sql_list->tail = " ORDER BY id LIMIT :limit OFFSET :offset";
+    lm_buf_printf(&b, "SELECT count(*) FROM %s", r->table);
+    r->sql_count->head = steal(&b);
+    r->sql_count->conds = conds;
+    r->sql_count->n_conds = nc;
+    r->sql_count->tail = "";
+}
+
+/* Binds the writable columns of next from index 1 on, then now for the CREATED (insert) or
+ * CHANGED (update) column; returns the next free index. */
+static int bind_row(lm_db_st *st, const lm_rest_resource *r, const json_t *next, unsigned stamp)
+{
+    char now[LM_TIME_STRLEN];
+    lm_timefmt_format(lm_timefmt_now_ms(), now);
+    int idx = 1;
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (col->flags & LM_COL_WRITE)
+            lm_rest_bind(st, idx++, json_object_get(next, col->name));
+        else if (col->flags & stamp)
+            lm_db_bind_text(st, idx++, now, -1);
+    }
+    return idx;
+}
+
+static int declared_insert(lm_db_conn *c, lm_rest_op *op)
+{
+    const lm_rest_resource *r = op->resource;
+    int rc = r->before_write ? r->before_write(c, op, NULL, op->input) : 0;
+    if (rc) return rc;
+    lm_db_st *st = lm_db_stmt(c, r->sql_insert);
+    if (!st) return LM_DB_EIO;
+    bind_row(st, r, op->input, LM_COL_CREATED);
+    return lm_rest_insert(c, op, st, op->input);
+}
+
+static int declared_update_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    const lm_rest_resource *r = op->resource;
+    json_t *cur;
+    long long version;
+    int rc = lm_rest_load_current(c, op, &cur, &version);
+    if (rc) return rc;
+    if (op->partial && lm_rest_patch_is_noop(cur, op->input)) { /* nothing changes */
+        json_decref(cur);
+        return lm_rest_row_body(c, op, 200);
+    }
+    json_t *next = json_deep_copy(op->partial ? cur : op->input);
+    if (op->partial) json_object_update(next, op->input);
+    rc = r->before_write ? r->before_write(c, op, cur, next) : 0;
+    json_decref(cur);
+    lm_db_st *st = rc ? NULL : lm_db_stmt(c, r->sql_update);
+    if (!rc && !st) rc = LM_DB_EIO;
+    if (!rc) {
+        int idx = bind_row(st, r, next, LM_COL_CHANGED);
+        lm_db_bind_int(st, idx, op->id);
+        lm_db_bind_int(st, idx + 1, version);
+        rc = lm_rest_update(c, op, st, next);
+    }
+    json_decref(next);
+    return rc;
+}
+
+void lm_rest_create(lm_req *req, const lm_rest_resource *r, lm_store *store)
+{
+    lm_rest_op *op = lm_rest_op_new(req, store);
+    if (!op) return;
+    op->resource = r;
+    if (!(op->input = lm_rest_body(req, r, false, 0))) {
+        lm_rest_op_free(op);
+        return;
+    }
+    op->create = declared_insert;
+    lm_rest_write(op, lm_rest_create_job, lm_rest_op_done);
+}
+
+void lm_rest_replace(lm_req *req, const lm_rest_resource *r, lm_store *store, bool partial)
+{
+    lm_rest_op *op = lm_rest_update_op(req, r, store, partial);
+    if (op) lm_rest_write(op, declared_update_job, lm_rest_op_done);
+}
+
+/* A list's filter values (op->domain): by condition index, owned. */
+typedef struct list_args {
+    char *vals[LM_DB_VARIANT_CONDS];
+    const char *names[LM_DB_VARIANT_CONDS]; /* ":status", ":q" */
+    unsigned mask;
+} list_args;
+
+static void bind_list_args(lm_db_st *st, const list_args *a)
+{
+    for (int i = 0; i < LM_DB_VARIANT_CONDS; i++)
+        if (a->mask & (1u << i))
+            lm_db_bind_text(st, lm_db_param_index(st, a->names[i]), a->vals[i], -1);
+}
+
+static int declared_list_query(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    const lm_rest_resource *r = op->resource;
+    list_args *a = op->domain;
+    lm_db_st *st = lm_db_stmt(c, lm_db_sql_variant(r->sql_count, a->mask));
+    if (!st) return LM_DB_EIO;
+    bind_list_args(st, a);
+    if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
+    op->total = lm_db_col_int(st, 0);
+    lm_db_reset(st);
+    st = lm_db_stmt(c, lm_db_sql_variant(r->sql_list, a->mask));
+    if (!st) return LM_DB_EIO;
+    bind_list_args(st, a);
+    lm_db_bind_int(st, lm_db_param_index(st, ":limit"), op->limit);
+    lm_db_bind_int(st, lm_db_param_index(st, ":offset"), op->offset);
+    return lm_rest_rows_body(op, st, r->cols, r->n_cols, NULL);
+}
+
+static int declared_list_job(lm_db_conn *c, void *arg)
+{
+    return lm_db_snapshot(c, declared_list_query, arg);
+}
+
+static void free_list_args(list_args *a)
+{
+    for (int i = 0; i < LM_DB_VARIANT_CONDS; i++) {
+        free(a->vals[i]);
+        free((char *)a->names[i]);
+    }
+    free(a);
+}
+
+static void declared_list_done(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    free_list_args(op->domain);
+    op->domain = NULL;
+    lm_rest_op_done(rc, arg);
+}
+
+static const lm_field_spec *field_of(const lm_rest_resource *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_fields; i++)
+        if (!strcmp(r->fields[i].name, name)) return &r->fields[i];
+    return NULL;
+}
+
+/* A filter value as its field allows it; adds an error otherwise. */
+static void check_filter(const lm_field_spec *f, const char *name, const char *v, lm_verrs *errs)
+{
+    if (f && f->one_of) {
+        for (const char *const *s = f->one_of; *s; s++)
+            if (!strcmp(*s, v)) return;
+        lm_buf list = LM_BUF_INIT;
+        for (const char *const *s = f->one_of; *s; s++)
+            lm_buf_printf(&list, "%s%s", s == f->one_of ? "" : ", ", *s);
+        lm_verrs_add(errs, name, "must be one of: %s", lm_buf_cstr(&list));
+        lm_buf_free(&list);
+        return;
+    }
+    size_t len = lm_json_utf8_length(v), max = f && f->max_len ? f->max_len : 200;
+    if (len < 1 || len > max) lm_verrs_add(errs, name, "must have 1 to %zu characters", max);
+}
+
+void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store)
+{
+    const char *allowed[LM_DB_VARIANT_CONDS + 4];
+    int na = 0;
+    bool search = false;
+    for (int i = 0; i < r->n_columns; i++) {
+        if (r->columns[i].flags & LM_COL_FILTER) allowed[na++] = r->columns[i].name;
+        search |= (r->columns[i].flags & LM_COL_SEARCH) != 0;
+    }
+    if (search) allowed[na++] = "q";
+    allowed[na++] = "limit";
+    allowed[na++] = "offset";
+    allowed[na] = NULL;
+    if (!lm_rest_query_allowed(req, allowed)) return;
+    lm_rest_op *op = lm_rest_op_new(req, store);
+    if (!op) return;
+    op->resource = r;
+    if (!lm_rest_page(req, op, 50, 500)) {
+        lm_rest_op_free(op);
+        return;
+    }
+    list_args *a = lm_xcalloc(1, sizeof *a);
+    lm_verrs errs = {0};
+    int k = 0;
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (!(col->flags & LM_COL_FILTER)) continue;
+        const char *v = lm_req_query(req, col->name);
+        if (v) {
+            check_filter(field_of(r, col->name), col->name, v, &errs);
+            a->mask |= 1u << k;
+            a->vals[k] = lm_xstrdup(v);
+        }
+        lm_buf nm = LM_BUF_INIT;
+        lm_buf_printf(&nm, ":%s", col->name);
+        a->names[k++] = steal(&nm);
+    }
+    const char *q = search ? lm_req_query(req, "q") : NULL;
+    if (q) {
+        if (lm_json_utf8_length(q) > 100 || !*q)
+            lm_verrs_add(&errs, "q", "must have 1 to 100 characters");
+        a->mask |= 1u << k;
+        a->vals[k] = lm_xstrdup(q);
+    }
+    if (search) a->names[k] = lm_xstrdup(":q");
+    if (errs.n) {
+        free_list_args(a);
+        lm_rest_op_free(op);
+        lm_verrs_send(req, &errs, 400, "invalid query parameters");
+        return;
+    }
+    op->domain = a;
+    lm_rest_list(op, declared_list_job, declared_list_done);
 }

@@ -38,8 +38,26 @@ typedef int (*lm_rest_fn)(lm_db_conn *c, lm_rest_op *op);
 
 typedef enum { LM_REST_CREATED, LM_REST_UPDATED, LM_REST_DELETED } lm_rest_change;
 
+/* Declared resources: a column table from which lm_rest_declare derives the SQL (SELECT by
+ * id, list with the filters given and its count, INSERT … RETURNING, UPDATE … RETURNING with
+ * the version check, DELETE … RETURNING version), the binding from validated JSON and the
+ * JSON rendering; the service keeps only its rules (check, before_write, after_write). */
+enum {
+    LM_COL_WRITE = 1,   /* bound from the request body (its lm_field_spec of the same name) */
+    LM_COL_CREATED = 2, /* set to the time of the insert (RFC 3339 text) */
+    LM_COL_CHANGED = 4, /* set to the time of each update */
+    LM_COL_FILTER = 8,  /* lists: ?name=value, equality, validated by the field's spec */
+    LM_COL_SEARCH = 16, /* lists: ?q= finds it case-insensitively (Unicode: casefold) */
+};
+typedef struct lm_rest_col {
+    const char *name;
+    unsigned flags;
+    const char *def; /* LM_COL_WRITE: text bound when the body has none (or null), or NULL */
+} lm_rest_col;
+#define LM_REST_MAX_COLS 24
+
 /* A resource table as the generic flows see it. The SELECT returns cols in order, then the
- * version (when has_version); ids are INTEGER PRIMARY KEY. */
+ * version (when has_version); cols[0] is the id. */
 typedef struct lm_rest_resource {
     const char *noun;       /* "article", "batch": in messages */
     const char *sql_by_id;  /* "SELECT <cols>, version FROM t WHERE id = ?" (a literal) */
@@ -57,7 +75,32 @@ typedef struct lm_rest_resource {
      * op->body is the new representation for created/updated) — e.g. an outbox row that must
      * commit with it. Non-zero rolls the write back and is its outcome. */
     int (*after_write)(lm_db_conn *c, lm_rest_op *op, lm_rest_change what);
+    /* Declared: the table and its columns (the first "id"); lm_rest_declare fills in the
+     * rest. */
+    const char *table;
+    const lm_rest_col *columns;
+    int n_columns;
+    /* Optional, declared: in the write job before the INSERT/UPDATE, with the current row
+     * (NULL for a create) and the row about to be written (may be amended): reference
+     * checks, status transitions, numbering. Non-zero refuses the write (set op->errs or
+     * lm_rest_fail) or is LM_DB_EIO. */
+    int (*before_write)(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t *next);
+    /* derived by lm_rest_declare */
+    const char *sql_insert, *sql_update;
+    lm_db_sql_variants *sql_list, *sql_count;
+    const char *col_names[LM_REST_MAX_COLS];
 } lm_rest_resource;
+
+/* Derives r's SQL and column names from r->table and r->columns (main thread, before the
+ * routes are served; once per resource). */
+void lm_rest_declare(lm_rest_resource *r);
+/* Whole handlers of a declared resource: POST create (Idempotency-Key honoured), PUT/PATCH
+ * (partial) of /…/{id}, and the list: filters from the LM_COL_FILTER columns, q over the
+ * LM_COL_SEARCH ones (1 to 100 characters), limit (1..500, default 50) and offset, ordered by
+ * id, total in X-Total-Count; one snapshot for the count and the page. */
+void lm_rest_create(lm_req *req, const lm_rest_resource *r, lm_store *store);
+void lm_rest_replace(lm_req *req, const lm_rest_resource *r, lm_store *store, bool partial);
+void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store);
 
 struct lm_rest_op {
     lm_req *req;
