@@ -450,12 +450,15 @@ def cmd_svc_report(meta_path, wrkdir):
     p("- creates: lotmesh-charges asks lotmesh-articles (running, same machine) for the article "
       "and the unit over HTTP on every create and records the answers in its replica tables in "
       "the create's transaction; its CPU is shown apart (*+ articles*). The FastAPI service "
-      "checks a local `artikel`/`einheit` table in its transaction. Both commit durably: WAL, "
-      "synchronous=FULL; lotmesh group-commits the creates queued meanwhile, FastAPI commits "
-      "each create on its own (`BEGIN IMMEDIATE … COMMIT`)")
+      "checks a local `artikel`/`einheit` table in its transaction. Both commit durably ("
+      + ("PostgreSQL, synchronous_commit on" if meta.get("db") == "pg" else
+         "WAL, synchronous=FULL") +
+      "); lotmesh group-commits the creates queued meanwhile, FastAPI commits "
+      "each create on its own (`BEGIN … COMMIT`)")
     p(f"- FastAPI served by uvicorn {meta.get('uvicorn', '?')} --workers {meta['workers']} "
       f"({meta.get('uvicorn_impl', '?')}), `def` path operations on its thread pool, "
-      "pydantic models for body and response, one sqlite3 connection per thread "
+      "pydantic models for body and response, one "
+      + ("psycopg2" if meta.get("db") == "pg" else "sqlite3") + " connection per thread "
       "(bench/fastapi_charges.py)")
     p(f"- run took {meta.get('elapsed', '?')} s")
     p("")
