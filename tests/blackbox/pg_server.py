@@ -147,6 +147,9 @@ def map_env(name, env):
         key = os.path.join(env.get("LOTMESH_DATA_DIR", "var"), f"{short}.db")
     env = dict(env)
     env["DATABASE_URL"] = get().database(os.path.abspath(key))
+    # the cache's write counter of a PostgreSQL database lives under TMPDIR: the server's
+    # temp dir, removed with it (instances of one database share it, as on one host)
+    env.setdefault("TMPDIR", get().dir)
     return env
 
 

@@ -24,7 +24,7 @@ CLIENTS = 4
 def test_postgres_restart_under_write_load_loses_no_acknowledged_write(start_process):
     srv = pg_server.get()
     url = srv.database(f"faults-restart-{unique()}")
-    p = start_process("articles", {"WORKERS": "2", "DATABASE_URL": url,
+    p = start_process("articles", {"WORKERS": "2", "DATABASE_URL": url, "TMPDIR": srv.dir,
                                    "DATABASE_CONNECT_TIMEOUT": "2s"})
     assert p.get("/ready").status_code == 200
     pid = p.pid
@@ -117,7 +117,8 @@ def test_postgres_restart_under_write_load_loses_no_acknowledged_write(start_pro
 def test_reads_answer_503_while_postgres_is_down_and_recover(start_process):
     srv = pg_server.get()
     url = srv.database(f"faults-read-{unique()}")
-    p = start_process("articles", {"WORKERS": "1", "DATABASE_URL": url, "CACHE_URL": "none"})
+    p = start_process("articles", {"WORKERS": "1", "DATABASE_URL": url, "CACHE_URL": "none",
+                                   "TMPDIR": srv.dir})
     r = post_json(p, CREATE, {"artikelnummer": "R-1", "bezeichnung": "lesbar", "einheit_id": 1})
     assert r.status_code == 201
     loc = r.headers["Location"]
