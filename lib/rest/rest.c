@@ -674,18 +674,21 @@ static char *steal(lm_buf *b)
 /* ", name, …, version" part shared by SELECT and RETURNING */
 static void append_cols(lm_buf *b, const lm_rest_resource *r)
 {
+    int n = 0;
     for (int i = 0; i < r->n_columns; i++)
-        lm_buf_printf(b, "%s%s", i ? ", " : "", r->columns[i].name);
+        if (!(r->columns[i].flags & LM_COL_HIDDEN))
+            lm_buf_printf(b, "%s%s", n++ ? ", " : "", r->columns[i].name);
     if (r->has_version) lm_buf_append_str(b, ", version");
 }
 
 void lm_rest_declare(lm_rest_resource *r)
 {
     assert(r->n_columns > 0 && r->n_columns <= LM_REST_MAX_COLS);
+    int shown = 0;
     for (int i = 0; i < r->n_columns; i++)
-        r->col_names[i] = r->columns[i].name;
+        if (!(r->columns[i].flags & LM_COL_HIDDEN)) r->col_names[shown++] = r->columns[i].name;
     r->cols = r->col_names;
-    r->n_cols = r->n_columns;
+    r->n_cols = shown;
     lm_buf b = LM_BUF_INIT;
     /* SELECT … FROM t */
     LM_BUF_APPEND_LIT(&b, "SELECT ");
@@ -786,7 +789,7 @@ static int bind_row(lm_db_st *st, const lm_rest_resource *r, const json_t *next,
     return idx;
 }
 
-static int declared_insert(lm_db_conn *c, lm_rest_op *op)
+int lm_rest_declared_insert(lm_db_conn *c, lm_rest_op *op)
 {
     const lm_rest_resource *r = op->resource;
     int rc = r->before_write ? r->before_write(c, op, NULL, op->input) : 0;
@@ -797,7 +800,7 @@ static int declared_insert(lm_db_conn *c, lm_rest_op *op)
     return lm_rest_insert(c, op, st, op->input);
 }
 
-static int declared_update_job(lm_db_conn *c, void *arg)
+int lm_rest_declared_update_job(lm_db_conn *c, void *arg)
 {
     lm_rest_op *op = arg;
     const lm_rest_resource *r = op->resource;
@@ -834,14 +837,14 @@ void lm_rest_create(lm_req *req, const lm_rest_resource *r, lm_store *store)
         lm_rest_op_free(op);
         return;
     }
-    op->create = declared_insert;
+    op->create = lm_rest_declared_insert;
     lm_rest_write(op, lm_rest_create_job, lm_rest_op_done);
 }
 
 void lm_rest_replace(lm_req *req, const lm_rest_resource *r, lm_store *store, bool partial)
 {
     lm_rest_op *op = lm_rest_update_op(req, r, store, partial);
-    if (op) lm_rest_write(op, declared_update_job, lm_rest_op_done);
+    if (op) lm_rest_write(op, lm_rest_declared_update_job, lm_rest_op_done);
 }
 
 /* A list's filter values (op->domain): by condition index, owned. */

@@ -48,6 +48,8 @@ enum {
     LM_COL_CHANGED = 4, /* set to the time of each update */
     LM_COL_FILTER = 8,  /* lists: ?name=value, equality, validated by the field's spec */
     LM_COL_SEARCH = 16, /* lists: ?q= finds it case-insensitively (Unicode: casefold) */
+    LM_COL_HIDDEN = 32, /* not in the representation (with LM_COL_WRITE: a derived column the
+                         * before_write hook puts into the row, e.g. a date's epoch ms) */
 };
 typedef struct lm_rest_col {
     const char *name;
@@ -101,6 +103,10 @@ void lm_rest_declare(lm_rest_resource *r);
 void lm_rest_create(lm_req *req, const lm_rest_resource *r, lm_store *store);
 void lm_rest_replace(lm_req *req, const lm_rest_resource *r, lm_store *store, bool partial);
 void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store);
+/* The pieces of those handlers, for services whose handlers do more on the loop first
+ * (charges asks articles): op->create for lm_rest_create_job, and the PUT/PATCH job. */
+int lm_rest_declared_insert(lm_db_conn *c, lm_rest_op *op);
+int lm_rest_declared_update_job(lm_db_conn *c, void *op);
 
 struct lm_rest_op {
     lm_req *req;

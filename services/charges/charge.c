@@ -1,4 +1,5 @@
-/* charge.c — the Charge (batch) resource of the seed's Chargen-API: create, read, list
+/* charge.c — the Charge (batch) resource of the seed's Chargen-API, declared (lm_rest_declare;
+ * the service keeps its rules in before_write): create, read, list
  * (filters, FEFO order, pagination), replace, patch, delete. The rules of a batch ledger:
  * positive finite quantity, a real article and unit (refcheck.c), MHD not before the
  * production date and defaulted from the article's shelf life, unique charge_nummer
@@ -50,24 +51,28 @@ static const lm_field_spec fields[] = {
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
-static const char *const cols[] = {"id",
-                                   "artikel_id",
-                                   "menge",
-                                   "einheit_id",
-                                   "herstellungsdatum",
-                                   "mindesthaltbarkeitsdatum",
-                                   "charge_nummer",
-                                   "status",
-                                   "bemerkungen",
-                                   "erstellt_am",
-                                   "geaendert_am"};
-#define N_COLS 11
-#define COLS                                                                                       \
-    "id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"              \
-    " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version"
-#define SELECT_COLS "SELECT " COLS " FROM charge "
+/* The table, declared (lm_rest_declare): the two *_ms columns are derived from the dates by
+ * before_write (FEFO order and range filters) and not part of the representation. */
+static const lm_rest_col columns[] = {
+    {.name = "id"},
+    {.name = "artikel_id", .flags = LM_COL_WRITE},
+    {.name = "menge", .flags = LM_COL_WRITE},
+    {.name = "einheit_id", .flags = LM_COL_WRITE},
+    {.name = "herstellungsdatum", .flags = LM_COL_WRITE},
+    {.name = "herstellungsdatum_ms", .flags = LM_COL_WRITE | LM_COL_HIDDEN},
+    {.name = "mindesthaltbarkeitsdatum", .flags = LM_COL_WRITE},
+    {.name = "mindesthaltbarkeitsdatum_ms", .flags = LM_COL_WRITE | LM_COL_HIDDEN},
+    {.name = "charge_nummer", .flags = LM_COL_WRITE},
+    {.name = "status", .flags = LM_COL_WRITE, .def = "aktiv"},
+    {.name = "bemerkungen", .flags = LM_COL_WRITE},
+    {.name = "erstellt_am", .flags = LM_COL_CREATED},
+    {.name = "geaendert_am", .flags = LM_COL_CHANGED},
+};
+/* lists (FEFO order, date ranges) stay written out */
+#define SELECT_COLS                                                                                \
+    "SELECT id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"       \
+    " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version FROM charge "
 
-static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
 /* Lists: the WHERE holds only the filters given (lm_db_sql_variants). */
 static const char *const list_conds[] = {
     "artikel_id = :artikel_id", "status = :status", "charge_nummer = :nummer",
@@ -87,16 +92,6 @@ static lm_db_sql_variants sql_count = {.head = "SELECT count(*) FROM charge",
                                        .conds = list_conds,
                                        .n_conds = N_LIST_CONDS,
                                        .tail = ""};
-static const char SQL_INSERT[] =
-    "INSERT INTO charge (artikel_id, menge, einheit_id, herstellungsdatum, herstellungsdatum_ms,"
-    " mindesthaltbarkeitsdatum, mindesthaltbarkeitsdatum_ms, charge_nummer, status, bemerkungen,"
-    " erstellt_am) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING " COLS;
-static const char SQL_UPDATE[] =
-    "UPDATE charge SET artikel_id = ?1, menge = ?2, einheit_id = ?3, herstellungsdatum = ?4,"
-    " herstellungsdatum_ms = ?5, mindesthaltbarkeitsdatum = ?6, mindesthaltbarkeitsdatum_ms = ?7,"
-    " charge_nummer = ?8, status = ?9, bemerkungen = ?10, geaendert_am = ?11,"
-    " version = version + 1 WHERE id = ?12 AND version = ?13 RETURNING " COLS;
-static const char SQL_DELETE[] = "DELETE FROM charge WHERE id = ? RETURNING version";
 static const char SQL_NEXT_NUMBER[] =
     "INSERT INTO nummernkreis (jahr, naechste) VALUES (?1, 2) ON CONFLICT(jahr)"
     " DO UPDATE SET naechste = nummernkreis.naechste + 1 RETURNING naechste - 1";
@@ -146,12 +141,14 @@ static void check_dates(json_t *in, lm_verrs *errs)
         lm_verrs_add(errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
 }
 
-static const lm_rest_resource charge = {
+static int before_write(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t *next);
+
+static lm_rest_resource charge = {
     .noun = "batch",
-    .sql_by_id = SQL_BY_ID,
-    .sql_delete = SQL_DELETE,
-    .cols = cols,
-    .n_cols = N_COLS,
+    .table = "charge",
+    .columns = columns,
+    .n_columns = sizeof columns / sizeof columns[0],
+    .before_write = before_write,
     .has_version = true,
     .fields = fields,
     .n_fields = N_FIELDS,
@@ -172,28 +169,6 @@ static int64_t normalise_date(json_t *obj, const char *key, bool *absent)
     lm_timefmt_format(ms, out);
     json_object_set_new(obj, key, json_string(out));
     return ms;
-}
-
-/* Binds the ten writable columns of obj (after date normalisation). */
-static void bind_fields(lm_db_st *st, json_t *obj)
-{
-    bool no_hd, no_mhd;
-    int64_t hd = normalise_date(obj, "herstellungsdatum", &no_hd);
-    int64_t mhd = normalise_date(obj, "mindesthaltbarkeitsdatum", &no_mhd);
-    lm_rest_bind(st, 1, json_object_get(obj, "artikel_id"));
-    lm_rest_bind(st, 2, json_object_get(obj, "menge"));
-    lm_rest_bind(st, 3, json_object_get(obj, "einheit_id"));
-    lm_rest_bind(st, 4, json_object_get(obj, "herstellungsdatum"));
-    lm_db_bind_int(st, 5, hd);
-    lm_rest_bind(st, 6, json_object_get(obj, "mindesthaltbarkeitsdatum"));
-    if (!no_mhd) lm_db_bind_int(st, 7, mhd);
-    lm_rest_bind(st, 8, json_object_get(obj, "charge_nummer"));
-    const json_t *status = json_object_get(obj, "status");
-    if (status && !json_is_null(status))
-        lm_rest_bind(st, 9, status);
-    else
-        lm_db_bind_text(st, 9, "aktiv", -1);
-    lm_rest_bind(st, 10, json_object_get(obj, "bemerkungen"));
 }
 
 /* Next free number of this year's series: CH-2026-000123. */
@@ -269,7 +244,7 @@ static int list_query(lm_db_conn *c, void *arg)
     bind_filter(st, f);
     bind_int(st, ":limit", op->limit);
     bind_int(st, ":offset", op->offset);
-    return lm_rest_rows_body(op, st, cols, N_COLS, NULL);
+    return lm_rest_rows_body(op, st, charge.cols, charge.n_cols, NULL);
 }
 
 static int list_job(lm_db_conn *c, void *arg)
@@ -277,80 +252,43 @@ static int list_job(lm_db_conn *c, void *arg)
     return lm_db_snapshot(c, list_query, arg);
 }
 
-static int insert(lm_db_conn *c, lm_rest_op *op)
+/* The rules of a write, in its transaction: the status transition and the kept number (an
+ * update), dates normalised to UTC text with their epoch ms, the references recorded in the
+ * replica, a number from this year's series when none is given (a create). */
+static int before_write(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t *next)
 {
     charge_op *co = op->domain;
-    int rc = charges_refs_remember(c, &co->refs);
-    if (rc) return rc;
-    if (!json_object_get(op->input, "charge_nummer")) {
-        char nr[32];
-        if ((rc = next_number(c, nr, sizeof nr))) return rc;
-        json_object_set_new(op->input, "charge_nummer", json_string(nr));
+    if (cur) {
+        const char *from = json_string_value(json_object_get(cur, "status"));
+        const char *to = json_string_value(json_object_get(next, "status"));
+        if (!to) to = "aktiv";
+        if (!transition_ok(from, to)) {
+            lm_verrs_add(&op->errs, "status", "cannot change from %s to %s", from, to);
+            op->status = 422;
+            return 422;
+        }
+        if (!json_object_get(next, "charge_nummer")) /* PUT without a number keeps the old one */
+            json_object_set(next, "charge_nummer", json_object_get(cur, "charge_nummer"));
     }
-    lm_db_st *st = lm_db_stmt(c, SQL_INSERT);
-    if (!st) return LM_DB_EIO;
-    char now[LM_TIME_STRLEN];
-    lm_timefmt_format(lm_timefmt_now_ms(), now);
-    bind_fields(st, op->input);
-    lm_db_bind_text(st, 11, now, -1);
-    return lm_rest_insert(c, op, st, op->input);
-}
-
-static int update_job(lm_db_conn *c, void *arg)
-{
-    lm_rest_op *op = arg;
-    charge_op *co = op->domain;
-    json_t *cur;
-    long long version;
-    int rc = lm_rest_load_current(c, op, &cur, &version);
-    if (rc) return rc;
-    if (op->partial &&
-        lm_rest_patch_is_noop(cur, op->input)) { /* nothing changes: no new version */
-        json_decref(cur);
-        return lm_rest_row_body(c, op, 200);
-    }
-    const char *from = json_string_value(json_object_get(cur, "status"));
-    json_t *next = op->partial ? json_deep_copy(cur) : json_deep_copy(op->input);
-    if (op->partial) json_object_update(next, op->input);
-    const char *to = json_string_value(json_object_get(next, "status"));
-    if (!to) to = "aktiv";
-    if (!transition_ok(from, to)) {
-        lm_verrs_add(&op->errs, "status", "cannot change from %s to %s", from, to);
-        op->status = 422;
-        json_decref(cur);
-        json_decref(next);
-        return 422;
-    }
-    if (!json_object_get(next, "charge_nummer")) /* PUT without a number keeps the old one */
-        json_object_set(next, "charge_nummer", json_object_get(cur, "charge_nummer"));
-    json_decref(cur);
     bool no_hd, no_mhd;
     int64_t hd = normalise_date(next, "herstellungsdatum", &no_hd);
     int64_t mhd = normalise_date(next, "mindesthaltbarkeitsdatum", &no_mhd);
-    if (!no_mhd && mhd < hd) {
+    if (cur && !no_mhd && mhd < hd) {
         lm_verrs_add(&op->errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
         op->status = 422;
-        json_decref(next);
         return 422;
     }
-    if ((rc = charges_refs_remember(c, &co->refs))) {
-        json_decref(next);
-        return rc;
+    json_object_set_new(next, "herstellungsdatum_ms", json_integer(hd));
+    json_object_set_new(next, "mindesthaltbarkeitsdatum_ms",
+                        no_mhd ? json_null() : json_integer(mhd));
+    int rc = charges_refs_remember(c, &co->refs);
+    if (rc) return rc;
+    if (!cur && !json_object_get(next, "charge_nummer")) {
+        char nr[32];
+        if ((rc = next_number(c, nr, sizeof nr))) return rc;
+        json_object_set_new(next, "charge_nummer", json_string(nr));
     }
-    lm_db_st *st = lm_db_stmt(c, SQL_UPDATE);
-    if (!st) {
-        json_decref(next);
-        return LM_DB_EIO;
-    }
-    char now[LM_TIME_STRLEN];
-    lm_timefmt_format(lm_timefmt_now_ms(), now);
-    bind_fields(st, next);
-    lm_db_bind_text(st, 11, now, -1);
-    lm_db_bind_int(st, 12, op->id);
-    lm_db_bind_int(st, 13, version);
-    rc = lm_rest_update(c, op, st, next);
-    json_decref(next);
-    return rc;
+    return 0;
 }
 
 /* ---- handlers -------------------------------------------------------------------------- */
@@ -480,7 +418,7 @@ static void refs_checked(charges_refs *refs, void *ctx)
         lm_timefmt_format(hd + days * 86400000LL, out);
         json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
     }
-    lm_rest_write(op, op->id ? update_job : lm_rest_create_job, op_done);
+    lm_rest_write(op, op->id ? lm_rest_declared_update_job : lm_rest_create_job, op_done);
 }
 
 static void start_refcheck(lm_rest_op *op)
@@ -521,7 +459,7 @@ static void handle_create(lm_req *req, void *ctx)
     charge_op *co = lm_xcalloc(1, sizeof *co);
     co->svc = svc_of(ctx);
     op->domain = co;
-    op->create = insert;
+    op->create = lm_rest_declared_insert;
     if (op->has_idem)
         lm_rest_read(op, lm_rest_idem_probe_job, idem_probed);
     else
@@ -554,6 +492,7 @@ static void handle_delete(lm_req *req, void *ctx)
 
 void charge_routes(lm_router *r, charges_svc *svc)
 {
+    lm_rest_declare(&charge);
     lm_router_add(r, "GET", "/api/v1/charges", handle_list, svc);
     lm_router_add(r, "POST", "/api/v1/charge/create", handle_create, svc);
     lm_router_add(r, "GET", "/api/v1/charge/{id}", handle_get, svc);
