@@ -7,7 +7,7 @@ TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan tsan-build tsan run test unit blackbox fuzz fuzz-long bench bench-services bench-gateway format lint clean
+.PHONY: all deps build asan tsan-build tsan run test unit blackbox fuzz fuzz-long images delivery bench bench-services bench-gateway format lint clean
 
 all: build
 
@@ -39,7 +39,7 @@ run: build
 	@scripts/run.sh $(BUILD)
 
 # Every test: unit tests and black-box tests against the sanitizer build, then the fuzzers
-# for a bounded time.
+# for a bounded time, then the delivery checks (images, Compose, Kubernetes, workflows).
 # The services' suites run twice: on SQLite (with everything else), then on PostgreSQL
 # (LOTMESH_TEST_DB=pg: one server for the session, one database per service instance).
 PG_SUITES := tests/blackbox/test_articles.py tests/blackbox/test_charges.py \
@@ -50,6 +50,7 @@ test: asan
 	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/blackbox
 	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PG_SUITES)
 	@$(MAKE) --no-print-directory fuzz
+	@$(MAKE) --no-print-directory delivery
 
 unit: asan
 	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
@@ -66,6 +67,22 @@ fuzz:
 
 fuzz-long:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECS=600
+
+# Container images lotmesh/<process>:<version> and :latest, built with podman from
+# deploy/Containerfile (scripts/images.sh says where the Debian base comes from).
+images:
+	@scripts/deps.sh delivery
+	@scripts/images.sh
+
+# The delivery checks: the images brought up with podman-compose from deploy/compose.yaml
+# and driven, deploy/k8s rendered and schema-checked, .github/workflows linted; timings and
+# sizes in build/delivery/*.json.
+delivery: images
+	@/usr/bin/python3 -m pytest -q tests/delivery
+	@/usr/bin/python3 -c 'import json,sys; d=json.load(open("build/delivery/compose.json")); \
+	  print("delivery: images (MB)", d.get("image_sizes_mb"), "| up to gateway answering", \
+	        d.get("up_to_gateway_answering_s"), "s | rolling restart", d.get("rolling_restart", {}).get("requests"), \
+	        "requests,", d.get("rolling_restart", {}).get("errors"), "errors")' 2>/dev/null || true
 
 bench: build
 	@scripts/deps.sh bench

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages lotmesh needs to build, run, test or benchmark, and only
 # those that are missing, so that `make run` and `make test` work on a fresh machine.
-# Usage: scripts/deps.sh build|test|bench
+# Usage: scripts/deps.sh build|test|bench|delivery
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libjansson-dev
@@ -9,6 +9,10 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libjansson-d
 test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-requests
            python3-consul python3-jwt python3-jsonschema
            postgresql-15 python3-psycopg2)
+# podman as root (runc, netavark with iptables, aardvark-dns for names), podman-compose,
+# mmdebstrap for the Debian base image when none can be pulled
+delivery_pkgs=(podman buildah podman-compose runc netavark aardvark-dns iptables mmdebstrap
+               python3-yaml python3-requests python3-pytest git)
 bench_pkgs=(wrk nginx-light haproxy python3-fastapi python3-uvicorn python3-starlette
             python3-httpx python3-uvloop python3-httptools valgrind)
 
@@ -17,7 +21,8 @@ case "${1:-build}" in
   build) ;;
   test) want+=("${test_pkgs[@]}") ;;
   bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "deps.sh: unknown set '$1' (build|test|bench)" >&2; exit 2 ;;
+  delivery) want=("${delivery_pkgs[@]}") ;;
+  *) echo "deps.sh: unknown set '$1' (build|test|bench|delivery)" >&2; exit 2 ;;
 esac
 
 missing=()
