@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "client.h"
 #include "consul.h"
+#include "dnsdisc.h"
 #include "log.h"
 #include "parse.h"
 #include "url.h"
@@ -67,6 +68,8 @@ struct lm_disc {
     lm_disc_mode mode;
     lm_disc_registry registry;
     uint64_t watch_wait_ms;
+    lm_dnsdisc *dns; /* dns: mode; handed to the control loop by lm_dnsdisc_stop */
+    uint64_t dns_refresh_ms;
 
     pthread_mutex_t mu;
     slot *slots[LM_DISC_MAX_SERVICES];
@@ -512,6 +515,10 @@ static void on_started(void *ctx, int port)
 {
     (void)port;
     lm_disc *reg = ctx;
+    if (reg->mode == LM_DISC_DNS) {
+        lm_dnsdisc_start(reg->dns, reg->loop);
+        return;
+    }
     if (reg->mode != LM_DISC_REGISTRY) return;
     reg->client = lm_client_new(reg->loop, NULL);
     uv_async_init(reg->loop, &reg->watch_async, on_watch_async);
@@ -526,6 +533,11 @@ static void on_started(void *ctx, int port)
 static void on_stopping(void *ctx)
 {
     lm_disc *reg = ctx;
+    if (reg->mode == LM_DISC_DNS) {
+        lm_dnsdisc_stop(reg->dns);
+        reg->dns = NULL;
+        return;
+    }
     if (!reg->running) return;
     reg->running = false;
     reg->stopping = true;
@@ -547,7 +559,8 @@ static void on_stopping(void *ctx)
 
 static void on_stopped(void *ctx)
 {
-    lm_disc *reg = ctx; /* every worker, hook and handle that used it has ended */
+    lm_disc *reg = ctx;        /* every worker, hook and handle that used it has ended */
+    lm_dnsdisc_stop(reg->dns); /* never started (the process did not run) */
     size_t n = atomic_load_explicit(&reg->n_slots, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         lm_disc_set_release(reg->slots[i]->set);
@@ -582,6 +595,13 @@ static void render_metrics(lm_buf *out, void *ctx)
 {
     lm_disc *reg = ctx;
 #define LD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+    if (reg->mode == LM_DISC_DNS) /* the watch series count resolutions */
+        lm_buf_printf(out,
+                      "# HELP lotmesh_discovery_dns_refresh_seconds How often dns: resolves "
+                      "each name.\n"
+                      "# TYPE lotmesh_discovery_dns_refresh_seconds gauge\n"
+                      "lotmesh_discovery_dns_refresh_seconds %.3f\n",
+                      (double)reg->dns_refresh_ms / 1000.0);
     size_t n = atomic_load_explicit(&reg->n_slots, memory_order_acquire);
     if (!n) return;
     static const char *const heads[] = {
@@ -629,6 +649,34 @@ static void static_add(void *ctx, const char *service, const char *const *hosts,
     slot_publish(reg, s, set);
 }
 
+/* dns: one answer from lm_dnsdisc (control loop): the service's instances are exactly these
+ * addresses; an error keeps the last answer. */
+static void dns_publish(void *ctx, const char *service, const char *const *addrs, size_t n,
+                        int port, int status)
+{
+    lm_disc *reg = ctx;
+    bool created;
+    slot *s = slot_get(reg, service, &created);
+    if (!s) return;
+    if (status != 0) {
+        atomic_fetch_add_explicit(&s->m_errors, 1, memory_order_relaxed);
+        if (s->failures++ == 0) /* once per run of failures */
+            lm_log_warn("discovery: dns: cannot resolve the instances of %s: %s; keeping %u",
+                        service, uv_strerror(status),
+                        atomic_load_explicit(&s->m_instances, memory_order_relaxed));
+        return;
+    }
+    s->failures = 0;
+    atomic_fetch_add_explicit(&s->m_updates, 1, memory_order_relaxed);
+    lm_disc_set *set = set_new(n);
+    for (size_t i = 0; i < n; i++) {
+        char id[400];
+        snprintf(id, sizeof id, "%s-%s-%d", service, addrs[i], port);
+        set_add(set, id, addrs[i], port, NULL, 0);
+    }
+    if (slot_publish(reg, s, set)) lm_log_info("discovery: dns: %s has %zu instances", service, n);
+}
+
 lm_disc *lm_disc_open(lm_cfg *cfg, const lm_component_env *env)
 {
     lm_disc *reg = lm_xcalloc(1, sizeof *reg);
@@ -637,6 +685,7 @@ lm_disc *lm_disc_open(lm_cfg *cfg, const lm_component_env *env)
     const char *url = lm_cfg_str(cfg, "SERVICE_REGISTRY_URL", NULL);
     const char *watch = lm_cfg_str(cfg, "SERVICE_WATCH", NULL);
     reg->watch_wait_ms = lm_cfg_duration_ms(cfg, "SERVICE_WATCH_WAIT", 300000, 1000, 600000);
+    reg->dns_refresh_ms = lm_cfg_duration_ms(cfg, "SERVICE_DNS_REFRESH", 5000, 100, 3600000);
     reg->n_workers = env->workers;
     reg->wcache = lm_xcalloc((size_t)reg->n_workers, sizeof *reg->wcache);
 
@@ -648,13 +697,23 @@ lm_disc *lm_disc_open(lm_cfg *cfg, const lm_component_env *env)
         snprintf(reg->registry.url, sizeof reg->registry.url, "static");
         if (lm_disc_parse_static(url + 7, static_add, reg, err, sizeof err) != 0)
             lm_cfg_error(cfg, "SERVICE_REGISTRY_URL", "static: %s", err);
+    } else if (strncmp(url, "dns:", 4) == 0) {
+        reg->mode = LM_DISC_DNS;
+        reg->dns = lm_dnsdisc_new(url + 4, reg->dns_refresh_ms, dns_publish, reg, err, sizeof err);
+        if (!reg->dns)
+            lm_cfg_error(cfg, "SERVICE_REGISTRY_URL", "dns: %s", err);
+        else
+            for (size_t i = 0; i < lm_dnsdisc_count(reg->dns); i++)
+                lm_disc_watch(reg, lm_dnsdisc_service(reg->dns, i));
     } else {
         lm_url u;
         reg->mode = LM_DISC_REGISTRY;
         snprintf(reg->registry.url, sizeof reg->registry.url, "%s", url);
         if (lm_url_parse(url, &u, err, sizeof err) != 0)
             lm_cfg_error(cfg, "SERVICE_REGISTRY_URL",
-                         "must be http://host:port, static:name=url,…;… or unset (%s)", err);
+                         "must be http://host:port, static:name=url,…;…, dns:name=host:port;… "
+                         "or unset (%s)",
+                         err);
         else if (u.path[0] && strcmp(u.path, "/") != 0)
             lm_cfg_error(cfg, "SERVICE_REGISTRY_URL",
                          "must be the registry's origin http://host:port (got a path: \"%.64s\")",
@@ -683,6 +742,9 @@ lm_disc *lm_disc_open(lm_cfg *cfg, const lm_component_env *env)
                         "no lookups)");
         else if (reg->mode == LM_DISC_STATIC)
             lm_log_info("discovery: static instances for %zu services", atomic_load(&reg->n_slots));
+        else if (reg->mode == LM_DISC_DNS)
+            lm_log_info("discovery: dns: %zu services, resolved every %llu ms",
+                        lm_dnsdisc_count(reg->dns), (unsigned long long)reg->dns_refresh_ms);
     }
     return reg;
 }

@@ -8,6 +8,11 @@
  *                                 answered from watches of the services looked up.
  *   static:name=url,url;name=url  fixed instances (Kubernetes Services, Compose names); no
  *                                 watches.
+ *   dns:name=host:port;…          Kubernetes without a registry process: each host (a headless
+ *                                 Service) resolved to all its addresses at start and every
+ *                                 SERVICE_DNS_REFRESH (default 5 s), each address an instance
+ *                                 with that port (dnsdisc.h). A failed resolution keeps the last
+ *                                 addresses.
  *   unset                         standalone: lookups find nothing.
  *
  * SERVICE_WATCH (comma-separated names) warms the caches at start; any lookup of another
@@ -40,7 +45,7 @@ typedef struct lm_disc_set lm_disc_set;
 
 #define LM_DISC_MAX_SERVICES 256 /* watched service names per process */
 
-typedef enum { LM_DISC_NONE, LM_DISC_STATIC, LM_DISC_REGISTRY } lm_disc_mode;
+typedef enum { LM_DISC_NONE, LM_DISC_STATIC, LM_DISC_REGISTRY, LM_DISC_DNS } lm_disc_mode;
 
 typedef struct lm_disc_instance {
     const char *id;
