@@ -26,25 +26,35 @@ def render(directory):
                           capture_output=True, text=True, timeout=120)
 
 
-def check(path):
-    return subprocess.run(["node", str(TOOLS / "k8s-check.mjs"), str(path)],
+def check(*paths):
+    return subprocess.run(["node", str(TOOLS / "k8s-check.mjs"), *map(str, paths)],
                           capture_output=True, text=True, timeout=120, cwd=str(TOOLS))
 
 
-def rendered(overlay, tmp_path):
-    r = render(DEPLOY / "k8s" / "overlays" / overlay)
-    assert r.returncode == 0, r.stderr
-    out = tmp_path / f"{overlay}.yaml"
-    out.write_text(r.stdout)
-    return out, [d for d in yaml.safe_load_all(r.stdout) if d]
+@pytest.fixture(scope="module")
+def overlays(tmp_path_factory):
+    """Each overlay rendered once: {overlay: (path of the YAML, [objects])}."""
+    tmp = tmp_path_factory.mktemp("k8s")
+    out = {}
+    for overlay in OVERLAYS:
+        r = render(DEPLOY / "k8s" / "overlays" / overlay)
+        assert r.returncode == 0, r.stderr
+        path = tmp / f"{overlay}.yaml"
+        path.write_text(r.stdout)
+        out[overlay] = (path, [d for d in yaml.safe_load_all(r.stdout) if d])
+    return out
+
+
+def test_every_overlay_validates(overlays):
+    v = check(*(path for path, _ in overlays.values()))
+    assert v.returncode == 0, v.stdout + v.stderr
+    for path, _ in overlays.values():
+        assert f"{path}: 23 objects checked" in v.stdout, v.stdout
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_and_validates(overlay, tmp_path):
-    out, objs = rendered(overlay, tmp_path)
-    v = check(out)
-    assert v.returncode == 0, v.stdout + v.stderr
-    assert "23 objects checked" in v.stdout, v.stdout
+def test_overlay_kinds_and_namespace(overlay, overlays):
+    _, objs = overlays[overlay]
     kinds = {o["kind"] for o in objs}
     assert kinds == {"ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy",
                      "PodDisruptionBudget", "Service"}
@@ -54,8 +64,8 @@ def test_overlay_renders_and_validates(overlay, tmp_path):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_objects_carry_the_design(overlay, tmp_path):
-    _, objs = rendered(overlay, tmp_path)
+def test_objects_carry_the_design(overlay, overlays):
+    _, objs = overlays[overlay]
     by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
     config = by[("ConfigMap", "lotmesh-config")]["data"]
     assert config["SERVICE_REGISTRY_URL"].startswith("dns:")
@@ -119,27 +129,45 @@ def replace_in(path, old, new):
     path.write_text(text.replace(old, new, 1))
 
 
-@pytest.mark.parametrize("edit,expected", [
-    (lambda r: replace_in(r / "base" / "charges.yaml", "readinessProbe:", "readinessProbes:"),
-     "Deployment/charges: /spec/template/spec/containers/0/readinessProbes: unknown field"),
-    (lambda r: replace_in(r / "base" / "articles.yaml", "terminationGracePeriodSeconds: 30",
-                          "terminationGracePeriodSeconds: thirty"),
-     "/spec/template/spec/terminationGracePeriodSeconds must be integer"),
-    (lambda r: replace_in(r / "base" / "networkpolicy.yaml", "policyTypes:", "policyType:"),
-     "/spec/policyType: unknown field"),
-    (lambda r: replace_in(r / "base" / "networkpolicy.yaml", "kind: NetworkPolicy",
-                          "kind: NetworkPolicies"),
-     "unknown kind NetworkPolicies"),
-], ids=["unknown-field", "wrong-type", "unknown-field-top", "unknown-kind"])
-def test_a_broken_manifest_fails(tmp_path, edit, expected):
-    overlay = broken_copy(tmp_path, edit)
+def test_a_broken_source_manifest_fails(tmp_path):
+    """A typo in a base file, rendered through an overlay, fails the check by its path."""
+    overlay = broken_copy(tmp_path, lambda r: replace_in(r / "base" / "charges.yaml",
+                                                         "readinessProbe:", "readinessProbes:"))
     r = render(overlay)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "broken.yaml"
     out.write_text(r.stdout)
     v = check(out)
     assert v.returncode == 1, v.stdout
-    assert expected in v.stdout, v.stdout
+    assert "Deployment/charges: /spec/template/spec/containers/0/readinessProbes: unknown field" \
+        in v.stdout, v.stdout
+
+
+BROKEN = {  # rendered prod manifests with one mistake each, and what the check must say
+    "wrong-type": ("terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: thirty",
+                   "/spec/template/spec/terminationGracePeriodSeconds must be integer"),
+    "unknown-field-top": ("policyTypes:", "policyType:", "/spec/policyType: unknown field"),
+    "unknown-kind": ("kind: NetworkPolicy", "kind: NetworkPolicies",
+                     "unknown kind NetworkPolicies"),
+    "missing-required": ("      containers:\n      - ", "      containerz:\n      - ",
+                         "must have required property containers"),
+    "unknown-field-in-map-value": ("        - containerPort:", "        - containerPorts:",
+                                   "/ports/0/containerPorts: unknown field"),
+}
+
+
+def test_broken_rendered_manifests_fail(overlays, tmp_path):
+    text = overlays["prod"][0].read_text()
+    files = {}
+    for name, (old, new, _) in BROKEN.items():
+        assert old in text, name
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(text.replace(old, new, 1))
+    v = check(*files.values())
+    assert v.returncode == 1, v.stdout
+    for name, (_, _, expected) in BROKEN.items():
+        lines = [ln for ln in v.stdout.splitlines() if ln.startswith(str(files[name]) + " ")]
+        assert any(expected in ln for ln in lines), (name, v.stdout)
 
 
 def test_a_kustomization_naming_a_missing_file_fails(tmp_path):
