@@ -40,9 +40,15 @@ if [ -z "$base" ]; then
   if [ ! -s "$tarball" ]; then
     mkdir -p "$cache_dir"
     echo "images.sh: making the Debian bookworm build base with mmdebstrap (about 2 min, once)" >&2
-    mmdebstrap --quiet --variant=minbase --include="$(echo "$pkgs" | tr ' ' ,)" \
-      bookworm "$tarball.part" "$mirror"
-    mv "$tarball.part" "$tarball"
+    # --format=tar: the name decides the format otherwise, and a partial name ending in
+    # anything but .tar would make a directory (with the host's /dev/shm bind-mounted in it
+    # while it runs)
+    part=$cache_dir/.partial-$key.tar
+    trap 'rm -f "$part"' EXIT
+    mmdebstrap --quiet --format=tar --variant=minbase --include="$(echo "$pkgs" | tr ' ' ,)" \
+      bookworm "$part" "$mirror"
+    mv "$part" "$tarball"
+    trap - EXIT
   fi
   podman import -q "$tarball" "$local_base" >/dev/null
   base=$local_base
@@ -56,4 +62,6 @@ for p in "${processes[@]}"; do
   size=$(podman image inspect --format '{{.Size}}' "lotmesh/$p:latest")
   awk -v p="$p" -v v="$version" -v s="$size" 'BEGIN{printf "images.sh: lotmesh/%s:%s  %.1f MB\n", p, v, s/1e6}'
 done
+# build-stage layers of earlier sources, no longer tagged, go after a day (today's stay as cache)
+podman image prune -f --filter until=24h >/dev/null 2>&1 || true
 echo "images.sh: base ${base} ($((t_base - t0)) s), images built in $(( $(date +%s) - t_base )) s" >&2
