@@ -2,8 +2,8 @@
 
 What runs: the file a user runs names PostgreSQL, RabbitMQ and Redis (official images) and
 points the services at them with DATABASE_URL, EVENT_BROKER_URL and CACHE_URL. The services
-do not speak those backends yet, so this test derives its compose file from deploy/compose.yaml
-and leaves exactly those parts out (the three services, their volumes, the depends_on on them,
+do not speak RabbitMQ or Redis yet and no PostgreSQL image can be pulled here, so this test
+derives its compose file from deploy/compose.yaml and leaves exactly those parts out (the three services, their volumes, the depends_on on them,
 the four URL variables, and the build sections): everything else — images, hardening,
 volumes, secrets, hostnames, registration addresses, the one published port — is the user's
 file. The services then use their embedded defaults (SQLite in the named volumes; both charges
