@@ -1,13 +1,9 @@
-/* app_use.c — opening and installing the common modules. See app_use.h. */
+/* app_use.c — opening and installing the common modules. See app_use.h.
+ *
+ * lm_app_use_store is in app_use_store.c: a process that never opens a database (the
+ * gateway, the registry) then links no database client library (libpq and its own
+ * dependencies), which keeps its image small. */
 #include "app_use.h"
-
-lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
-                           const lm_db_migrations *migrations)
-{
-    lm_store *s = lm_store_open(cfg, lm_app_env(app), name, migrations);
-    if (s) lm_app_add(app, lm_store_component(s));
-    return s;
-}
 
 lm_disc *lm_app_use_registry(lm_app *app, lm_cfg *cfg)
 {

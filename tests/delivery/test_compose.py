@@ -199,11 +199,9 @@ def test_containers_are_hardened_and_labelled(system):
         health = info.get("Healthcheck") or info["Config"].get("Healthcheck") or {}
         assert "/usr/local/bin/lotmesh-healthcheck" in health.get("Test", []), p
         sizes[p] = round(info["Size"] / 1e6, 1)
-        # DESIGN's goal is 20 MB; since PostgreSQL support (libpq with its Kerberos, LDAP and
-        # GnuTLS libraries, linked into every process that links the data layer) the gateway is
-        # 20.1 MB (README, Delivery). 24 MB still catches an image that takes in more than the
-        # libraries its binary needs.
-        assert info["Size"] < 24_000_000, f"lotmesh/{p} is {sizes[p]} MB"
+        # DESIGN's goal: under 20 MB (libpq with its Kerberos, LDAP and GnuTLS libraries is
+        # only in the images of the services with a database).
+        assert info["Size"] < 20_000_000, f"lotmesh/{p} is {sizes[p]} MB"
     report["image_sizes_mb"] = sizes
 
 
