@@ -88,6 +88,46 @@ static int create_first(const char *path, const char *dev_path, char *err, size_
     return rc;
 }
 
+/* "rate_limit": "100/s", "rate_limit_burst": 20, "service_rate_limits": {"charges_api": "5/s"}
+ * (a per-service rate takes the client's burst, or its own count). */
+static int parse_rates(gw_client *g, json_t *c, char *err, size_t errlen)
+{
+    json_t *rl = json_object_get(c, "rate_limit"), *burst = json_object_get(c, "rate_limit_burst");
+    json_t *per = json_object_get(c, "service_rate_limits");
+    if (rl && (!json_is_string(rl) || gw_rate_parse(json_string_value(rl), &g->rate) != 0)) {
+        snprintf(err, errlen, "rate_limit must be a rate such as \"100/s\" or \"6000/m\"");
+        return -1;
+    }
+    g->has_rate = rl != NULL;
+    if (burst && (!json_is_integer(burst) || json_integer_value(burst) < 1 ||
+                  json_integer_value(burst) > 100000000)) {
+        snprintf(err, errlen, "rate_limit_burst must be an integer from 1 to 100000000");
+        return -1;
+    }
+    if (burst && g->has_rate) g->rate.burst = (uint32_t)json_integer_value(burst);
+    if (per && !json_is_object(per)) {
+        snprintf(err, errlen, "service_rate_limits must be an object {\"service\": \"rate\"}");
+        return -1;
+    }
+    g->service_rates = lm_xcalloc(json_object_size(per) + 1, sizeof *g->service_rates);
+    const char *svc;
+    json_t *v;
+    json_object_foreach(per, svc, v)
+    {
+        gw_service_rate *sr = &g->service_rates[g->n_service_rates];
+        if (strlen(svc) >= sizeof sr->service || !json_is_string(v) ||
+            gw_rate_parse(json_string_value(v), &sr->rate) != 0) {
+            snprintf(err, errlen, "service_rate_limits.%.64s must be a rate such as \"10/s\"",
+                     svc);
+            return -1;
+        }
+        if (burst) sr->rate.burst = (uint32_t)json_integer_value(burst);
+        snprintf(sr->service, sizeof sr->service, "%s", svc);
+        g->n_service_rates++;
+    }
+    return 0;
+}
+
 int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char *err,
                     size_t errlen)
 {
@@ -129,6 +169,13 @@ int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char
         snprintf(g->id, sizeof g->id, "%s", id);
         snprintf(g->secret_hash, sizeof g->secret_hash, "%s", hash ? hash : "");
         snprintf(g->scope, sizeof g->scope, "%s", scope ? scope : "read");
+        if (parse_rates(g, c, err, errlen) != 0) {
+            snprintf(err + strlen(err), errlen - strlen(err), " (%s, client %s)", path, id);
+            json_decref(doc);
+            cs->n++; /* g's rates are freed with the rest */
+            gw_clients_free(cs);
+            return -1;
+        }
         json_t *keys = json_object_get(c, "api_key_hashes");
         g->api_keys = lm_xcalloc(json_array_size(keys) + 1, 32);
         size_t j;
@@ -158,8 +205,10 @@ int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char
 
 void gw_clients_free(gw_clients *cs)
 {
-    for (size_t i = 0; i < cs->n; i++)
+    for (size_t i = 0; i < cs->n; i++) {
         free(cs->items[i].api_keys);
+        free(cs->items[i].service_rates);
+    }
     free(cs->items);
     memset(cs, 0, sizeof *cs);
 }

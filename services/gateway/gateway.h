@@ -17,7 +17,47 @@
 #include "client.h"
 #include "token.h"
 
+/* ---- rate limits (limit.c) ------------------------------------------------------------ */
+
+/* count requests per period_s seconds, up to burst at once (GCRA) */
+typedef struct gw_rate {
+    double interval_us; /* period / count */
+    uint32_t count, period_s, burst;
+} gw_rate;
+
+/* "100/s", "6000/m", "N/h", "N/d"; burst = count. 0, or -1 when malformed. */
+int gw_rate_parse(const char *s, gw_rate *out);
+
+#define GW_LIMIT_MAX_KEYS 2
+
+typedef struct gw_limit_key {
+    const char *key;     /* borrowed for the call */
+    const gw_rate *rate; /* borrowed for the call */
+} gw_limit_key;
+
+typedef struct gw_limit_result {
+    bool allowed;
+    bool store_failed;    /* Redis did not answer: allowed is the fail-open/closed rule */
+    long long remaining;  /* requests still allowed now (least over the keys), -1 unknown */
+    uint64_t reset_s;     /* until the buckets are full again */
+    uint64_t retry_after_s; /* refused: when a retry can pass */
+} gw_limit_result;
+
+typedef void (*gw_limit_cb)(void *ud, const gw_limit_result *res);
+typedef struct gw_limiter gw_limiter;
+
+gw_limiter *gw_limiter_new(void);
+void gw_limiter_free(gw_limiter *l);
+
+/* the Lua script the Redis store runs (EVALSHA), script 0 of the workers' connections */
+extern const char *const gw_limit_script;
+
 /* ---- clients (clients.c) --------------------------------------------------------------- */
+
+typedef struct gw_service_rate {
+    char service[64];
+    gw_rate rate;
+} gw_service_rate;
 
 typedef struct gw_client {
     char id[128];
@@ -25,6 +65,10 @@ typedef struct gw_client {
     char scope[128];               /* "read write admin" */
     unsigned char (*api_keys)[32]; /* BLAKE2b-256 of each API key */
     size_t n_api_keys;
+    bool has_rate; /* "rate_limit" (and "rate_limit_burst") in the clients file */
+    gw_rate rate;
+    gw_service_rate *service_rates; /* "service_rate_limits": {"service": "rate"}; owned */
+    size_t n_service_rates;
 } gw_client;
 
 typedef struct gw_clients {
@@ -55,7 +99,8 @@ typedef struct gw_principal {
 #define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
 
 typedef struct gw_worker {
-    lm_client *client; /* upstream connections */
+    lm_client *client;     /* upstream connections */
+    struct lm_redis *redis; /* RATE_LIMIT_URL's Redis on this loop, or NULL */
     struct {
         uint64_t hash;
         char *token; /* owned */
@@ -117,11 +162,33 @@ typedef struct gateway {
     struct lm_reg *reg;
     gw_worker *workers; /* by worker index */
     int n_workers;
+    /* rate limits (limit.c) */
+    bool has_default_rate; /* GATEWAY_RATE_LIMIT set */
+    gw_rate default_rate;
+    gw_limiter *limiter; /* the in-process store (always made: RATE_LIMIT_URL unset) */
+    bool limit_redis;    /* RATE_LIMIT_URL=redis://… */
+    char limit_url[512];
+    uint64_t limit_timeout_ms;
+    bool limit_fail_closed;
+    atomic_int limit_redis_down;
+    atomic_ullong limit_allowed, limit_refused, limit_store_failures;
 } gateway;
 
 #define GW_ACCESS_ISSUER   "lotmesh-gateway"
 #define GW_ACCESS_AUDIENCE "lotmesh-api"
 #define GW_SERVICE_ISSUER  "gateway"
+
+/* Checks (and unless dry, charges cost to) every key on worker's loop; cb is called once,
+ * before the return for the in-process store, later for Redis. */
+void gw_limit_check(gateway *gw, int worker, const gw_limit_key *keys, size_t n, unsigned cost,
+                    bool dry, gw_limit_cb cb, void *ud);
+/* RateLimit-Limit/-Remaining/-Reset (IETF httpapi draft) for rate's bucket, unless unknown. */
+void gw_limit_headers(lm_req *req, const gw_rate *rate, const gw_limit_result *res);
+/* lm_redis state hook of the workers' connections: logs once per outage. */
+void gw_limit_redis_state(void *ud, bool up, const char *why);
+/* The rate that applies to client on service: its own for the service, its own, the
+ * default; NULL when none does. */
+const gw_rate *gw_rate_for(const gateway *gw, const gw_client *c, const char *service);
 
 void gw_auth_routes(lm_router *r, gateway *gw);
 /* Authenticates req (Bearer access token or X-API-Key) and checks the scope its method

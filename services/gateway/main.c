@@ -4,6 +4,7 @@
 #include "config.h"
 #include "log.h"
 #include "app_use.h"
+#include "redis.h"
 #include "server.h"
 
 #include <sodium.h>
@@ -24,6 +25,13 @@ static void worker_start(lm_worker *w, void *ctx)
     gwk->client = lm_client_new(lm_worker_loop(w), &cc);
     gwk->breaker_threshold = gw->breaker_threshold;
     gwk->breaker_reset_ms = gw->breaker_reset_ms;
+    if (gw->limit_redis) {
+        lm_redis_addr a;
+        char err[200];
+        lm_redis_parse_url(gw->limit_url, &a, err, sizeof err); /* checked at start-up */
+        gwk->redis = lm_redis_new(lm_worker_loop(w), &a, gw->limit_timeout_ms, &gw_limit_script,
+                                  1, gw_limit_redis_state, gw);
+    }
 }
 
 static void worker_stop(lm_worker *w, void *ctx)
@@ -33,6 +41,43 @@ static void worker_stop(lm_worker *w, void *ctx)
     lm_client_close(gwk->client, NULL, NULL);
     gwk->client = NULL;
     gw_auth_worker_free(gwk);
+    lm_redis_free(gwk->redis);
+    gwk->redis = NULL;
+}
+
+/* GATEWAY_RATE_LIMIT(_BURST), RATE_LIMIT_URL, RATE_LIMIT_FAIL, RATE_LIMIT_TIMEOUT */
+static void parse_limits(gateway *gw, lm_cfg *cfg)
+{
+    const char *rate = lm_cfg_str(cfg, "GATEWAY_RATE_LIMIT", NULL);
+    if (rate && gw_rate_parse(rate, &gw->default_rate) != 0) {
+        lm_cfg_error(cfg, "GATEWAY_RATE_LIMIT",
+                     "must be a rate N/s, N/m, N/h or N/d with N from 1 to 100000000 (got "
+                     "\"%.64s\")",
+                     rate);
+        return;
+    }
+    gw->has_default_rate = rate != NULL;
+    long long burst = lm_cfg_int(cfg, "GATEWAY_RATE_LIMIT_BURST", 0, 1, 100000000);
+    if (burst && !rate)
+        lm_cfg_error(cfg, "GATEWAY_RATE_LIMIT_BURST", "needs GATEWAY_RATE_LIMIT to be set");
+    if (burst && rate) gw->default_rate.burst = (uint32_t)burst;
+    const char *url = lm_cfg_str(cfg, "RATE_LIMIT_URL", NULL);
+    if (url) {
+        lm_redis_addr a;
+        char err[200];
+        if (strlen(url) >= sizeof gw->limit_url || lm_redis_parse_url(url, &a, err, sizeof err))
+            lm_cfg_error(cfg, "RATE_LIMIT_URL", "%s", strlen(url) >= sizeof gw->limit_url
+                                                          ? "is too long"
+                                                          : err);
+        else {
+            gw->limit_redis = true;
+            snprintf(gw->limit_url, sizeof gw->limit_url, "%s", url);
+        }
+    }
+    static const char *const fail[] = {"open", "closed", NULL};
+    gw->limit_fail_closed = lm_cfg_enum(cfg, "RATE_LIMIT_FAIL", "open", fail) == 1;
+    gw->limit_timeout_ms = lm_cfg_duration_ms(cfg, "RATE_LIMIT_TIMEOUT", 250, 1, 60000);
+    gw->limiter = gw_limiter_new();
 }
 
 /* "charges=charges_api,articles=articles_api" */
@@ -100,6 +145,7 @@ int main(int argc, char **argv)
     gw.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_BREAKER_RESET", 10000, 100, 3600000);
     parse_aliases(&gw, &cfg);
     parse_services(&gw, &cfg);
+    parse_limits(&gw, &cfg);
     if (lm_cfg_ok(&cfg)) lm_token_key_from_env(&gw.service_key, &cfg, true);
     if (lm_cfg_ok(&cfg) && lm_token_key_secret_file(&gw.access_key, access, true, err, sizeof err))
         lm_cfg_error(&cfg, "GATEWAY_ACCESS_KEY_FILE", "%s", err);
@@ -127,6 +173,7 @@ int main(int argc, char **argv)
         gw_upstream_free(&gw.workers[i]);
     free(gw.workers);
     gw_clients_free(&gw.clients);
+    gw_limiter_free(gw.limiter);
     lm_token_key_free(&gw.access_key);
     lm_token_key_free(&gw.service_key);
     return rc;
