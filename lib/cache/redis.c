@@ -30,6 +30,7 @@ struct lm_redis {
     bool up;               /* connected and set up (AUTH, SELECT, scripts sent) */
     bool reported_down;    /* on_state(false) called since the last up */
     bool closing;
+    uint64_t connecting_since; /* when the pending connect started (ac set, not up) */
     uint64_t retry_ms;
     uv_timer_t retry; /* reconnect */
     uv_timer_t sweep; /* command timeouts */
@@ -100,7 +101,10 @@ int lm_redis_parse_url(const char *url, lm_redis_addr *out, char *err, size_t er
 
 static void on_retry(uv_timer_t *t);
 
-static uint64_t now_ms(lm_redis *r) { return uv_now(r->loop); }
+static uint64_t now_ms(lm_redis *r)
+{
+    return uv_now(r->loop);
+}
 
 static void set_down(lm_redis *r, const char *why)
 {
@@ -194,6 +198,7 @@ static void connect_now(lm_redis *r)
     }
     ac->data = r;
     r->ac = ac;
+    r->connecting_since = now_ms(r);
     redisLibuvAttach(ac, r->loop);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -223,6 +228,20 @@ static void on_retry(uv_timer_t *t)
 static void on_sweep(uv_timer_t *t)
 {
     lm_redis *r = t->data;
+    if (r->ac && !r->up && now_ms(r) - r->connecting_since > r->timeout_ms) {
+        /* hiredis 0.14's libuv adapter ignores a poll error (a refused connect reports
+         * one), so a failed connect never completes by itself: give up on it here */
+        char why[400];
+        snprintf(why, sizeof why, "cannot connect to %.100s:%d within %llu ms", r->addr.host,
+                 r->addr.port, (unsigned long long)r->timeout_ms);
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        ac->data = NULL;
+        redisAsyncFree(ac);
+        set_down(r, why);
+        schedule_retry(r);
+        return;
+    }
     if (r->ac && r->n && now_ms(r) - r->sent[r->head] > r->timeout_ms) {
         char why[400];
         snprintf(why, sizeof why, "%.100s:%d did not answer within %llu ms", r->addr.host,
@@ -295,7 +314,10 @@ void lm_redis_free(lm_redis *r)
     uv_close((uv_handle_t *)&r->sweep, on_handle_closed);
 }
 
-bool lm_redis_up(const lm_redis *r) { return r && r->up && r->ac; }
+bool lm_redis_up(const lm_redis *r)
+{
+    return r && r->up && r->ac;
+}
 
 static int send_argv(lm_redis *r, lm_redis_cb cb, void *ud, int argc, const char **argv,
                      const size_t *argvlen)

@@ -117,8 +117,7 @@ static int parse_rates(gw_client *g, json_t *c, char *err, size_t errlen)
         gw_service_rate *sr = &g->service_rates[g->n_service_rates];
         if (strlen(svc) >= sizeof sr->service || !json_is_string(v) ||
             gw_rate_parse(json_string_value(v), &sr->rate) != 0) {
-            snprintf(err, errlen, "service_rate_limits.%.64s must be a rate such as \"10/s\"",
-                     svc);
+            snprintf(err, errlen, "service_rate_limits.%.64s must be a rate such as \"10/s\"", svc);
             return -1;
         }
         if (burst) sr->rate.burst = (uint32_t)json_integer_value(burst);

@@ -37,9 +37,9 @@ typedef struct gw_limit_key {
 
 typedef struct gw_limit_result {
     bool allowed;
-    bool store_failed;    /* Redis did not answer: allowed is the fail-open/closed rule */
-    long long remaining;  /* requests still allowed now (least over the keys), -1 unknown */
-    uint64_t reset_s;     /* until the buckets are full again */
+    bool store_failed;      /* Redis did not answer: allowed is the fail-open/closed rule */
+    long long remaining;    /* requests still allowed now (least over the keys), -1 unknown */
+    uint64_t reset_s;       /* until the buckets are full again */
     uint64_t retry_after_s; /* refused: when a retry can pass */
 } gw_limit_result;
 
@@ -99,8 +99,10 @@ typedef struct gw_principal {
 #define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
 
 typedef struct gw_worker {
-    lm_client *client;     /* upstream connections */
+    lm_client *client;      /* upstream connections */
     struct lm_redis *redis; /* RATE_LIMIT_URL's Redis on this loop, or NULL */
+    struct gateway *gw;
+    int redis_state; /* 0 not known yet, 1 up, 2 down (this worker's loop only) */
     struct {
         uint64_t hash;
         char *token; /* owned */
@@ -170,7 +172,7 @@ typedef struct gateway {
     char limit_url[512];
     uint64_t limit_timeout_ms;
     bool limit_fail_closed;
-    atomic_int limit_redis_down;
+    atomic_int limit_redis_down; /* workers whose Redis connection is down */
     atomic_ullong limit_allowed, limit_refused, limit_store_failures;
 } gateway;
 
@@ -184,7 +186,9 @@ void gw_limit_check(gateway *gw, int worker, const gw_limit_key *keys, size_t n,
                     bool dry, gw_limit_cb cb, void *ud);
 /* RateLimit-Limit/-Remaining/-Reset (IETF httpapi draft) for rate's bucket, unless unknown. */
 void gw_limit_headers(lm_req *req, const gw_rate *rate, const gw_limit_result *res);
-/* lm_redis state hook of the workers' connections: logs once per outage. */
+/* lm_redis state hook of a worker's connection (ud: its gw_worker): counts the workers that
+ * cannot reach Redis and logs once per outage (the first worker losing it, the last one
+ * getting it back). */
 void gw_limit_redis_state(void *ud, bool up, const char *why);
 /* The rate that applies to client on service: its own for the service, its own, the
  * default; NULL when none does. */

@@ -62,11 +62,16 @@ int gw_rate_parse(const char *s, gw_rate *out)
     unsigned long long count = strtoull(s, &end, 10);
     if (end == s || *end != '/' || count < 1 || count > 100000000ULL) return -1;
     uint64_t period_s;
-    if (!strcmp(end + 1, "s")) period_s = 1;
-    else if (!strcmp(end + 1, "m")) period_s = 60;
-    else if (!strcmp(end + 1, "h")) period_s = 3600;
-    else if (!strcmp(end + 1, "d")) period_s = 86400;
-    else return -1;
+    if (!strcmp(end + 1, "s"))
+        period_s = 1;
+    else if (!strcmp(end + 1, "m"))
+        period_s = 60;
+    else if (!strcmp(end + 1, "h"))
+        period_s = 3600;
+    else if (!strcmp(end + 1, "d"))
+        period_s = 86400;
+    else
+        return -1;
     out->count = (uint32_t)count;
     out->period_s = (uint32_t)period_s;
     out->interval_us = (double)period_s * 1e6 / (double)count;
@@ -120,8 +125,8 @@ static slot *find_slot(shard *s, uint64_t h1, uint64_t h2, int64_t now)
     return x;
 }
 
-static void local_check(gw_limiter *l, const gw_limit_key *keys, size_t n, unsigned cost,
-                        bool dry, gw_limit_result *res)
+static void local_check(gw_limiter *l, const gw_limit_key *keys, size_t n, unsigned cost, bool dry,
+                        gw_limit_result *res)
 {
     int64_t now = (int64_t)(uv_hrtime() / 1000);
     uint64_t h1[GW_LIMIT_MAX_KEYS], h2[GW_LIMIT_MAX_KEYS];
@@ -202,7 +207,8 @@ const char *const gw_limit_script =
     "  if allowed == 1 then\n"
     "    tat = news[i]\n"
     "    if not dry then\n"
-    "      redis.call('SET', k, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)\n"
+    "      redis.call('SET', k, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + "
+    "1)\n"
     "    end\n"
     "  end\n"
     "  local rem = math.floor((now + B * T - tat) / T)\n"
@@ -246,11 +252,14 @@ static void on_redis_reply(void *ud, const struct redisReply *r)
 
 void gw_limit_redis_state(void *ud, bool up, const char *why)
 {
-    gateway *gw = ud;
+    gw_worker *w = ud;
+    gateway *gw = w->gw;
+    int was = w->redis_state;
+    w->redis_state = up ? 1 : 2;
     if (up) {
-        if (atomic_exchange(&gw->limit_redis_down, 0))
+        if (was == 2 && atomic_fetch_sub(&gw->limit_redis_down, 1) == 1)
             lm_log_info("rate limits: Redis reachable again; limits are shared again");
-    } else if (!atomic_exchange(&gw->limit_redis_down, 1)) {
+    } else if (was != 2 && atomic_fetch_add(&gw->limit_redis_down, 1) == 0) {
         lm_log_warn("rate limits: Redis unavailable (%s); failing %s until it is back", why,
                     gw->limit_fail_closed ? "closed (refusing)" : "open (allowing)");
     }

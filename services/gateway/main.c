@@ -22,6 +22,7 @@ static void worker_start(lm_worker *w, void *ctx)
     cc.max_conns_per_origin = 256;
     cc.max_response_body = 64 * 1024 * 1024;
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
+    gwk->gw = gw;
     gwk->client = lm_client_new(lm_worker_loop(w), &cc);
     gwk->breaker_threshold = gw->breaker_threshold;
     gwk->breaker_reset_ms = gw->breaker_reset_ms;
@@ -29,8 +30,8 @@ static void worker_start(lm_worker *w, void *ctx)
         lm_redis_addr a;
         char err[200];
         lm_redis_parse_url(gw->limit_url, &a, err, sizeof err); /* checked at start-up */
-        gwk->redis = lm_redis_new(lm_worker_loop(w), &a, gw->limit_timeout_ms, &gw_limit_script,
-                                  1, gw_limit_redis_state, gw);
+        gwk->redis = lm_redis_new(lm_worker_loop(w), &a, gw->limit_timeout_ms, &gw_limit_script, 1,
+                                  gw_limit_redis_state, gwk);
     }
 }
 
@@ -66,9 +67,8 @@ static void parse_limits(gateway *gw, lm_cfg *cfg)
         lm_redis_addr a;
         char err[200];
         if (strlen(url) >= sizeof gw->limit_url || lm_redis_parse_url(url, &a, err, sizeof err))
-            lm_cfg_error(cfg, "RATE_LIMIT_URL", "%s", strlen(url) >= sizeof gw->limit_url
-                                                          ? "is too long"
-                                                          : err);
+            lm_cfg_error(cfg, "RATE_LIMIT_URL", "%s",
+                         strlen(url) >= sizeof gw->limit_url ? "is too long" : err);
         else {
             gw->limit_redis = true;
             snprintf(gw->limit_url, sizeof gw->limit_url, "%s", url);

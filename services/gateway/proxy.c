@@ -666,8 +666,8 @@ static void handle_proxy(lm_req *req, void *ctx)
     }
     f->rate = *rate;
     char key[256];
-    bool per_service = c && rate >= &c->service_rates[0].rate &&
-                       rate < &c->service_rates[c->n_service_rates].rate;
+    bool per_service =
+        c && rate >= &c->service_rates[0].rate && rate < &c->service_rates[c->n_service_rates].rate;
     if (per_service)
         snprintf(key, sizeof key, "cs:%.127s|%.64s", f->who.client_id, f->service);
     else
