@@ -608,13 +608,13 @@ static void on_limit(void *ud, const gw_limit_result *res)
         lm_problem p = {.status = 503,
                         .type = "urn:lotmesh:problem:rate-limit-unavailable",
                         .detail = "the rate-limit store is unavailable; retry shortly"};
-        lm_problem_send_full(f->req, &p);
+        lm_resp_problem_full(f->req, &p);
     } else {
         f->status = 429;
         lm_problem p = {.status = 429,
                         .type = "urn:lotmesh:problem:rate-limited",
                         .detail = "the client's request rate is over its limit"};
-        lm_problem_send_full(f->req, &p);
+        lm_resp_problem_full(f->req, &p);
     }
     fwd_free(f);
 }
