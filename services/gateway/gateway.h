@@ -37,10 +37,11 @@ typedef struct gw_limit_key {
 
 typedef struct gw_limit_result {
     bool allowed;
-    bool store_failed;      /* Redis did not answer: allowed is the fail-open/closed rule */
-    long long remaining;    /* requests still allowed now (least over the keys), -1 unknown */
-    uint64_t reset_s;       /* until the buckets are full again */
-    uint64_t retry_after_s; /* refused: when a retry can pass */
+    bool store_failed;   /* Redis did not answer: allowed is the fail-open/closed rule */
+    long long remaining; /* requests still allowed now (least over the keys), -1 unknown */
+    long long key_remaining[GW_LIMIT_MAX_KEYS]; /* the same for each key (dry: as if charged) */
+    uint64_t reset_s;                           /* until the buckets are full again */
+    uint64_t retry_after_s;                     /* refused: when a retry can pass */
 } gw_limit_result;
 
 typedef void (*gw_limit_cb)(void *ud, const gw_limit_result *res);
@@ -102,6 +103,11 @@ typedef struct gw_worker {
     lm_client *client;      /* upstream connections */
     struct lm_redis *redis; /* RATE_LIMIT_URL's Redis on this loop, or NULL */
     struct gateway *gw;
+    int hashing; /* Argon2id verifications of this worker on the thread pool */
+    struct {
+        struct token_req *head, *tail;
+        int n;
+    } auth_q[2];     /* waiting verifications: [0] ids without recent failures, [1] the rest */
     int redis_state; /* 0 not known yet, 1 up, 2 down (this worker's loop only) */
     struct {
         uint64_t hash;
@@ -174,7 +180,16 @@ typedef struct gateway {
     bool limit_fail_closed;
     atomic_int limit_redis_down; /* workers whose Redis connection is down */
     atomic_ullong limit_allowed, limit_refused, limit_store_failures;
+    /* /auth/token guessing protection (auth.c) */
+    gw_rate auth_id_rate, auth_addr_rate; /* failures allowed per window; count 0: off */
+    int auth_concurrency;                 /* verifications at once per worker */
+    int auth_queue;                       /* waiting verifications per worker and class */
+    atomic_ullong auth_failures, auth_refused;
 } gateway;
+
+#define GW_AUTH_FREE_FAILURES 3   /* failures in the window answered without delay */
+#define GW_AUTH_DELAY_STEP_MS 250 /* each further one answers this much later */
+#define GW_AUTH_DELAY_MAX_MS  2000
 
 #define GW_ACCESS_ISSUER   "lotmesh-gateway"
 #define GW_ACCESS_AUDIENCE "lotmesh-api"

@@ -170,6 +170,7 @@ static void local_check(gw_limiter *l, const gw_limit_key *keys, size_t n, unsig
         if (res->allowed && !dry) sl[i]->tat_us = new_tat[i];
         double rem = floor(((double)now + b * t - (double)tat) / t);
         if (rem < 0) rem = 0;
+        res->key_remaining[i] = (long long)rem;
         if (res->remaining < 0 || (long long)rem < res->remaining) res->remaining = (long long)rem;
         uint64_t reset = (uint64_t)ceil((double)(tat - now) / 1e6);
         if (reset > res->reset_s) res->reset_s = reset;
@@ -181,14 +182,14 @@ static void local_check(gw_limiter *l, const gw_limit_key *keys, size_t n, unsig
 /* ---- Redis ------------------------------------------------------------------------------- */
 
 /* KEYS: the buckets; ARGV: cost, dry (0/1), then per key its interval (µs) and burst.
- * Returns {allowed, remaining, retry_after_us, reset_us}. */
+ * Returns {allowed, remaining, retry_after_us, reset_us, remaining of each key…}. */
 const char *const gw_limit_script =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local cost = tonumber(ARGV[1])\n"
     "local dry = ARGV[2] == '1'\n"
     "local allowed, remaining, retry, reset = 1, -1, 0, 0\n"
-    "local tats, news = {}, {}\n"
+    "local tats, news, rems = {}, {}, {}\n"
     "for i, k in ipairs(KEYS) do\n"
     "  local T = tonumber(ARGV[1 + 2 * i]); local B = tonumber(ARGV[2 + 2 * i])\n"
     "  local tat = tonumber(redis.call('GET', k) or '0')\n"
@@ -213,10 +214,13 @@ const char *const gw_limit_script =
     "  end\n"
     "  local rem = math.floor((now + B * T - tat) / T)\n"
     "  if rem < 0 then rem = 0 end\n"
+    "  rems[i] = rem\n"
     "  if remaining < 0 or rem < remaining then remaining = rem end\n"
     "  if tat - now > reset then reset = tat - now end\n"
     "end\n"
-    "return {allowed, remaining, math.ceil(retry), math.ceil(reset)}\n";
+    "local out = {allowed, remaining, math.ceil(retry), math.ceil(reset)}\n"
+    "for i = 1, #rems do out[4 + i] = rems[i] end\n"
+    "return out\n";
 
 typedef struct redis_check {
     gateway *gw;
@@ -237,8 +241,10 @@ static void on_redis_reply(void *ud, const struct redisReply *r)
 {
     redis_check *c = ud;
     gw_limit_result res = {0};
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
-        r->element[0]->type == REDIS_REPLY_INTEGER) {
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 4 &&
+        r->elements <= 4 + GW_LIMIT_MAX_KEYS && r->element[0]->type == REDIS_REPLY_INTEGER) {
+        for (size_t i = 4; i < r->elements; i++)
+            res.key_remaining[i - 4] = r->element[i]->integer;
         res.allowed = r->element[0]->integer == 1;
         res.remaining = r->element[1]->integer;
         res.retry_after_s = (uint64_t)((r->element[2]->integer + 999999) / 1000000);

@@ -78,6 +78,24 @@ static void parse_limits(gateway *gw, lm_cfg *cfg)
     gw->limit_fail_closed = lm_cfg_enum(cfg, "RATE_LIMIT_FAIL", "open", fail) == 1;
     gw->limit_timeout_ms = lm_cfg_duration_ms(cfg, "RATE_LIMIT_TIMEOUT", 250, 1, 60000);
     gw->limiter = gw_limiter_new();
+
+    /* /auth/token: failures per client id and per source address within a window */
+    uint64_t window_ms = lm_cfg_duration_ms(cfg, "GATEWAY_AUTH_LOCKOUT", 300000, 1000, 86400000);
+    long long per_id = lm_cfg_int(cfg, "GATEWAY_AUTH_MAX_FAILURES", 10, 0, 1000000);
+    long long per_addr = lm_cfg_int(cfg, "GATEWAY_AUTH_ADDRESS_MAX_FAILURES", 100, 0, 1000000);
+    gw_rate *rates[2] = {&gw->auth_id_rate, &gw->auth_addr_rate};
+    long long counts[2] = {per_id, per_addr};
+    for (int i = 0; i < 2; i++) {
+        if (!counts[i]) continue;
+        rates[i]->count = (uint32_t)counts[i];
+        rates[i]->burst = (uint32_t)counts[i];
+        rates[i]->period_s = (uint32_t)(window_ms / 1000);
+        rates[i]->interval_us = (double)window_ms * 1000.0 / (double)counts[i];
+    }
+    int workers = lm_app_server_config(gw->app)->workers;
+    long long conc = lm_cfg_int(cfg, "GATEWAY_AUTH_CONCURRENCY", 2, 1, 1024);
+    gw->auth_concurrency = (int)((conc + workers - 1) / workers);
+    gw->auth_queue = (int)lm_cfg_int(cfg, "GATEWAY_AUTH_QUEUE", 64, 1, 100000);
 }
 
 /* "charges=charges_api,articles=articles_api" */

@@ -195,4 +195,12 @@ void gw_metrics_render(lm_buf *out, void *ctx)
         (unsigned long long)atomic_load(&gw->limit_refused),
         (unsigned long long)atomic_load(&gw->limit_store_failures),
         atomic_load(&gw->limit_redis_down) ? 0 : 1);
+    lm_buf_printf(out,
+                  "# HELP lotmesh_gateway_auth_total /auth/token attempts that failed (wrong "
+                  "secret or unknown id) or were refused before any check (locked out, busy).\n"
+                  "# TYPE lotmesh_gateway_auth_total counter\n"
+                  "lotmesh_gateway_auth_total{outcome=\"failed\"} %llu\n"
+                  "lotmesh_gateway_auth_total{outcome=\"refused\"} %llu\n",
+                  (unsigned long long)atomic_load(&gw->auth_failures),
+                  (unsigned long long)atomic_load(&gw->auth_refused));
 }
