@@ -262,6 +262,7 @@ static bool form_get(const lm_query *form, const char *key, char *out, size_t ou
 static void handle_token(lm_req *req, void *ctx)
 {
     gateway *gw = ctx;
+    gw_cors_actual(gw, req);
     const char *ct = lm_req_header(req, "content-type");
     if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0) {
         oauth_error(req, 400, "invalid_request",

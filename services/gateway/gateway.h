@@ -149,6 +149,18 @@ typedef struct gw_upstream_stat {
 
 /* ---- the gateway ---------------------------------------------------------------------- */
 
+#define GW_CORS_MAX_ORIGINS 32
+
+typedef struct gw_cors {
+    bool enabled;    /* GATEWAY_CORS_ORIGINS set */
+    bool any_origin; /* "*" among them */
+    char origins[GW_CORS_MAX_ORIGINS][256];
+    size_t n_origins;
+    char methods[512], headers[512], expose[512]; /* comma-separated */
+    uint64_t max_age_s;
+    bool credentials;
+} gw_cors;
+
 typedef struct gw_alias {
     char from[64], to[64];
 } gw_alias;
@@ -185,6 +197,8 @@ typedef struct gateway {
     int auth_concurrency;                 /* verifications at once per worker */
     int auth_queue;                       /* waiting verifications per worker and class */
     atomic_ullong auth_failures, auth_refused;
+    gw_cors cors; /* cors.c */
+    atomic_ullong cors_preflights;
 } gateway;
 
 #define GW_AUTH_FREE_FAILURES 3   /* failures in the window answered without delay */
@@ -208,6 +222,13 @@ void gw_limit_redis_state(void *ud, bool up, const char *why);
 /* The rate that applies to client on service: its own for the service, its own, the
  * default; NULL when none does. */
 const gw_rate *gw_rate_for(const gateway *gw, const gw_client *c, const char *service);
+
+/* CORS (cors.c): GATEWAY_CORS_* at start-up; a preflight answered (true) or not one (false);
+ * the headers of an actual request's response, set before it is sent. */
+void gw_cors_parse(gateway *gw, struct lm_cfg *cfg);
+bool gw_cors_preflight(gateway *gw, lm_req *req);
+void gw_cors_actual(gateway *gw, lm_req *req);
+void gw_cors_routes(lm_router *r, gateway *gw);
 
 void gw_auth_routes(lm_router *r, gateway *gw);
 /* Authenticates req (Bearer access token or X-API-Key) and checks the scope its method

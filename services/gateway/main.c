@@ -164,6 +164,7 @@ int main(int argc, char **argv)
     parse_aliases(&gw, &cfg);
     parse_services(&gw, &cfg);
     parse_limits(&gw, &cfg);
+    gw_cors_parse(&gw, &cfg);
     if (lm_cfg_ok(&cfg)) lm_token_key_from_env(&gw.service_key, &cfg, true);
     if (lm_cfg_ok(&cfg) && lm_token_key_secret_file(&gw.access_key, access, true, err, sizeof err))
         lm_cfg_error(&cfg, "GATEWAY_ACCESS_KEY_FILE", "%s", err);
@@ -182,6 +183,7 @@ int main(int argc, char **argv)
                                     .worker_start = worker_start,
                                     .worker_stop = worker_stop,
                                     .metrics = gw_metrics_render});
+    gw_cors_routes(lm_app_router(app), &gw);
     gw_auth_routes(lm_app_router(app), &gw);
     gw_admin_routes(lm_app_router(app), &gw);
     gw_proxy_routes(lm_app_router(app), &gw);

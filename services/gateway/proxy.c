@@ -629,6 +629,11 @@ static void handle_proxy(lm_req *req, void *ctx)
     f->svc_index = -1;
     f->t0_ns = req->start_ns;
     snprintf(f->prefix, sizeof f->prefix, "/api/%.64s", lm_req_param(req, "service"));
+    if (gw_cors_preflight(gw, req)) { /* no credential, no service */
+        fwd_free(f);
+        return;
+    }
+    gw_cors_actual(gw, req);
     if (!gw_authenticate(gw, req, &f->who)) {
         fwd_free(f);
         return;

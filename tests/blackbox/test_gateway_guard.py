@@ -164,3 +164,95 @@ def test_duplicate_credential_headers_are_400(fleet, creds, rec, h1, h2):
                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(form), form))
         r = c.read_response()
     assert r.status == 400
+
+
+# ---- CORS ----------------------------------------------------------------------------------------
+
+CORS_ENV = {"GATEWAY_CORS_ORIGINS": "https://app.example,http://localhost:3000",
+            "GATEWAY_CORS_MAX_AGE": "10m"}
+
+
+def preflight(gw, path, origin, method="POST", headers="authorization, content-type"):
+    h = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers:
+        h["Access-Control-Request-Headers"] = headers
+    return requests.options(gw.url(path), headers=h, timeout=IO_TIMEOUT)
+
+
+def test_cors_preflight_is_answered_by_the_gateway(fleet, creds, rec):
+    gw = start_gw(fleet, creds, rec, **CORS_ENV)
+    for path in ("/api/rec/things/1", "/auth/token"):
+        r = preflight(gw, path, "https://app.example")
+        assert r.status_code == 204
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert "PATCH" in r.headers["Access-Control-Allow-Methods"].split(",")
+        allowed = [h.lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")]
+        assert {"authorization", "content-type", "x-api-key"} <= set(allowed)
+        assert r.headers["Access-Control-Max-Age"] == "600"
+        assert r.headers["Vary"] == "Origin"
+        assert "Access-Control-Allow-Credentials" not in r.headers
+    assert not rec.find("/things/1")  # never reached the service, no credential needed
+
+
+@pytest.mark.parametrize("origin, method, headers", [
+    ("https://evil.example", "POST", None),
+    ("https://app.example.evil", "GET", None),
+    ("https://app.example", "TRACE", None),
+    ("https://app.example", "POST", "x-secret-header"),
+])
+def test_cors_refused_preflight_has_no_cors_headers(fleet, creds, rec, origin, method, headers):
+    gw = start_gw(fleet, creds, rec, **CORS_ENV)
+    r = preflight(gw, "/api/rec/x", origin, method, headers)
+    assert r.status_code == 204
+    assert not [h for h in r.headers if h.lower().startswith("access-control-")], r.headers
+    assert r.headers["Vary"] == "Origin"
+
+
+def test_cors_actual_requests(fleet, creds, rec):
+    gw = start_gw(fleet, creds, rec, GATEWAY_RATE_LIMIT="100/m", **CORS_ENV)
+    ok = gw.api("GET", "/api/rec/y", api_key=True, headers={"Origin": "http://localhost:3000"})
+    assert ok.status_code == 200
+    assert ok.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert "RateLimit-Remaining" in ok.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in ok.headers["Vary"]
+    # errors are readable by the page too; other origins get nothing
+    denied = requests.get(gw.url("/api/rec/y"), headers={"Origin": "https://app.example"},
+                          timeout=IO_TIMEOUT)
+    assert denied.status_code == 401
+    assert denied.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = gw.api("GET", "/api/rec/y", api_key=True, headers={"Origin": "https://evil.example"})
+    assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_cors_any_origin_with_credentials_echoes_the_origin(fleet, creds, rec):
+    gw = start_gw(fleet, creds, rec, GATEWAY_CORS_ORIGINS="*", GATEWAY_CORS_CREDENTIALS="true")
+    r = preflight(gw, "/api/rec/x", "https://anything.example", "GET", None)
+    assert r.headers["Access-Control-Allow-Origin"] == "https://anything.example"
+    assert r.headers["Access-Control-Allow-Credentials"] == "true"
+    plain = start_gw(fleet, creds, rec, GATEWAY_CORS_ORIGINS="*")
+    r = preflight(plain, "/api/rec/x", "https://anything.example", "GET", None)
+    assert r.headers["Access-Control-Allow-Origin"] == "*" and "Vary" not in r.headers
+
+
+def test_cors_off_by_default_options_goes_upstream(fleet, creds, rec):
+    gw = start_gw(fleet, creds, rec)
+    r = preflight(gw, "/api/rec/x", "https://app.example", "GET", None)
+    assert r.status_code == 401  # an ordinary OPTIONS request: credentials required
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"GATEWAY_CORS_ORIGINS": "app.example"}, "GATEWAY_CORS_ORIGINS must be"),
+    ({"GATEWAY_CORS_ORIGINS": "https://app.example/path"}, "GATEWAY_CORS_ORIGINS must be"),
+    ({"GATEWAY_CORS_ORIGINS": "*", "GATEWAY_CORS_METHODS": "GET;POST"}, "GATEWAY_CORS_METHODS"),
+    ({"GATEWAY_CORS_ORIGINS": "*", "GATEWAY_CORS_MAX_AGE": "forever"}, "GATEWAY_CORS_MAX_AGE"),
+    ({"GATEWAY_AUTH_MAX_FAILURES": "-1"}, "GATEWAY_AUTH_MAX_FAILURES"),
+    ({"GATEWAY_AUTH_CONCURRENCY": "0"}, "GATEWAY_AUTH_CONCURRENCY"),
+])
+def test_bad_edge_configuration_is_one_clear_line(run_process, creds, env, words):
+    res = run_process("gateway", {"GATEWAY_CLIENTS_FILE": str(creds.clients_file),
+                                  "GATEWAY_ACCESS_KEY_FILE": str(creds.access_key_file),
+                                  "PORT": "0", **env})
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "configuration error" in lines[0] and words in lines[0], lines
