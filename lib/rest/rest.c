@@ -19,6 +19,7 @@ lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store)
     op->store = store;
     op->cache = lm_store_cache(store);
     op->total = -1;
+    op->l2_gen = UINT64_MAX;
     op->if_match = lm_if_match_copy(req);
     /* Idempotency-Key means something only for a create (POST); other methods ignore it */
     if (strcmp(req->method, "POST") != 0) return op;
@@ -158,16 +159,42 @@ static void send_ok(lm_rest_op *op, const char *body, size_t len, long long vers
         lm_resp_send(req, op->status, "application/json", body, len);
 }
 
+static void finish(lm_rest_op *op, int rc);
+
+static void after_l2_invalidate(void *ud)
+{
+    lm_rest_op *op = ud;
+    finish(op, op->done_rc);
+}
+
 void lm_rest_op_done(int rc, void *arg)
 {
     lm_rest_op *op = arg;
     lm_req *req = op->req;
     /* a write that committed (failures roll back and change nothing): before anyone hears
-     * of it, this process's cache and every other process's are told */
+     * of it, this process's cache and every other process's are told — the shared level in
+     * Redis too, whose answer the response waits for (Redis down: at once, see
+     * cache_redis.h) */
     if (!is_read(req) && rc == 0 && op->status >= 200 && op->status < 300) {
         lm_store_wrote(op->store);
         if (op->cache) invalidate(op);
+        lm_cache_redis *l2 = lm_store_l2(op->store);
+        if (l2) {
+            char key[192];
+            size_t klen =
+                op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
+            op->done_rc = rc;
+            if (lm_cache_redis_invalidate(l2, lm_req_worker_index(req), klen ? key : NULL, klen,
+                                          after_l2_invalidate, op) == 0)
+                return;
+        }
     }
+    finish(op, rc);
+}
+
+static void finish(lm_rest_op *op, int rc)
+{
+    lm_req *req = op->req;
     if (rc == LM_DB_EIO) {
         lm_resp_problem(req, 503, "the database is unavailable; nothing was written");
     } else if (op->errs.n) {
@@ -185,6 +212,11 @@ void lm_rest_op_done(int rc, void *arg)
             lm_store_cache_sync(op->store); /* another process's write meanwhile: not stored */
             lm_cache_put(op->cache, op->cache_key, op->cache_klen, op->body, len, op->version,
                          op->total, op->cache_flags, op->cache_epoch);
+            lm_cache_redis *l2 = lm_store_l2(op->store);
+            if (l2 && !op->l2_hit)
+                lm_cache_redis_put(l2, lm_req_worker_index(req), op->cache_key, op->cache_klen,
+                                   op->body, len, op->version, op->total, op->cache_flags,
+                                   op->l2_gen);
         }
         send_ok(op, op->body ? op->body : "null", len, op->version);
     }
@@ -199,6 +231,24 @@ void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 {
     lm_db_write(lm_store_port(op->store, lm_req_worker_index(op->req)), fn, done, op);
+}
+
+/* The shared level answered: a hit is sent (and put in the process's cache by
+ * lm_rest_op_done); a miss reads the database, remembering the generation for the put. */
+static void on_l2(void *ud, const lm_cache_redis_hit *h)
+{
+    lm_rest_op *op = ud;
+    if (h->hit) {
+        op->body = lm_xstrndup(h->body, h->len);
+        op->l2_hit = true;
+        op->status = 200;
+        op->version = h->version;
+        op->total = h->total;
+        op->l2_done(0, op);
+        return;
+    }
+    op->l2_gen = h->gen;
+    lm_rest_read(op, op->l2_fn, op->l2_done);
 }
 
 /* A cacheable read of key: a hit goes straight to done; a miss remembers the key and the
@@ -221,6 +271,13 @@ static void cached_read(lm_rest_op *op, const char *key, size_t klen, unsigned f
         op->cache_key = lm_xstrndup(key, klen);
         op->cache_klen = klen;
         op->cache_flags = flags;
+        lm_cache_redis *l2 = lm_store_l2(op->store);
+        if (l2) {
+            op->l2_fn = fn;
+            op->l2_done = done;
+            if (lm_cache_redis_get(l2, lm_req_worker_index(op->req), key, klen, on_l2, op) == 0)
+                return;
+        }
     }
     lm_rest_read(op, fn, done);
 }
