@@ -70,7 +70,8 @@ typedef struct token_req {
     char client_id[128];
     char secret[256];
     char scope[128];
-    const gw_client *client;
+    const gw_client *client; /* in snap, or NULL */
+    gw_clients *snap;        /* a reference, released with t */
     bool ok;
     int worker;
     char peer[64];    /* the source address */
@@ -82,6 +83,12 @@ typedef struct token_req {
     struct token_req *next; /* in the worker's hashing queue */
     uv_timer_t delay;       /* a failed attempt's slow-down */
 } token_req;
+
+static void token_free(token_req *t)
+{
+    gw_clients_release(t->snap);
+    free(t);
+}
 
 /* The hash an unknown client id is checked against: made on first use, on the thread pool
  * (Argon2id takes ~100 ms by design; at start-up it would delay readiness). */
@@ -123,7 +130,7 @@ static void start_next(gateway *gw, gw_worker *w);
 
 static void free_after_delay(uv_handle_t *h)
 {
-    free(h->data);
+    token_free(h->data);
 }
 
 static void refuse_now(uv_timer_t *timer)
@@ -171,7 +178,7 @@ static void verify_after(uv_work_t *w, int status)
     const char *scope = t->scope[0] ? t->scope : t->client->scope;
     if (!scope_subset(scope, t->client->scope)) {
         oauth_error(req, 400, "invalid_scope", "the requested scope exceeds the client's");
-        free(t);
+        token_free(t);
         return;
     }
     lm_token_claims c = {0};
@@ -183,7 +190,7 @@ static void verify_after(uv_work_t *w, int status)
     char *tok = lm_token_mint(&gw->access_key, &c);
     if (!tok) {
         lm_resp_problem(req, 500, "could not sign the access token");
-        free(t);
+        token_free(t);
         return;
     }
     json_t *doc = json_pack("{s:s, s:s, s:I, s:s}", "access_token", tok, "token_type", "Bearer",
@@ -191,7 +198,7 @@ static void verify_after(uv_work_t *w, int status)
     free(tok);
     lm_resp_header(req, "Cache-Control", "no-store");
     lm_resp_json(req, 200, doc);
-    free(t);
+    token_free(t);
 }
 
 static void too_many(token_req *t, uint64_t retry_after_s, const char *detail)
@@ -202,7 +209,7 @@ static void too_many(token_req *t, uint64_t retry_after_s, const char *detail)
     atomic_fetch_add_explicit(&t->gw->auth_refused, 1, memory_order_relaxed);
     sodium_memzero(t->secret, sizeof t->secret);
     oauth_error(t->req, 429, "invalid_client", detail);
-    free(t);
+    token_free(t);
 }
 
 /* Starts queued verifications while this worker has hashing capacity: every attempt whose
@@ -287,7 +294,7 @@ static void handle_token(lm_req *req, void *ctx)
 
     const char *authz = lm_req_header(req, "authorization");
     if (header_count(req, "authorization") > 1) {
-        free(t);
+        token_free(t);
         oauth_error(req, 400, "invalid_request",
                     "the Authorization header was given more than once");
         return;
@@ -297,7 +304,7 @@ static void handle_token(lm_req *req, void *ctx)
         size_t n = 0;
         if (sodium_base642bin(dec, sizeof dec - 1, authz + 6, strlen(authz + 6), " ", &n, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0) {
-            free(t);
+            token_free(t);
             oauth_error(req, 401, "invalid_client", "malformed Basic credentials");
             return;
         }
@@ -305,7 +312,7 @@ static void handle_token(lm_req *req, void *ctx)
         char *colon = strchr((char *)dec, ':');
         /* RFC 6749 2.3.1: both parts are form-urlencoded */
         if (!colon || have_id || have_secret) {
-            free(t);
+            token_free(t);
             oauth_error(req, 400, "invalid_request",
                         "give credentials once: Basic as client_id:client_secret");
             return;
@@ -316,7 +323,7 @@ static void handle_token(lm_req *req, void *ctx)
         if (!lm_url_decode((char *)dec, strlen((char *)dec), id_buf, &l1, true) ||
             !lm_url_decode(colon + 1, strlen(colon + 1), sec_buf, &l2, true) ||
             l1 >= sizeof t->client_id || l2 >= sizeof t->secret) {
-            free(t);
+            token_free(t);
             oauth_error(req, 401, "invalid_client", "malformed Basic credentials");
             return;
         }
@@ -327,22 +334,23 @@ static void handle_token(lm_req *req, void *ctx)
         have_id = have_secret = true;
     }
     if (dup) {
-        free(t);
+        token_free(t);
         oauth_error(req, 400, "invalid_request", "a parameter was given more than once");
         return;
     }
     if (strcmp(grant, "client_credentials") != 0) {
-        free(t);
+        token_free(t);
         oauth_error(req, 400, grant[0] ? "unsupported_grant_type" : "invalid_request",
                     "grant_type must be client_credentials");
         return;
     }
     if (!have_id || !have_secret) {
-        free(t);
+        token_free(t);
         oauth_error(req, 401, "invalid_client", "client_id and client_secret are required");
         return;
     }
-    t->client = gw_clients_find(&gw->clients, t->client_id);
+    t->snap = gw_clients_acquire(gw); /* the client stays valid off the loop */
+    t->client = gw_clients_find(t->snap, t->client_id);
     t->work.data = t;
     t->worker = lm_req_worker_index(req);
     lm_req_peer_ip(req, t->peer, sizeof t->peer);
@@ -385,7 +393,8 @@ bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who)
     if (authz && api_key)
         return deny(req, 400, NULL, "send either Authorization or X-API-Key, not both");
     if (api_key) {
-        const gw_client *c = gw_clients_by_api_key(&gw->clients, api_key);
+        const gw_client *c =
+            gw_clients_by_api_key(gw_clients_now(gw, lm_req_worker_index(req)), api_key);
         if (!c) return deny(req, 401, "Bearer realm=\"lotmesh\"", "unknown API key");
         snprintf(who->client_id, sizeof who->client_id, "%s", c->id);
         snprintf(who->scope, sizeof who->scope, "%s", c->scope);
@@ -396,9 +405,17 @@ bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who)
         uint64_t h = hash64(tok, n);
         size_t slot = h % GW_TOKEN_CACHE;
         long long now = (long long)time(NULL);
+        const gw_clients *cs = gw_clients_now(gw, lm_req_worker_index(req));
         if (w->access[slot].token && w->access[slot].hash == h &&
             strcmp(w->access[slot].token, tok) == 0 && w->access[slot].exp > now) {
             *who = w->access[slot].who;
+            if (w->access[slot].clients_version != cs->version) {
+                /* the clients changed: a revoked client's tokens stop working at once */
+                if (!gw_clients_find(cs, who->client_id))
+                    return deny(req, 401, "Bearer realm=\"lotmesh\", error=\"invalid_token\"",
+                                "the token's client was revoked");
+                w->access[slot].clients_version = cs->version;
+            }
         } else {
             lm_token_claims c;
             lm_token_result r =
@@ -408,6 +425,10 @@ bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who)
                             lm_token_result_str(r));
             snprintf(who->client_id, sizeof who->client_id, "%s", c.sub);
             snprintf(who->scope, sizeof who->scope, "%s", c.scope);
+            if (!gw_clients_find(cs, who->client_id))
+                return deny(req, 401, "Bearer realm=\"lotmesh\", error=\"invalid_token\"",
+                            "the token's client was revoked");
+            w->access[slot].clients_version = cs->version;
             free(w->access[slot].token);
             w->access[slot].token = lm_xstrdup(tok);
             w->access[slot].hash = h;

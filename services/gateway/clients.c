@@ -20,12 +20,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void key_hash(const char *key, unsigned char out[32])
+void gw_key_hash(const char *key, unsigned char out[32])
 {
     crypto_generichash(out, 32, (const unsigned char *)key, strlen(key), NULL, 0);
 }
 
-static void random_token(char *out, size_t outlen, size_t bytes)
+void gw_random_token(char *out, size_t outlen, size_t bytes)
 {
     unsigned char raw[48];
     randombytes_buf(raw, bytes);
@@ -33,7 +33,7 @@ static void random_token(char *out, size_t outlen, size_t bytes)
     sodium_memzero(raw, sizeof raw);
 }
 
-static int write_private(const char *path, const char *text, char *err, size_t errlen)
+int gw_write_private(const char *path, const char *text, char *err, size_t errlen)
 {
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -56,8 +56,8 @@ static int write_private(const char *path, const char *text, char *err, size_t e
 static int create_first(const char *path, const char *dev_path, char *err, size_t errlen)
 {
     char secret[80], api_key[80], hash[crypto_pwhash_STRBYTES];
-    random_token(secret, sizeof secret, 32);
-    random_token(api_key, sizeof api_key, 32);
+    gw_random_token(secret, sizeof secret, 32);
+    gw_random_token(api_key, sizeof api_key, 32);
     if (crypto_pwhash_str(hash, secret, strlen(secret), crypto_pwhash_OPSLIMIT_INTERACTIVE,
                           crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) {
         snprintf(err, errlen, "cannot hash the generated secret (out of memory?)");
@@ -65,21 +65,21 @@ static int create_first(const char *path, const char *dev_path, char *err, size_
     }
     unsigned char kh[32];
     char khex[65];
-    key_hash(api_key, kh);
+    gw_key_hash(api_key, kh);
     sodium_bin2hex(khex, sizeof khex, kh, sizeof kh);
     json_t *doc =
         json_pack("{s:[{s:s, s:s, s:s, s:[s]}]}", "clients", "client_id", "dev", "secret_hash",
                   hash, "scope", "read write admin", "api_key_hashes", khex);
     char *text = json_dumps(doc, JSON_INDENT(2));
     json_decref(doc);
-    int rc = write_private(path, text, err, errlen);
+    int rc = gw_write_private(path, text, err, errlen);
     free(text);
     if (rc) return rc;
     doc = json_pack("{s:s, s:s, s:s}", "client_id", "dev", "client_secret", secret, "api_key",
                     api_key);
     text = json_dumps(doc, JSON_INDENT(2));
     json_decref(doc);
-    rc = write_private(dev_path, text, err, errlen);
+    rc = gw_write_private(dev_path, text, err, errlen);
     sodium_memzero(text, strlen(text));
     free(text);
     sodium_memzero(secret, sizeof secret);
@@ -142,6 +142,16 @@ int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char
         snprintf(err, errlen, "%s: line %d: %s", path, je.line, je.text);
         return -1;
     }
+    int rc = gw_clients_parse(cs, doc, path, err, errlen);
+    json_decref(doc);
+    if (rc == 0) lm_log_info("loaded %zu API client(s) from %s", cs->n, path);
+    return rc;
+}
+
+int gw_clients_parse(gw_clients *cs, json_t *doc, const char *path, char *err, size_t errlen)
+{
+    memset(cs, 0, sizeof *cs);
+    json_incref(doc); /* each error path below drops one reference */
     json_t *arr = json_object_get(doc, "clients");
     if (!json_is_array(arr)) {
         snprintf(err, errlen, "%s: expected {\"clients\": [...]}", path);
@@ -195,10 +205,17 @@ int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char
             }
             g->n_api_keys++;
         }
+        for (size_t o = 0; o < cs->n; o++)
+            if (!strcmp(cs->items[o].id, g->id)) {
+                snprintf(err, errlen, "%s: client_id %s is given twice", path, id);
+                json_decref(doc);
+                cs->n++;
+                gw_clients_free(cs);
+                return -1;
+            }
         cs->n++;
     }
     json_decref(doc);
-    lm_log_info("loaded %zu API client(s) from %s", cs->n, path);
     return 0;
 }
 
@@ -222,9 +239,54 @@ const gw_client *gw_clients_find(const gw_clients *cs, const char *id)
 const gw_client *gw_clients_by_api_key(const gw_clients *cs, const char *key)
 {
     unsigned char h[32];
-    key_hash(key, h);
+    gw_key_hash(key, h);
     for (size_t i = 0; i < cs->n; i++)
         for (size_t j = 0; j < cs->items[i].n_api_keys; j++)
             if (sodium_memcmp(cs->items[i].api_keys[j], h, 32) == 0) return &cs->items[i];
     return NULL;
+}
+
+/* ---- snapshots --------------------------------------------------------------------------- */
+
+void gw_clients_publish(gateway *gw, gw_clients *fresh)
+{
+    gw_clients *snap = lm_xcalloc(1, sizeof *snap);
+    *snap = *fresh;
+    atomic_init(&snap->refs, 1); /* the gateway's */
+    pthread_mutex_lock(&gw->clients_mu);
+    gw_clients *old = gw->clients_cur;
+    snap->version = old ? old->version + 1 : 1;
+    gw->clients_cur = snap;
+    atomic_store(&gw->clients_version, snap->version);
+    pthread_mutex_unlock(&gw->clients_mu);
+    gw_clients_release(old);
+}
+
+gw_clients *gw_clients_acquire(gateway *gw)
+{
+    pthread_mutex_lock(&gw->clients_mu);
+    gw_clients *cs = gw->clients_cur;
+    if (cs) atomic_fetch_add(&cs->refs, 1);
+    pthread_mutex_unlock(&gw->clients_mu);
+    return cs;
+}
+
+void gw_clients_release(gw_clients *cs)
+{
+    if (cs && atomic_fetch_sub(&cs->refs, 1) == 1) {
+        gw_clients_free(cs);
+        free(cs);
+    }
+}
+
+const gw_clients *gw_clients_now(gateway *gw, int worker)
+{
+    gw_worker *w = &gw->workers[worker];
+    if (!w->clients ||
+        w->clients->version != atomic_load_explicit(&gw->clients_version, memory_order_acquire)) {
+        gw_clients *old = w->clients;
+        w->clients = gw_clients_acquire(gw);
+        gw_clients_release(old);
+    }
+    return w->clients;
 }

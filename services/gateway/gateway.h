@@ -7,6 +7,8 @@
 #ifndef GATEWAY_H
 #define GATEWAY_H
 
+#include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -72,16 +74,35 @@ typedef struct gw_client {
     size_t n_service_rates;
 } gw_client;
 
+/* One version of the clients file. Published snapshots are immutable and refcounted: each
+ * worker keeps a reference to the newest it has seen (gw_clients_now), so a request never
+ * sees a client table change or vanish under it, and the hot path takes no lock. */
 typedef struct gw_clients {
     gw_client *items;
     size_t n;
+    uint64_t version; /* published: 1, 2, … */
+    atomic_int refs;
 } gw_clients;
 
 /* Loads path; when it does not exist, creates it with one client and writes that client's
  * credentials to dev_path (DESIGN 2: dev-client.json). One-line reason in err on failure. */
 int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char *err,
                     size_t errlen);
+/* Parses a clients document (doc borrowed; path only for messages). */
+int gw_clients_parse(gw_clients *cs, json_t *doc, const char *path, char *err, size_t errlen);
 void gw_clients_free(gw_clients *cs);
+struct gateway;
+/* Makes fresh (moved in) the current table of every worker (any thread). */
+void gw_clients_publish(struct gateway *gw, gw_clients *fresh);
+gw_clients *gw_clients_acquire(struct gateway *gw);
+void gw_clients_release(gw_clients *cs);
+/* The worker's current table (on that worker's loop), refreshed when a newer one exists. */
+const gw_clients *gw_clients_now(struct gateway *gw, int worker);
+/* Helpers of the clients file: write via a temporary file, fsync and rename (mode 0600);
+ * BLAKE2b-256 of an API key; a random URL-safe token of bytes random bytes. */
+int gw_write_private(const char *path, const char *text, char *err, size_t errlen);
+void gw_key_hash(const char *key, unsigned char out[32]);
+void gw_random_token(char *out, size_t outlen, size_t bytes);
 const gw_client *gw_clients_find(const gw_clients *cs, const char *id);
 const gw_client *gw_clients_by_api_key(const gw_clients *cs, const char *key);
 
@@ -100,6 +121,7 @@ typedef struct gw_principal {
 #define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
 
 typedef struct gw_worker {
+    gw_clients *clients;    /* this worker's reference to the newest table it has seen */
     lm_client *client;      /* upstream connections */
     struct lm_redis *redis; /* RATE_LIMIT_URL's Redis on this loop, or NULL */
     struct gateway *gw;
@@ -114,7 +136,8 @@ typedef struct gw_worker {
         char *token; /* owned */
         gw_principal who;
         long long exp;
-    } access[GW_TOKEN_CACHE]; /* access tokens already verified */
+        uint64_t clients_version; /* its client was checked in this table version */
+    } access[GW_TOKEN_CACHE];     /* access tokens already verified */
     struct {
         uint64_t hash;
         char key[400]; /* service|client|scope */
@@ -167,9 +190,14 @@ typedef struct gw_alias {
 
 typedef struct gateway {
     lm_app *app;
-    gw_clients clients;
-    lm_token_key access_key;  /* the gateway's own access tokens (HS256) */
-    lm_token_key service_key; /* service tokens (shared with, or public to, the services) */
+    pthread_mutex_t clients_mu;
+    gw_clients *clients_cur; /* the newest table (a reference), under clients_mu */
+    atomic_ullong clients_version;
+    char clients_path[1024];
+    uv_fs_poll_t clients_watch; /* on worker 0's loop (admin_clients.c) */
+    bool clients_reloading;     /* a reload job is running (worker 0's loop) */
+    lm_token_key access_key;    /* the gateway's own access tokens (HS256) */
+    lm_token_key service_key;   /* service tokens (shared with, or public to, the services) */
     uint64_t access_ttl_s, service_ttl_s;
     gw_alias aliases[32];
     size_t n_aliases;
@@ -229,6 +257,11 @@ void gw_cors_parse(gateway *gw, struct lm_cfg *cfg);
 bool gw_cors_preflight(gateway *gw, lm_req *req);
 void gw_cors_actual(gateway *gw, lm_req *req);
 void gw_cors_routes(lm_router *r, gateway *gw);
+
+/* /admin/clients (admin_clients.c); the watch of the clients file runs on one loop. */
+void gw_admin_clients_routes(lm_router *r, gateway *gw);
+void gw_admin_clients_watch(gateway *gw, uv_loop_t *loop);
+void gw_admin_clients_unwatch(gateway *gw);
 
 void gw_auth_routes(lm_router *r, gateway *gw);
 /* Authenticates req (Bearer access token or X-API-Key) and checks the scope its method

@@ -23,6 +23,7 @@ static void worker_start(lm_worker *w, void *ctx)
     cc.max_response_body = 64 * 1024 * 1024;
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
     gwk->gw = gw;
+    if (lm_worker_index(w) == 0) gw_admin_clients_watch(gw, lm_worker_loop(w));
     gwk->client = lm_client_new(lm_worker_loop(w), &cc);
     gwk->breaker_threshold = gw->breaker_threshold;
     gwk->breaker_reset_ms = gw->breaker_reset_ms;
@@ -42,6 +43,9 @@ static void worker_stop(lm_worker *w, void *ctx)
     lm_client_close(gwk->client, NULL, NULL);
     gwk->client = NULL;
     gw_auth_worker_free(gwk);
+    if (lm_worker_index(w) == 0) gw_admin_clients_unwatch(gw);
+    gw_clients_release(gwk->clients);
+    gwk->clients = NULL;
     lm_redis_free(gwk->redis);
     gwk->redis = NULL;
 }
@@ -168,8 +172,13 @@ int main(int argc, char **argv)
     if (lm_cfg_ok(&cfg)) lm_token_key_from_env(&gw.service_key, &cfg, true);
     if (lm_cfg_ok(&cfg) && lm_token_key_secret_file(&gw.access_key, access, true, err, sizeof err))
         lm_cfg_error(&cfg, "GATEWAY_ACCESS_KEY_FILE", "%s", err);
-    if (lm_cfg_ok(&cfg) && gw_clients_load(&gw.clients, clients, def_dev, err, sizeof err))
+    gw_clients first;
+    pthread_mutex_init(&gw.clients_mu, NULL);
+    snprintf(gw.clients_path, sizeof gw.clients_path, "%s", clients);
+    if (lm_cfg_ok(&cfg) && gw_clients_load(&first, clients, def_dev, err, sizeof err))
         lm_cfg_error(&cfg, "GATEWAY_CLIENTS_FILE", "%s", err);
+    else if (lm_cfg_ok(&cfg))
+        gw_clients_publish(&gw, &first);
     gw.reg = lm_app_use_registry(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
 
@@ -186,13 +195,15 @@ int main(int argc, char **argv)
     gw_cors_routes(lm_app_router(app), &gw);
     gw_auth_routes(lm_app_router(app), &gw);
     gw_admin_routes(lm_app_router(app), &gw);
+    gw_admin_clients_routes(lm_app_router(app), &gw);
     gw_proxy_routes(lm_app_router(app), &gw);
     int rc = lm_app_run(app);
     lm_app_free(app);
     for (int i = 0; i < gw.n_workers; i++)
         gw_upstream_free(&gw.workers[i]);
     free(gw.workers);
-    gw_clients_free(&gw.clients);
+    gw_clients_release(gw.clients_cur);
+    pthread_mutex_destroy(&gw.clients_mu);
     gw_limiter_free(gw.limiter);
     lm_token_key_free(&gw.access_key);
     lm_token_key_free(&gw.service_key);

@@ -663,7 +663,7 @@ static void handle_proxy(lm_req *req, void *ctx)
         fwd_free(f);
         return;
     }
-    const gw_client *c = gw_clients_find(&gw->clients, f->who.client_id);
+    const gw_client *c = gw_clients_find(gw_clients_now(gw, f->worker), f->who.client_id);
     const gw_rate *rate = gw_rate_for(gw, c, f->service);
     if (!rate) {
         forward(f);
