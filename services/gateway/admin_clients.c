@@ -102,7 +102,10 @@ static bool valid_scope(const char *scope)
 static int fail(admin_job *j, int status, const char *detail)
 {
     j->status = status;
-    snprintf(j->detail, sizeof j->detail, "%s", detail);
+    size_t n = strlen(detail);
+    if (n >= sizeof j->detail) n = sizeof j->detail - 1; /* cut, as a message may be */
+    memcpy(j->detail, detail, n);
+    j->detail[n] = '\0';
     return -1;
 }
 
