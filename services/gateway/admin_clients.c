@@ -12,16 +12,22 @@
  * "<file>.lock" (instances sharing the file never lose each other's change), validated by
  * the same parser as at start-up, written to a temporary file, fsynced and renamed over the
  * old one (atomic: a reader sees the old or the new file, never a part). It runs on the
- * thread pool (file I/O, Argon2id). Every instance watches the file (stat every second on
- * its first worker's loop) and publishes what it reads (gw_clients_publish): a change made
- * through any instance is effective on all within about a second. A file that fails to
- * parse is logged and the table in use stays.
+ * thread pool (file I/O, Argon2id). Every instance watches the file (stat every
+ * GATEWAY_CLIENTS_WATCH, 1 s, on its first worker's loop) and publishes what it reads
+ * (gw_clients_publish): a change made through any instance is effective on all within about
+ * a second. With RATE_LIMIT_URL a change is also announced in Redis (INCR of
+ * "lotmesh:gateway:clients"), which every instance reads every 250 ms and reloads on, so a
+ * file whose change its stat does not show at once (network file systems) is reread
+ * anyway. A file that fails to parse is logged and the table in use stays.
  *
  * Threading: handlers on worker loops; jobs on the thread pool; publishing from any. */
 #include "gateway.h"
 
 #include "json.h"
 #include "log.h"
+#include "redis.h"
+
+#include <hiredis/hiredis.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -281,10 +287,23 @@ static void job_work(uv_work_t *w)
     close(lfd);
 }
 
+#define ANNOUNCE_KEY "lotmesh:gateway:clients"
+
+static void on_announced(void *ud, const struct redisReply *r)
+{
+    (void)ud;
+    (void)r; /* lost: the others still see the file change */
+}
+
 static void job_after(uv_work_t *w, int status)
 {
     admin_job *j = w->data;
     if (j->have_fresh) gw_clients_publish(j->gw, &j->fresh);
+    if (j->have_fresh && j->op != OP_RELOAD && j->gw->limit_redis) {
+        const char *argv[] = {"INCR", ANNOUNCE_KEY};
+        lm_redis_cmd(j->gw->workers[lm_req_worker_index(j->req)].redis, on_announced, NULL, 2, argv,
+                     NULL);
+    }
     if (j->op == OP_RELOAD) {
         if (!j->have_fresh)
             lm_log_warn("clients file not reloaded, keeping the table in use: %s", j->detail);
@@ -397,31 +416,60 @@ static void handle_delete(lm_req *req, void *ctx)
 
 /* ---- watching the file ---------------------------------------------------------------------- */
 
-static void on_file_changed(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
-                            const uv_stat_t *curr)
+static void reload(gateway *gw, uv_loop_t *loop)
 {
-    gateway *gw = h->data;
-    (void)prev;
-    (void)curr;
-    if (status < 0 || gw->clients_reloading) return; /* gone for now: keep the table */
+    if (gw->clients_reloading) return;
     gw->clients_reloading = true;
     admin_job *j = lm_xcalloc(1, sizeof *j);
     j->gw = gw;
     j->op = OP_RELOAD;
     j->work.data = j;
-    uv_queue_work(h->loop, &j->work, job_work, job_after);
+    uv_queue_work(loop, &j->work, job_work, job_after);
+}
+
+static void on_file_changed(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
+                            const uv_stat_t *curr)
+{
+    (void)prev;
+    (void)curr;
+    if (status >= 0) reload(h->data, h->loop); /* gone for now: keep the table */
+}
+
+static void on_counter(void *ud, const struct redisReply *r)
+{
+    gateway *gw = ud;
+    long long v = r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
+                  : r && r->type == REDIS_REPLY_NIL  ? 0
+                                                     : -1;
+    if (v < 0) return; /* Redis does not answer: the file watch still works */
+    if (gw->clients_announced >= 0 && v != gw->clients_announced)
+        reload(gw, gw->clients_announce.loop);
+    gw->clients_announced = v;
+}
+
+static void on_announce_tick(uv_timer_t *t)
+{
+    gateway *gw = t->data;
+    const char *argv[] = {"GET", ANNOUNCE_KEY};
+    lm_redis_cmd(gw->workers[0].redis, on_counter, gw, 2, argv, NULL);
 }
 
 void gw_admin_clients_watch(gateway *gw, uv_loop_t *loop)
 {
     uv_fs_poll_init(loop, &gw->clients_watch);
     gw->clients_watch.data = gw;
-    uv_fs_poll_start(&gw->clients_watch, on_file_changed, gw->clients_path, 1000);
+    uv_fs_poll_start(&gw->clients_watch, on_file_changed, gw->clients_path,
+                     (unsigned)gw->clients_watch_ms);
+    uv_timer_init(loop, &gw->clients_announce);
+    gw->clients_announce.data = gw;
+    gw->clients_announced = -1;
+    if (gw->limit_redis) uv_timer_start(&gw->clients_announce, on_announce_tick, 250, 250);
 }
 
 void gw_admin_clients_unwatch(gateway *gw)
 {
     uv_close((uv_handle_t *)&gw->clients_watch, NULL);
+    uv_close((uv_handle_t *)&gw->clients_announce, NULL);
 }
 
 void gw_admin_clients_routes(lm_router *r, gateway *gw)

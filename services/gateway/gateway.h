@@ -194,10 +194,13 @@ typedef struct gateway {
     gw_clients *clients_cur; /* the newest table (a reference), under clients_mu */
     atomic_ullong clients_version;
     char clients_path[1024];
-    uv_fs_poll_t clients_watch; /* on worker 0's loop (admin_clients.c) */
-    bool clients_reloading;     /* a reload job is running (worker 0's loop) */
-    lm_token_key access_key;    /* the gateway's own access tokens (HS256) */
-    lm_token_key service_key;   /* service tokens (shared with, or public to, the services) */
+    uv_fs_poll_t clients_watch;  /* on worker 0's loop (admin_clients.c) */
+    bool clients_reloading;      /* a reload job is running (worker 0's loop) */
+    uint64_t clients_watch_ms;   /* GATEWAY_CLIENTS_WATCH: how often the file is looked at */
+    uv_timer_t clients_announce; /* with RATE_LIMIT_URL: polls the change counter in Redis */
+    long long clients_announced; /* the counter last seen, -1 before the first answer */
+    lm_token_key access_key;     /* the gateway's own access tokens (HS256) */
+    lm_token_key service_key;    /* service tokens (shared with, or public to, the services) */
     uint64_t access_ttl_s, service_ttl_s;
     gw_alias aliases[32];
     size_t n_aliases;

@@ -169,6 +169,7 @@ int main(int argc, char **argv)
     parse_services(&gw, &cfg);
     parse_limits(&gw, &cfg);
     gw_cors_parse(&gw, &cfg);
+    gw.clients_watch_ms = lm_cfg_duration_ms(&cfg, "GATEWAY_CLIENTS_WATCH", 1000, 100, 3600000);
     if (lm_cfg_ok(&cfg)) lm_token_key_from_env(&gw.service_key, &cfg, true);
     if (lm_cfg_ok(&cfg) && lm_token_key_secret_file(&gw.access_key, access, true, err, sizeof err))
         lm_cfg_error(&cfg, "GATEWAY_ACCESS_KEY_FILE", "%s", err);

@@ -162,3 +162,26 @@ def test_admin_scope_is_required(setup, creds):
     r = a.api("GET", "/admin/clients", client="writer", api_key=True)
     assert_full_problem(r, 403)
     assert_full_problem(requests.get(a.url("/admin/clients"), timeout=IO_TIMEOUT), 401)
+
+
+def test_with_redis_a_change_is_announced_to_every_instance(tmp_path, creds, rec, redis_server):
+    """The file is looked at only every minute here: the other instance learns of the
+    revocation through Redis (the change counter it reads every 250 ms)."""
+    path = tmp_path / "clients.json"
+    shutil.copy(creds.clients_file, path)
+    fleet = Fleet(tmp_path)
+    try:
+        env = gateway_env(creds, f"static:rec={rec.url}", GATEWAY_SERVICES="rec",
+                          ACCESS_LOG="false", GATEWAY_CLIENTS_FILE=str(path),
+                          GATEWAY_CLIENTS_WATCH="60s", RATE_LIMIT_URL=redis_server.url)
+        a = Gateway(fleet.start("gateway", env), creds)
+        b = Gateway(fleet.start("gateway", env), creds)
+        c = admin(a, "POST", json={"client_id": "ann-1"}).json()
+        key = {"X-API-Key": c["api_key"]}
+        assert poll(lambda: call(b, key).status_code == 200, timeout=5)
+        assert admin(a, "DELETE", "/ann-1").status_code == 204
+        assert poll(lambda: call(b, key).status_code == 401, timeout=5)
+        assert int(redis_server.client().get("lotmesh:gateway:clients")) >= 2
+    finally:
+        problems = fleet.stop()
+    assert not problems, problems
