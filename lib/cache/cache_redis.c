@@ -12,34 +12,31 @@
 
 enum { SCRIPT_GET, SCRIPT_PUT, SCRIPT_INVALIDATE };
 
-/* KEYS: gen, era, entry. Returns {gen} (miss) or {gen, value}. */
+/* KEYS: gen, entry; ARGV: the era now. Returns {gen} (miss) or {gen, value}. */
 static const char get_script[] = "local g = redis.call('GET', KEYS[1]) or '0'\n"
-                                 "local e = redis.call('GET', KEYS[2]) or '0'\n"
-                                 "local v = redis.call('GET', KEYS[3])\n"
+                                 "local v = redis.call('GET', KEYS[2])\n"
                                  "if not v then return {g} end\n"
                                  "local ve, vg, vf = string.match(v, '^(%d+) (%d+) (%d+) ')\n"
-                                 "if ve ~= e or (vf == '1' and vg ~= g) then return {g} end\n"
+                                 "if ve ~= ARGV[1] or (vf == '1' and vg ~= g) then return {g} end\n"
                                  "return {g, v}\n";
 
-/* KEYS: gen, era, entry; ARGV: the generation seen, "flags version total\n", body, ttl ms.
- * Returns 1 when stored, 0 when a write happened since (stale). */
+/* KEYS: gen, entry; ARGV: the generation seen, the era seen, "flags version total\n", body,
+ * ttl ms. Returns 1 when stored, 0 when a write happened since (stale). */
 static const char put_script[] =
     "local g = redis.call('GET', KEYS[1]) or '0'\n"
     "if g ~= ARGV[1] then return 0 end\n"
-    "local e = redis.call('GET', KEYS[2]) or '0'\n"
-    "redis.call('SET', KEYS[3], e .. ' ' .. g .. ' ' .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])\n"
+    "redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3] .. ARGV[4], 'PX', ARGV[5])\n"
     "return 1\n";
 
-/* KEYS: gen, era[, entry]; ARGV: '1' to bump the era as well. */
+/* KEYS: gen[, entry]. */
 static const char invalidate_script[] = "redis.call('INCR', KEYS[1])\n"
-                                        "if ARGV[1] == '1' then redis.call('INCR', KEYS[2]) end\n"
-                                        "if KEYS[3] then redis.call('DEL', KEYS[3]) end\n"
+                                        "if KEYS[2] then redis.call('DEL', KEYS[2]) end\n"
                                         "return 1\n";
 
 struct lm_cache_redis {
     lm_redis_addr addr;
     char ns[128];
-    char gen_key[160], era_key[160];
+    char gen_key[160];
     uint64_t timeout_ms, ttl_ms;
     lm_redis **conns; /* by worker */
     struct conn_ctx {
@@ -49,8 +46,6 @@ struct lm_cache_redis {
     int workers;
     lm_cache_redis_state_cb on_state;
     void *state_ud;
-    atomic_bool dirty;     /* an invalidation was lost: bump the era before using Redis */
-    atomic_bool repairing; /* one era bump in flight */
     atomic_ullong hits, misses, puts, stale_puts, invalidations, errors;
     atomic_int up_conns;
 };
@@ -68,7 +63,6 @@ lm_cache_redis *lm_cache_redis_new(const lm_redis_addr *addr, const char *ns, ui
     c->addr = *addr;
     snprintf(c->ns, sizeof c->ns, "%s", ns);
     snprintf(c->gen_key, sizeof c->gen_key, "%sgen", c->ns);
-    snprintf(c->era_key, sizeof c->era_key, "%sera", c->ns);
     c->timeout_ms = timeout_ms;
     c->ttl_ms = ttl_ms;
     c->workers = workers;
@@ -114,27 +108,9 @@ static size_t entry_key(const lm_cache_redis *c, const char *key, size_t klen, c
     return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
 }
 
-/* ---- repair after a lost invalidation ----------------------------------------------------- */
-
-static void on_repaired(void *ud, const struct redisReply *r)
-{
-    lm_cache_redis *c = ud;
-    if (r && r->type == REDIS_REPLY_INTEGER) atomic_store(&c->dirty, false);
-    atomic_store(&c->repairing, false);
-}
-
-/* True when Redis may be used now; while dirty, starts an era bump and says no. */
 static bool usable(lm_cache_redis *c, int worker)
 {
-    lm_redis *r = c->conns[worker];
-    if (!lm_redis_up(r)) return false;
-    if (!atomic_load(&c->dirty)) return true;
-    if (!atomic_exchange(&c->repairing, true)) {
-        const char *argv[] = {c->gen_key, c->era_key, "1"};
-        if (lm_redis_eval(r, SCRIPT_INVALIDATE, on_repaired, c, 2, 3, argv, NULL) != 0)
-            atomic_store(&c->repairing, false);
-    }
-    return false;
+    return lm_redis_up(c->conns[worker]);
 }
 
 /* ---- get ------------------------------------------------------------------------------------ */
@@ -176,7 +152,7 @@ static void on_get(void *ud, const struct redisReply *r)
     free(g);
 }
 
-int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen,
+int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen, uint64_t era,
                        lm_cache_redis_get_cb cb, void *ud)
 {
     if (!usable(c, worker)) return -1;
@@ -187,9 +163,11 @@ int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t kl
     g->c = c;
     g->cb = cb;
     g->ud = ud;
-    const char *argv[] = {c->gen_key, c->era_key, ek};
-    size_t lens[] = {strlen(c->gen_key), strlen(c->era_key), ekl};
-    if (lm_redis_eval(c->conns[worker], SCRIPT_GET, on_get, g, 3, 3, argv, lens) != 0) {
+    char e[32];
+    snprintf(e, sizeof e, "%llu", (unsigned long long)era);
+    const char *argv[] = {c->gen_key, ek, e};
+    size_t lens[] = {strlen(c->gen_key), ekl, strlen(e)};
+    if (lm_redis_eval(c->conns[worker], SCRIPT_GET, on_get, g, 2, 3, argv, lens) != 0) {
         free(g);
         return -1;
     }
@@ -209,27 +187,26 @@ static void on_put(void *ud, const struct redisReply *r)
 
 void lm_cache_redis_put(lm_cache_redis *c, int worker, const char *key, size_t klen,
                         const char *body, size_t len, long long version, long long total,
-                        unsigned flags, uint64_t gen)
+                        unsigned flags, uint64_t gen, uint64_t era)
 {
     if (gen == UINT64_MAX || !usable(c, worker)) return;
-    char ek[1024], g[32], meta[80], ttl[32];
+    char ek[1024], g[32], e[32], meta[80], ttl[32];
     size_t ekl = entry_key(c, key, klen, ek, sizeof ek);
     if (!ekl) return;
     snprintf(g, sizeof g, "%llu", (unsigned long long)gen);
+    snprintf(e, sizeof e, "%llu", (unsigned long long)era);
     snprintf(meta, sizeof meta, "%u %lld %lld\n", (flags & LM_CACHE_ANY_WRITE) ? 1u : 0u, version,
              total);
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)c->ttl_ms);
-    const char *argv[] = {c->gen_key, c->era_key, ek, g, meta, body, ttl};
-    size_t lens[] = {strlen(c->gen_key), strlen(c->era_key), ekl, strlen(g), strlen(meta), len,
-                     strlen(ttl)};
-    lm_redis_eval(c->conns[worker], SCRIPT_PUT, on_put, c, 3, 7, argv, lens);
+    const char *argv[] = {c->gen_key, ek, g, e, meta, body, ttl};
+    size_t lens[] = {strlen(c->gen_key), ekl, strlen(g), strlen(e), strlen(meta), len, strlen(ttl)};
+    lm_redis_eval(c->conns[worker], SCRIPT_PUT, on_put, c, 2, 7, argv, lens);
 }
 
 /* ---- invalidate ------------------------------------------------------------------------------ */
 
 typedef struct inv_req {
     lm_cache_redis *c;
-    bool era; /* this one bumps the era too (the backend was dirty) */
     lm_cache_redis_done_cb done;
     void *ud;
 } inv_req;
@@ -237,14 +214,9 @@ typedef struct inv_req {
 static void on_invalidated(void *ud, const struct redisReply *r)
 {
     inv_req *q = ud;
-    if (!r || r->type != REDIS_REPLY_INTEGER) { /* it may or may not have happened */
-        atomic_store(&q->c->dirty, true);
-        bump(&q->c->errors);
-    } else {
-        bump(&q->c->invalidations);
-        if (q->era) atomic_store(&q->c->dirty, false);
-    }
-    q->done(q->ud);
+    bool ok = r && r->type == REDIS_REPLY_INTEGER; /* else: it may or may not have happened */
+    bump(ok ? &q->c->invalidations : &q->c->errors);
+    q->done(q->ud, ok);
     free(q);
 }
 
@@ -252,32 +224,17 @@ int lm_cache_redis_invalidate(lm_cache_redis *c, int worker, const char *key, si
                               lm_cache_redis_done_cb done, void *ud)
 {
     lm_redis *r = c->conns[worker];
-    if (!lm_redis_up(r)) {
-        atomic_store(&c->dirty, true);
-        bump(&c->errors);
-        return -1;
-    }
     char ek[1024];
     size_t ekl = key ? entry_key(c, key, klen, ek, sizeof ek) : 0;
     inv_req *q = lm_xcalloc(1, sizeof *q);
     q->c = c;
     q->done = done;
     q->ud = ud;
-    bool dirty = atomic_load(&c->dirty);
-    q->era = dirty;
-    const char *argv[] = {c->gen_key, c->era_key, ek, dirty ? "1" : "0"};
-    size_t lens[] = {strlen(c->gen_key), strlen(c->era_key), ekl, 1};
-    int rc;
-    if (ekl)
-        rc = lm_redis_eval(r, SCRIPT_INVALIDATE, on_invalidated, q, 3, 4, argv, lens);
-    else {
-        const char *a2[] = {argv[0], argv[1], argv[3]};
-        size_t l2[] = {lens[0], lens[1], 1};
-        rc = lm_redis_eval(r, SCRIPT_INVALIDATE, on_invalidated, q, 2, 3, a2, l2);
-    }
-    if (rc != 0) {
+    const char *argv[] = {c->gen_key, ek};
+    size_t lens[] = {strlen(c->gen_key), ekl};
+    if (!lm_redis_up(r) || lm_redis_eval(r, SCRIPT_INVALIDATE, on_invalidated, q, ekl ? 2 : 1,
+                                         ekl ? 2 : 1, argv, lens) != 0) {
         free(q);
-        atomic_store(&c->dirty, true);
         bump(&c->errors);
         return -1;
     }
@@ -292,5 +249,4 @@ void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out)
     out->stale_puts = atomic_load(&c->stale_puts);
     out->invalidations = atomic_load(&c->invalidations);
     out->errors = atomic_load(&c->errors);
-    out->dirty = atomic_load(&c->dirty);
 }

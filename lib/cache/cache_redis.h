@@ -11,15 +11,13 @@
  * - A reader takes the generation with its miss (lm_cache_redis_get returns it) and stores
  *   its result only if the generation is still the same (lm_cache_redis_put checks in the
  *   script): a row read before a commit is never stored after that commit's invalidation.
- * - A write whose invalidation could not reach Redis (down, timed out) marks the backend
- *   dirty: it stops using Redis until it managed to bump the namespace's era, which voids
- *   every entry stored before — so an entry the write should have deleted never comes back.
+ * - Entries carry an era, given by the caller (the processes sharing the database share it:
+ *   sharedgen.h), and count only while it is the caller's current one. A write whose
+ *   invalidation could not reach Redis (down, timed out, this worker's connection not back
+ *   yet) bumps that era before its response, so no process trusts an entry from before it.
  * - Redis down means misses, never errors: get/put/invalidate answer at once (lm_redis).
- * Left open: an instance cut off from Redis while others still reach it (a partial
- * partition) writes without invalidating them until the era bump; entries expire after
- * ttl_ms in any case.
  *
- * Keys: "<ns>gen", "<ns>era", "<ns>e:<key>"; an entry's value is
+ * Keys: "<ns>gen", "<ns>e:<key>"; an entry's value is
  * "<era> <gen> <flags> <version> <total>\n<body>".
  *
  * Ownership: copies what it is given; a hit's body is valid during the callback only.
@@ -47,11 +45,10 @@ typedef struct lm_cache_redis_hit {
 } lm_cache_redis_hit;
 
 typedef void (*lm_cache_redis_get_cb)(void *ud, const lm_cache_redis_hit *h);
-typedef void (*lm_cache_redis_done_cb)(void *ud);
+typedef void (*lm_cache_redis_done_cb)(void *ud, bool ok);
 
 typedef struct lm_cache_redis_stats {
     unsigned long long hits, misses, puts, stale_puts, invalidations, errors;
-    bool dirty;
 } lm_cache_redis_stats;
 
 /* A worker's connection became usable or was lost (on that worker's loop). */
@@ -65,17 +62,18 @@ void lm_cache_redis_free(lm_cache_redis *c);
 void lm_cache_redis_attach(lm_cache_redis *c, int worker, uv_loop_t *loop);
 void lm_cache_redis_detach(lm_cache_redis *c, int worker);
 
-/* 0: cb will be called once (hit or miss with the generation); -1: Redis is not usable now
- * (down, or dirty), nothing will be called — read the database and do not put. */
-int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen,
+/* era: the current one. 0: cb will be called once (hit or miss with the generation); -1:
+ * Redis is not usable now, nothing will be called — read the database and do not put. */
+int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen, uint64_t era,
                        lm_cache_redis_get_cb cb, void *ud);
-/* Stores body under key if the generation is still gen (fire and forget). */
+/* Stores body under key with era if the generation is still gen (fire and forget); gen and
+ * era as taken before the read. */
 void lm_cache_redis_put(lm_cache_redis *c, int worker, const char *key, size_t klen,
                         const char *body, size_t len, long long version, long long total,
-                        unsigned flags, uint64_t gen);
+                        unsigned flags, uint64_t gen, uint64_t era);
 /* After a committed write: bumps the generation and deletes key (may be NULL). 0: done is
- * called once it is done or failed; -1: could not be sent (the backend is now dirty), done
- * is not called — respond at once. */
+ * called once it is done (ok) or failed; -1: could not be sent, done is not called. After a
+ * failure the caller bumps the era before it responds. */
 int lm_cache_redis_invalidate(lm_cache_redis *c, int worker, const char *key, size_t klen,
                               lm_cache_redis_done_cb done, void *ud);
 void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out);

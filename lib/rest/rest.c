@@ -161,9 +161,10 @@ static void send_ok(lm_rest_op *op, const char *body, size_t len, long long vers
 
 static void finish(lm_rest_op *op, int rc);
 
-static void after_l2_invalidate(void *ud)
+static void after_l2_invalidate(void *ud, bool ok)
 {
     lm_rest_op *op = ud;
+    if (!ok) lm_store_l2_lost(op->store); /* no process trusts what Redis holds now */
     finish(op, op->done_rc);
 }
 
@@ -187,6 +188,7 @@ void lm_rest_op_done(int rc, void *arg)
             if (lm_cache_redis_invalidate(l2, lm_req_worker_index(req), klen ? key : NULL, klen,
                                           after_l2_invalidate, op) == 0)
                 return;
+            lm_store_l2_lost(op->store);
         }
     }
     finish(op, rc);
@@ -216,7 +218,7 @@ static void finish(lm_rest_op *op, int rc)
             if (l2 && !op->l2_hit)
                 lm_cache_redis_put(l2, lm_req_worker_index(req), op->cache_key, op->cache_klen,
                                    op->body, len, op->version, op->total, op->cache_flags,
-                                   op->l2_gen);
+                                   op->l2_gen, op->l2_era);
         }
         send_ok(op, op->body ? op->body : "null", len, op->version);
     }
@@ -275,7 +277,9 @@ static void cached_read(lm_rest_op *op, const char *key, size_t klen, unsigned f
         if (l2) {
             op->l2_fn = fn;
             op->l2_done = done;
-            if (lm_cache_redis_get(l2, lm_req_worker_index(op->req), key, klen, on_l2, op) == 0)
+            op->l2_era = lm_store_l2_era(op->store);
+            if (lm_cache_redis_get(l2, lm_req_worker_index(op->req), key, klen, op->l2_era, on_l2,
+                                   op) == 0)
                 return;
         }
     }

@@ -102,12 +102,11 @@ static void metrics(lm_buf *out, void *ctx)
                       "lotmesh_cache_redis_total{op=\"put\",outcome=\"stale\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"invalidate\",outcome=\"done\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"any\",outcome=\"error\"} %llu\n"
-                      "# HELP lotmesh_cache_redis_up 1 while every worker reaches Redis and no "
-                      "invalidation is owed to it.\n"
+                      "# HELP lotmesh_cache_redis_up 1 while every worker reaches Redis.\n"
                       "# TYPE lotmesh_cache_redis_up gauge\n"
                       "lotmesh_cache_redis_up %d\n",
                       rs.hits, rs.misses, rs.puts, rs.stale_puts, rs.invalidations, rs.errors,
-                      !rs.dirty && atomic_load(&s->l2_down) == 0 ? 1 : 0);
+                      atomic_load(&s->l2_down) == 0 ? 1 : 0);
     }
     if (!s->cache) return;
     lm_cache_stats cs;
@@ -253,6 +252,16 @@ lm_db *lm_store_db(lm_store *s)
 lm_cache_redis *lm_store_l2(lm_store *s)
 {
     return s->l2;
+}
+
+uint64_t lm_store_l2_era(lm_store *s)
+{
+    return lm_sharedgen_era(s->writes);
+}
+
+void lm_store_l2_lost(lm_store *s)
+{
+    lm_sharedgen_bump_era(s->writes);
 }
 
 lm_cache *lm_store_cache(lm_store *s)

@@ -37,8 +37,12 @@ const lm_component *lm_store_component(lm_store *s);
 lm_db *lm_store_db(lm_store *s);
 /* The response cache, or NULL when CACHE_URL=none. */
 lm_cache *lm_store_cache(lm_store *s);
-/* The shared second level (CACHE_URL=redis://…), or NULL. */
+/* The shared second level (CACHE_URL=redis://…), or NULL; its era (shared by the processes
+ * of this database), and after a write whose invalidation did not reach it, before the
+ * write's response: a new era, which voids every entry there (cache_redis.h). */
 lm_cache_redis *lm_store_l2(lm_store *s);
+uint64_t lm_store_l2_era(lm_store *s);
+void lm_store_l2_lost(lm_store *s);
 /* Before using the cache: flushes it when another process wrote the database. */
 void lm_store_cache_sync(lm_store *s);
 /* After a committed write, before its response (with or without a cache). */
