@@ -161,10 +161,18 @@ static void send_ok(lm_rest_op *op, const char *body, size_t len, long long vers
 
 static void finish(lm_rest_op *op, int rc);
 
+/* The in-process caches, this process's and (through the shared counter) every other's. */
+static void invalidate_local(lm_rest_op *op)
+{
+    lm_store_wrote(op->store);
+    if (op->cache) invalidate(op);
+}
+
 static void after_l2_invalidate(void *ud, bool ok)
 {
     lm_rest_op *op = ud;
     if (!ok) lm_store_l2_lost(op->store); /* no process trusts what Redis holds now */
+    invalidate_local(op);
     finish(op, op->done_rc);
 }
 
@@ -173,12 +181,11 @@ void lm_rest_op_done(int rc, void *arg)
     lm_rest_op *op = arg;
     lm_req *req = op->req;
     /* a write that committed (failures roll back and change nothing): before anyone hears
-     * of it, this process's cache and every other process's are told — the shared level in
-     * Redis too, whose answer the response waits for (Redis down: at once, see
-     * cache_redis.h) */
+     * of it, every cache is told. The shared level in Redis first (the response waits for
+     * its answer; Redis down: at once, see cache_redis.h), the in-process ones after it: a
+     * read that meanwhile fetched the old value from Redis into an in-process cache is
+     * dropped by that invalidation, never left behind it. */
     if (!is_read(req) && rc == 0 && op->status >= 200 && op->status < 300) {
-        lm_store_wrote(op->store);
-        if (op->cache) invalidate(op);
         lm_cache_redis *l2 = lm_store_l2(op->store);
         if (l2) {
             char key[192];
@@ -190,6 +197,7 @@ void lm_rest_op_done(int rc, void *arg)
                 return;
             lm_store_l2_lost(op->store);
         }
+        invalidate_local(op);
     }
     finish(op, rc);
 }
