@@ -11,7 +11,7 @@ import threading
 import pytest
 import requests
 
-from harness import IO_TIMEOUT
+from harness import IO_TIMEOUT, poll
 from services_util import assert_config_error, post_json, unique
 
 NS = "lotmesh:cache:charges_api:"
@@ -65,9 +65,9 @@ def l2(proc, op, outcome):
 def test_one_instance_reads_what_the_other_put_in_redis(pair, article, redis_server):
     a, b = pair
     c = create(a, article[1])
-    assert a.get(charge(c["id"])).json() == c  # a: miss, read, put in Redis
+    assert a.get(charge(c["id"])).json() == c  # a: miss, read, put in Redis (after answering)
     rc = redis_server.client()
-    value = rc.get(NS + "e:" + charge(c["id"]))
+    value = poll(lambda: rc.get(NS + "e:" + charge(c["id"])))
     assert value is not None
     head, body = value.split(b"\n", 1)
     era, gen, flags, version, total = head.split()
@@ -88,6 +88,8 @@ def test_lists_are_shared_and_dropped_by_any_write(pair, article, redis_server):
     c = create(a, article[1])
     q = {"charge_nummer": c["charge_nummer"]}
     assert a.get("/api/v1/charges", params=q).json() == [c]
+    rc = redis_server.client()
+    assert poll(lambda: rc.exists(NS + "e:/api/v1/charges?charge_nummer=" + c["charge_nummer"]))
     assert b.get("/api/v1/charges", params=q).json() == [c]
     assert l2(b, "get", "hit") == 1
     r = post_json(b, charge(c["id"]), {"menge": 7}, method="PATCH")
@@ -185,8 +187,11 @@ def test_redis_killed_and_restarted_under_load_no_5xx_no_stale(pair, article, re
     assert not errors, errors[:5]
     assert done[0] > 20
     assert l2(a, "any", "error") + l2(b, "any", "error") > 0
+    # logged per outage, not per failed operation (a command timing out on a loaded machine
+    # may make a second, short one)
     down = [ln for ln in a.stderr().splitlines() if "cache: Redis unavailable" in ln]
-    assert len(down) == 1, down
+    assert 1 <= len(down) <= 3, down
+    assert len(down) < l2(a, "any", "error") + 1
 
 
 def test_unreachable_redis_at_start_means_misses_not_errors(start_process, tmp_path, article):
