@@ -52,7 +52,7 @@ def token(gw, cid, secret):
 
 
 def call(gw, headers):
-    return requests.get(gw.url("/api/rec/x"), headers=headers, timeout=IO_TIMEOUT)
+    return requests.get(gw.url("/api/rec/api/x"), headers=headers, timeout=IO_TIMEOUT)
 
 
 def test_create_shows_secrets_once_and_stores_hashes(setup):

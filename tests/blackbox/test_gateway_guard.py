@@ -147,7 +147,7 @@ def test_flood_of_wrong_secrets_waits_behind_real_clients(fleet, creds, rec):
 def test_duplicate_credential_headers_are_400(fleet, creds, rec, h1, h2):
     gw = start_gw(fleet, creds, rec)
     k = creds["dev"].api_key
-    head = (f"GET /api/rec/x HTTP/1.1\r\nHost: t\r\n{h1.format(k=k)}\r\n{h2.format(k=k)}\r\n"
+    head = (f"GET /api/rec/api/x HTTP/1.1\r\nHost: t\r\n{h1.format(k=k)}\r\n{h2.format(k=k)}\r\n"
             "Connection: close\r\n\r\n")
     with RawConn(gw.port) as c:
         c.send(head.encode())
@@ -181,7 +181,7 @@ def preflight(gw, path, origin, method="POST", headers="authorization, content-t
 
 def test_cors_preflight_is_answered_by_the_gateway(fleet, creds, rec):
     gw = start_gw(fleet, creds, rec, **CORS_ENV)
-    for path in ("/api/rec/things/1", "/auth/token"):
+    for path in ("/api/rec/api/things/1", "/auth/token"):
         r = preflight(gw, path, "https://app.example")
         assert r.status_code == 204
         assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
@@ -202,7 +202,7 @@ def test_cors_preflight_is_answered_by_the_gateway(fleet, creds, rec):
 ])
 def test_cors_refused_preflight_has_no_cors_headers(fleet, creds, rec, origin, method, headers):
     gw = start_gw(fleet, creds, rec, **CORS_ENV)
-    r = preflight(gw, "/api/rec/x", origin, method, headers)
+    r = preflight(gw, "/api/rec/api/x", origin, method, headers)
     assert r.status_code == 204
     assert not [h for h in r.headers if h.lower().startswith("access-control-")], r.headers
     assert r.headers["Vary"] == "Origin"
@@ -210,33 +210,33 @@ def test_cors_refused_preflight_has_no_cors_headers(fleet, creds, rec, origin, m
 
 def test_cors_actual_requests(fleet, creds, rec):
     gw = start_gw(fleet, creds, rec, GATEWAY_RATE_LIMIT="100/m", **CORS_ENV)
-    ok = gw.api("GET", "/api/rec/y", api_key=True, headers={"Origin": "http://localhost:3000"})
+    ok = gw.api("GET", "/api/rec/api/y", api_key=True, headers={"Origin": "http://localhost:3000"})
     assert ok.status_code == 200
     assert ok.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert "RateLimit-Remaining" in ok.headers["Access-Control-Expose-Headers"]
     assert "Origin" in ok.headers["Vary"]
     # errors are readable by the page too; other origins get nothing
-    denied = requests.get(gw.url("/api/rec/y"), headers={"Origin": "https://app.example"},
+    denied = requests.get(gw.url("/api/rec/api/y"), headers={"Origin": "https://app.example"},
                           timeout=IO_TIMEOUT)
     assert denied.status_code == 401
     assert denied.headers["Access-Control-Allow-Origin"] == "https://app.example"
-    other = gw.api("GET", "/api/rec/y", api_key=True, headers={"Origin": "https://evil.example"})
+    other = gw.api("GET", "/api/rec/api/y", api_key=True, headers={"Origin": "https://evil.example"})
     assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
 
 
 def test_cors_any_origin_with_credentials_echoes_the_origin(fleet, creds, rec):
     gw = start_gw(fleet, creds, rec, GATEWAY_CORS_ORIGINS="*", GATEWAY_CORS_CREDENTIALS="true")
-    r = preflight(gw, "/api/rec/x", "https://anything.example", "GET", None)
+    r = preflight(gw, "/api/rec/api/x", "https://anything.example", "GET", None)
     assert r.headers["Access-Control-Allow-Origin"] == "https://anything.example"
     assert r.headers["Access-Control-Allow-Credentials"] == "true"
     plain = start_gw(fleet, creds, rec, GATEWAY_CORS_ORIGINS="*")
-    r = preflight(plain, "/api/rec/x", "https://anything.example", "GET", None)
+    r = preflight(plain, "/api/rec/api/x", "https://anything.example", "GET", None)
     assert r.headers["Access-Control-Allow-Origin"] == "*" and "Vary" not in r.headers
 
 
 def test_cors_off_by_default_options_goes_upstream(fleet, creds, rec):
     gw = start_gw(fleet, creds, rec)
-    r = preflight(gw, "/api/rec/x", "https://app.example", "GET", None)
+    r = preflight(gw, "/api/rec/api/x", "https://app.example", "GET", None)
     assert r.status_code == 401  # an ordinary OPTIONS request: credentials required
     assert "Access-Control-Allow-Origin" not in r.headers
 

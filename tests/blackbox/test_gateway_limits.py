@@ -19,7 +19,7 @@ from gateway_util import (Fleet, Gateway, Recorder, api_key_hash, bootstrap_clie
 from harness import IO_TIMEOUT
 from services_util import assert_full_problem
 
-PATH = "/api/rec/things/1"
+PATH = "/api/rec/api/things/1"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_clients_file_limits_per_client_and_service(fleet, creds, rec, tmp_path)
     assert limit_headers(call(gw, "dev"))["RateLimit-Limit"] == 50  # the default
     # writer: burst 3 on its own limit; on "other" its per-service limit (burst 3 as well)
     assert [call(gw, "writer").status_code for _ in range(4)] == [200, 200, 200, 429]
-    other = [call(gw, "writer", path="/api/other/x") for _ in range(4)]
+    other = [call(gw, "writer", path="/api/other/api/x") for _ in range(4)]
     assert [r.status_code for r in other] == [200, 200, 200, 429]
     assert limit_headers(other[0])["RateLimit-Limit"] == 3
 
