@@ -90,8 +90,8 @@ int lm_redis_parse_url(const char *url, lm_redis_addr *out, char *err, size_t er
         char *e;
         long db = strtol(slash + 1, &e, 10);
         if (*e || db < 0 || db > 1000) {
-            snprintf(err, errlen, "the database must be an integer from 0 to 1000 (got \"%.20s\")",
-                     slash + 1);
+            /* not echoed: the URL may hold a password */
+            snprintf(err, errlen, "the database must be an integer from 0 to 1000");
             return -1;
         }
         out->db = (int)db;
