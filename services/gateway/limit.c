@@ -13,10 +13,11 @@
  *
  * Stores:
  * - in-process (RATE_LIMIT_URL unset): one table for the whole process, exact across its
- *   worker threads: 64 shards, each a mutex over 512 slots keyed by two 64-bit hashes of the
- *   key; a slot whose TAT has passed is a full bucket and may be reused, so the table holds
- *   the keys that are actually constrained (client ids, addresses that failed to sign in).
- *   When a shard's probe window is full of constrained keys, the least constrained gives way.
+ *   worker threads: 64 shards, each a spinlock over 512 slots (held for a probe of at most
+ *   16 slots: a contended mutex would cost the sleeping worker a futex round trip) keyed by two
+ * 64-bit hashes of the key; a slot whose TAT has passed is a full bucket and may be reused, so the
+ * table holds the keys that are actually constrained (client ids, addresses that failed to sign
+ * in). When a shard's probe window is full of constrained keys, the least constrained gives way.
  * - Redis (RATE_LIMIT_URL=redis://…): one Lua script (atomic in Redis, Redis's own clock)
  *   checks every key of a request and charges them only if all allow: one budget for every
  *   gateway instance. When Redis cannot answer, the request is allowed (fail open, the
@@ -46,7 +47,7 @@ typedef struct slot {
 } slot;
 
 typedef struct shard {
-    pthread_mutex_t mu;
+    pthread_spinlock_t mu; /* held for a hash probe and a few additions */
     slot slots[SLOTS];
 } shard;
 
@@ -85,7 +86,7 @@ gw_limiter *gw_limiter_new(void)
 {
     gw_limiter *l = lm_xcalloc(1, sizeof *l);
     for (int i = 0; i < SHARDS; i++)
-        pthread_mutex_init(&l->shards[i].mu, NULL);
+        pthread_spin_init(&l->shards[i].mu, PTHREAD_PROCESS_PRIVATE);
     return l;
 }
 
@@ -93,7 +94,7 @@ void gw_limiter_free(gw_limiter *l)
 {
     if (!l) return;
     for (int i = 0; i < SHARDS; i++)
-        pthread_mutex_destroy(&l->shards[i].mu);
+        pthread_spin_destroy(&l->shards[i].mu);
     free(l);
 }
 
@@ -144,7 +145,7 @@ static void local_check(gw_limiter *l, const gw_limit_key *keys, size_t n, unsig
                 break;
             }
     for (int i = 0; i < m; i++)
-        pthread_mutex_lock(&l->shards[order[i]].mu);
+        pthread_spin_lock(&l->shards[order[i]].mu);
     slot *sl[GW_LIMIT_MAX_KEYS];
     int64_t new_tat[GW_LIMIT_MAX_KEYS];
     res->allowed = true;
@@ -176,7 +177,7 @@ static void local_check(gw_limiter *l, const gw_limit_key *keys, size_t n, unsig
         if (reset > res->reset_s) res->reset_s = reset;
     }
     for (int i = m - 1; i >= 0; i--)
-        pthread_mutex_unlock(&l->shards[order[i]].mu);
+        pthread_spin_unlock(&l->shards[order[i]].mu);
 }
 
 /* ---- Redis ------------------------------------------------------------------------------- */

@@ -40,7 +40,7 @@ def fleet(tmp_path):
 
 def start_gw(fleet, creds, rec, **env):
     e = gateway_env(creds, f"static:rec={rec.url}", GATEWAY_SERVICES="rec", ACCESS_LOG="false",
-                    **env)
+                    UPSTREAM_CONNECT_TIMEOUT="10s", **env)
     return Gateway(fleet.start("gateway", e), creds)
 
 

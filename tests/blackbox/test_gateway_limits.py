@@ -44,8 +44,11 @@ def fleet(tmp_path):
 
 
 def start_gw(fleet, creds, rec, **env):
+    """A gateway in front of the recorder (whose small listen backlog can drop a SYN when
+    many connections open at once: a generous connect timeout rides out the retransmit)."""
     spec = f"static:rec={rec.url};other={rec.url}"
-    e = gateway_env(creds, spec, GATEWAY_SERVICES="rec,other", ACCESS_LOG="false", **env)
+    e = gateway_env(creds, spec, GATEWAY_SERVICES="rec,other", ACCESS_LOG="false",
+                    UPSTREAM_CONNECT_TIMEOUT="10s", **env)
     return Gateway(fleet.start("gateway", e), creds)
 
 
