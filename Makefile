@@ -40,9 +40,15 @@ run: build
 
 # Every test: unit tests and black-box tests against the sanitizer build, then the fuzzers
 # for a bounded time.
+# The services' suites run twice: on SQLite (with everything else), then on PostgreSQL
+# (LOTMESH_TEST_DB=pg: one server for the session, one database per service instance).
+PG_SUITES := tests/blackbox/test_articles.py tests/blackbox/test_charges.py \
+             tests/blackbox/test_cache.py tests/blackbox/test_articles_contract.py \
+             tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py
 test: asan
 	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
 	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/blackbox
+	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PG_SUITES)
 	@$(MAKE) --no-print-directory fuzz
 
 unit: asan
@@ -50,6 +56,7 @@ unit: asan
 
 blackbox: asan
 	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/blackbox
+	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PG_SUITES)
 
 fuzz:
 	@scripts/deps.sh test

@@ -19,7 +19,9 @@
 # AUTH=enabled (lotmesh's SERVICE_AUTH), CACHE=memory: (lotmesh's CACHE_URL; none turns its
 # response cache off, to measure the database path), READY_RUNS=5, FASTAPI_PYTHON=/usr/bin/python3,
 # CONTRACT_CHECK=fail (or warn), KEEP_TMP=0, LOTMESH_COMMIT (when the build's sources are not a
-# git tree).
+# git tree), DB=sqlite (or pg: a PostgreSQL 15 server in the temp dir, started by
+# tests/blackbox/pg_server.py; lotmesh-articles, lotmesh-charges and the FastAPI service each
+# get a database on it; the report adds the round trips per create on lotmesh's writer).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -54,6 +56,7 @@ AUTH=${AUTH:-enabled}
 CACHE=${CACHE:-memory:}
 READY_RUNS=${READY_RUNS:-5}
 CONTRACT_CHECK=${CONTRACT_CHECK:-fail}
+DB=${DB:-sqlite}
 # the helpers are standard-library Python: Debian's interpreter starts in a tenth of the time a
 # pyenv shim on PATH takes (~2 s on this machine, per call)
 PYBIN=${PYTHON:-/usr/bin/python3}
@@ -71,7 +74,7 @@ THREADS=$NPROC
 machine_meta "$REPO" "$BUILD"
 meta duration "$DURATION"; meta rounds "$ROUNDS"; meta warmup "$WARMUP"; meta conns "$CONNS"
 meta workers "$WORKERS"; meta threads "$THREADS"; meta auth "$AUTH"; meta cache "$CACHE"
-meta pin "$PIN"
+meta pin "$PIN"; meta db "$DB"
 meta seed_n "$SEED_N"; meta seed_conns "$SEED_CONNS"
 meta fastapi "$("$FPY" -c 'import fastapi, pydantic; print(fastapi.__version__ + ", pydantic " + pydantic.VERSION)')"
 meta uvicorn "$("$FPY" -c 'import uvicorn; print(uvicorn.__version__)')"
@@ -83,6 +86,32 @@ try:
     import httptools; http = "httptools " + httptools.__version__
 except ImportError: http = "h11"
 print(loop + ", " + http)')"
+
+# ---- PostgreSQL (DB=pg) -----------------------------------------------------------------------
+db_url() { :; } # NAME -> DATABASE_URL for lotmesh (empty: SQLite under its data dir)
+if [ "$DB" = pg ]; then
+  note "starting PostgreSQL 15"
+  spawn "$TMP/pg.log" "$PYBIN" "$REPO/tests/blackbox/pg_server.py" serve "$TMP/pg.port" \
+    articles charges fastapi fp_articles fp_charges fp_fastapi
+  for _ in $(seq 600); do [ -s "$TMP/pg.port" ] && break; sleep 0.1; done
+  [ -s "$TMP/pg.port" ] || die "PostgreSQL did not start (see $TMP/pg.log)"
+  PGPORT=$(cat "$TMP/pg.port")
+  db_url() { echo "postgresql://postgres@127.0.0.1:$PGPORT/$1"; }
+  meta postgres "$(/usr/lib/postgresql/15/bin/postgres --version | sed 's/.* //')"
+elif [ "$DB" != sqlite ]; then
+  die "DB must be sqlite or pg"
+fi
+db_env() { # NAME -> "DATABASE_URL=…" or nothing
+  local u
+  u=$(db_url "$1")
+  [ -n "$u" ] && echo "DATABASE_URL=$u"
+  return 0
+}
+fa_db() { # DIR NAME -> what the FastAPI service uses as CHARGES_DB
+  local u
+  u=$(db_url "$2")
+  if [ -n "$u" ]; then echo "$u"; else echo "$1/charges.db"; fi
+}
 
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') # 48 characters, HS256 >= 32
 read -r P_ART P_CHG P_FA P_R1 P_R2 P_R3 P_R4 <<<"$($BL freeport 7)"
@@ -97,43 +126,47 @@ uvicorn_cmd() { # PORT
 note "footprint: idle RSS and time to ready"
 for name in articles charges; do
   mkdir -p "$TMP/fp-$name"
-  spawn "$TMP/fp-$name.log" env "${lm_env[@]}" PORT="$P_R1" LOTMESH_DATA_DIR="$TMP/fp-$name" \
-    ARTICLES_URL="http://127.0.0.1:$P_ART" "$BUILD/lotmesh-$name"
+  # shellcheck disable=SC2046
+  spawn "$TMP/fp-$name.log" env "${lm_env[@]}" $(db_env "fp_$name") PORT="$P_R1" \
+    LOTMESH_DATA_DIR="$TMP/fp-$name" ARTICLES_URL="http://127.0.0.1:$P_ART" "$BUILD/lotmesh-$name"
   $PY wait "$P_R1" /health 10 || die "lotmesh-$name did not start (see $TMP/fp-$name.log)"
   sleep 0.5
   meta "rss_lotmesh-$name" "$(rss_kb "$SPID")"
   stop_pid "$SPID"
   # spawn to the first 200 on /health; the database exists (a restart), as it usually does
-  meta "ready_lotmesh-$name" "$(env "${lm_env[@]}" PORT="$P_R2" LOTMESH_DATA_DIR="$TMP/fp-$name" \
+  # shellcheck disable=SC2046
+  meta "ready_lotmesh-$name" "$(env "${lm_env[@]}" $(db_env "fp_$name") PORT="$P_R2" LOTMESH_DATA_DIR="$TMP/fp-$name" \
     ARTICLES_URL="http://127.0.0.1:$P_ART" $BL ready "$P_R2" "$READY_RUNS" 'ready in ([0-9.]+) ms' -- \
     "$BUILD/lotmesh-$name")"
 done
 $PY refs "$TMP/refs.json"
 mkdir -p "$TMP/fp-fastapi"
-"$FPY" "$HERE/fastapi_charges.py" init "$TMP/fp-fastapi/charges.db" "$TMP/refs.json"
+FP_FA_DB=$(fa_db "$TMP/fp-fastapi" fp_fastapi)
+"$FPY" "$HERE/fastapi_charges.py" init "$FP_FA_DB" "$TMP/refs.json"
 # shellcheck disable=SC2046
-spawn "$TMP/fp-fastapi.log" env CHARGES_DB="$TMP/fp-fastapi/charges.db" $(uvicorn_cmd "$P_R3")
+spawn "$TMP/fp-fastapi.log" env CHARGES_DB="$FP_FA_DB" $(uvicorn_cmd "$P_R3")
 $PY wait "$P_R3" /health 20 || die "FastAPI did not start (see $TMP/fp-fastapi.log)"
 sleep 0.5
 meta rss_fastapi "$(rss_kb "$SPID")"
 stop_pid "$SPID"
 # shellcheck disable=SC2046
-meta ready_fastapi "$(CHARGES_DB="$TMP/fp-fastapi/charges.db" $BL ready "$P_R4" 3 - -- $(uvicorn_cmd "$P_R4"))"
+meta ready_fastapi "$(CHARGES_DB="$FP_FA_DB" $BL ready "$P_R4" 3 - -- $(uvicorn_cmd "$P_R4"))"
 
 # ---- the services under test ---------------------------------------------------------------------
 note "starting lotmesh-articles, lotmesh-charges and the FastAPI service"
 mkdir -p "$TMP/articles" "$TMP/charges" "$TMP/fastapi"
 # shellcheck disable=SC2086
-spawn "$TMP/articles.log" $SRV_PIN env "${lm_env[@]}" PORT="$P_ART" LOTMESH_DATA_DIR="$TMP/articles" \
-  "$BUILD/lotmesh-articles"
+spawn "$TMP/articles.log" $SRV_PIN env "${lm_env[@]}" $(db_env articles) PORT="$P_ART" \
+  LOTMESH_DATA_DIR="$TMP/articles" "$BUILD/lotmesh-articles"
 ART=$SPID
 # shellcheck disable=SC2086
-spawn "$TMP/charges.log" $SRV_PIN env "${lm_env[@]}" PORT="$P_CHG" LOTMESH_DATA_DIR="$TMP/charges" \
-  ARTICLES_URL="http://127.0.0.1:$P_ART" "$BUILD/lotmesh-charges"
+spawn "$TMP/charges.log" $SRV_PIN env "${lm_env[@]}" $(db_env charges) PORT="$P_CHG" \
+  LOTMESH_DATA_DIR="$TMP/charges" ARTICLES_URL="http://127.0.0.1:$P_ART" "$BUILD/lotmesh-charges"
 CHG=$SPID
-"$FPY" "$HERE/fastapi_charges.py" init "$TMP/fastapi/charges.db" "$TMP/refs.json"
+FA_DB=$(fa_db "$TMP/fastapi" fastapi)
+"$FPY" "$HERE/fastapi_charges.py" init "$FA_DB" "$TMP/refs.json"
 # shellcheck disable=SC2046,SC2086
-spawn "$TMP/fastapi.log" $SRV_PIN env CHARGES_DB="$TMP/fastapi/charges.db" $(uvicorn_cmd "$P_FA")
+spawn "$TMP/fastapi.log" $SRV_PIN env CHARGES_DB="$FA_DB" $(uvicorn_cmd "$P_FA")
 FA=$SPID
 $PY wait "$P_ART" /health 10 || die "lotmesh-articles did not start"
 $PY wait "$P_CHG" /health 10 || die "lotmesh-charges did not start"
@@ -191,6 +224,13 @@ for case in $ENDPOINTS; do
     done
   done
 done
+# round trips on lotmesh-charges' writer per write job (every create of the run, seeding too;
+# BEGIN/COMMIT shared by a group commit's jobs, so this falls as batches grow)
+metric() { curl -fsS -H "Authorization: Bearer $TOK_C" "http://127.0.0.1:$P_CHG/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+ws=$(metric lotmesh_db_write_statements_total); wj=$(metric lotmesh_db_write_jobs_total)
+cm=$(metric lotmesh_db_commits_total)
+meta write_statements_per_job "$(awk -v s="$ws" -v j="$wj" 'BEGIN {printf "%.2f", s / j}')"
+meta write_jobs_per_commit "$(awk -v c="$cm" -v j="$wj" 'BEGIN {printf "%.1f", j / c}')"
 meta rss_after_lotmesh-charges "$(rss_kb "$CHG")"
 meta rss_after_lotmesh-articles "$(rss_kb "$ART")"
 meta rss_after_fastapi "$(rss_kb "$FA")"

@@ -415,7 +415,8 @@ def cmd_svc_report(meta_path, wrkdir):
     runs = read_runs(meta, wrkdir)
     out = []
     p = out.append
-    p(f"# lotmesh services vs FastAPI + SQLite, {meta['date']}")
+    dbname = "PostgreSQL" if meta.get("db") == "pg" else "SQLite"
+    p(f"# lotmesh services vs FastAPI, both on {dbname}, {meta['date']}")
     p("")
     p(f"- lotmesh `{meta['commit']}`, build {meta['build']}; FastAPI {meta.get('fastapi', '?')}")
     fastest = header_common(p, meta, runs)
@@ -431,6 +432,11 @@ def cmd_svc_report(meta_path, wrkdir):
       f"FastAPI {meta.get('seed_fastapi', '?')} s with {meta['seed_conns']} connections); reads are "
       "measured before creates, so both read the same rows")
     p(f"- same contract, checked before the run: {meta.get('same', '?')}")
+    if meta.get("db") == "pg":
+        p(f"- database: PostgreSQL {meta.get('postgres', '?')} on 127.0.0.1 (fsync and "
+          "synchronous_commit on), one database per service; lotmesh's writer: "
+          f"{meta.get('write_statements_per_job', '?')} round trips per write job, "
+          f"{meta.get('write_jobs_per_commit', '?')} jobs per commit (whole run)")
     p(f"- auth: lotmesh with SERVICE_AUTH={meta['auth']} (every request carries a service token, "
       "verified from a per-thread cache); the FastAPI service checks no token")
     cache = meta.get("cache", "?")
@@ -444,12 +450,15 @@ def cmd_svc_report(meta_path, wrkdir):
     p("- creates: lotmesh-charges asks lotmesh-articles (running, same machine) for the article "
       "and the unit over HTTP on every create and records the answers in its replica tables in "
       "the create's transaction; its CPU is shown apart (*+ articles*). The FastAPI service "
-      "checks a local `artikel`/`einheit` table in its transaction. Both commit durably: WAL, "
-      "synchronous=FULL; lotmesh group-commits the creates queued meanwhile, FastAPI commits "
-      "each create on its own (`BEGIN IMMEDIATE … COMMIT`)")
+      "checks a local `artikel`/`einheit` table in its transaction. Both commit durably ("
+      + ("PostgreSQL, synchronous_commit on" if meta.get("db") == "pg" else
+         "WAL, synchronous=FULL") +
+      "); lotmesh group-commits the creates queued meanwhile, FastAPI commits "
+      "each create on its own (`BEGIN … COMMIT`)")
     p(f"- FastAPI served by uvicorn {meta.get('uvicorn', '?')} --workers {meta['workers']} "
       f"({meta.get('uvicorn_impl', '?')}), `def` path operations on its thread pool, "
-      "pydantic models for body and response, one sqlite3 connection per thread "
+      "pydantic models for body and response, one "
+      + ("psycopg2" if meta.get("db") == "pg" else "sqlite3") + " connection per thread "
       "(bench/fastapi_charges.py)")
     p(f"- run took {meta.get('elapsed', '?')} s")
     p("")

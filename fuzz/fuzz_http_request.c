@@ -35,7 +35,7 @@
 
 typedef struct fz {
     lm_conn c;
-    lm_http_limits limits;
+    lm_conn_limits limits;
     lm_buf all;   /* everything "written to the socket" */
     lm_req *held; /* answered after the next read */
     int held_mode;
@@ -96,7 +96,7 @@ static void read_request(lm_req *req)
         h += (unsigned char)req->body[i];
     if (req->body[req->body_len] != '\0') die("body not NUL-terminated");
     const char *rid = lm_req_header(req, "x-request-id");
-    lm_request_id_assign(rid, rid ? strlen(rid) : 0, req->request_id);
+    lm_trace_request_id_assign(rid, rid ? strlen(rid) : 0, req->request_id);
     const char *tp = lm_req_header(req, "traceparent");
     lm_trace_begin(&req->trace, tp, tp ? strlen(tp) : 0);
     lm_query q;
@@ -456,7 +456,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *in = (const char *)data + 4;
     size_t len = size - 4;
 
-    lm_http_limits_default(&F.limits);
+    lm_conn_limits_default(&F.limits);
     if (ctl & 1) {
         F.limits.max_head_bytes = 256;
         F.limits.max_uri_bytes = 64;

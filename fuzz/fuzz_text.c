@@ -69,8 +69,8 @@ static void check_tags(const char *text, long long version)
     lm_header h = {
         .name = "If-None-Match", .name_len = 13, .value = text, .value_len = strlen(text)};
     lm_req req = {.headers = &h, .n_headers = 1};
-    bool strong = lm_if_match_list_ok(text, version);
-    bool weak = lm_if_none_match_hit(&req, version);
+    bool strong = lm_precond_if_match_list_ok(text, version);
+    bool weak = lm_precond_if_none_match_hit(&req, version);
     if (strong && !weak) die("a strong match is not a weak match");
     if (!strcmp(text, "*") && !(strong && weak)) die("* does not match");
 }

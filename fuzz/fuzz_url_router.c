@@ -1,16 +1,21 @@
 /* fuzz_url_router.c — libFuzzer target for the request-target helpers: percent-decoding
- * (lm_url_decode), query strings (lm_query_parse), routing (lm_router_match, and
+ * (lm_url_decode), http:// URLs (lm_url_parse), integers (lm_parse_int, lm_parse_uint),
+ * query strings (lm_query_parse), routing (lm_router_match, and
  * lm_router_add on fuzzed templates), W3C traceparent (lm_trace_parse) and X-Request-ID.
  *
  * Input: 1 selector byte, then the text. Oracle, beyond the sanitizers: decoding never grows
  * and yields a C string of the reported length; query pairs are NUL-terminated inside their
  * storage and findable by key; route parameters point into the matched path; a parsed
- * traceparent formats back to a value that parses to the same ids; request ids are sane. */
+ * traceparent formats back to a value that parses to the same ids; request ids are sane; a
+ * parsed URL has a host, a port from 1 to 65535 and a path without spaces, and formats back
+ * to a URL that parses the same; a parsed integer prints back as the text. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "parse.h"
 #include "router.h"
 #include "trace.h"
 #include "url.h"
@@ -151,13 +156,45 @@ static void fuzz_trace(const char *s, size_t n)
     if (strlen(hex) != 32) die("trace id hex length");
 
     char rid[LM_REQUEST_ID_MAX + 1];
-    lm_request_id_assign(s, n, rid);
+    lm_trace_request_id_assign(s, n, rid);
     size_t rl = strlen(rid);
     if (rl == 0 || rl > LM_REQUEST_ID_MAX) die("request id length");
     for (size_t i = 0; i < rl; i++)
         if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@/+=-",
                     rid[i]))
             die("request id with a character outside its set");
+}
+
+static void fuzz_url_parse(const char *s, size_t n)
+{
+    char *text = strndup(s, n); /* URLs and integers are C strings */
+    static lm_url u, v;
+    char err[300];
+    if (lm_url_parse(text, &u, err, sizeof err) == 0) {
+        if (!u.host[0] || u.port < 1 || u.port > 65535) die("URL without host or port");
+        for (const char *c = u.path; *c; c++)
+            if ((unsigned char)*c <= 0x20 || *c == 0x7f) die("URL path with a space or control");
+        static char again[2400];
+        bool v6 = strchr(u.host, ':') != NULL;
+        snprintf(again, sizeof again, "http://%s%s%s:%d%s", v6 ? "[" : "", u.host, v6 ? "]" : "",
+                 u.port, u.path);
+        if (lm_url_parse(again, &v, err, sizeof err) != 0 || strcmp(u.host, v.host) ||
+            u.port != v.port || strcmp(u.path, v.path))
+            die("URL does not round-trip");
+    } else if (!err[0]) {
+        die("URL refused without a reason");
+    }
+    long long i;
+    uint64_t w;
+    char back[32];
+    if (lm_parse_int(text, &i)) {
+        snprintf(back, sizeof back, "%lld", i);
+        if (strcmp(back, text) != 0 && !(text[0] == '-' || text[0] == '0')) die("int round-trip");
+    }
+    if (lm_parse_uint(text, &w)) {
+        if (text[0] < '0' || text[0] > '9') die("uint without a leading digit");
+    }
+    free(text);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -170,6 +207,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(s, data + 1, n);
     fuzz_decode(s, n);
     fuzz_query(s, n);
+    fuzz_url_parse(s, n);
     fuzz_route(s, n, sel);
     if (sel & 0x80) fuzz_template(s, n);
     fuzz_trace(s, n);

@@ -5,9 +5,10 @@
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libjansson-dev
-            libsqlite3-dev libjwt-dev libssl-dev libsodium-dev libhiredis-dev curl openssl jq)
+            libsqlite3-dev libpq-dev libjwt-dev libssl-dev libsodium-dev libhiredis-dev curl openssl jq)
 test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-requests
-           python3-consul python3-jwt python3-jsonschema redis-server python3-redis)
+           python3-consul python3-jwt python3-jsonschema
+           postgresql-15 python3-psycopg2 redis-server python3-redis)
 bench_pkgs=(wrk nginx-light haproxy python3-fastapi python3-uvicorn python3-starlette
             python3-httpx python3-uvloop python3-httptools valgrind)
 

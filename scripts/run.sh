@@ -4,6 +4,8 @@
 # State lives under $LOTMESH_DATA_DIR (default ./var): one database per service, the
 # registry snapshot, the generated keys and dev-client.json; each process logs to
 # <data dir>/<name>.log. Ctrl-C (or SIGTERM) stops every process gracefully, in reverse.
+# ARTICLES_DATABASE_URL / CHARGES_DATABASE_URL, when set, become that service's DATABASE_URL
+# (e.g. postgresql://user@host/articles): the same system on PostgreSQL, one database each.
 # Usage: scripts/run.sh <build_dir>
 set -euo pipefail
 bin_dir=${1:-build/release}
@@ -30,7 +32,12 @@ for entry in "${processes[@]}"; do
   port=${entry##*:}
   exe="$bin_dir/lotmesh-$name"
   [ -x "$exe" ] || { echo "lotmesh: $exe is missing; run 'make build'" >&2; exit 1; }
-  PORT=$port "$exe" 2>>"$data_dir/$name.log" &
+  db_var="${name^^}_DATABASE_URL"
+  if [ -n "${!db_var:-}" ]; then
+    DATABASE_URL=${!db_var} PORT=$port "$exe" 2>>"$data_dir/$name.log" &
+  else
+    PORT=$port "$exe" 2>>"$data_dir/$name.log" &
+  fi
   pids+=($!)
   ok=
   for _ in $(seq 1 200); do

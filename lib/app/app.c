@@ -7,7 +7,6 @@
 #include "problem.h"
 
 #include <arpa/inet.h>
-#include <llhttp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,7 +102,7 @@ static void handle_openapi(lm_req *req, void *ctx)
     lm_resp_send(req, 200, "application/json", app->openapi, app->openapi_len);
 }
 
-void lm_app_set_guard(lm_app *app, const char *prefix, lm_guard_fn fn, void *ctx)
+void lm_app_set_guard(lm_app *app, const char *prefix, lm_app_guard_fn fn, void *ctx)
 {
     app->scfg.guard = fn;
     app->scfg.guard_ctx = ctx;
@@ -284,19 +283,19 @@ static void worker_stop(lm_worker *w, void *ctx)
 static lm_metrics_method metrics_method(int method_id)
 {
     switch (method_id) {
-    case HTTP_GET:
+    case LM_METHOD_GET:
         return LM_METRICS_GET;
-    case HTTP_HEAD:
+    case LM_METHOD_HEAD:
         return LM_METRICS_HEAD;
-    case HTTP_POST:
+    case LM_METHOD_POST:
         return LM_METRICS_POST;
-    case HTTP_PUT:
+    case LM_METHOD_PUT:
         return LM_METRICS_PUT;
-    case HTTP_PATCH:
+    case LM_METHOD_PATCH:
         return LM_METRICS_PATCH;
-    case HTTP_DELETE:
+    case LM_METHOD_DELETE:
         return LM_METRICS_DELETE;
-    case HTTP_OPTIONS:
+    case LM_METHOD_OPTIONS:
         return LM_METRICS_OPTIONS;
     default:
         return LM_METRICS_OTHER;

@@ -40,8 +40,8 @@ int lm_app_port(const lm_app *app);
 
 /* A guard runs before the handler of every route whose template starts with prefix; it
  * returns true to continue or sends a response itself and returns false. One per app. */
-typedef bool (*lm_guard_fn)(lm_req *req, void *ctx);
-void lm_app_set_guard(lm_app *app, const char *prefix, lm_guard_fn fn, void *ctx);
+typedef bool (*lm_app_guard_fn)(lm_req *req, void *ctx);
+void lm_app_set_guard(lm_app *app, const char *prefix, lm_app_guard_fn fn, void *ctx);
 /* Serves doc (static, JSON text of len bytes) at GET /openapi.json. */
 void lm_app_add_openapi(lm_app *app, const char *doc, size_t len);
 /* Installs a component (copied): its worker hooks, control-loop hooks, ready check and

@@ -2,25 +2,34 @@
 #include "app_use.h"
 
 lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
-                           const char *const *migrations, size_t n_migrations)
+                           const lm_db_migrations *migrations)
 {
-    lm_store *s = lm_store_open(cfg, lm_app_env(app), name, migrations, n_migrations);
+    lm_store *s = lm_store_open(cfg, lm_app_env(app), name, migrations);
     if (s) lm_app_add(app, lm_store_component(s));
     return s;
 }
 
-lm_reg *lm_app_use_registry(lm_app *app, lm_cfg *cfg)
+lm_disc *lm_app_use_registry(lm_app *app, lm_cfg *cfg)
 {
-    lm_reg *reg = lm_reg_open(cfg, lm_app_env(app));
-    lm_app_add(app, lm_reg_component(reg));
-    return reg;
+    lm_disc *d = lm_disc_open(cfg, lm_app_env(app));
+    lm_registration *r = lm_registration_open(cfg, lm_app_env(app), d);
+    lm_app_add(app, lm_registration_component(r)); /* deregisters first when stopping */
+    lm_app_add(app, lm_disc_component(d));
+    return d;
 }
 
-lm_auth *lm_app_use_auth(lm_app *app, lm_cfg *cfg)
+lm_guard *lm_app_use_guard(lm_app *app, lm_cfg *cfg)
 {
-    lm_auth *a = lm_auth_open(cfg, lm_app_env(app));
-    if (!a) return NULL;
-    lm_app_set_guard(app, "/api/", lm_auth_guard, a);
-    lm_app_add(app, lm_auth_component(a));
-    return a;
+    lm_guard *g = lm_guard_open(cfg, lm_app_env(app));
+    if (!g) return NULL;
+    lm_app_set_guard(app, "/api/", lm_guard_check, g);
+    lm_app_add(app, lm_guard_component(g));
+    return g;
+}
+
+lm_workerclient *lm_app_use_clients(lm_app *app, const lm_client_config *cc)
+{
+    lm_workerclient *wc = lm_workerclient_new(lm_app_env(app), cc);
+    lm_app_add(app, lm_workerclient_component(wc));
+    return wc;
 }

@@ -13,14 +13,20 @@
 #define LM_APP_USE_H
 
 #include "app.h"
-#include "auth.h"
-#include "registry.h"
+#include "guard.h"
+#include "discovery.h"
+#include "registration.h"
 #include "store.h"
+#include "workerclient.h"
 
 lm_store *lm_app_use_store(lm_app *app, lm_cfg *cfg, const char *name,
-                           const char *const *migrations, size_t n_migrations);
-lm_reg *lm_app_use_registry(lm_app *app, lm_cfg *cfg);
-/* Also guards every route under /api/ with lm_auth_guard. */
-lm_auth *lm_app_use_auth(lm_app *app, lm_cfg *cfg);
+                           const lm_db_migrations *migrations);
+/* Discovery (returned) and this process's registration (owned by the app), both with the
+ * registry of SERVICE_REGISTRY_URL. */
+lm_disc *lm_app_use_registry(lm_app *app, lm_cfg *cfg);
+/* One HTTP client per worker thread, configured by cc (NULL: the defaults). */
+lm_workerclient *lm_app_use_clients(lm_app *app, const lm_client_config *cc);
+/* Also guards every route under /api/ with lm_guard_check. */
+lm_guard *lm_app_use_guard(lm_app *app, lm_cfg *cfg);
 
 #endif

@@ -84,30 +84,3 @@ void lm_casefold(const char *s, size_t n, lm_buf *out)
         i += len;
     }
 }
-
-static void sql_casefold(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    (void)argc;
-    if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-        sqlite3_result_null(ctx);
-        return;
-    }
-    const char *s = (const char *)sqlite3_value_text(argv[0]);
-    int n = sqlite3_value_bytes(argv[0]);
-    if (!s) {
-        sqlite3_result_error_nomem(ctx);
-        return;
-    }
-    lm_buf out = LM_BUF_INIT;
-    lm_casefold(s, (size_t)n, &out);
-    size_t len;
-    char *folded = lm_buf_steal(&out, &len);
-    sqlite3_result_text(ctx, folded ? folded : "", (int)len, folded ? free : SQLITE_STATIC);
-}
-
-int lm_casefold_register(sqlite3 *db)
-{
-    return sqlite3_create_function_v2(db, "casefold", 1,
-                                      SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
-                                      sql_casefold, NULL, NULL, NULL);
-}

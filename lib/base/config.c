@@ -53,17 +53,6 @@ const char *lm_cfg_str(lm_cfg *cfg, const char *name, const char *def)
     return v ? v : def;
 }
 
-bool lm_parse_int(const char *s, long long *out)
-{
-    if (!s || !*s || isspace((unsigned char)*s)) return false;
-    errno = 0;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end) return false;
-    *out = v;
-    return true;
-}
-
 long long lm_cfg_int(lm_cfg *cfg, const char *name, long long def, long long min, long long max)
 {
     const char *v = env(name);
@@ -88,44 +77,6 @@ bool lm_cfg_bool(lm_cfg *cfg, const char *name, bool def)
     }
     lm_cfg_error(cfg, name, "must be true or false (got \"%.64s\")", v);
     return def;
-}
-
-/* Parses a non-negative decimal number followed by an optional unit from units[]. */
-static bool parse_with_unit(const char *s, const char *const units[], const uint64_t mult[],
-                            uint64_t *out)
-{
-    if (!s || !isdigit((unsigned char)*s)) return false;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno) return false;
-    uint64_t m = 1;
-    if (*end) {
-        size_t i;
-        for (i = 0; units[i]; i++)
-            if (strcasecmp(end, units[i]) == 0) break;
-        if (!units[i]) return false;
-        m = mult[i];
-    }
-    if (m && v > UINT64_MAX / m) return false;
-    *out = (uint64_t)v * m;
-    return true;
-}
-
-bool lm_parse_duration_ms(const char *s, uint64_t *out)
-{
-    static const char *const units[] = {"ms", "s", "m", "h", NULL};
-    static const uint64_t mult[] = {1, 1000, 60000, 3600000};
-    return parse_with_unit(s, units, mult, out);
-}
-
-bool lm_parse_size(const char *s, uint64_t *out)
-{
-    static const char *const units[] = {"b",   "k", "kb", "kib", "m", "mb",
-                                        "mib", "g", "gb", "gib", NULL};
-    static const uint64_t mult[] = {1,       1024,    1024,    1024,       1048576,
-                                    1048576, 1048576, 1 << 30, 1ULL << 30, 1ULL << 30};
-    return parse_with_unit(s, units, mult, out);
 }
 
 uint64_t lm_cfg_duration_ms(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min, uint64_t max)

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "parse.h"
+
 typedef struct lm_cfg {
     const char *prog; /* not owned */
     char error[512];  /* first error, "" when none */
@@ -41,13 +43,8 @@ bool lm_cfg_ok(const lm_cfg *cfg);
 /* Prints "<prog>: configuration error: <error>" to stderr and exits 2 if there is an error. */
 void lm_cfg_exit_on_error(const lm_cfg *cfg);
 
-/* Parsers used by the getters, exposed for tests and for values that are not env vars. */
 /* The data directory ($LOTMESH_DATA_DIR, default ./var), created if missing: databases,
  * snapshots, generated keys. */
 const char *lm_cfg_data_dir(void);
-
-bool lm_parse_duration_ms(const char *s, uint64_t *out);
-bool lm_parse_size(const char *s, uint64_t *out);
-bool lm_parse_int(const char *s, long long *out);
 
 #endif

@@ -114,7 +114,7 @@ static void append_head(lm_buf *b, lm_log_level level, const lm_log_ctx *ctx)
         lm_trace_id_hex(ctx->trace, hex);
         lm_buf_append(b, ",\"trace_id\":\"", 13);
         lm_buf_append(b, hex, 32);
-        lm_span_id_hex(ctx->trace->span_id, hex);
+        lm_trace_span_id_hex(ctx->trace->span_id, hex);
         lm_buf_append(b, "\",\"span_id\":\"", 13);
         lm_buf_append(b, hex, 16);
         lm_buf_append_char(b, '"');

@@ -38,7 +38,7 @@ static int64_t days_from_civil(int64_t y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
-bool lm_time_parse(const char *s, bool allow_date, int64_t *unix_ms)
+bool lm_timefmt_parse(const char *s, bool allow_date, int64_t *unix_ms)
 {
     int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0, off = 0;
     size_t len = strlen(s);
@@ -89,7 +89,7 @@ bool lm_time_parse(const char *s, bool allow_date, int64_t *unix_ms)
     return true;
 }
 
-void lm_time_format(int64_t unix_ms, char out[LM_TIME_STRLEN])
+void lm_timefmt_format(int64_t unix_ms, char out[LM_TIME_STRLEN])
 {
     /* RFC 3339 has four-digit years: saturate outside 0001-01-01 .. 9999-12-31T23:59:59.999 */
     const int64_t lo = -62135596800000LL, hi = 253402300799999LL;
@@ -112,7 +112,7 @@ void lm_time_format(int64_t unix_ms, char out[LM_TIME_STRLEN])
     out[n] = '\0';
 }
 
-int64_t lm_time_now_ms(void)
+int64_t lm_timefmt_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -16,7 +16,7 @@ static uint64_t rotl(uint64_t x, int k)
 
 static void rng_seed(void)
 {
-    if (lm_random_bytes(rng_state, sizeof rng_state) != 0) {
+    if (lm_trace_random_bytes(rng_state, sizeof rng_state) != 0) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         rng_state[0] = (uint64_t)ts.tv_nsec ^ 0x9E3779B97F4A7C15ULL;
@@ -28,7 +28,7 @@ static void rng_seed(void)
     rng_seeded = true;
 }
 
-uint64_t lm_rand64(void)
+uint64_t lm_trace_rand64(void)
 {
     if (!rng_seeded) rng_seed();
     uint64_t *s = rng_state;
@@ -43,7 +43,7 @@ uint64_t lm_rand64(void)
     return result;
 }
 
-int lm_random_bytes(void *out, size_t n)
+int lm_trace_random_bytes(void *out, size_t n)
 {
     uint8_t *p = out;
     while (n > 0) {
@@ -64,7 +64,7 @@ static void fill_nonzero(uint8_t *out, size_t n)
     do { /* all zero is invalid for W3C ids: retry (p = 2^-64 per word) */
         any = 0;
         for (size_t i = 0; i < n; i += 8) {
-            uint64_t r = lm_rand64();
+            uint64_t r = lm_trace_rand64();
             size_t k = n - i < 8 ? n - i : 8;
             memcpy(out + i, &r, k);
             any |= k == 8 ? r : r & ((1ULL << (8 * k)) - 1);
@@ -127,7 +127,7 @@ void lm_trace_begin(lm_trace_ctx *ctx, const char *traceparent, size_t len)
     fill_nonzero(ctx->span_id, sizeof ctx->span_id);
 }
 
-void lm_hex_encode(const uint8_t *in, size_t n, char *out)
+void lm_trace_hex_encode(const uint8_t *in, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -140,11 +140,11 @@ void lm_hex_encode(const uint8_t *in, size_t n, char *out)
 void lm_trace_format(const lm_trace_ctx *ctx, char *out)
 {
     memcpy(out, "00-", 3);
-    lm_hex_encode(ctx->trace_id, 16, out + 3);
+    lm_trace_hex_encode(ctx->trace_id, 16, out + 3);
     out[35] = '-';
-    lm_hex_encode(ctx->span_id, 8, out + 36);
+    lm_trace_hex_encode(ctx->span_id, 8, out + 36);
     out[52] = '-';
-    lm_hex_encode(&ctx->flags, 1, out + 53);
+    lm_trace_hex_encode(&ctx->flags, 1, out + 53);
 }
 
 void lm_trace_child(const lm_trace_ctx *ctx, lm_trace_ctx *child)
@@ -158,12 +158,12 @@ void lm_trace_child(const lm_trace_ctx *ctx, lm_trace_ctx *child)
 
 void lm_trace_id_hex(const lm_trace_ctx *ctx, char out[33])
 {
-    lm_hex_encode(ctx->trace_id, 16, out);
+    lm_trace_hex_encode(ctx->trace_id, 16, out);
 }
 
-void lm_span_id_hex(const uint8_t id[8], char out[17])
+void lm_trace_span_id_hex(const uint8_t id[8], char out[17])
 {
-    lm_hex_encode(id, 8, out);
+    lm_trace_hex_encode(id, 8, out);
 }
 
 static bool request_id_char(unsigned char c)
@@ -172,7 +172,7 @@ static bool request_id_char(unsigned char c)
            strchr("._:@/+=-", c) != NULL;
 }
 
-void lm_request_id_assign(const char *value, size_t len, char out[LM_REQUEST_ID_MAX + 1])
+void lm_trace_request_id_assign(const char *value, size_t len, char out[LM_REQUEST_ID_MAX + 1])
 {
     if (value && len > 0 && len <= LM_REQUEST_ID_MAX) {
         size_t i = 0;
@@ -186,5 +186,5 @@ void lm_request_id_assign(const char *value, size_t len, char out[LM_REQUEST_ID_
     }
     uint8_t raw[16];
     fill_nonzero(raw, sizeof raw);
-    lm_hex_encode(raw, sizeof raw, out);
+    lm_trace_hex_encode(raw, sizeof raw, out);
 }

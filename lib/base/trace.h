@@ -6,7 +6,8 @@
  * Span export is a later concern; this module only parses, validates and generates.
  *
  * Random ids come from a per-thread xoshiro256** generator seeded from getrandom(2): fast,
- * lock-free, and unpredictable enough for ids (not for secrets: use lm_random_bytes there). */
+ * lock-free, and unpredictable enough for ids (not for secrets: use lm_trace_random_bytes there).
+ */
 #ifndef LM_TRACE_H
 #define LM_TRACE_H
 
@@ -26,9 +27,9 @@ typedef struct lm_trace_ctx {
 } lm_trace_ctx;
 
 /* Fast per-thread random numbers (ids, jitter). Thread-safe: each thread has its own state. */
-uint64_t lm_rand64(void);
+uint64_t lm_trace_rand64(void);
 /* Cryptographically secure bytes from getrandom(2); returns 0 or -errno. */
-int lm_random_bytes(void *out, size_t n);
+int lm_trace_random_bytes(void *out, size_t n);
 
 /* Parses a traceparent header value (version 00, or a later version's first four fields).
  * Returns true when valid; on false *ctx is untouched. */
@@ -41,12 +42,12 @@ void lm_trace_format(const lm_trace_ctx *ctx, char *out);
 void lm_trace_child(const lm_trace_ctx *ctx, lm_trace_ctx *child);
 /* Hex forms, NUL-terminated: out has 33 / 17 bytes. */
 void lm_trace_id_hex(const lm_trace_ctx *ctx, char out[33]);
-void lm_span_id_hex(const uint8_t id[8], char out[17]);
+void lm_trace_span_id_hex(const uint8_t id[8], char out[17]);
 
 /* A client-supplied X-Request-ID is kept when 1..128 bytes of [A-Za-z0-9._:@/+=-];
  * otherwise (or when absent) a fresh 32-hex-digit id is written. out has 129 bytes. */
-void lm_request_id_assign(const char *value, size_t len, char out[LM_REQUEST_ID_MAX + 1]);
+void lm_trace_request_id_assign(const char *value, size_t len, char out[LM_REQUEST_ID_MAX + 1]);
 
-void lm_hex_encode(const uint8_t *in, size_t n, char *out); /* writes 2n chars + NUL */
+void lm_trace_hex_encode(const uint8_t *in, size_t n, char *out); /* writes 2n chars + NUL */
 
 #endif

@@ -1,4 +1,4 @@
-/* url.h — percent-decoding and query-string parsing (lm_url, lm_query).
+/* url.h — http:// URLs, percent-encoding and -decoding, query strings (lm_url, lm_query).
  *
  * Decoding is strict: a '%' not followed by two hex digits is an error, and so is a decoded
  * NUL byte, because every decoded value is later used as a C string. */
@@ -8,10 +8,27 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* "http://host[:port][/path][?query]" (port default 80; IPv6 as "[::1]"). path is "" when
+ * the URL has none and keeps the query; a fragment is dropped. Returns 0, or -1 with a
+ * one-line reason in err (https:// is refused: the HTTP client speaks plain HTTP). Pure. */
+typedef struct lm_url {
+    char scheme[8]; /* "http" */
+    char host[256]; /* IPv6 without brackets */
+    int port;
+    char path[2048];
+} lm_url;
+
+int lm_url_parse(const char *url, lm_url *out, char *err, size_t errlen);
+
 /* Decodes n bytes of in into out (which has room for n + 1 bytes; decoding never grows) and
  * NUL-terminates it. plus_is_space: '+' means ' ' (query strings). Returns false on a bad
  * escape or a decoded NUL; out is then unspecified. */
 bool lm_url_decode(const char *in, size_t n, char *out, size_t *out_len, bool plus_is_space);
+
+/* Appends s to b percent-encoded as one path segment: everything but RFC 3986's unreserved
+ * characters (ALPHA, DIGIT, "-", ".", "_", "~") is escaped. */
+struct lm_buf;
+void lm_url_append_segment(struct lm_buf *b, const char *s);
 
 typedef struct lm_query_pair {
     const char *key;   /* decoded, NUL-terminated, points into storage */

@@ -9,6 +9,7 @@
 #include "cache.h"
 
 #include "buf.h"
+#include "hash.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -58,12 +59,12 @@ struct lm_cache {
 
 static uint64_t hash_key(const char *k, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 1099511628211ULL;
-    }
-    return h ^ (h >> 29); /* the top bits pick the shard: mix the low ones in */
+    /* FNV-1a's top bits barely depend on a key's last bytes ("/a/1", "/a/2" share a
+     * shard): a multiply-xorshift finaliser spreads them over every shard */
+    uint64_t h = lm_hash(k, n);
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    return h ^ (h >> 32); /* the top bits pick the shard: mix the low ones in */
 }
 
 static void val_unref(val *v)

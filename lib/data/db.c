@@ -1,9 +1,9 @@
-/* db.c — SQLite executor: writer thread with group commit, per-thread read connections.
- * See db.h for the why. */
+/* db.c — the executor both backends share: writer thread with group commit, a bounded pool of
+ * read connections, completions posted back to the loops, health and reconnection. See db.h
+ * for the why; the backends are db_sqlite.c and db_pg.c (db_backend.h). */
 #include "db.h"
 
-#include "buf.h"
-#include "casefold.h"
+#include "db_backend.h"
 #include "log.h"
 
 #include <assert.h>
@@ -12,18 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STMT_CACHE  128
-#define MAX_BATCH   512
-#define MAX_READERS 64
-
-struct lm_db_conn {
-    sqlite3 *h;
-    struct {
-        const char *sql;
-        sqlite3_stmt *st;
-    } cache[STMT_CACHE];
-    size_t n_cache;
-};
+#define MAX_BATCH      512
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
 
 typedef struct job {
     lm_db_port *port;
@@ -48,139 +39,167 @@ typedef struct read_req {
 } read_req;
 
 struct lm_db {
-    unsigned long long id; /* unique per open: keys the pool threads' reader slots */
-    char *path;
-    lm_db_conn writer;
+    const lm_db_backend *be;
+    char *url;
+    lm_db_opts opts;
+    /* writer (its thread only, after open) */
+    lm_db_conn *writer; /* NULL while the database is unreachable */
     uv_thread_t writer_thread;
+    uint64_t next_attempt_ms; /* reconnect/probe not before */
+    int backoff_ms;
+    /* write queue */
     uv_mutex_t lock;
     uv_cond_t cond;
     job *queue_head, *queue_tail;
     bool stopping;
     bool writer_running;
-    uv_mutex_t readers_lock;
-    lm_db_conn *readers[MAX_READERS];
-    size_t n_readers;
-    atomic_ullong commits, write_jobs, reads, failed_commits, largest_batch;
+    /* read pool */
+    uv_mutex_t pool_lock;
+    uv_cond_t pool_cond;
+    lm_db_conn **pool_free;
+    int n_free, n_open;
+    atomic_ullong generation; /* bumped when the writer reconnected: older readers are stale */
+    /* health */
+    atomic_bool up;        /* reachable */
+    atomic_bool commit_ok; /* the last commit or probe succeeded */
+    uv_mutex_t health_lock;
+    char why[256];
+    atomic_ullong commits, write_jobs, reads, failed_commits, largest_batch, reconnects, statements,
+        write_statements;
+    char instance[17]; /* this process among the database's writers (NOTIFY payload) */
+    void *watch;       /* the backend's listener (lm_db_watch), or NULL */
 };
 
-static atomic_ullong next_db_id = 1;
-static _Thread_local struct {
-    unsigned long long db_id; /* 0: free; never reused, so a closed db never matches */
-    lm_db_conn *conn;
-} tls_reader[4];
-static _Thread_local unsigned tls_victim;
-
-/* ---- connections --------------------------------------------------------------------- */
-
-static int open_conn(const char *path, bool readonly, lm_db_conn *c, char *err, size_t errlen)
+static uint64_t now_ms(void)
 {
-    memset(c, 0, sizeof *c);
-    int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    flags |= SQLITE_OPEN_NOMUTEX;
-    int rc = sqlite3_open_v2(path, &c->h, flags, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open database %s: %s", path,
-                 c->h ? sqlite3_errmsg(c->h) : sqlite3_errstr(rc));
-        sqlite3_close(c->h);
-        c->h = NULL;
-        return -1;
-    }
-    sqlite3_busy_timeout(c->h, 5000);
-    sqlite3_extended_result_codes(c->h, 1);
-    lm_casefold_register(c->h); /* SQL casefold(text): Unicode-aware case-insensitive search */
-    const char *pragmas = readonly ? "PRAGMA foreign_keys=ON; PRAGMA query_only=1;"
-                                   : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                                     "PRAGMA foreign_keys=ON;";
-    char *msg = NULL;
-    if (sqlite3_exec(c->h, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot configure database %s: %s", path, msg ? msg : "?");
-        sqlite3_free(msg);
-        sqlite3_close(c->h);
-        c->h = NULL;
-        return -1;
-    }
-    return 0;
+    return uv_hrtime() / 1000000;
 }
 
-static void close_conn(lm_db_conn *c)
+const char *lm_db_instance(const lm_db *db)
 {
-    for (size_t i = 0; i < c->n_cache; i++)
-        sqlite3_finalize(c->cache[i].st);
-    c->n_cache = 0;
-    sqlite3_close(c->h);
-    c->h = NULL;
+    return db->instance;
 }
 
-sqlite3_stmt *lm_db_stmt(lm_db_conn *c, const char *sql)
+const char *lm_db_conn_instance(const lm_db_conn *c)
 {
-    for (size_t i = 0; i < c->n_cache; i++) {
-        if (c->cache[i].sql == sql) {
-            sqlite3_stmt *st = c->cache[i].st;
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
-            return st;
-        }
-    }
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v3(c->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
-        return NULL;
-    if (c->n_cache < STMT_CACHE) {
-        c->cache[c->n_cache].sql = sql;
-        c->cache[c->n_cache].st = st;
-        c->n_cache++;
-    } else {
-        /* cache full: a programming error (too many distinct statements); keep working */
-        lm_log_warn("statement cache full; finalize on reuse");
-        sqlite3_finalize(c->cache[0].st);
-        c->cache[0].sql = sql;
-        c->cache[0].st = st;
-    }
-    return st;
+    return c->db ? c->db->instance : "";
 }
 
-sqlite3 *lm_db_handle(lm_db_conn *c)
+bool lm_db_watch(lm_db *db, lm_db_changed fn, void *ctx)
 {
-    return c->h;
+    if (!db->be->watch_start || db->watch) return false;
+    db->watch = db->be->watch_start(db, db->url, &db->opts, fn, ctx);
+    return db->watch != NULL;
+}
+
+void lm_db_count_statement(lm_db_conn *c)
+{
+    if (!c->db) return;
+    atomic_fetch_add_explicit(&c->db->statements, 1, memory_order_relaxed);
+    if (c->writer) atomic_fetch_add_explicit(&c->db->write_statements, 1, memory_order_relaxed);
+}
+
+static void set_why(lm_db *db, const char *what, const char *msg)
+{
+    uv_mutex_lock(&db->health_lock);
+    snprintf(db->why, sizeof db->why, "%s: %s", what, msg && *msg ? msg : "?");
+    uv_mutex_unlock(&db->health_lock);
+}
+
+/* Marks the database unreachable (once: one log line per outage) and wakes the writer, which
+ * reconnects. */
+static void mark_down(lm_db *db, const char *msg)
+{
+    if (atomic_exchange(&db->up, false)) {
+        set_why(db, "unreachable", msg);
+        lm_log_error("database: unreachable: %s", msg && *msg ? msg : "?");
+        uv_mutex_lock(&db->lock);
+        uv_cond_signal(&db->cond);
+        uv_mutex_unlock(&db->lock);
+    }
+}
+
+bool lm_db_health(lm_db *db, lm_buf *why)
+{
+    bool ok = atomic_load(&db->up) && atomic_load(&db->commit_ok);
+    if (!ok && why) {
+        uv_mutex_lock(&db->health_lock);
+        lm_buf_append_str(why, db->why);
+        uv_mutex_unlock(&db->health_lock);
+    }
+    return ok;
+}
+
+const char *lm_db_backend_name(const lm_db *db)
+{
+    return db->be->name;
+}
+
+/* ---- statements: dispatch -------------------------------------------------------------- */
+
+lm_db_st *lm_db_stmt(lm_db_conn *c, const char *sql)
+{
+    return c->be->stmt(c, sql);
+}
+void lm_db_bind_int(lm_db_st *st, int idx, long long v)
+{
+    if (idx > 0) st->be->bind_int(st, idx, v);
+}
+void lm_db_bind_double(lm_db_st *st, int idx, double v)
+{
+    if (idx > 0) st->be->bind_double(st, idx, v);
+}
+void lm_db_bind_text(lm_db_st *st, int idx, const char *s, long len)
+{
+    if (idx > 0) st->be->bind_text(st, idx, s, len < 0 ? strlen(s) : (size_t)len);
+}
+void lm_db_bind_null(lm_db_st *st, int idx)
+{
+    if (idx > 0) st->be->bind_null(st, idx);
+}
+int lm_db_param_index(lm_db_st *st, const char *name)
+{
+    return st->be->param_index(st, name);
+}
+int lm_db_step(lm_db_st *st)
+{
+    return st->be->step(st);
+}
+void lm_db_reset(lm_db_st *st)
+{
+    st->be->reset(st);
+}
+int lm_db_col_type(lm_db_st *st, int i)
+{
+    return st->be->col_type(st, i);
+}
+long long lm_db_col_int(lm_db_st *st, int i)
+{
+    return st->be->col_int(st, i);
+}
+double lm_db_col_double(lm_db_st *st, int i)
+{
+    return st->be->col_double(st, i);
+}
+const char *lm_db_col_text(lm_db_st *st, int i)
+{
+    return st->be->col_text(st, i);
+}
+size_t lm_db_col_bytes(lm_db_st *st, int i)
+{
+    return st->be->col_bytes(st, i);
 }
 const char *lm_db_errmsg(lm_db_conn *c)
 {
-    return sqlite3_errmsg(c->h);
+    return c->be->errmsg(c);
 }
-
-static bool exec(lm_db_conn *c, const char *sql)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(c->h, sql, NULL, NULL, &msg) == SQLITE_OK) return true;
-    lm_log_error("database: %s failed: %s", sql, msg ? msg : sqlite3_errmsg(c->h));
-    sqlite3_free(msg);
-    return false;
-}
-
-/* One step of a cached statement: the writer's transaction control, prepared once instead of
- * parsed by sqlite3_exec for every job. sql must be a static array (cached by address). */
-static bool step(lm_db_conn *c, const char *sql)
-{
-    sqlite3_stmt *st = lm_db_stmt(c, sql);
-    if (!st) return exec(c, sql); /* logs why */
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return true;
-    lm_log_error("database: %s failed: %s", sql, sqlite3_errmsg(c->h));
-    return false;
-}
-
-static const char SQL_BEGIN[] = "BEGIN IMMEDIATE", SQL_COMMIT[] = "COMMIT",
-                  SQL_ROLLBACK[] = "ROLLBACK", SQL_SAVEPOINT[] = "SAVEPOINT job",
-                  SQL_ROLLBACK_TO[] = "ROLLBACK TO job", SQL_RELEASE[] = "RELEASE job";
-
-static const char SQL_BEGIN_READ[] = "BEGIN";
 
 int lm_db_snapshot(lm_db_conn *c, lm_db_fn fn, void *arg)
 {
-    if (!step(c, SQL_BEGIN_READ)) return LM_DB_EIO;
+    if (!c->be->tx(c, LM_DB_TX_BEGIN_READ)) return LM_DB_EIO;
     int rc = fn(c, arg);
-    if (!step(c, SQL_COMMIT)) {
-        step(c, SQL_ROLLBACK);
+    if (!c->be->tx(c, LM_DB_TX_COMMIT)) {
+        if (c->be->in_txn(c)) c->be->tx(c, LM_DB_TX_ROLLBACK);
         return LM_DB_EIO;
     }
     return rc;
@@ -206,43 +225,6 @@ const char *lm_db_sql_variant(lm_db_sql_variants *v, unsigned mask)
     if (atomic_compare_exchange_strong(&v->built[mask], &expected, mine)) return mine;
     free(mine); /* another thread built it first: use that one (its address is cached) */
     return expected;
-}
-
-/* ---- migrations ---------------------------------------------------------------------- */
-
-static int migrate(lm_db_conn *c, const char *const *m, size_t n, char *err, size_t errlen)
-{
-    if (!exec(c, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                 " applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))")) {
-        snprintf(err, errlen, "cannot create schema_migrations: %s", sqlite3_errmsg(c->h));
-        return -1;
-    }
-    sqlite3_stmt *st;
-    sqlite3_prepare_v2(c->h, "SELECT coalesce(max(version),0) FROM schema_migrations", -1, &st,
-                       NULL);
-    long long have = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
-    if ((size_t)have > n) {
-        snprintf(err, errlen, "database schema version %lld is newer than this build (%zu)", have,
-                 n);
-        return -1;
-    }
-    for (size_t v = (size_t)have + 1; v <= n; v++) {
-        char *msg = NULL;
-        char ins[96];
-        snprintf(ins, sizeof ins, "INSERT INTO schema_migrations(version) VALUES (%zu)", v);
-        if (sqlite3_exec(c->h, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(c->h, m[v - 1], NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(c->h, ins, NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(c->h, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-            snprintf(err, errlen, "migration %zu failed: %s", v, msg ? msg : "?");
-            sqlite3_free(msg);
-            sqlite3_exec(c->h, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
-        }
-        lm_log_info("database: applied migration %zu", v);
-    }
-    return 0;
 }
 
 /* ---- completions back on the loop ------------------------------------------------------ */
@@ -305,72 +287,212 @@ void lm_db_detach(lm_db_port *p)
 
 /* ---- writer ---------------------------------------------------------------------------- */
 
+static lm_db_conn *connect_conn(lm_db *db, bool writer, char *err, size_t errlen)
+{
+    lm_db_conn *c = db->be->connect(db->url, &db->opts, writer, err, errlen);
+    if (c) {
+        c->db = db;
+        c->writer = writer;
+        c->generation = atomic_load(&db->generation);
+    }
+    return c;
+}
+
+static void backoff(lm_db *db)
+{
+    db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (db->backoff_ms > BACKOFF_MAX_MS) db->backoff_ms = BACKOFF_MAX_MS;
+    db->next_attempt_ms = now_ms() + (uint64_t)db->backoff_ms;
+}
+
+/* On the writer thread: brings a lost connection back or proves commits work again, at most
+ * once per backoff interval. */
+static void recover(lm_db *db)
+{
+    if (db->writer && db->be->broken(db->writer)) {
+        mark_down(db, db->be->errmsg(db->writer));
+        db->be->disconnect(db->writer);
+        db->writer = NULL;
+    }
+    bool healthy = db->writer && atomic_load(&db->up) && atomic_load(&db->commit_ok);
+    if (healthy || now_ms() < db->next_attempt_ms) return;
+    if (!db->writer) {
+        char err[256];
+        atomic_fetch_add(&db->generation, 1);
+        db->writer = connect_conn(db, true, err, sizeof err);
+        if (!db->writer) {
+            mark_down(db, err);
+            backoff(db);
+            return;
+        }
+        atomic_fetch_add(&db->reconnects, 1);
+    }
+    /* connected (again), or a reader saw the connection break, or commits failed: probe */
+    if (db->be->probe(db->writer) != 0) {
+        const char *msg = db->be->errmsg(db->writer);
+        if (db->be->broken(db->writer)) {
+            mark_down(db, msg);
+            db->be->disconnect(db->writer);
+            db->writer = NULL;
+        } else if (atomic_exchange(&db->commit_ok, false)) {
+            set_why(db, "cannot commit", msg);
+        }
+        backoff(db);
+        return;
+    }
+    db->backoff_ms = 0;
+    db->next_attempt_ms = 0;
+    if (!atomic_exchange(&db->up, true)) lm_log_info("database: reachable again");
+    if (!atomic_exchange(&db->commit_ok, true)) lm_log_info("database: commits succeed again");
+}
+
+static bool tx(lm_db_conn *c, lm_db_tx what)
+{
+    return c->be->tx(c, what);
+}
+
+static void run_batch(lm_db *db, job *batch, size_t n)
+{
+    lm_db_conn *w = db->writer;
+    bool ok = w && atomic_load(&db->up) && tx(w, LM_DB_TX_BEGIN_WRITE);
+    for (job *j = batch; j; j = j->next) {
+        if (!ok || !tx(w, LM_DB_TX_SAVEPOINT)) {
+            ok = false;
+            j->rc = LM_DB_EIO;
+            continue;
+        }
+        j->rc = j->fn(w, j->arg);
+        if (j->rc != 0) {
+            ok = tx(w, LM_DB_TX_ROLLBACK_TO) && tx(w, LM_DB_TX_RELEASE);
+        } else if (!tx(w, LM_DB_TX_RELEASE)) {
+            /* a statement failed and the job did not say so: undo it, fail it */
+            j->rc = LM_DB_EIO;
+            ok = tx(w, LM_DB_TX_ROLLBACK_TO) && tx(w, LM_DB_TX_RELEASE);
+        }
+    }
+    bool wrote = false;
+    for (job *j = batch; j; j = j->next)
+        wrote |= j->rc == 0;
+    bool committed =
+        w && ok && tx(w, wrote && db->watch ? LM_DB_TX_COMMIT_NOTIFY : LM_DB_TX_COMMIT);
+    /* a job's statement that failed for want of storage (disk full) while the rest
+     * committed: the database cannot take writes, whatever the empty commit said */
+    bool storage = w && db->be->take_storage_error && db->be->take_storage_error(w);
+    if (committed && storage) {
+        const char *msg = db->be->errmsg(w);
+        lm_log_error("database: a write failed: %s", msg);
+        set_why(db, "cannot write", msg);
+        atomic_store(&db->commit_ok, false);
+        if (!db->next_attempt_ms) backoff(db);
+    } else if (committed) {
+        if (!atomic_load(&db->commit_ok)) {
+            atomic_store(&db->commit_ok, true);
+            lm_log_info("database: commits succeed again");
+        }
+    } else if (w) {
+        /* one line per failed commit; the backend already ended a transaction it could not
+         * commit (SQLite after SQLITE_FULL), so roll back only one still open */
+        const char *msg = db->be->errmsg(w);
+        if (db->be->broken(w)) {
+            mark_down(db, msg);
+        } else {
+            lm_log_error("database: commit of %zu write jobs failed: %s", n, msg);
+            set_why(db, "cannot commit", msg);
+            atomic_store(&db->commit_ok, false);
+            if (!db->next_attempt_ms) backoff(db);
+            if (db->be->in_txn(w)) tx(w, LM_DB_TX_ROLLBACK);
+        }
+        for (job *j = batch; j; j = j->next)
+            j->rc = LM_DB_EIO;
+        atomic_fetch_add(&db->failed_commits, 1);
+    } else {
+        for (job *j = batch; j; j = j->next)
+            j->rc = LM_DB_EIO;
+    }
+    atomic_fetch_add(&db->commits, 1);
+    atomic_fetch_add(&db->write_jobs, n);
+    if (n > atomic_load(&db->largest_batch)) atomic_store(&db->largest_batch, n);
+    job *next;
+    for (job *j = batch; j; j = next) {
+        next = j->next;
+        post_done(j);
+    }
+}
+
 static void writer_main(void *arg)
 {
     lm_db *db = arg;
     for (;;) {
         uv_mutex_lock(&db->lock);
-        while (!db->queue_head && !db->stopping)
-            uv_cond_wait(&db->cond, &db->lock);
+        while (!db->queue_head && !db->stopping) {
+            bool healthy = db->writer && atomic_load(&db->up) && atomic_load(&db->commit_ok);
+            if (healthy) {
+                uv_cond_wait(&db->cond, &db->lock);
+                continue;
+            }
+            uint64_t now = now_ms(), wait = 0;
+            if (db->next_attempt_ms > now) wait = db->next_attempt_ms - now;
+            if (wait == 0 || uv_cond_timedwait(&db->cond, &db->lock, wait * 1000000) != 0)
+                break; /* time to try again */
+        }
         if (!db->queue_head && db->stopping) {
             uv_mutex_unlock(&db->lock);
             return;
         }
         job *batch = db->queue_head, *last = batch;
-        size_t n = 1;
-        while (last->next && n < MAX_BATCH) {
+        size_t n = batch ? 1 : 0;
+        while (last && last->next && n < MAX_BATCH) {
             last = last->next;
             n++;
         }
-        db->queue_head = last->next;
-        if (!db->queue_head) db->queue_tail = NULL;
-        last->next = NULL;
+        if (last) {
+            db->queue_head = last->next;
+            if (!db->queue_head) db->queue_tail = NULL;
+            last->next = NULL;
+        }
         uv_mutex_unlock(&db->lock);
-
-        bool ok = step(&db->writer, SQL_BEGIN);
-        for (job *j = batch; j; j = j->next) {
-            if (!ok) {
-                j->rc = LM_DB_EIO;
-                continue;
-            }
-            step(&db->writer, SQL_SAVEPOINT);
-            j->rc = j->fn(&db->writer, j->arg);
-            if (j->rc != 0) step(&db->writer, SQL_ROLLBACK_TO);
-            step(&db->writer, SQL_RELEASE);
-        }
-        if (ok && !step(&db->writer, SQL_COMMIT)) {
-            step(&db->writer, SQL_ROLLBACK);
-            for (job *j = batch; j; j = j->next)
-                j->rc = LM_DB_EIO;
-            atomic_fetch_add(&db->failed_commits, 1);
-        }
-        atomic_fetch_add(&db->commits, 1);
-        atomic_fetch_add(&db->write_jobs, n);
-        if (n > atomic_load(&db->largest_batch)) atomic_store(&db->largest_batch, n);
-        job *next;
-        for (job *j = batch; j; j = next) {
-            next = j->next;
-            post_done(j);
-        }
+        recover(db);
+        if (batch) run_batch(db, batch, n);
     }
 }
 
-lm_db *lm_db_open(const char *path, const char *const *migrations, size_t n, char *err,
+lm_db *lm_db_open(const char *url, const lm_db_migrations *m, const lm_db_opts *opts, char *err,
                   size_t errlen)
 {
     lm_db *db = lm_xcalloc(1, sizeof *db);
-    db->id = atomic_fetch_add(&next_db_id, 1);
-    db->path = lm_xstrdup(path);
-    if (open_conn(path, false, &db->writer, err, errlen) != 0 ||
-        migrate(&db->writer, migrations, n, err, errlen) != 0) {
-        if (db->writer.h) close_conn(&db->writer);
-        free(db->path);
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        db->be = &lm_db_sqlite_backend;
+    } else if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0 ||
+               strchr(url, '=')) {
+        db->be = &lm_db_pg_backend;
+    } else {
+        snprintf(err, errlen, "unknown database URL scheme (sqlite:PATH or postgresql://…)");
         free(db);
         return NULL;
     }
+    db->url = lm_xstrdup(url);
+    db->opts = *opts;
+    uint64_t r = uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 32) ^ (uint64_t)(uintptr_t)db;
+    snprintf(db->instance, sizeof db->instance, "%016llx",
+             (unsigned long long)(r * 0x9E3779B97F4A7C15ULL));
+    if (db->opts.pool_size < 1) db->opts.pool_size = 1;
+    atomic_store(&db->up, true);
+    atomic_store(&db->commit_ok, true);
+    atomic_store(&db->generation, 1);
+    uv_mutex_init(&db->health_lock);
+    db->writer = connect_conn(db, true, err, errlen);
+    if (!db->writer || db->be->migrate(db->writer, m, err, errlen) != 0) {
+        if (db->writer) db->be->disconnect(db->writer);
+        uv_mutex_destroy(&db->health_lock);
+        free(db->url);
+        free(db);
+        return NULL;
+    }
+    db->pool_free = lm_xcalloc((size_t)db->opts.pool_size, sizeof *db->pool_free);
     uv_mutex_init(&db->lock);
     uv_cond_init(&db->cond);
-    uv_mutex_init(&db->readers_lock);
+    uv_mutex_init(&db->pool_lock);
+    uv_cond_init(&db->pool_cond);
     uv_thread_create(&db->writer_thread, writer_main, db);
     db->writer_running = true;
     return db;
@@ -386,18 +508,19 @@ void lm_db_close(lm_db *db)
         uv_mutex_unlock(&db->lock);
         uv_thread_join(&db->writer_thread);
     }
-    uv_mutex_lock(&db->readers_lock);
-    for (size_t i = 0; i < db->n_readers; i++) {
-        close_conn(db->readers[i]);
-        free(db->readers[i]);
-    }
-    uv_mutex_unlock(&db->readers_lock);
-    exec(&db->writer, "PRAGMA wal_checkpoint(TRUNCATE)");
-    close_conn(&db->writer);
+    if (db->watch) db->be->watch_stop(db->watch);
+    uv_mutex_lock(&db->pool_lock);
+    for (int i = 0; i < db->n_free; i++)
+        db->be->disconnect(db->pool_free[i]);
+    uv_mutex_unlock(&db->pool_lock);
+    if (db->writer) db->be->disconnect(db->writer);
     uv_mutex_destroy(&db->lock);
     uv_cond_destroy(&db->cond);
-    uv_mutex_destroy(&db->readers_lock);
-    free(db->path);
+    uv_mutex_destroy(&db->pool_lock);
+    uv_cond_destroy(&db->pool_cond);
+    uv_mutex_destroy(&db->health_lock);
+    free(db->pool_free);
+    free(db->url);
     free(db);
 }
 
@@ -418,47 +541,79 @@ void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg)
 
 int lm_db_exec_sync(lm_db *db, lm_db_fn fn, void *arg)
 {
-    /* start-up only: the writer thread is idle, but take the queue lock to be sure no batch
-     * runs concurrently on the same connection */
+    /* start-up only: take the queue lock so no batch runs concurrently on the connection */
     uv_mutex_lock(&db->lock);
-    int rc = exec(&db->writer, "BEGIN IMMEDIATE") ? fn(&db->writer, arg) : LM_DB_EIO;
-    if (rc == 0 && !exec(&db->writer, "COMMIT")) rc = LM_DB_EIO;
-    if (rc != 0) exec(&db->writer, "ROLLBACK");
+    lm_db_conn *w = db->writer;
+    int rc = w && tx(w, LM_DB_TX_BEGIN_WRITE) ? fn(w, arg) : LM_DB_EIO;
+    if (rc == 0 && !tx(w, LM_DB_TX_COMMIT)) rc = LM_DB_EIO;
+    if (rc != 0 && w && db->be->in_txn(w)) tx(w, LM_DB_TX_ROLLBACK);
     uv_mutex_unlock(&db->lock);
     return rc;
 }
 
 /* ---- readers ------------------------------------------------------------------------- */
 
-static lm_db_conn *reader_for(lm_db *db)
+/* A read connection from the pool (waits while pool_size are busy), or NULL when the database
+ * is down or cannot be reached. */
+static lm_db_conn *acquire(lm_db *db)
 {
-    for (size_t i = 0; i < 4; i++)
-        if (tls_reader[i].db_id == db->id) return tls_reader[i].conn;
-    lm_db_conn *c = lm_xcalloc(1, sizeof *c);
-    char err[256];
-    if (open_conn(db->path, true, c, err, sizeof err) != 0) {
-        lm_log_error("database: %s", err);
-        free(c);
-        return NULL;
+    if (!atomic_load(&db->up)) return NULL; /* fail fast; the writer reconnects */
+    unsigned long long gen = atomic_load(&db->generation);
+    uv_mutex_lock(&db->pool_lock);
+    for (;;) {
+        if (db->n_free > 0) {
+            lm_db_conn *c = db->pool_free[--db->n_free];
+            if (c->generation == gen) {
+                uv_mutex_unlock(&db->pool_lock);
+                return c;
+            }
+            db->be->disconnect(c); /* opened before a reconnect: its server may be gone */
+            db->n_open--;
+            continue;
+        }
+        if (db->n_open < db->opts.pool_size) break;
+        uv_cond_wait(&db->pool_cond, &db->pool_lock);
     }
-    uv_mutex_lock(&db->readers_lock);
-    if (db->n_readers < MAX_READERS) db->readers[db->n_readers++] = c;
-    uv_mutex_unlock(&db->readers_lock);
-    /* the connection stays owned by db (closed in lm_db_close); the slot only finds it */
-    size_t slot = tls_victim++ % 4;
-    for (size_t i = 0; i < 4; i++)
-        if (tls_reader[i].db_id == 0) slot = i;
-    tls_reader[slot].db_id = db->id;
-    tls_reader[slot].conn = c;
+    db->n_open++;
+    uv_mutex_unlock(&db->pool_lock);
+    char err[256];
+    lm_db_conn *c = connect_conn(db, false, err, sizeof err);
+    if (!c) {
+        uv_mutex_lock(&db->pool_lock);
+        db->n_open--;
+        uv_cond_signal(&db->pool_cond);
+        uv_mutex_unlock(&db->pool_lock);
+        mark_down(db, err);
+    }
     return c;
+}
+
+static void release(lm_db *db, lm_db_conn *c)
+{
+    bool broken = db->be->broken(c);
+    if (broken) mark_down(db, db->be->errmsg(c));
+    uv_mutex_lock(&db->pool_lock);
+    if (broken) {
+        db->be->disconnect(c);
+        db->n_open--;
+    } else {
+        db->pool_free[db->n_free++] = c;
+    }
+    uv_cond_signal(&db->pool_cond);
+    uv_mutex_unlock(&db->pool_lock);
 }
 
 static void read_work(uv_work_t *w)
 {
     read_req *r = w->data;
-    lm_db_conn *c = reader_for(r->j.port->db);
+    lm_db *db = r->j.port->db;
+    lm_db_conn *c = acquire(db);
     r->j.rc = c ? r->j.fn(c, r->j.arg) : LM_DB_EIO;
-    atomic_fetch_add(&r->j.port->db->reads, 1);
+    if (c) {
+        if (db->be->in_txn(c)) tx(c, LM_DB_TX_ROLLBACK); /* a job that left one open */
+        release(db, c);
+    }
+    atomic_fetch_add(&db->reads, 1);
 }
 
 static void read_after(uv_work_t *w, int status)
@@ -486,4 +641,7 @@ void lm_db_get_stats(lm_db *db, lm_db_stats *out)
     out->reads = atomic_load(&db->reads);
     out->failed_commits = atomic_load(&db->failed_commits);
     out->largest_batch = atomic_load(&db->largest_batch);
+    out->reconnects = atomic_load(&db->reconnects);
+    out->statements = atomic_load(&db->statements);
+    out->write_statements = atomic_load(&db->write_statements);
 }

@@ -1,50 +1,100 @@
-/* db.h — a service's own database (lm_db): SQLite (WAL, synchronous=FULL, foreign keys),
- * numbered migrations at start-up, reads on libuv's thread pool, writes group-committed.
+/* db.h — a service's own database (lm_db), one neutral interface over two backends chosen by
+ * the URL: SQLite (db_sqlite.c) and PostgreSQL (db_pg.c). No sqlite3_* or PQ* call exists
+ * outside its backend file; services and lib/rest speak only this interface.
  *
- * Why this shape: request handlers run on event loops and must never block, and a durable
- * commit costs an fsync. So reads go to the thread pool, each pool thread with its own
- * read-only connection (WAL lets readers run beside the writer), and writes go to a single
- * writer thread that takes every write job queued meanwhile, runs each inside its own
- * SAVEPOINT within one transaction and commits once: N concurrent creates cost one fsync,
- * and a failing job rolls back only itself. A job's completion is posted back to the loop
- * that submitted it, after the commit, so an acknowledged write is durable.
+ * Execution model (the same for both backends, db.c):
+ * - Reads run on libuv's thread pool. Each takes a connection from a bounded pool
+ *   (DATABASE_POOL_SIZE, lm_db_opts.pool_size) and gives it back after the job.
+ * - Writes go to one writer thread with its own connection, which takes every write job
+ *   queued meanwhile, runs each inside its own SAVEPOINT within one transaction and commits
+ *   once: N concurrent creates cost one commit (one fsync; on PostgreSQL also one COMMIT round
+ *   trip and one WAL flush), and a failing job rolls back only itself. A job's completion is
+ *   posted back to the loop that submitted it after the commit, so an acknowledged write is
+ *   durable. A commit whose outcome is unknown (the connection broke during COMMIT) is
+ *   reported as LM_DB_EIO: never acknowledged, so never "lost".
+ * Why threads and not non-blocking libpq on the loops: job functions are ordinary sequential
+ * code (load, check, write) shared by both backends; threads let the same job run on SQLite
+ * and PostgreSQL, and the group commit gives the round-trip/fsync economy for concurrent
+ * writes that pipelining would.
  *
- * Every connection has the SQL function casefold(text) (casefold.h).
+ * Health: a connection that breaks (server restarted, network) marks the database down; the
+ * writer thread reconnects with exponential backoff (100 ms .. 2 s) while it is down, jobs
+ * fail fast with LM_DB_EIO meanwhile (503 to clients), and lm_db_health reports it (/ready).
+ * A commit that fails (SQLite: disk full) marks it unable to commit until a probe write
+ * succeeds; one log line per failure.
+ *
+ * SQL dialect: statements are written once for both backends. Parameters are "?" (numbered
+ * in order), "?N" or ":name"; both backends understand INSERT/UPDATE … RETURNING and
+ * INSERT … ON CONFLICT … DO UPDATE. Both have the SQL functions casefold(text) (Unicode
+ * simple lowercase, casefold.h) and instr(text, text). Migrations are per backend.
  *
  * Ownership: lm_db owns its connections and threads. A job's arg belongs to the caller and
- * must stay valid until its done callback ran. Threading: lm_db_open/close and
- * lm_db_exec_sync from the main thread (start-up/shutdown); lm_db_attach/detach on the loop's
- * own thread; lm_db_read/lm_db_write on the loop a port belongs to; job functions run on
- * other threads and may touch only their arg and the connection they are given. */
+ * must stay valid until its done callback ran. A statement from lm_db_stmt belongs to the
+ * connection (cached by the SQL text's address) and is valid until the job returns.
+ * Threading: lm_db_open/close and lm_db_exec_sync from the main thread (start-up/shutdown);
+ * lm_db_attach/detach on the loop's own thread; lm_db_read/lm_db_write on the loop a port
+ * belongs to; job functions run on other threads and may touch only their arg and the
+ * connection they are given; lm_db_health and lm_db_get_stats from any thread. */
 #ifndef LM_DB_H
 #define LM_DB_H
 
-#include <sqlite3.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
+#include "buf.h"
+
 typedef struct lm_db lm_db;
 typedef struct lm_db_port lm_db_port; /* one per event loop that submits work */
-
-/* A connection as job functions see it: the handle plus a prepared-statement cache. */
-typedef struct lm_db_conn lm_db_conn;
+typedef struct lm_db_conn lm_db_conn; /* a connection as job functions see it */
+typedef struct lm_db_st lm_db_st;     /* a prepared statement of a connection */
 
 /* Runs off-loop. Returns 0 on success or a caller-defined non-zero code; for writes a
  * non-zero code rolls back this job only. */
 typedef int (*lm_db_fn)(lm_db_conn *conn, void *arg);
 /* Runs on the submitting loop. rc: the job's code, or LM_DB_EIO when the database failed
- * (commit failed, disk full…): nothing of the job was written. */
+ * (unreachable, commit failed, disk full…): nothing of the job was written. */
 typedef void (*lm_db_done)(int rc, void *arg);
 
 #define LM_DB_EIO (-1)
 
-/* Opens (creates) the database at path and applies migrations[i] as version i+1 when not
- * applied yet, each in its own transaction. Returns NULL and a one-line reason on error. */
-lm_db *lm_db_open(const char *path, const char *const *migrations, size_t n_migrations, char *err,
+/* lm_db_step results */
+enum {
+    LM_DB_ROW = 100,
+    LM_DB_DONE = 101,
+    LM_DB_E_UNIQUE = -2,     /* unique or primary key violation */
+    LM_DB_E_FK = -3,         /* foreign key violation */
+    LM_DB_E_CONSTRAINT = -4, /* CHECK / NOT NULL violation */
+    /* LM_DB_EIO: anything else (connection lost, I/O, SQL error) */
+};
+/* column types */
+enum { LM_DB_NULL, LM_DB_INT, LM_DB_REAL, LM_DB_TEXT };
+
+typedef struct lm_db_migrations {
+    const char *const *sqlite; /* migration i+1 is sqlite[i] */
+    size_t n_sqlite;
+    const char *const *pg;
+    size_t n_pg;
+} lm_db_migrations;
+
+typedef struct lm_db_opts {
+    int pool_size;            /* read connections at most (>= 1) */
+    int connect_timeout_ms;   /* PostgreSQL: connecting */
+    int statement_timeout_ms; /* PostgreSQL: one statement */
+} lm_db_opts;
+
+/* url: "sqlite:PATH", or "postgresql://…" / "postgres://…" / a libpq keyword string
+ * ("host=… dbname=…"); the password may come from PGPASSFILE. Opens (creates) the database
+ * and applies the backend's migrations not applied yet, each in its own transaction (on
+ * PostgreSQL under an advisory lock, so instances starting at once apply each once).
+ * Returns NULL and a one-line reason on error. */
+lm_db *lm_db_open(const char *url, const lm_db_migrations *m, const lm_db_opts *opts, char *err,
                   size_t errlen);
 /* Stops the writer (after finishing queued jobs) and closes every connection. No job may be
  * in flight and every port must be detached. */
 void lm_db_close(lm_db *db);
+/* "sqlite" or "postgresql" */
+const char *lm_db_backend_name(const lm_db *db);
 
 lm_db_port *lm_db_attach(lm_db *db, uv_loop_t *loop);
 /* Closes the port's handle; pending completions are delivered first. */
@@ -53,19 +103,40 @@ void lm_db_detach(lm_db_port *port);
 void lm_db_read(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg);
 void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg);
 
-/* Synchronous execution on the writer connection; start-up only (seeding, checks). */
+/* Synchronous execution in one transaction on the writer connection; start-up only. */
 int lm_db_exec_sync(lm_db *db, lm_db_fn fn, void *arg);
 
-/* For job functions: a cached prepared statement for sql (a string literal: cached by its
- * address), reset and with bindings cleared. NULL on a prepare error (see lm_db_errmsg). */
-sqlite3_stmt *lm_db_stmt(lm_db_conn *conn, const char *sql);
-sqlite3 *lm_db_handle(lm_db_conn *conn);
+/* ---- statements (job functions) ------------------------------------------------------ */
+
+/* A cached prepared statement for sql (a string literal or a text kept for the process's
+ * life: cached by its address), reset and with bindings cleared. NULL on a prepare error or
+ * a lost connection (see lm_db_errmsg). */
+lm_db_st *lm_db_stmt(lm_db_conn *conn, const char *sql);
+void lm_db_bind_int(lm_db_st *st, int idx, long long v);
+void lm_db_bind_double(lm_db_st *st, int idx, double v);
+/* s[0..len) is copied; len < 0: NUL-terminated. */
+void lm_db_bind_text(lm_db_st *st, int idx, const char *s, long len);
+void lm_db_bind_null(lm_db_st *st, int idx);
+/* The index of ":name", or 0 when the statement has no such parameter (binding 0 is a
+ * no-op). */
+int lm_db_param_index(lm_db_st *st, const char *name);
+/* Executes (first call) or advances: LM_DB_ROW, LM_DB_DONE or an error (LM_DB_E_*, EIO). */
+int lm_db_step(lm_db_st *st);
+/* Ends the current execution; bindings stay. */
+void lm_db_reset(lm_db_st *st);
+int lm_db_col_type(lm_db_st *st, int i);
+long long lm_db_col_int(lm_db_st *st, int i);
+double lm_db_col_double(lm_db_st *st, int i);
+/* NUL-terminated; valid until the next step/reset. NULL for SQL NULL. */
+const char *lm_db_col_text(lm_db_st *st, int i);
+size_t lm_db_col_bytes(lm_db_st *st, int i);
+const char *lm_db_errmsg(lm_db_conn *conn);
 
 /* Statements whose WHERE holds only the conditions a request uses (lists with optional
  * filters): one SQL text per combination, built on first use and kept for the process's
- * life, so lm_db_stmt caches each by address and SQLite plans each with the indexes it can
- * use instead of testing "(? IS NULL OR …)" on every row. Conditions use named parameters
- * (":status"); bind by name (sqlite3_bind_parameter_index is 0 for an absent one). */
+ * life, so lm_db_stmt caches each by address and the planner uses the indexes it can
+ * instead of testing "(? IS NULL OR …)" on every row. Conditions use named parameters
+ * (":status"); bind by lm_db_param_index. */
 #define LM_DB_VARIANT_CONDS 6
 typedef struct lm_db_sql_variants {
     const char *head;         /* "SELECT … FROM t" */
@@ -76,16 +147,35 @@ typedef struct lm_db_sql_variants {
 } lm_db_sql_variants;
 /* The SQL text with conds[i] for every bit i set in mask. Any thread. */
 const char *lm_db_sql_variant(lm_db_sql_variants *v, unsigned mask);
-const char *lm_db_errmsg(lm_db_conn *conn);
 
-/* In a read job: runs fn inside one read transaction, so its statements (a count and a
+/* In a read job: runs fn inside one read-only transaction, so its statements (a count and a
  * page, say) see the same snapshot. Returns fn's code, or LM_DB_EIO. */
 int lm_db_snapshot(lm_db_conn *conn, lm_db_fn fn, void *arg);
+
+/* ---- change notifications ------------------------------------------------------------ */
+
+/* Called on a data-layer thread when another process committed writes to this database. */
+typedef void (*lm_db_changed)(void *ctx);
+/* Asks to be told of other processes' writes: on PostgreSQL every commit of a write batch
+ * sends NOTIFY (in the same round trip as its COMMIT, delivered only if it commits) and a
+ * listener thread with its own connection (LISTEN) calls fn, typically within milliseconds;
+ * after its connection was lost it calls fn once more when it is back. Returns false when
+ * the backend has no notifications (SQLite: processes share a file; see sharedgen.h). Main
+ * thread, after lm_db_open; at most once. */
+bool lm_db_watch(lm_db *db, lm_db_changed fn, void *ctx);
+
+/* ---- state ------------------------------------------------------------------------------ */
+
+/* true when the database is reachable and the last commit (or probe) succeeded; otherwise
+ * false and why appended to why (may be NULL). */
+bool lm_db_health(lm_db *db, lm_buf *why);
 
 /* Statistics for /metrics. */
 typedef struct lm_db_stats {
     unsigned long long commits, write_jobs, reads, failed_commits;
-    unsigned long long largest_batch;
+    unsigned long long largest_batch, reconnects;
+    unsigned long long statements;       /* statements executed (round trips on PostgreSQL) */
+    unsigned long long write_statements; /* of those, on the writer's connection */
 } lm_db_stats;
 void lm_db_get_stats(lm_db *db, lm_db_stats *out);
 

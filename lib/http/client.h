@@ -57,8 +57,11 @@
  *
  * Threading: all functions on the client's loop thread, except lm_client_stats_get() (any thread,
  * while the client exists: counters are relaxed atomics with a single writer) and
- * lm_client_parse_url()/lm_client_strerror()/lm_client_config_default() (pure, but for the
- * process default that lm_client_set_default_dns_ttl() sets at start-up). */
+ * lm_client_strerror()/lm_client_config_default() (pure, but for the process default that
+ * lm_client_set_default_dns_ttl() sets at start-up). URLs are parsed by url.h's lm_url_parse.
+ * The implementation is split as h2o splits its client (client_impl.h): client.c (this
+ * API), client_pool.c (origins and pools), client_conn.c (a connection), client_wire.c
+ * (request bytes). */
 #ifndef LM_CLIENT_H
 #define LM_CLIENT_H
 
@@ -212,17 +215,5 @@ typedef struct lm_client_stats {
 
 /* Any thread, while the client exists. */
 void lm_client_stats_get(const lm_client *c, lm_client_stats *out);
-
-/* "http://host[:port][/path][?query]" (port default 80; IPv6 as "[::1]"). path is "" when
- * the URL has none and keeps the query; a fragment is dropped. Returns 0, or -1 with a
- * one-line reason in err (https:// is refused: the client speaks plain HTTP). */
-typedef struct lm_client_url {
-    char scheme[8]; /* "http" */
-    char host[256]; /* IPv6 without brackets */
-    int port;
-    char path[2048];
-} lm_client_url;
-
-int lm_client_parse_url(const char *url, lm_client_url *out, char *err, size_t errlen);
 
 #endif

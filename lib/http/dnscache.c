@@ -61,8 +61,8 @@ static void drop(lm_dnscache *dc, entry *e)
     *e = dc->entries[--dc->n];
 }
 
-lm_dns_result lm_dnscache_get(lm_dnscache *dc, const char *host, uint64_t now_ms,
-                              struct sockaddr_storage *out)
+lm_dnscache_result lm_dnscache_get(lm_dnscache *dc, const char *host, uint64_t now_ms,
+                                   struct sockaddr_storage *out)
 {
     if (!dc || !dc->ttl_ms) return LM_DNS_MISS;
     entry *e = find(dc, host);

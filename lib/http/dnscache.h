@@ -33,13 +33,13 @@ typedef enum {
     LM_DNS_MISS = 0, /* not cached (or expired): resolve */
     LM_DNS_HIT,      /* *out is the address (port 0) */
     LM_DNS_NEGATIVE, /* the name was found not to exist, within neg_ttl_ms */
-} lm_dns_result;
+} lm_dnscache_result;
 
 lm_dnscache *lm_dnscache_new(size_t max_entries, uint64_t ttl_ms, uint64_t neg_ttl_ms);
 void lm_dnscache_free(lm_dnscache *dc); /* NULL: no-op */
 
-lm_dns_result lm_dnscache_get(lm_dnscache *dc, const char *host, uint64_t now_ms,
-                              struct sockaddr_storage *out);
+lm_dnscache_result lm_dnscache_get(lm_dnscache *dc, const char *host, uint64_t now_ms,
+                                   struct sockaddr_storage *out);
 /* addr: AF_INET or AF_INET6 (others are ignored); replaces an entry for the name. */
 void lm_dnscache_put(lm_dnscache *dc, const char *host, const struct sockaddr *addr,
                      uint64_t now_ms);

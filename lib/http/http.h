@@ -2,7 +2,7 @@
  *
  * Ownership and lifetime: the server owns every lm_req. It is valid from the handler call
  * until the handler finishes the response (lm_resp_send, lm_resp_end, or a helper built on
- * them such as lm_resp_problem / lm_resp_json). A handler must finish exactly one response
+ * them such as lm_resp_problem / lm_json_resp). A handler must finish exactly one response
  * per request, synchronously or later, and after that must not touch the request again.
  * All strings in a request are NUL-terminated and owned by the request.
  *
@@ -33,6 +33,24 @@ typedef struct lm_header {
     size_t value_len;
 } lm_header;
 
+/* The methods handlers test for, as req->method_id (the values of llhttp_method_t, which
+ * http_conn.c checks at compile time; other methods keep llhttp's other numbers). */
+typedef enum lm_method {
+    LM_METHOD_DELETE = 0,
+    LM_METHOD_GET = 1,
+    LM_METHOD_HEAD = 2,
+    LM_METHOD_POST = 3,
+    LM_METHOD_PUT = 4,
+    LM_METHOD_OPTIONS = 6,
+    LM_METHOD_PATCH = 28,
+} lm_method;
+
+/* GET or HEAD: a read that changes nothing. */
+static inline bool lm_method_is_read(int method_id)
+{
+    return method_id == LM_METHOD_GET || method_id == LM_METHOD_HEAD;
+}
+
 struct lm_conn;
 struct lm_worker;
 typedef struct uv_loop_s uv_loop_t;
@@ -40,7 +58,7 @@ typedef struct uv_loop_s uv_loop_t;
 typedef struct lm_req {
     /* --- public, read-only for handlers --- */
     const char *method; /* "GET", "POST", … */
-    int method_id;      /* llhttp_method_t */
+    int method_id;      /* lm_method (llhttp's numbering): compare this, not the string */
     const char *target; /* raw request-target */
     size_t target_len;
     const char *path; /* raw (not decoded) path part of target */

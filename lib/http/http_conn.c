@@ -16,7 +16,7 @@
 #define F_CHUNKED_FLAG        0x08 /* llhttp's F_CHUNKED */
 #define F_TRANSFER_ENC_FLAG   0x200
 
-void lm_http_limits_default(lm_http_limits *l)
+void lm_conn_limits_default(lm_conn_limits *l)
 {
     l->max_head_bytes = 16 * 1024;
     l->max_uri_bytes = 8 * 1024;
@@ -228,6 +228,12 @@ static int on_headers_complete(llhttp_t *p)
     r->n_headers = c->n_hdrs;
     r->target = c->head.data + c->url_off;
     r->target_len = c->url_len;
+    _Static_assert(
+        (int)LM_METHOD_DELETE == (int)HTTP_DELETE && (int)LM_METHOD_GET == (int)HTTP_GET &&
+            (int)LM_METHOD_HEAD == (int)HTTP_HEAD && (int)LM_METHOD_POST == (int)HTTP_POST &&
+            (int)LM_METHOD_PUT == (int)HTTP_PUT && (int)LM_METHOD_OPTIONS == (int)HTTP_OPTIONS &&
+            (int)LM_METHOD_PATCH == (int)HTTP_PATCH,
+        "lm_method follows llhttp_method_t");
     r->method_id = p->method;
     r->method = llhttp_method_name((llhttp_method_t)p->method);
     r->http_minor = p->http_minor;
@@ -380,7 +386,7 @@ static void settings_init(void)
     settings.on_message_complete = on_message_complete;
 }
 
-void lm_conn_init(lm_conn *c, const lm_http_limits *limits, const lm_conn_ops *ops, void *owner)
+void lm_conn_init(lm_conn *c, const lm_conn_limits *limits, const lm_conn_ops *ops, void *owner)
 {
     memset(c, 0, sizeof *c);
     c->limits = limits;
@@ -478,7 +484,7 @@ void lm_conn_fail(lm_conn *c, int status, const char *detail)
     lm_buf_printf(&c->out,
                   "HTTP/1.1 %d %s\r\nServer: lotmesh\r\nDate: %s\r\nContent-Type: "
                   "application/problem+json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                  status, lm_status_reason(status), lm_http_date_now(), body.len);
+                  status, lm_status_reason(status), lm_conn_date_now(), body.len);
     lm_buf_append(&c->out, body.data, body.len);
     lm_buf_free(&body);
     c->state = LM_CONN_CLOSING;

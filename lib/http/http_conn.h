@@ -24,7 +24,7 @@
 #include "buf.h"
 #include "http.h"
 
-typedef struct lm_http_limits {
+typedef struct lm_conn_limits {
     size_t max_head_bytes; /* request line + headers (431; 414 when the URI alone is over) */
     size_t max_uri_bytes;
     size_t max_headers; /* count */
@@ -32,9 +32,9 @@ typedef struct lm_http_limits {
     size_t max_pending_bytes; /* pipelined input buffered while a request is in flight */
     size_t max_out_bytes;     /* response bytes queued before parsing of pipelined requests
                                  pauses (out_blocked) until the transport has drained them */
-} lm_http_limits;
+} lm_conn_limits;
 
-void lm_http_limits_default(lm_http_limits *l);
+void lm_conn_limits_default(lm_conn_limits *l);
 
 typedef struct lm_conn lm_conn;
 
@@ -65,7 +65,7 @@ typedef struct lm_hdr_off {
 
 struct lm_conn {
     llhttp_t parser;
-    const lm_http_limits *limits; /* borrowed; outlives the conn */
+    const lm_conn_limits *limits; /* borrowed; outlives the conn */
     const lm_conn_ops *ops;       /* borrowed */
     void *owner;                  /* the transport's object */
     struct lm_worker *worker;     /* may be NULL (tests, fuzzer) */
@@ -128,7 +128,7 @@ struct lm_conn {
     uint64_t requests;
 };
 
-void lm_conn_init(lm_conn *c, const lm_http_limits *limits, const lm_conn_ops *ops, void *owner);
+void lm_conn_init(lm_conn *c, const lm_conn_limits *limits, const lm_conn_ops *ops, void *owner);
 void lm_conn_free(lm_conn *c);
 /* Parses data (not retained). */
 void lm_conn_feed(lm_conn *c, const char *data, size_t len);
@@ -148,6 +148,6 @@ void lm_conn_drained(lm_conn *c);
 void lm_conn_fail(lm_conn *c, int status, const char *detail);
 
 /* The process-wide "Server" and Date header helpers the engine uses. */
-const char *lm_http_date_now(void); /* "Tue, 24 Nov 2026 10:00:00 GMT", cached per second */
+const char *lm_conn_date_now(void); /* "Tue, 24 Nov 2026 10:00:00 GMT", cached per second */
 
 #endif

@@ -12,7 +12,7 @@
 #include <strings.h>
 #include <time.h>
 
-const char *lm_http_date_now(void)
+const char *lm_conn_date_now(void)
 {
     static _Thread_local char date[40];
     static _Thread_local time_t cached;
@@ -83,7 +83,7 @@ static const char *server_date_line(size_t *len)
     time_t now = time(NULL);
     if (now != for_sec) {
         line_len = (size_t)snprintf(line, sizeof line, "\r\nServer: lotmesh\r\nDate: %s\r\n",
-                                    lm_http_date_now());
+                                    lm_conn_date_now());
         for_sec = now;
     }
     *len = line_len;

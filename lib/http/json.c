@@ -13,56 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-void lm_verrs_add(lm_verrs *e, const char *field, const char *fmt, ...)
-{
-    lm_buf msg = LM_BUF_INIT;
-    va_list ap;
-    va_start(ap, fmt);
-    lm_buf_vprintf(&msg, fmt, ap);
-    va_end(ap);
-    e->items = lm_xrealloc(e->items, (e->n + 1) * sizeof *e->items);
-    e->items[e->n].field = lm_xstrdup(field);
-    e->items[e->n].message = lm_buf_steal(&msg, NULL);
-    e->n++;
-}
-
-void lm_verrs_free(lm_verrs *e)
-{
-    for (size_t i = 0; i < e->n; i++) {
-        free(e->items[i].field);
-        free(e->items[i].message);
-    }
-    free(e->items);
-    e->items = NULL;
-    e->n = 0;
-}
-
-void lm_verrs_send(lm_req *req, lm_verrs *e, int status, const char *detail)
-{
-    lm_field_error *fe = lm_xcalloc(e->n, sizeof *fe);
-    for (size_t i = 0; i < e->n; i++) {
-        fe[i].field = e->items[i].field;
-        fe[i].message = e->items[i].message;
-    }
-    status = status ? status : 422;
-    lm_problem p = {
-        .status = status,
-        .type = status == 409   ? "urn:lotmesh:problem:conflict"
-                : status == 400 ? "urn:lotmesh:problem:invalid-parameters"
-                                : "urn:lotmesh:problem:validation",
-        .title = status == 409   ? "Conflict"
-                 : status == 400 ? "Invalid parameters"
-                                 : "Validation failed",
-        .detail =
-            detail ? detail : (e->n == 1 ? e->items[0].message : "the request has invalid fields"),
-        .errors = fe,
-        .n_errors = e->n,
-    };
-    lm_resp_problem_full(req, &p);
-    free(fe);
-    lm_verrs_free(e);
-}
-
 static bool is_json_type(const char *ct)
 {
     if (!ct) return false;
@@ -98,7 +48,7 @@ json_t *lm_json_body_object(lm_req *req)
     return doc;
 }
 
-size_t lm_utf8_length(const char *s)
+size_t lm_json_utf8_length(const char *s)
 {
     size_t n = 0;
     for (; *s; s++)
@@ -168,10 +118,10 @@ static void check_one(json_t *obj, const char *key, json_t *v, const lm_field_sp
             lm_verrs_add(errs, key, "must not contain NUL characters");
             return;
         }
-        size_t n = lm_utf8_length(s);
+        size_t n = lm_json_utf8_length(s);
         if (f->type != LM_F_STRING) {
             int64_t ms;
-            if (!lm_time_parse(s, f->type == LM_F_DATE_OR_DATETIME, &ms))
+            if (!lm_timefmt_parse(s, f->type == LM_F_DATE_OR_DATETIME, &ms))
                 lm_verrs_add(errs, key, "must be %s, e.g. 2026-11-24T08:00:00Z",
                              type_name(f->type));
             return;
@@ -255,7 +205,7 @@ void lm_json_validate(json_t *obj, const lm_field_spec *specs, size_t n, bool pa
             lm_verrs_add(errs, specs[i].name, "is required");
 }
 
-void lm_resp_json(lm_req *req, int status, json_t *doc)
+void lm_json_resp(lm_req *req, int status, json_t *doc)
 {
     size_t len = json_dumpb(doc, NULL, 0, JSON_COMPACT);
     char *buf = lm_xmalloc(len ? len : 1);

@@ -1,13 +1,13 @@
-/* json.h — JSON request bodies, validation errors and JSON responses (lm_json, lm_verrs).
+/* json.h — JSON request bodies, their validation and JSON responses (lm_json).
  *
  * Services validate every body the same way, so the rules live here once: the body must be
  * application/json (415), well-formed (400 with jansson's line/column), an object (400);
  * fields are checked against a table of lm_field_spec: unknown fields, required fields,
  * types, string length in characters after trimming, numeric bounds, RFC 3339 times. All
  * field errors of a request are collected and sent together as one 422 problem with
- * errors: [{field, message}] (DESIGN 3.4).
+ * errors: [{field, message}] (DESIGN 3.4), through lm_verrs (verrs.h).
  *
- * Ownership: lm_json_body_object returns a new reference (caller decrefs). lm_resp_json
+ * Ownership: lm_json_body_object returns a new reference (caller decrefs). lm_json_resp
  * steals the reference it is given. Threading: loop thread of the request (jansson objects
  * themselves are not shared between threads). */
 #ifndef LM_JSON_H
@@ -17,24 +17,7 @@
 #include <stdbool.h>
 
 #include "http.h"
-
-typedef struct lm_verrs {
-    struct {
-        char *field;
-        char *message;
-    } * items; /* owned */
-    size_t n;
-} lm_verrs;
-
-void lm_verrs_add(lm_verrs *e, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static inline bool lm_verrs_any(const lm_verrs *e)
-{
-    return e->n > 0;
-}
-/* Sends them as one problem (status 422 unless given otherwise) and frees them. */
-void lm_verrs_send(lm_req *req, lm_verrs *e, int status, const char *detail);
-void lm_verrs_free(lm_verrs *e);
+#include "verrs.h"
 
 typedef enum {
     LM_F_STRING,
@@ -67,10 +50,10 @@ void lm_json_validate(json_t *obj, const lm_field_spec *specs, size_t n, bool pa
                       lm_verrs *errs);
 
 /* Sends doc as application/json (compact); steals the reference. */
-void lm_resp_json(lm_req *req, int status, json_t *doc);
+void lm_json_resp(lm_req *req, int status, json_t *doc);
 
 /* Helpers for reading validated objects. */
 const char *lm_json_str(const json_t *obj, const char *key); /* NULL if absent/null */
-size_t lm_utf8_length(const char *s);
+size_t lm_json_utf8_length(const char *s);
 
 #endif

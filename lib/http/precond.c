@@ -8,15 +8,15 @@
 #include <string.h>
 #include <strings.h>
 
-void lm_etag_format(long long version, char out[LM_ETAG_LEN])
+void lm_precond_etag_format(long long version, char out[LM_ETAG_LEN])
 {
     snprintf(out, LM_ETAG_LEN, "\"%lld\"", version);
 }
 
-void lm_resp_etag(lm_req *req, long long version)
+void lm_precond_resp_etag(lm_req *req, long long version)
 {
     char etag[LM_ETAG_LEN];
-    lm_etag_format(version, etag);
+    lm_precond_etag_format(version, etag);
     lm_resp_header(req, "ETag", etag);
 }
 
@@ -25,7 +25,7 @@ void lm_resp_etag(lm_req *req, long long version)
 static bool tag_list_matches(const char *p, long long version, bool weak)
 {
     char etag[LM_ETAG_LEN];
-    lm_etag_format(version, etag);
+    lm_precond_etag_format(version, etag);
     size_t elen = strlen(etag);
     while (*p) {
         while (*p == ' ' || *p == '\t' || *p == ',')
@@ -55,26 +55,26 @@ static bool tag_list_matches(const char *p, long long version, bool weak)
     return false;
 }
 
-bool lm_if_match_list_ok(const char *p, long long version)
+bool lm_precond_if_match_list_ok(const char *p, long long version)
 {
     return tag_list_matches(p, version, false);
 }
 
-bool lm_if_none_match_hit(const lm_req *req, long long version)
+bool lm_precond_if_none_match_hit(const lm_req *req, long long version)
 {
     if (version <= 0) return false;
-    char *list = lm_header_list_copy(req, "if-none-match");
+    char *list = lm_precond_header_list_copy(req, "if-none-match");
     bool hit = list && tag_list_matches(list, version, true);
     free(list);
     return hit;
 }
 
-char *lm_if_match_copy(const lm_req *req)
+char *lm_precond_if_match_copy(const lm_req *req)
 {
-    return lm_header_list_copy(req, "if-match");
+    return lm_precond_header_list_copy(req, "if-match");
 }
 
-char *lm_header_list_copy(const lm_req *req, const char *name)
+char *lm_precond_header_list_copy(const lm_req *req, const char *name)
 {
     lm_buf all = LM_BUF_INIT;
     bool any = false;

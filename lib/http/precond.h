@@ -12,18 +12,18 @@
 
 #define LM_ETAG_LEN 24
 
-void lm_etag_format(long long version, char out[LM_ETAG_LEN]);
+void lm_precond_etag_format(long long version, char out[LM_ETAG_LEN]);
 /* Adds the ETag header for version to the response being built. */
-void lm_resp_etag(lm_req *req, long long version);
+void lm_precond_resp_etag(lm_req *req, long long version);
 /* All If-Match headers joined by ", " (caller frees), or NULL when there is none. Lets a
  * database job check the precondition inside its transaction without touching req. */
-char *lm_if_match_copy(const lm_req *req);
-/* True when the If-Match list (as from lm_if_match_copy) matches version. */
-bool lm_if_match_list_ok(const char *list, long long version);
+char *lm_precond_if_match_copy(const lm_req *req);
+/* True when the If-Match list (as from lm_precond_if_match_copy) matches version. */
+bool lm_precond_if_match_list_ok(const char *list, long long version);
 /* True when If-None-Match names version (RFC 9110 13.1.2: weak comparison, "*" matches):
  * a GET may answer 304. False for version <= 0 and when the header is absent. */
-bool lm_if_none_match_hit(const lm_req *req, long long version);
+bool lm_precond_if_none_match_hit(const lm_req *req, long long version);
 /* Every header line called name (case-insensitive) joined by ", " (caller frees), or NULL. */
-char *lm_header_list_copy(const lm_req *req, const char *name);
+char *lm_precond_header_list_copy(const lm_req *req, const char *name);
 
 #endif

@@ -127,7 +127,7 @@ void lm_server_config_default(lm_server_config *cfg)
     cfg->host = "127.0.0.1";
     cfg->port = 8080;
     cfg->workers = 1;
-    lm_http_limits_default(&cfg->limits);
+    lm_conn_limits_default(&cfg->limits);
     cfg->max_connections = 10000;
     cfg->header_timeout_ms = 10000;
     cfg->body_timeout_ms = 30000;
@@ -407,7 +407,7 @@ static void engine_dispatch(lm_conn *c, lm_req *req)
     lm_worker *w = sc->w;
     lm_server *s = w->server;
     const char *rid = lm_req_header(req, "x-request-id");
-    lm_request_id_assign(rid, rid ? strlen(rid) : 0, req->request_id);
+    lm_trace_request_id_assign(rid, rid ? strlen(rid) : 0, req->request_id);
     const char *tp = lm_req_header(req, "traceparent");
     lm_trace_begin(&req->trace, tp, tp ? strlen(tp) : 0);
     if (s->obs.request_started) s->obs.request_started(s->obs.ctx, w->index, req);

@@ -24,7 +24,7 @@ typedef struct lm_server_config {
     const char *host; /* bind address, e.g. "127.0.0.1", "0.0.0.0", "::" */
     int port;         /* 0: an ephemeral port (lm_server_port tells which) */
     int workers;
-    lm_http_limits limits;
+    lm_conn_limits limits;
     /* per process; at the cap a new connection closes the worker's longest-idle keep-alive
      * connection to make room, or is closed at once when none is idle */
     size_t max_connections;

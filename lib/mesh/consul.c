@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "client.h"
+#include "url.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -417,9 +418,9 @@ static int check_decode(dec *d, const json_t *obj, lm_consul_check *c)
         }
     } else {
         c->type = LM_CONSUL_CHECK_HTTP;
-        lm_client_url u;
+        lm_url u;
         char uerr[256];
-        if (lm_client_parse_url(c->http, &u, uerr, sizeof uerr) != 0) {
+        if (lm_url_parse(c->http, &u, uerr, sizeof uerr) != 0) {
             fail(d, "HTTP", "%s", uerr);
             goto bad;
         }
@@ -796,4 +797,12 @@ json_t *lm_consul_service_encode(const lm_consul_service *s)
         json_object_set_new(o, "Checks", checks);
     }
     return o;
+}
+
+uint64_t lm_consul_retry_ms(unsigned failures)
+{
+    uint64_t ms = 250;
+    for (unsigned i = 1; i < failures && ms < 5000; i++)
+        ms *= 2;
+    return ms < 5000 ? ms : 5000;
 }

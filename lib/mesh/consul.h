@@ -85,6 +85,10 @@ typedef struct lm_consul_service {
 
 /* Go's time.ParseDuration grammar without a sign: "300ms", "1.5h", "2h45m", "0"; units ns,
  * us (µs), ms, s, m, h. Result in nanoseconds. False on anything else ("10x", "", "10"). */
+/* How long to wait before trying the registry again after failures failed attempts in a
+ * row: 250 ms doubling to 5 s. */
+uint64_t lm_consul_retry_ms(unsigned failures);
+
 bool lm_consul_parse_duration(const char *s, uint64_t *ns);
 /* A duration in Consul's JSON: a duration string, or a number of nanoseconds. Result in
  * milliseconds, rounded up (so "1us" is not 0). False when malformed. */

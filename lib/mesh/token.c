@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "http.h"
 #include "trace.h"
 
 #include <errno.h>
@@ -203,6 +204,12 @@ bool lm_token_has_scope(const char *scope, const char *want)
     return false;
 }
 
+bool lm_token_scope_allows(const char *scope, int method_id)
+{
+    bool reading = lm_method_is_read(method_id) || method_id == LM_METHOD_OPTIONS;
+    return lm_token_has_scope(scope, "write") || (reading && lm_token_has_scope(scope, "read"));
+}
+
 int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, char *err,
                              size_t errlen)
 {
@@ -213,7 +220,7 @@ int lm_token_key_secret_file(lm_token_key *k, const char *path, bool create, cha
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         unsigned char raw[64];
         char text[80];
-        if (lm_random_bytes(raw, sizeof raw) != 0) {
+        if (lm_trace_random_bytes(raw, sizeof raw) != 0) {
             snprintf(err, errlen, "no randomness for a new secret");
             return -1;
         }

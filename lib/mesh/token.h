@@ -75,5 +75,8 @@ lm_token_result lm_token_verify(const lm_token_key *k, const char *token, const 
 const char *lm_token_result_str(lm_token_result r);
 /* Does the space-separated scope list contain want? */
 bool lm_token_has_scope(const char *scope, const char *want);
+/* May a token with this scope make a request with this method (lm_method)? Reads (GET,
+ * HEAD, OPTIONS) need "read" or "write", everything else "write". */
+bool lm_token_scope_allows(const char *scope, int method_id);
 
 #endif

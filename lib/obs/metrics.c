@@ -196,12 +196,12 @@ void lm_metrics_render(lm_metrics *m, lm_buf *out)
                   "# HELP process_open_fds Number of open file descriptors.\n"
                   "# TYPE process_open_fds gauge\n"
                   "process_open_fds %d\n",
-                  inflight, conns, lm_process_rss_bytes(), lm_process_open_fds());
+                  inflight, conns, lm_metrics_process_rss_bytes(), lm_metrics_process_open_fds());
     for (size_t i = 0; i < m->n_renderers; i++)
         m->renderers[i].fn(out, m->renderers[i].ctx);
 }
 
-long lm_process_rss_bytes(void)
+long lm_metrics_process_rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
     long pages = 0, rss = 0;
@@ -211,7 +211,7 @@ long lm_process_rss_bytes(void)
     return rss < 0 ? -1 : rss * sysconf(_SC_PAGESIZE);
 }
 
-int lm_process_open_fds(void)
+int lm_metrics_process_open_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
     int n = 0;

@@ -44,7 +44,7 @@ void lm_metrics_add_renderer(lm_metrics *m, lm_metrics_renderer fn, void *ctx);
 void lm_metrics_render(lm_metrics *m, lm_buf *out);
 
 /* Process figures from /proc: resident set size and open file descriptors. */
-long lm_process_rss_bytes(void);
-int lm_process_open_fds(void);
+long lm_metrics_process_rss_bytes(void);
+int lm_metrics_process_open_fds(void);
 
 #endif

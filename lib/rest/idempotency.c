@@ -2,6 +2,7 @@
 #include "idempotency.h"
 
 #include "buf.h"
+#include "hash.h"
 #include "timefmt.h"
 
 #include <stdio.h>
@@ -22,50 +23,39 @@ lm_idem_key_state lm_idem_key(const lm_req *req, char out[LM_IDEM_KEY_MAX + 1])
     return LM_IDEM_OK;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 void lm_idem_fingerprint(const lm_req *req, char out[17])
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    h = fnv1a(h, req->method, strlen(req->method));
-    h = fnv1a(h, " ", 1);
-    h = fnv1a(h, req->path, req->path_len);
-    h = fnv1a(h, "\n", 1);
-    h = fnv1a(h, req->body, req->body_len);
+    uint64_t h = lm_hash_str(req->method);
+    h = lm_hash_add(h, " ", 1);
+    h = lm_hash_add(h, req->path, req->path_len);
+    h = lm_hash_add(h, "\n", 1);
+    h = lm_hash_add(h, req->body, req->body_len);
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
-static char *dup_col(sqlite3_stmt *st, int i)
+static char *dup_col(lm_db_st *st, int i)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
-    return t ? lm_xstrdup((const char *)t) : NULL;
+    const char *t = lm_db_col_text(st, i);
+    return t ? lm_xstrdup(t) : NULL;
 }
 
 int lm_idem_lookup(lm_db_conn *c, const char *key, const char *fingerprint, lm_idem_hit *hit)
 {
     memset(hit, 0, sizeof *hit);
-    sqlite3_stmt *st = lm_db_stmt(c, "SELECT fingerprint, status, location, body FROM"
-                                     " idempotency_keys WHERE key = ? AND created_ms >= ?");
+    lm_db_st *st = lm_db_stmt(c, "SELECT fingerprint, status, location, body FROM"
+                                 " idempotency_keys WHERE key = ? AND created_ms >= ?");
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, lm_time_now_ms() - LM_IDEM_TTL_MS); /* expired: a new key */
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) return 0;
-    if (rc != SQLITE_ROW) return LM_DB_EIO;
-    const char *fp = (const char *)sqlite3_column_text(st, 0);
+    lm_db_bind_text(st, 1, key, -1);
+    lm_db_bind_int(st, 2, lm_timefmt_now_ms() - LM_IDEM_TTL_MS); /* expired: a new key */
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_DONE) return 0;
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    const char *fp = lm_db_col_text(st, 0);
     hit->mismatch = !fp || strcmp(fp, fingerprint) != 0;
-    hit->status = sqlite3_column_int(st, 1);
+    hit->status = (int)lm_db_col_int(st, 1);
     hit->location = dup_col(st, 2);
     hit->body = dup_col(st, 3);
-    sqlite3_reset(st);
+    lm_db_reset(st);
     return 0;
 }
 
@@ -74,27 +64,30 @@ int lm_idem_store(lm_db_conn *c, const char *key, const char *fingerprint, int s
 {
     /* now and then drop expired keys, so the table holds about one TTL's worth */
     static _Thread_local unsigned stores;
-    if (++stores % LM_IDEM_PURGE_EVERY == 0) (void)lm_idem_purge(c, lm_time_now_ms());
-    /* OR REPLACE: an expired row of the same key may still be there */
-    sqlite3_stmt *st = lm_db_stmt(c, "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint,"
-                                     " status, location, body, created_ms)"
-                                     " VALUES (?, ?, ?, ?, ?, ?)");
+    if (++stores % LM_IDEM_PURGE_EVERY == 0) (void)lm_idem_purge(c, lm_timefmt_now_ms());
+    /* ON CONFLICT: an expired row of the same key may still be there */
+    lm_db_st *st = lm_db_stmt(c, "INSERT INTO idempotency_keys (key, fingerprint, status,"
+                                 " location, body, created_ms) VALUES (?, ?, ?, ?, ?, ?)"
+                                 " ON CONFLICT (key) DO UPDATE SET fingerprint ="
+                                 " excluded.fingerprint, status = excluded.status,"
+                                 " location = excluded.location, body = excluded.body,"
+                                 " created_ms = excluded.created_ms");
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, fingerprint, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, status);
-    if (location) sqlite3_bind_text(st, 4, location, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, body, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, lm_time_now_ms());
-    return sqlite3_step(st) == SQLITE_DONE ? 0 : LM_DB_EIO;
+    lm_db_bind_text(st, 1, key, -1);
+    lm_db_bind_text(st, 2, fingerprint, -1);
+    lm_db_bind_int(st, 3, status);
+    if (location) lm_db_bind_text(st, 4, location, -1);
+    lm_db_bind_text(st, 5, body, -1);
+    lm_db_bind_int(st, 6, lm_timefmt_now_ms());
+    return lm_db_step(st) == LM_DB_DONE ? 0 : LM_DB_EIO;
 }
 
 int lm_idem_purge(lm_db_conn *c, int64_t now_ms)
 {
-    sqlite3_stmt *st = lm_db_stmt(c, "DELETE FROM idempotency_keys WHERE created_ms < ?");
+    lm_db_st *st = lm_db_stmt(c, "DELETE FROM idempotency_keys WHERE created_ms < ?");
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, now_ms - LM_IDEM_TTL_MS);
-    return sqlite3_step(st) == SQLITE_DONE ? 0 : LM_DB_EIO;
+    lm_db_bind_int(st, 1, now_ms - LM_IDEM_TTL_MS);
+    return lm_db_step(st) == LM_DB_DONE ? 0 : LM_DB_EIO;
 }
 
 void lm_idem_hit_free(lm_idem_hit *hit)

@@ -22,10 +22,13 @@
 #define LM_IDEM_TTL_MS  (24LL * 3600 * 1000)
 #define LM_IDEM_KEY_MAX 255
 
-/* SQL for the service's migrations. */
+/* SQL for the service's migrations (SQLite, PostgreSQL). */
 #define LM_IDEM_SCHEMA                                                                             \
     "CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"              \
     " status INTEGER NOT NULL, location TEXT, body TEXT NOT NULL, created_ms INTEGER NOT NULL)"
+#define LM_IDEM_SCHEMA_PG                                                                          \
+    "CREATE TABLE idempotency_keys (key text PRIMARY KEY, fingerprint text NOT NULL,"              \
+    " status integer NOT NULL, location text, body text NOT NULL, created_ms bigint NOT NULL)"
 
 typedef enum { LM_IDEM_NONE, LM_IDEM_BAD, LM_IDEM_OK } lm_idem_key_state;
 

@@ -1,8 +1,10 @@
 /* rest.c — shared resource-request flows. See rest.h. */
 #include "rest.h"
 
+#include "parse.h"
 #include "problem.h"
 #include "precond.h"
+#include "timefmt.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -20,9 +22,9 @@ lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store)
     op->cache = lm_store_cache(store);
     op->total = -1;
     op->l2_gen = UINT64_MAX;
-    op->if_match = lm_if_match_copy(req);
+    op->if_match = lm_precond_if_match_copy(req);
     /* Idempotency-Key means something only for a create (POST); other methods ignore it */
-    if (strcmp(req->method, "POST") != 0) return op;
+    if (req->method_id != LM_METHOD_POST) return op;
     switch (lm_idem_key(req, op->idem_key)) {
     case LM_IDEM_BAD:
         free(op->if_match);
@@ -68,7 +70,7 @@ int lm_rest_fail(lm_rest_op *op, int status, const char *type, const char *fmt, 
 
 int lm_rest_check_version(lm_rest_op *op, long long current_version)
 {
-    if (!op->if_match || lm_if_match_list_ok(op->if_match, current_version)) return 0;
+    if (!op->if_match || lm_precond_if_match_list_ok(op->if_match, current_version)) return 0;
     return lm_rest_fail(op, 412, NULL,
                         "If-Match does not match the current version (ETag \"%lld\")",
                         current_version);
@@ -120,7 +122,7 @@ static void send_link(lm_req *req, const lm_rest_op *op)
 
 static bool is_read(const lm_req *req)
 {
-    return !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+    return lm_method_is_read(req->method_id);
 }
 
 /* The canonical cache key of resource r's item id ("/api/v1/charge/42"). */
@@ -141,8 +143,9 @@ static void invalidate(lm_rest_op *op)
 static void send_ok(lm_rest_op *op, const char *body, size_t len, long long version)
 {
     lm_req *req = op->req;
-    if (version > 0) lm_resp_etag(req, version);
-    if (op->status == 200 && version > 0 && is_read(req) && lm_if_none_match_hit(req, version)) {
+    if (version > 0) lm_precond_resp_etag(req, version);
+    if (op->status == 200 && version > 0 && is_read(req) &&
+        lm_precond_if_none_match_hit(req, version)) {
         lm_resp_send(req, 304, NULL, NULL, 0);
         return;
     }
@@ -322,24 +325,11 @@ int lm_rest_create_job(lm_db_conn *c, void *arg)
     return 0;
 }
 
-static bool parse_ll(const char *s, long long *out)
-{
-    if (!s || !*s || (*s < '0' || *s > '9')) {
-        if (!(s && *s == '-' && s[1] >= '0' && s[1] <= '9')) return false;
-    }
-    errno = 0;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end) return false;
-    *out = v;
-    return true;
-}
-
 bool lm_rest_id(lm_req *req, const char *name, long long *out)
 {
     const char *s = lm_req_param(req, name);
     long long v;
-    if (!parse_ll(s, &v) || v < 1) {
+    if (!lm_parse_int(s, &v) || v < 1) {
         lm_resp_problemf(req, 400, "%s must be a positive integer (got \"%.40s\")", name,
                          s ? s : "");
         return false;
@@ -375,7 +365,7 @@ bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long ma
     if (present) *present = s != NULL;
     if (!s) return true;
     long long v;
-    if (!parse_ll(s, &v) || v < min || v > max) {
+    if (!lm_parse_int(s, &v) || v < min || v > max) {
         lm_verrs_add(errs, key, "must be an integer from %lld to %lld", min, max);
         return false;
     }
@@ -397,39 +387,37 @@ bool lm_rest_page(lm_req *req, lm_rest_op *op, long long def, long long max)
     return true;
 }
 
-json_t *lm_rest_column(sqlite3_stmt *st, int i)
+json_t *lm_rest_column(lm_db_st *st, int i)
 {
-    switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER:
-        return json_integer(sqlite3_column_int64(st, i));
-    case SQLITE_FLOAT:
-        return json_real(sqlite3_column_double(st, i));
-    case SQLITE_TEXT:
-        return json_stringn((const char *)sqlite3_column_text(st, i),
-                            (size_t)sqlite3_column_bytes(st, i));
+    switch (lm_db_col_type(st, i)) {
+    case LM_DB_INT:
+        return json_integer(lm_db_col_int(st, i));
+    case LM_DB_REAL:
+        return json_real(lm_db_col_double(st, i));
+    case LM_DB_TEXT:
+        return json_stringn(lm_db_col_text(st, i), lm_db_col_bytes(st, i));
     default:
         return json_null();
     }
 }
 
-void lm_rest_bind(sqlite3_stmt *st, int idx, const json_t *v)
+void lm_rest_bind(lm_db_st *st, int idx, const json_t *v)
 {
     if (!v || json_is_null(v))
-        sqlite3_bind_null(st, idx);
+        lm_db_bind_null(st, idx);
     else if (json_is_string(v))
-        sqlite3_bind_text(st, idx, json_string_value(v), (int)json_string_length(v),
-                          SQLITE_TRANSIENT);
+        lm_db_bind_text(st, idx, json_string_value(v), (long)json_string_length(v));
     else if (json_is_integer(v))
-        sqlite3_bind_int64(st, idx, json_integer_value(v));
+        lm_db_bind_int(st, idx, json_integer_value(v));
     else if (json_is_real(v))
-        sqlite3_bind_double(st, idx, json_real_value(v));
+        lm_db_bind_double(st, idx, json_real_value(v));
     else if (json_is_boolean(v))
-        sqlite3_bind_int(st, idx, json_is_true(v));
+        lm_db_bind_int(st, idx, json_is_true(v));
     else
-        sqlite3_bind_null(st, idx);
+        lm_db_bind_null(st, idx);
 }
 
-json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n)
+json_t *lm_rest_row(lm_db_st *st, const char *const *cols, int n)
 {
     json_t *o = json_object();
     for (int i = 0; i < n; i++)
@@ -455,7 +443,7 @@ static void append_real(lm_buf *b, double d)
     if (!strpbrk(tmp, ".e")) LM_BUF_APPEND_LIT(b, ".0");
 }
 
-void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int n)
+void lm_rest_row_write(lm_buf *b, lm_db_st *st, const char *const *cols, int n)
 {
     lm_buf_append_char(b, '{');
     for (int i = 0; i < n; i++) {
@@ -463,9 +451,9 @@ void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int
         lm_buf_append_char(b, '"');
         lm_buf_append_str(b, cols[i]);
         LM_BUF_APPEND_LIT(b, "\":");
-        switch (sqlite3_column_type(st, i)) {
-        case SQLITE_INTEGER: {
-            long long v = sqlite3_column_int64(st, i);
+        switch (lm_db_col_type(st, i)) {
+        case LM_DB_INT: {
+            long long v = lm_db_col_int(st, i);
             if (v < 0) {
                 lm_buf_append_char(b, '-');
                 lm_buf_append_u64(b, 0ULL - (unsigned long long)v);
@@ -474,13 +462,12 @@ void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int
             }
             break;
         }
-        case SQLITE_FLOAT:
-            append_real(b, sqlite3_column_double(st, i));
+        case LM_DB_REAL:
+            append_real(b, lm_db_col_double(st, i));
             break;
-        case SQLITE_TEXT:
+        case LM_DB_TEXT:
             lm_buf_append_char(b, '"');
-            lm_buf_append_json_escaped(b, (const char *)sqlite3_column_text(st, i),
-                                       (size_t)sqlite3_column_bytes(st, i));
+            lm_buf_append_json_escaped(b, lm_db_col_text(st, i), lm_db_col_bytes(st, i));
             lm_buf_append_char(b, '"');
             break;
         default:
@@ -490,19 +477,19 @@ void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int
     lm_buf_append_char(b, '}');
 }
 
-int lm_rest_rows_body(lm_rest_op *op, sqlite3_stmt *st, const char *const *cols, int n,
+int lm_rest_rows_body(lm_rest_op *op, lm_db_st *st, const char *const *cols, int n,
                       long long *n_rows)
 {
     lm_buf b = LM_BUF_INIT;
     lm_buf_append_char(&b, '[');
     int rc, k = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = lm_db_step(st)) == LM_DB_ROW) {
         if (k++) lm_buf_append_char(&b, ',');
         lm_rest_row_write(&b, st, cols, n);
     }
-    sqlite3_reset(st);
+    lm_db_reset(st);
     lm_buf_append_char(&b, ']');
-    if (rc != SQLITE_DONE) {
+    if (rc != LM_DB_DONE) {
         lm_buf_free(&b);
         return LM_DB_EIO;
     }
@@ -530,15 +517,15 @@ bool lm_rest_patch_is_noop(const json_t *cur, const json_t *patch)
 int lm_rest_load(lm_db_conn *c, const lm_rest_resource *r, long long id, json_t **row,
                  long long *version)
 {
-    sqlite3_stmt *st = lm_db_stmt(c, r->sql_by_id);
+    lm_db_st *st = lm_db_stmt(c, r->sql_by_id);
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) return 404;
-    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, id);
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_DONE) return 404;
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
     *row = lm_rest_row(st, r->cols, r->n_cols);
-    *version = r->has_version ? sqlite3_column_int64(st, r->n_cols) : 0;
-    sqlite3_reset(st);
+    *version = r->has_version ? lm_db_col_int(st, r->n_cols) : 0;
+    lm_db_reset(st);
     return 0;
 }
 
@@ -550,16 +537,16 @@ int lm_rest_not_found(lm_rest_op *op)
 int lm_rest_row_body(lm_db_conn *c, lm_rest_op *op, int status)
 {
     const lm_rest_resource *r = op->resource;
-    sqlite3_stmt *st = lm_db_stmt(c, r->sql_by_id);
+    lm_db_st *st = lm_db_stmt(c, r->sql_by_id);
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, op->id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) return lm_rest_not_found(op);
-    if (rc != SQLITE_ROW) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, op->id);
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_DONE) return lm_rest_not_found(op);
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
     lm_buf b = LM_BUF_INIT;
     lm_rest_row_write(&b, st, r->cols, r->n_cols);
-    op->version = r->has_version ? sqlite3_column_int64(st, r->n_cols) : 0;
-    sqlite3_reset(st);
+    op->version = r->has_version ? lm_db_col_int(st, r->n_cols) : 0;
+    lm_db_reset(st);
     free(op->body);
     op->body = lm_buf_steal(&b, NULL);
     op->status = status;
@@ -571,23 +558,23 @@ static int get_job(lm_db_conn *c, void *arg)
     return lm_rest_row_body(c, arg, 200);
 }
 
+static int after_write(lm_db_conn *c, lm_rest_op *op, lm_rest_change what);
+
 int lm_rest_delete_job(lm_db_conn *c, void *arg)
 {
+    /* one statement: delete and learn the version; a refused If-Match rolls it back */
     lm_rest_op *op = arg;
-    json_t *cur;
-    long long version;
-    int rc = lm_rest_load(c, op->resource, op->id, &cur, &version);
-    if (rc == 404) return lm_rest_not_found(op);
-    if (rc) return rc;
-    json_decref(cur);
-    if ((rc = lm_rest_check_version(op, version))) return rc;
-    sqlite3_stmt *st = lm_db_stmt(c, op->resource->sql_delete);
+    lm_db_st *st = lm_db_stmt(c, op->resource->sql_delete);
     if (!st) return LM_DB_EIO;
-    sqlite3_bind_int64(st, 1, op->id);
-    sqlite3_bind_int64(st, 2, version);
-    if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, op->id);
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_DONE) return lm_rest_not_found(op);
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    long long version = lm_db_col_int(st, 0);
+    lm_db_reset(st);
+    if ((rc = lm_rest_check_version(op, version))) return rc;
     op->status = 204;
-    return 0;
+    return after_write(c, op, LM_REST_DELETED);
 }
 
 int lm_rest_idem_probe_job(lm_db_conn *c, void *arg)
@@ -688,16 +675,36 @@ int lm_rest_conflict(lm_rest_op *op, const json_t *body)
     return 409;
 }
 
-int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body)
+static int after_write(lm_db_conn *c, lm_rest_op *op, lm_rest_change what)
 {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) return lm_rest_conflict(op, body);
-    if (rc != SQLITE_DONE) return LM_DB_EIO;
-    op->id = sqlite3_last_insert_rowid(lm_db_handle(c));
-    if (lm_rest_row_body(c, op, 201) != 0) return LM_DB_EIO;
+    const lm_rest_resource *r = op->resource;
+    return r->after_write ? r->after_write(c, op, what) : 0;
+}
+
+/* The outcome from the row st is positioned on (cols, then version): status, body, ETag. */
+static void row_outcome(lm_rest_op *op, lm_db_st *st, int status)
+{
+    const lm_rest_resource *r = op->resource;
+    lm_buf b = LM_BUF_INIT;
+    lm_rest_row_write(&b, st, r->cols, r->n_cols);
+    op->version = r->has_version ? lm_db_col_int(st, r->n_cols) : 0;
+    free(op->body);
+    op->body = lm_buf_steal(&b, NULL);
+    op->status = status;
+}
+
+int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *body)
+{
+    (void)c;
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_E_UNIQUE) return lm_rest_conflict(op, body);
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    op->id = lm_db_col_int(st, 0); /* cols[0] is the id */
+    row_outcome(op, st, 201);
+    lm_db_reset(st);
     assert(!op->resource->has_version || op->version == 1); /* replays rely on it */
     snprintf(op->location, sizeof op->location, "%s%lld", op->resource->location, op->id);
-    return 0;
+    return after_write(c, op, LM_REST_CREATED);
 }
 
 int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long *version)
@@ -713,10 +720,332 @@ int lm_rest_load_current(lm_db_conn *c, lm_rest_op *op, json_t **cur, long long 
     return 0;
 }
 
-int lm_rest_update(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body)
+int lm_rest_update(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *body)
 {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) return lm_rest_conflict(op, body);
-    if (rc != SQLITE_DONE) return LM_DB_EIO;
-    return lm_rest_row_body(c, op, 200) != 0 ? LM_DB_EIO : 0;
+    (void)c;
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_E_UNIQUE) return lm_rest_conflict(op, body);
+    if (rc == LM_DB_DONE) /* loaded in this transaction by the single writer: not expected */
+        return lm_rest_fail(op, 412, NULL, "the %s changed meanwhile", op->resource->noun);
+    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    row_outcome(op, st, 200);
+    lm_db_reset(st);
+    return after_write(c, op, LM_REST_UPDATED);
+}
+
+/* ---- declared resources ---------------------------------------------------------------- */
+
+static char *steal(lm_buf *b)
+{
+    return lm_buf_steal(b, NULL);
+}
+
+/* ", name, …, version" part shared by SELECT and RETURNING */
+static void append_cols(lm_buf *b, const lm_rest_resource *r)
+{
+    int n = 0;
+    for (int i = 0; i < r->n_columns; i++)
+        if (!(r->columns[i].flags & LM_COL_HIDDEN))
+            lm_buf_printf(b, "%s%s", n++ ? ", " : "", r->columns[i].name);
+    if (r->has_version) lm_buf_append_str(b, ", version");
+}
+
+void lm_rest_declare(lm_rest_resource *r)
+{
+    assert(r->n_columns > 0 && r->n_columns <= LM_REST_MAX_COLS);
+    int shown = 0;
+    for (int i = 0; i < r->n_columns; i++)
+        if (!(r->columns[i].flags & LM_COL_HIDDEN)) r->col_names[shown++] = r->columns[i].name;
+    r->cols = r->col_names;
+    r->n_cols = shown;
+    lm_buf b = LM_BUF_INIT;
+    /* SELECT … FROM t */
+    LM_BUF_APPEND_LIT(&b, "SELECT ");
+    append_cols(&b, r);
+    lm_buf_printf(&b, " FROM %s", r->table);
+    char *head = steal(&b);
+    lm_buf_printf(&b, "%s WHERE id = ?", head);
+    r->sql_by_id = steal(&b);
+    /* INSERT INTO t (writable…, created) VALUES (?, …) RETURNING … */
+    lm_buf_printf(&b, "INSERT INTO %s (", r->table);
+    int n = 0;
+    for (int i = 0; i < r->n_columns; i++)
+        if (r->columns[i].flags & (LM_COL_WRITE | LM_COL_CREATED))
+            lm_buf_printf(&b, "%s%s", n++ ? ", " : "", r->columns[i].name);
+    LM_BUF_APPEND_LIT(&b, ") VALUES (");
+    n = 0;
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (!(col->flags & (LM_COL_WRITE | LM_COL_CREATED))) continue;
+        lm_buf_append_str(&b, n++ ? ", " : "");
+        if (col->def)
+            lm_buf_printf(&b, "coalesce(?, '%s')", col->def);
+        else
+            lm_buf_append_char(&b, '?');
+    }
+    LM_BUF_APPEND_LIT(&b, ") RETURNING ");
+    append_cols(&b, r);
+    r->sql_insert = steal(&b);
+    /* UPDATE t SET writable = ?, …, changed = ?, version = version + 1 WHERE id = ? AND … */
+    if (r->has_version) {
+        lm_buf_printf(&b, "UPDATE %s SET ", r->table);
+        for (int i = 0; i < r->n_columns; i++) {
+            const lm_rest_col *col = &r->columns[i];
+            if (!(col->flags & (LM_COL_WRITE | LM_COL_CHANGED))) continue;
+            if (col->def)
+                lm_buf_printf(&b, "%s = coalesce(?, '%s'), ", col->name, col->def);
+            else
+                lm_buf_printf(&b, "%s = ?, ", col->name);
+        }
+        LM_BUF_APPEND_LIT(&b, "version = version + 1 WHERE id = ? AND version = ? RETURNING ");
+        append_cols(&b, r);
+        r->sql_update = steal(&b);
+        lm_buf_printf(&b, "DELETE FROM %s WHERE id = ? RETURNING version", r->table);
+        r->sql_delete = steal(&b);
+    }
+    /* lists: a condition per filter column, then one for q over the search columns */
+    static const char *conds_store[8][LM_DB_VARIANT_CONDS];
+    static int n_declared;
+    assert(n_declared < 8);
+    const char **conds = conds_store[n_declared++];
+    int nc = 0;
+    bool search = false;
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (col->flags & LM_COL_SEARCH) search = true;
+        if (!(col->flags & LM_COL_FILTER)) continue;
+        assert(nc < LM_DB_VARIANT_CONDS - 1);
+        lm_buf_printf(&b, "%s = :%s", col->name, col->name);
+        conds[nc++] = steal(&b);
+    }
+    if (search) {
+        int k = 0;
+        lm_buf_append_char(&b, '(');
+        for (int i = 0; i < r->n_columns; i++)
+            if (r->columns[i].flags & LM_COL_SEARCH)
+                lm_buf_printf(&b, "%sinstr(casefold(%s), casefold(:q)) > 0", k++ ? " OR " : "",
+                              r->columns[i].name);
+        lm_buf_append_char(&b, ')');
+        conds[nc++] = steal(&b);
+    }
+    r->sql_list = lm_xcalloc(1, sizeof *r->sql_list);
+    r->sql_count = lm_xcalloc(1, sizeof *r->sql_count);
+    r->sql_list->head = head;
+    r->sql_list->conds = conds;
+    r->sql_list->n_conds = nc;
+    r->sql_list->tail = " ORDER BY id LIMIT :limit OFFSET :offset";
+    lm_buf_printf(&b, "SELECT count(*) FROM %s", r->table);
+    r->sql_count->head = steal(&b);
+    r->sql_count->conds = conds;
+    r->sql_count->n_conds = nc;
+    r->sql_count->tail = "";
+}
+
+/* Binds the writable columns of next from index 1 on, then now for the CREATED (insert) or
+ * CHANGED (update) column; returns the next free index. */
+static int bind_row(lm_db_st *st, const lm_rest_resource *r, const json_t *next, unsigned stamp)
+{
+    char now[LM_TIME_STRLEN];
+    lm_timefmt_format(lm_timefmt_now_ms(), now);
+    int idx = 1;
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (col->flags & LM_COL_WRITE)
+            lm_rest_bind(st, idx++, json_object_get(next, col->name));
+        else if (col->flags & stamp)
+            lm_db_bind_text(st, idx++, now, -1);
+    }
+    return idx;
+}
+
+int lm_rest_declared_insert(lm_db_conn *c, lm_rest_op *op)
+{
+    const lm_rest_resource *r = op->resource;
+    int rc = r->before_write ? r->before_write(c, op, NULL, op->input) : 0;
+    if (rc) return rc;
+    lm_db_st *st = lm_db_stmt(c, r->sql_insert);
+    if (!st) return LM_DB_EIO;
+    bind_row(st, r, op->input, LM_COL_CREATED);
+    return lm_rest_insert(c, op, st, op->input);
+}
+
+int lm_rest_declared_update_job(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    const lm_rest_resource *r = op->resource;
+    json_t *cur;
+    long long version;
+    int rc = lm_rest_load_current(c, op, &cur, &version);
+    if (rc) return rc;
+    if (op->partial && lm_rest_patch_is_noop(cur, op->input)) { /* nothing changes */
+        json_decref(cur);
+        return lm_rest_row_body(c, op, 200);
+    }
+    json_t *next = json_deep_copy(op->partial ? cur : op->input);
+    if (op->partial) json_object_update(next, op->input);
+    rc = r->before_write ? r->before_write(c, op, cur, next) : 0;
+    json_decref(cur);
+    lm_db_st *st = rc ? NULL : lm_db_stmt(c, r->sql_update);
+    if (!rc && !st) rc = LM_DB_EIO;
+    if (!rc) {
+        int idx = bind_row(st, r, next, LM_COL_CHANGED);
+        lm_db_bind_int(st, idx, op->id);
+        lm_db_bind_int(st, idx + 1, version);
+        rc = lm_rest_update(c, op, st, next);
+    }
+    json_decref(next);
+    return rc;
+}
+
+void lm_rest_create(lm_req *req, const lm_rest_resource *r, lm_store *store)
+{
+    lm_rest_op *op = lm_rest_op_new(req, store);
+    if (!op) return;
+    op->resource = r;
+    if (!(op->input = lm_rest_body(req, r, false, 0))) {
+        lm_rest_op_free(op);
+        return;
+    }
+    op->create = lm_rest_declared_insert;
+    lm_rest_write(op, lm_rest_create_job, lm_rest_op_done);
+}
+
+void lm_rest_replace(lm_req *req, const lm_rest_resource *r, lm_store *store, bool partial)
+{
+    lm_rest_op *op = lm_rest_update_op(req, r, store, partial);
+    if (op) lm_rest_write(op, lm_rest_declared_update_job, lm_rest_op_done);
+}
+
+/* A list's filter values (op->domain): by condition index, owned. */
+typedef struct list_args {
+    char *vals[LM_DB_VARIANT_CONDS];
+    const char *names[LM_DB_VARIANT_CONDS]; /* ":status", ":q" */
+    unsigned mask;
+} list_args;
+
+static void bind_list_args(lm_db_st *st, const list_args *a)
+{
+    for (int i = 0; i < LM_DB_VARIANT_CONDS; i++)
+        if (a->mask & (1u << i))
+            lm_db_bind_text(st, lm_db_param_index(st, a->names[i]), a->vals[i], -1);
+}
+
+static int declared_list_query(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    const lm_rest_resource *r = op->resource;
+    list_args *a = op->domain;
+    lm_db_st *st = lm_db_stmt(c, lm_db_sql_variant(r->sql_count, a->mask));
+    if (!st) return LM_DB_EIO;
+    bind_list_args(st, a);
+    if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
+    op->total = lm_db_col_int(st, 0);
+    lm_db_reset(st);
+    st = lm_db_stmt(c, lm_db_sql_variant(r->sql_list, a->mask));
+    if (!st) return LM_DB_EIO;
+    bind_list_args(st, a);
+    lm_db_bind_int(st, lm_db_param_index(st, ":limit"), op->limit);
+    lm_db_bind_int(st, lm_db_param_index(st, ":offset"), op->offset);
+    return lm_rest_rows_body(op, st, r->cols, r->n_cols, NULL);
+}
+
+static int declared_list_job(lm_db_conn *c, void *arg)
+{
+    return lm_db_snapshot(c, declared_list_query, arg);
+}
+
+static void free_list_args(list_args *a)
+{
+    for (int i = 0; i < LM_DB_VARIANT_CONDS; i++) {
+        free(a->vals[i]);
+        free((char *)a->names[i]);
+    }
+    free(a);
+}
+
+static void declared_list_done(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    free_list_args(op->domain);
+    op->domain = NULL;
+    lm_rest_op_done(rc, arg);
+}
+
+static const lm_field_spec *field_of(const lm_rest_resource *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_fields; i++)
+        if (!strcmp(r->fields[i].name, name)) return &r->fields[i];
+    return NULL;
+}
+
+/* A filter value as its field allows it; adds an error otherwise. */
+static void check_filter(const lm_field_spec *f, const char *name, const char *v, lm_verrs *errs)
+{
+    if (f && f->one_of) {
+        for (const char *const *s = f->one_of; *s; s++)
+            if (!strcmp(*s, v)) return;
+        lm_buf list = LM_BUF_INIT;
+        for (const char *const *s = f->one_of; *s; s++)
+            lm_buf_printf(&list, "%s%s", s == f->one_of ? "" : ", ", *s);
+        lm_verrs_add(errs, name, "must be one of: %s", lm_buf_cstr(&list));
+        lm_buf_free(&list);
+        return;
+    }
+    size_t len = lm_json_utf8_length(v), max = f && f->max_len ? f->max_len : 200;
+    if (len < 1 || len > max) lm_verrs_add(errs, name, "must have 1 to %zu characters", max);
+}
+
+void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store)
+{
+    const char *allowed[LM_DB_VARIANT_CONDS + 4];
+    int na = 0;
+    bool search = false;
+    for (int i = 0; i < r->n_columns; i++) {
+        if (r->columns[i].flags & LM_COL_FILTER) allowed[na++] = r->columns[i].name;
+        search |= (r->columns[i].flags & LM_COL_SEARCH) != 0;
+    }
+    if (search) allowed[na++] = "q";
+    allowed[na++] = "limit";
+    allowed[na++] = "offset";
+    allowed[na] = NULL;
+    if (!lm_rest_query_allowed(req, allowed)) return;
+    lm_rest_op *op = lm_rest_op_new(req, store);
+    if (!op) return;
+    op->resource = r;
+    if (!lm_rest_page(req, op, 50, 500)) {
+        lm_rest_op_free(op);
+        return;
+    }
+    list_args *a = lm_xcalloc(1, sizeof *a);
+    lm_verrs errs = {0};
+    int k = 0;
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (!(col->flags & LM_COL_FILTER)) continue;
+        const char *v = lm_req_query(req, col->name);
+        if (v) {
+            check_filter(field_of(r, col->name), col->name, v, &errs);
+            a->mask |= 1u << k;
+            a->vals[k] = lm_xstrdup(v);
+        }
+        lm_buf nm = LM_BUF_INIT;
+        lm_buf_printf(&nm, ":%s", col->name);
+        a->names[k++] = steal(&nm);
+    }
+    const char *q = search ? lm_req_query(req, "q") : NULL;
+    if (q) {
+        if (lm_json_utf8_length(q) > 100 || !*q)
+            lm_verrs_add(&errs, "q", "must have 1 to 100 characters");
+        a->mask |= 1u << k;
+        a->vals[k] = lm_xstrdup(q);
+    }
+    if (search) a->names[k] = lm_xstrdup(":q");
+    if (errs.n) {
+        free_list_args(a);
+        lm_rest_op_free(op);
+        lm_verrs_send(req, &errs, 400, "invalid query parameters");
+        return;
+    }
+    op->domain = a;
+    lm_rest_list(op, declared_list_job, declared_list_done);
 }

@@ -36,12 +36,34 @@
 typedef struct lm_rest_op lm_rest_op;
 typedef int (*lm_rest_fn)(lm_db_conn *c, lm_rest_op *op);
 
+typedef enum { LM_REST_CREATED, LM_REST_UPDATED, LM_REST_DELETED } lm_rest_change;
+
+/* Declared resources: a column table from which lm_rest_declare derives the SQL (SELECT by
+ * id, list with the filters given and its count, INSERT … RETURNING, UPDATE … RETURNING with
+ * the version check, DELETE … RETURNING version), the binding from validated JSON and the
+ * JSON rendering; the service keeps only its rules (check, before_write, after_write). */
+enum {
+    LM_COL_WRITE = 1,   /* bound from the request body (its lm_field_spec of the same name) */
+    LM_COL_CREATED = 2, /* set to the time of the insert (RFC 3339 text) */
+    LM_COL_CHANGED = 4, /* set to the time of each update */
+    LM_COL_FILTER = 8,  /* lists: ?name=value, equality, validated by the field's spec */
+    LM_COL_SEARCH = 16, /* lists: ?q= finds it case-insensitively (Unicode: casefold) */
+    LM_COL_HIDDEN = 32, /* not in the representation (with LM_COL_WRITE: a derived column the
+                         * before_write hook puts into the row, e.g. a date's epoch ms) */
+};
+typedef struct lm_rest_col {
+    const char *name;
+    unsigned flags;
+    const char *def; /* LM_COL_WRITE: text bound when the body has none (or null), or NULL */
+} lm_rest_col;
+#define LM_REST_MAX_COLS 24
+
 /* A resource table as the generic flows see it. The SELECT returns cols in order, then the
- * version (when has_version); ids are INTEGER PRIMARY KEY. */
+ * version (when has_version); cols[0] is the id. */
 typedef struct lm_rest_resource {
     const char *noun;       /* "article", "batch": in messages */
     const char *sql_by_id;  /* "SELECT <cols>, version FROM t WHERE id = ?" (a literal) */
-    const char *sql_delete; /* "DELETE FROM t WHERE id = ? AND version = ?", or NULL */
+    const char *sql_delete; /* "DELETE FROM t WHERE id = ? RETURNING version", or NULL */
     const char *const *cols;
     int n_cols;
     bool has_version;            /* ETag/If-Match */
@@ -51,7 +73,40 @@ typedef struct lm_rest_resource {
     void (*check)(json_t *body, lm_verrs *errs);
     const char *unique_field; /* the UNIQUE column a 409 names, or NULL */
     const char *location;     /* "/api/v1/article/" — Location of a created one is this + id */
+    /* Optional: runs inside the write's transaction right after the row changed (op->id set;
+     * op->body is the new representation for created/updated) — e.g. an outbox row that must
+     * commit with it. Non-zero rolls the write back and is its outcome. */
+    int (*after_write)(lm_db_conn *c, lm_rest_op *op, lm_rest_change what);
+    /* Declared: the table and its columns (the first "id"); lm_rest_declare fills in the
+     * rest. */
+    const char *table;
+    const lm_rest_col *columns;
+    int n_columns;
+    /* Optional, declared: in the write job before the INSERT/UPDATE, with the current row
+     * (NULL for a create) and the row about to be written (may be amended): reference
+     * checks, status transitions, numbering. Non-zero refuses the write (set op->errs or
+     * lm_rest_fail) or is LM_DB_EIO. */
+    int (*before_write)(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t *next);
+    /* derived by lm_rest_declare */
+    const char *sql_insert, *sql_update;
+    lm_db_sql_variants *sql_list, *sql_count;
+    const char *col_names[LM_REST_MAX_COLS];
 } lm_rest_resource;
+
+/* Derives r's SQL and column names from r->table and r->columns (main thread, before the
+ * routes are served; once per resource). */
+void lm_rest_declare(lm_rest_resource *r);
+/* Whole handlers of a declared resource: POST create (Idempotency-Key honoured), PUT/PATCH
+ * (partial) of /…/{id}, and the list: filters from the LM_COL_FILTER columns, q over the
+ * LM_COL_SEARCH ones (1 to 100 characters), limit (1..500, default 50) and offset, ordered by
+ * id, total in X-Total-Count; one snapshot for the count and the page. */
+void lm_rest_create(lm_req *req, const lm_rest_resource *r, lm_store *store);
+void lm_rest_replace(lm_req *req, const lm_rest_resource *r, lm_store *store, bool partial);
+void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store);
+/* The pieces of those handlers, for services whose handlers do more on the loop first
+ * (charges asks articles): op->create for lm_rest_create_job, and the PUT/PATCH job. */
+int lm_rest_declared_insert(lm_db_conn *c, lm_rest_op *op);
+int lm_rest_declared_update_job(lm_db_conn *c, void *op);
 
 struct lm_rest_op {
     lm_req *req;
@@ -129,12 +184,14 @@ int lm_rest_not_found(lm_rest_op *op);
  * before a create does other work (sets op->status when answered). */
 int lm_rest_delete_job(lm_db_conn *c, void *op);
 int lm_rest_idem_probe_job(lm_db_conn *c, void *op);
-/* In a create job: steps the prepared INSERT st; on success the new row is the outcome
- * (201, ETag, Location), a unique violation a 409 naming unique_field of body. */
-int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body);
-/* In an update job: steps the prepared UPDATE st; on success the changed row is the outcome
- * (200, new ETag), a unique violation a 409 naming unique_field of body. */
-int lm_rest_update(lm_db_conn *c, lm_rest_op *op, sqlite3_stmt *st, const json_t *body);
+/* In a create job: steps the prepared INSERT st, an "INSERT … RETURNING <cols>, version" (the
+ * columns of sql_by_id, cols[0] the id); on success the returned row is the outcome (201,
+ * ETag, Location) without reading it again, a unique violation a 409 naming unique_field. */
+int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *body);
+/* In an update job: steps the prepared "UPDATE … WHERE id = ? AND version = ? RETURNING
+ * <cols>, version"; on success the returned row is the outcome (200, new ETag), a unique
+ * violation a 409 naming unique_field of body. */
+int lm_rest_update(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *body);
 /* The 409 outcome for a unique violation of body's unique_field; returns 409. */
 int lm_rest_conflict(lm_rest_op *op, const json_t *body);
 /* In an update job: loads op->id (404) and checks If-Match (412). 0 and *cur, or a code. */
@@ -153,7 +210,7 @@ void lm_rest_delete(lm_req *req, const lm_rest_resource *r, lm_store *store);
 int lm_rest_row_body(lm_db_conn *c, lm_rest_op *op, int status);
 /* In a job: every row st yields as op's body, a JSON array (status 200); *n_rows (may be
  * NULL) their number. */
-int lm_rest_rows_body(lm_rest_op *op, sqlite3_stmt *st, const char *const *cols, int n,
+int lm_rest_rows_body(lm_rest_op *op, lm_db_st *st, const char *const *cols, int n,
                       long long *n_rows);
 /* In a PATCH job: true when every member of the patch equals cur's (nothing to write). */
 bool lm_rest_patch_is_noop(const json_t *cur, const json_t *patch);
@@ -174,12 +231,12 @@ bool lm_rest_query_int(lm_req *req, const char *key, long long min, long long ma
                        bool *present, lm_verrs *errs);
 
 /* Binds a JSON value to parameter idx: absent/null -> NULL, string, integer, real, bool. */
-void lm_rest_bind(sqlite3_stmt *st, int idx, const json_t *v);
+void lm_rest_bind(lm_db_st *st, int idx, const json_t *v);
 /* Builds an object from the first n columns of a row, named by cols. */
-json_t *lm_rest_row(sqlite3_stmt *st, const char *const *cols, int n);
+json_t *lm_rest_row(lm_db_st *st, const char *const *cols, int n);
 /* Writes the same object as JSON text to b (reals in their shortest round-trip form). */
-void lm_rest_row_write(lm_buf *b, sqlite3_stmt *st, const char *const *cols, int n);
+void lm_rest_row_write(lm_buf *b, lm_db_st *st, const char *const *cols, int n);
 /* Reads column i of a row as JSON: NULL -> null, integer, real, text. */
-json_t *lm_rest_column(sqlite3_stmt *st, int i);
+json_t *lm_rest_column(lm_db_st *st, int i);
 
 #endif

@@ -14,7 +14,8 @@
 
 struct lm_store {
     char name[64];
-    char path[1024];
+    char url[1024];  /* "sqlite:PATH" or the PostgreSQL connection string */
+    char shown[160]; /* for the log: the path, or host/database without credentials */
     lm_db *db;
     lm_db_port **ports; /* by worker index */
     int n_ports;
@@ -61,13 +62,7 @@ static void worker_stop(lm_worker *w, void *ctx)
 static bool ready(void *ctx, lm_buf *why)
 {
     lm_store *s = ctx;
-    lm_db_stats st;
-    lm_db_get_stats(s->db, &st);
-    if (st.failed_commits && st.failed_commits == st.commits) {
-        lm_buf_append_str(why, "every commit failed");
-        return false;
-    }
-    return true;
+    return lm_db_health(s->db, why);
 }
 
 static void metrics(lm_buf *out, void *ctx)
@@ -87,8 +82,24 @@ static void metrics(lm_buf *out, void *ctx)
                   "lotmesh_db_failed_commits_total %llu\n"
                   "# HELP lotmesh_db_reads_total Read jobs.\n"
                   "# TYPE lotmesh_db_reads_total counter\n"
-                  "lotmesh_db_reads_total %llu\n",
-                  st.commits, st.write_jobs, st.failed_commits, st.reads);
+                  "lotmesh_db_reads_total %llu\n"
+                  "# HELP lotmesh_db_statements_total Statements executed (on PostgreSQL: "
+                  "round trips, transaction control included).\n"
+                  "# TYPE lotmesh_db_statements_total counter\n"
+                  "lotmesh_db_statements_total %llu\n"
+                  "# HELP lotmesh_db_write_statements_total Of those, on the writer's "
+                  "connection (per write job: round trips per create).\n"
+                  "# TYPE lotmesh_db_write_statements_total counter\n"
+                  "lotmesh_db_write_statements_total %llu\n"
+                  "# HELP lotmesh_db_reconnects_total Reconnections after the database was "
+                  "unreachable.\n"
+                  "# TYPE lotmesh_db_reconnects_total counter\n"
+                  "lotmesh_db_reconnects_total %llu\n"
+                  "# HELP lotmesh_db_up Whether the database is reachable and commits.\n"
+                  "# TYPE lotmesh_db_up gauge\n"
+                  "lotmesh_db_up %d\n",
+                  st.commits, st.write_jobs, st.failed_commits, st.reads, st.statements,
+                  st.write_statements, st.reconnects, lm_db_health(s->db, NULL) ? 1 : 0);
     if (s->l2) {
         lm_cache_redis_stats rs;
         lm_cache_redis_get_stats(s->l2, &rs);
@@ -160,26 +171,60 @@ static void on_stopped(void *ctx)
     free(s); /* the app is done with it: every worker and hook that used it has ended */
 }
 
+/* host/dbname of a PostgreSQL connection string, for the log (no password). */
+static void show_pg(const char *url, char *out, size_t outlen)
+{
+    const char *at = strrchr(url, '@');
+    const char *rest = strstr(url, "://");
+    if (rest) {
+        const char *from = at ? at + 1 : rest + 3;
+        size_t n = strcspn(from, "?");
+        snprintf(out, outlen, "postgresql://%.*s", (int)(n > 120 ? 120 : n), from);
+    } else {
+        snprintf(out, outlen, "postgresql (keyword connection string)");
+    }
+}
+
 lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *name,
-                        const char *const *migrations, size_t n)
+                        const lm_db_migrations *migrations)
 {
     lm_store *s = lm_xcalloc(1, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name);
     const char *url = lm_cfg_str(cfg, "DATABASE_URL", NULL);
+    const char *path = NULL;
+    bool pg = false;
     if (!url) {
-        snprintf(s->path, sizeof s->path, "%s/%s.db", lm_cfg_data_dir(), name);
+        snprintf(s->url, sizeof s->url, "sqlite:%s/%s.db", lm_cfg_data_dir(), name);
     } else if (strncmp(url, "sqlite://", 9) == 0) {
-        snprintf(s->path, sizeof s->path, "%s", url + 9);
+        path = url + 9;
     } else if (strncmp(url, "sqlite:", 7) == 0) {
-        snprintf(s->path, sizeof s->path, "%s", url + 7);
+        path = url + 7;
+    } else if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0 ||
+               (!strstr(url, "://") && strchr(url, '='))) {
+        pg = true;
+        snprintf(s->url, sizeof s->url, "%s", url);
     } else if (strstr(url, "://")) {
         lm_cfg_error(cfg, "DATABASE_URL",
-                     "must be sqlite:PATH (got a URL of an unsupported scheme: \"%.32s\")", url);
+                     "must be sqlite:PATH or postgresql://… (got a URL of an unsupported scheme: "
+                     "\"%.32s\")",
+                     url);
         free(s);
         return NULL;
     } else {
-        snprintf(s->path, sizeof s->path, "%s", url);
+        path = url;
     }
+    if (path) snprintf(s->url, sizeof s->url, "sqlite:%s", path);
+    if (pg)
+        show_pg(s->url, s->shown, sizeof s->shown);
+    else
+        snprintf(s->shown, sizeof s->shown, "%s", s->url + 7);
+    lm_db_opts opts = {
+        .pool_size = (int)lm_cfg_int(cfg, "DATABASE_POOL_SIZE", 4, 1, 256),
+        .connect_timeout_ms =
+            (int)lm_cfg_duration_ms(cfg, "DATABASE_CONNECT_TIMEOUT", 5000, 1000, 600000),
+        .statement_timeout_ms =
+            (int)lm_cfg_duration_ms(cfg, "DATABASE_STATEMENT_TIMEOUT", 10000, 100, 3600000),
+    };
     const char *cache_url = lm_cfg_str(cfg, "CACHE_URL", "memory:");
     uint64_t cache_bytes = lm_cfg_size(cfg, "CACHE_MAX_BYTES", 32u << 20, 64u << 10, 1ULL << 40);
     bool cache_on = true, redis = false;
@@ -205,14 +250,24 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
         return NULL;
     }
     char err[512];
-    s->db = lm_db_open(s->path, migrations, n, err, sizeof err);
+    s->db = lm_db_open(s->url, migrations, &opts, err, sizeof err);
     if (!s->db) {
         lm_cfg_error(cfg, "DATABASE_URL", "unusable: %s", err);
         free(s);
         return NULL;
     }
-    char gen_path[1100];
-    snprintf(gen_path, sizeof gen_path, "%s-lmgen", s->path);
+    /* processes sharing a database file share its counter beside it; on PostgreSQL the
+     * instances on one host share one keyed by the connection string */
+    char gen_path[1200];
+    if (pg) {
+        const char *tmp = getenv("TMPDIR");
+        unsigned long long h = 1469598103934665603ULL; /* FNV-1a */
+        for (const char *c = s->url; *c; c++)
+            h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        snprintf(gen_path, sizeof gen_path, "%s/lotmesh-%s-%016llx.lmgen",
+                 tmp && *tmp ? tmp : "/tmp", name, h);
+    } else
+        snprintf(gen_path, sizeof gen_path, "%s-lmgen", s->url + 7);
     if (cache_on) s->cache = lm_cache_new(cache_bytes);
     s->writes = lm_sharedgen_open(gen_path, flush_cache, s, err, sizeof err);
     if (!s->writes) {
@@ -222,6 +277,8 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
         free(s);
         return NULL;
     }
+    /* other hosts' instances on the same PostgreSQL database: their commits NOTIFY */
+    if (pg && cache_on) lm_db_watch(s->db, flush_cache, s);
     s->n_ports = env->workers;
     s->ports = lm_xcalloc((size_t)s->n_ports, sizeof *s->ports);
     if (redis && cache_on) {
@@ -237,7 +294,7 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
                              .ready_name = "database",
                              .ready = ready,
                              .metrics = metrics};
-    lm_log_info("database: %s; cache: %s", s->path,
+    lm_log_info("database: %s (%s); cache: %s", s->shown, lm_db_backend_name(s->db),
                 !cache_on ? "none"
                 : s->l2   ? "memory in front of redis"
                           : "memory");

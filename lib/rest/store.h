@@ -1,9 +1,13 @@
 /* store.h — a service's database wired into its process (lm_store).
  *
- * Chooses the database from DATABASE_URL ("sqlite:PATH", "sqlite://PATH" or a plain path;
- * default $LOTMESH_DATA_DIR/<name>.db, LOTMESH_DATA_DIR defaulting to ./var), opens it with
- * the service's migrations, gives every worker loop its own lm_db_port, adds a readiness
- * check and database metrics, and closes it after the workers stopped.
+ * Chooses the database from DATABASE_URL: "sqlite:PATH", "sqlite://PATH" or a plain path
+ * (default $LOTMESH_DATA_DIR/<name>.db, LOTMESH_DATA_DIR defaulting to ./var), or PostgreSQL
+ * as "postgresql://…", "postgres://…" or a libpq keyword string ("host=… dbname=…"; the
+ * password also from PGPASSFILE). DATABASE_POOL_SIZE bounds the read connections (default
+ * 4), DATABASE_CONNECT_TIMEOUT and DATABASE_STATEMENT_TIMEOUT bound waits on PostgreSQL
+ * (defaults 5s, 10s). Opens it with the service's migrations for that backend, gives every
+ * worker loop its own lm_db_port, adds a readiness check ("database": reachable and able to
+ * commit) and database metrics, and closes it after the workers stopped.
  *
  * The store also owns the database's response cache (lm_cache, CACHE_URL: "memory:" by
  * default, "none" to turn it off; CACHE_MAX_BYTES bounds it, default 32 MiB). With
@@ -30,7 +34,7 @@ typedef struct lm_store lm_store;
 
 /* On failure records a configuration error in cfg and returns NULL. */
 lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *name,
-                        const char *const *migrations, size_t n_migrations);
+                        const lm_db_migrations *migrations);
 /* Its lifecycle: a database port per worker loop, the "database" ready check, database and
  * cache metrics, closing after the workers stopped (the stopped hook frees the store). */
 const lm_component *lm_store_component(lm_store *s);

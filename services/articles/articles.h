@@ -12,8 +12,7 @@ typedef struct articles_svc {
     lm_store *store;
 } articles_svc;
 
-extern const char *const articles_migrations[];
-extern const size_t articles_migrations_count;
+extern const lm_db_migrations articles_migrations;
 
 void artikel_routes(lm_router *r, articles_svc *svc);
 void einheit_routes(lm_router *r, articles_svc *svc);

@@ -1,9 +1,8 @@
-/* einheit.c — the Einheit (unit) resource: list, read, create. Units are referenced by
+/* einheit.c — the Einheit (unit) resource, declared: list, read, create. Units are referenced by
  * articles and batches, so they are never deleted or renamed through the API. */
 #include "articles.h"
 
 #include "rest.h"
-#include "timefmt.h"
 
 #include <stdio.h>
 
@@ -15,19 +14,20 @@ static const lm_field_spec fields[] = {
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
-static const char *const cols[] = {"id", "kuerzel", "bezeichnung", "erstellt_am"};
-static const char SQL_BY_ID[] =
-    "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit WHERE id = ?";
+static const lm_rest_col columns[] = {
+    {.name = "id"},
+    {.name = "kuerzel", .flags = LM_COL_WRITE},
+    {.name = "bezeichnung", .flags = LM_COL_WRITE},
+    {.name = "erstellt_am", .flags = LM_COL_CREATED},
+};
 static const char SQL_ALL[] =
     "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit ORDER BY id";
-static const char SQL_INSERT[] =
-    "INSERT INTO einheit (kuerzel, bezeichnung, erstellt_am) VALUES (?, ?, ?)";
 
-static const lm_rest_resource einheit = {
+static lm_rest_resource einheit = {
     .noun = "unit",
-    .sql_by_id = SQL_BY_ID,
-    .cols = cols,
-    .n_cols = 4,
+    .table = "einheit",
+    .columns = columns,
+    .n_columns = 4,
     .has_version = false, /* units are never changed through the API */
     .fields = fields,
     .n_fields = N_FIELDS,
@@ -38,23 +38,11 @@ static const lm_rest_resource einheit = {
 static int list_job(lm_db_conn *c, void *arg)
 {
     lm_rest_op *op = arg;
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_ALL);
+    lm_db_st *st = lm_db_stmt(c, SQL_ALL);
     if (!st) return LM_DB_EIO;
-    int rc = lm_rest_rows_body(op, st, cols, 4, &op->total);
+    int rc = lm_rest_rows_body(op, st, einheit.cols, einheit.n_cols, &op->total);
     op->limit = op->total > 0 ? op->total : 1;
     return rc;
-}
-
-static int insert(lm_db_conn *c, lm_rest_op *op)
-{
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
-    if (!st) return LM_DB_EIO;
-    char now[LM_TIME_STRLEN];
-    lm_time_format(lm_time_now_ms(), now);
-    lm_rest_bind(st, 1, json_object_get(op->input, "kuerzel"));
-    lm_rest_bind(st, 2, json_object_get(op->input, "bezeichnung"));
-    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
-    return lm_rest_insert(c, op, st, op->input);
 }
 
 static articles_svc *svc_of(void *ctx)
@@ -78,21 +66,12 @@ static void handle_get(lm_req *req, void *ctx)
 
 static void handle_create(lm_req *req, void *ctx)
 {
-    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
-    if (!op) return;
-    json_t *in = lm_rest_body(req, &einheit, false, 0);
-    if (!in) {
-        lm_rest_op_free(op);
-        return;
-    }
-    op->input = in;
-    op->resource = &einheit;
-    op->create = insert;
-    lm_rest_write(op, lm_rest_create_job, lm_rest_op_done);
+    lm_rest_create(req, &einheit, svc_of(ctx)->store);
 }
 
 void einheit_routes(lm_router *r, articles_svc *svc)
 {
+    lm_rest_declare(&einheit);
     lm_router_add(r, "GET", "/api/v1/units", handle_list, svc);
     lm_router_add(r, "POST", "/api/v1/unit/create", handle_create, svc);
     lm_router_add(r, "GET", "/api/v1/unit/{id}", handle_get, svc);

@@ -1,4 +1,5 @@
-/* charge.c — the Charge (batch) resource of the seed's Chargen-API: create, read, list
+/* charge.c — the Charge (batch) resource of the seed's Chargen-API, declared (lm_rest_declare;
+ * the service keeps its rules in before_write): create, read, list
  * (filters, FEFO order, pagination), replace, patch, delete. The rules of a batch ledger:
  * positive finite quantity, a real article and unit (refcheck.c), MHD not before the
  * production date and defaulted from the article's shelf life, unique charge_nummer
@@ -50,23 +51,28 @@ static const lm_field_spec fields[] = {
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
-static const char *const cols[] = {"id",
-                                   "artikel_id",
-                                   "menge",
-                                   "einheit_id",
-                                   "herstellungsdatum",
-                                   "mindesthaltbarkeitsdatum",
-                                   "charge_nummer",
-                                   "status",
-                                   "bemerkungen",
-                                   "erstellt_am",
-                                   "geaendert_am"};
-#define N_COLS 11
+/* The table, declared (lm_rest_declare): the two *_ms columns are derived from the dates by
+ * before_write (FEFO order and range filters) and not part of the representation. */
+static const lm_rest_col columns[] = {
+    {.name = "id"},
+    {.name = "artikel_id", .flags = LM_COL_WRITE},
+    {.name = "menge", .flags = LM_COL_WRITE},
+    {.name = "einheit_id", .flags = LM_COL_WRITE},
+    {.name = "herstellungsdatum", .flags = LM_COL_WRITE},
+    {.name = "herstellungsdatum_ms", .flags = LM_COL_WRITE | LM_COL_HIDDEN},
+    {.name = "mindesthaltbarkeitsdatum", .flags = LM_COL_WRITE},
+    {.name = "mindesthaltbarkeitsdatum_ms", .flags = LM_COL_WRITE | LM_COL_HIDDEN},
+    {.name = "charge_nummer", .flags = LM_COL_WRITE},
+    {.name = "status", .flags = LM_COL_WRITE, .def = "aktiv"},
+    {.name = "bemerkungen", .flags = LM_COL_WRITE},
+    {.name = "erstellt_am", .flags = LM_COL_CREATED},
+    {.name = "geaendert_am", .flags = LM_COL_CHANGED},
+};
+/* lists (FEFO order, date ranges) stay written out */
 #define SELECT_COLS                                                                                \
     "SELECT id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"       \
     " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version FROM charge "
 
-static const char SQL_BY_ID[] = SELECT_COLS "WHERE id = ?";
 /* Lists: the WHERE holds only the filters given (lm_db_sql_variants). */
 static const char *const list_conds[] = {
     "artikel_id = :artikel_id", "status = :status", "charge_nummer = :nummer",
@@ -86,19 +92,9 @@ static lm_db_sql_variants sql_count = {.head = "SELECT count(*) FROM charge",
                                        .conds = list_conds,
                                        .n_conds = N_LIST_CONDS,
                                        .tail = ""};
-static const char SQL_INSERT[] =
-    "INSERT INTO charge (artikel_id, menge, einheit_id, herstellungsdatum, herstellungsdatum_ms,"
-    " mindesthaltbarkeitsdatum, mindesthaltbarkeitsdatum_ms, charge_nummer, status, bemerkungen,"
-    " erstellt_am) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-static const char SQL_UPDATE[] =
-    "UPDATE charge SET artikel_id = ?1, menge = ?2, einheit_id = ?3, herstellungsdatum = ?4,"
-    " herstellungsdatum_ms = ?5, mindesthaltbarkeitsdatum = ?6, mindesthaltbarkeitsdatum_ms = ?7,"
-    " charge_nummer = ?8, status = ?9, bemerkungen = ?10, geaendert_am = ?11,"
-    " version = version + 1 WHERE id = ?12 AND version = ?13";
-static const char SQL_DELETE[] = "DELETE FROM charge WHERE id = ? AND version = ?";
 static const char SQL_NEXT_NUMBER[] =
     "INSERT INTO nummernkreis (jahr, naechste) VALUES (?1, 2) ON CONFLICT(jahr)"
-    " DO UPDATE SET naechste = naechste + 1 RETURNING naechste - 1";
+    " DO UPDATE SET naechste = nummernkreis.naechste + 1 RETURNING naechste - 1";
 static const char SQL_NUMBER_USED[] = "SELECT 1 FROM charge WHERE charge_nummer = ?";
 
 /* The domain part of an op: the batch being written and its references. */
@@ -134,8 +130,8 @@ static void check_dates(json_t *in, lm_verrs *errs)
     const char *hd = lm_json_str(in, "herstellungsdatum");
     const char *mhd = lm_json_str(in, "mindesthaltbarkeitsdatum");
     int64_t hd_ms, mhd_ms;
-    bool hd_ok = hd && lm_time_parse(hd, true, &hd_ms);
-    bool mhd_ok = mhd && lm_time_parse(mhd, true, &mhd_ms);
+    bool hd_ok = hd && lm_timefmt_parse(hd, true, &hd_ms);
+    bool mhd_ok = mhd && lm_timefmt_parse(mhd, true, &mhd_ms);
     if (hd_ok && !time_in_range(hd_ms))
         lm_verrs_add(errs, "herstellungsdatum", "must be from 0001-01-01 to 9999-12-31 in UTC");
     if (mhd_ok && !time_in_range(mhd_ms))
@@ -145,12 +141,14 @@ static void check_dates(json_t *in, lm_verrs *errs)
         lm_verrs_add(errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
 }
 
-static const lm_rest_resource charge = {
+static int before_write(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t *next);
+
+static lm_rest_resource charge = {
     .noun = "batch",
-    .sql_by_id = SQL_BY_ID,
-    .sql_delete = SQL_DELETE,
-    .cols = cols,
-    .n_cols = N_COLS,
+    .table = "charge",
+    .columns = columns,
+    .n_columns = sizeof columns / sizeof columns[0],
+    .before_write = before_write,
     .has_version = true,
     .fields = fields,
     .n_fields = N_FIELDS,
@@ -166,33 +164,11 @@ static int64_t normalise_date(json_t *obj, const char *key, bool *absent)
     int64_t ms = 0;
     *absent = !s;
     if (!s) return 0;
-    lm_time_parse(s, true, &ms); /* validated before */
+    lm_timefmt_parse(s, true, &ms); /* validated before */
     char out[LM_TIME_STRLEN];
-    lm_time_format(ms, out);
+    lm_timefmt_format(ms, out);
     json_object_set_new(obj, key, json_string(out));
     return ms;
-}
-
-/* Binds the ten writable columns of obj (after date normalisation). */
-static void bind_fields(sqlite3_stmt *st, json_t *obj)
-{
-    bool no_hd, no_mhd;
-    int64_t hd = normalise_date(obj, "herstellungsdatum", &no_hd);
-    int64_t mhd = normalise_date(obj, "mindesthaltbarkeitsdatum", &no_mhd);
-    lm_rest_bind(st, 1, json_object_get(obj, "artikel_id"));
-    lm_rest_bind(st, 2, json_object_get(obj, "menge"));
-    lm_rest_bind(st, 3, json_object_get(obj, "einheit_id"));
-    lm_rest_bind(st, 4, json_object_get(obj, "herstellungsdatum"));
-    sqlite3_bind_int64(st, 5, hd);
-    lm_rest_bind(st, 6, json_object_get(obj, "mindesthaltbarkeitsdatum"));
-    if (!no_mhd) sqlite3_bind_int64(st, 7, mhd);
-    lm_rest_bind(st, 8, json_object_get(obj, "charge_nummer"));
-    const json_t *status = json_object_get(obj, "status");
-    if (status && !json_is_null(status))
-        lm_rest_bind(st, 9, status);
-    else
-        sqlite3_bind_text(st, 9, "aktiv", -1, SQLITE_STATIC);
-    lm_rest_bind(st, 10, json_object_get(obj, "bemerkungen"));
 }
 
 /* Next free number of this year's series: CH-2026-000123. */
@@ -202,20 +178,20 @@ static int next_number(lm_db_conn *c, char *out, size_t outlen)
     struct tm tm;
     gmtime_r(&now, &tm);
     for (int attempt = 0; attempt < 1000; attempt++) {
-        sqlite3_stmt *st = lm_db_stmt(c, SQL_NEXT_NUMBER);
+        lm_db_st *st = lm_db_stmt(c, SQL_NEXT_NUMBER);
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int(st, 1, tm.tm_year + 1900);
-        if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
-        long long n = sqlite3_column_int64(st, 0);
-        sqlite3_reset(st);
+        lm_db_bind_int(st, 1, tm.tm_year + 1900);
+        if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
+        long long n = lm_db_col_int(st, 0);
+        lm_db_reset(st);
         snprintf(out, outlen, "CH-%04d-%06lld", tm.tm_year + 1900, n);
         st = lm_db_stmt(c, SQL_NUMBER_USED); /* a number typed in by hand may be taken */
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_text(st, 1, out, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc == SQLITE_DONE) return 0;
-        if (rc != SQLITE_ROW) return LM_DB_EIO;
+        lm_db_bind_text(st, 1, out, -1);
+        int rc = lm_db_step(st);
+        lm_db_reset(st);
+        if (rc == LM_DB_DONE) return 0;
+        if (rc != LM_DB_ROW) return LM_DB_EIO;
     }
     return LM_DB_EIO;
 }
@@ -237,20 +213,16 @@ static unsigned filter_mask(const list_filter *f)
            (f->has_before ? 8u : 0) | (f->has_after ? 16u : 0);
 }
 
-static void bind_int(sqlite3_stmt *st, const char *name, long long v)
+static void bind_int(lm_db_st *st, const char *name, long long v)
 {
-    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, name), v);
+    lm_db_bind_int(st, lm_db_param_index(st, name), v);
 }
 
-static void bind_filter(sqlite3_stmt *st, const list_filter *f)
+static void bind_filter(lm_db_st *st, const list_filter *f)
 {
     if (f->has_artikel) bind_int(st, ":artikel_id", f->artikel_id);
-    if (f->status)
-        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":status"), f->status, -1,
-                          SQLITE_STATIC);
-    if (f->nummer)
-        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":nummer"), f->nummer, -1,
-                          SQLITE_STATIC);
+    if (f->status) lm_db_bind_text(st, lm_db_param_index(st, ":status"), f->status, -1);
+    if (f->nummer) lm_db_bind_text(st, lm_db_param_index(st, ":nummer"), f->nummer, -1);
     if (f->has_before) bind_int(st, ":before", f->before);
     if (f->has_after) bind_int(st, ":after", f->after);
 }
@@ -261,18 +233,18 @@ static int list_query(lm_db_conn *c, void *arg)
     lm_rest_op *op = arg;
     list_filter *f = op->domain;
     unsigned mask = filter_mask(f);
-    sqlite3_stmt *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
+    lm_db_st *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
     if (!st) return LM_DB_EIO;
     bind_filter(st, f);
-    if (sqlite3_step(st) != SQLITE_ROW) return LM_DB_EIO;
-    op->total = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
+    op->total = lm_db_col_int(st, 0);
+    lm_db_reset(st);
     st = lm_db_stmt(c, lm_db_sql_variant(f->fefo ? &sql_list_fefo : &sql_list_id, mask));
     if (!st) return LM_DB_EIO;
     bind_filter(st, f);
     bind_int(st, ":limit", op->limit);
     bind_int(st, ":offset", op->offset);
-    return lm_rest_rows_body(op, st, cols, N_COLS, NULL);
+    return lm_rest_rows_body(op, st, charge.cols, charge.n_cols, NULL);
 }
 
 static int list_job(lm_db_conn *c, void *arg)
@@ -280,80 +252,43 @@ static int list_job(lm_db_conn *c, void *arg)
     return lm_db_snapshot(c, list_query, arg);
 }
 
-static int insert(lm_db_conn *c, lm_rest_op *op)
+/* The rules of a write, in its transaction: the status transition and the kept number (an
+ * update), dates normalised to UTC text with their epoch ms, the references recorded in the
+ * replica, a number from this year's series when none is given (a create). */
+static int before_write(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t *next)
 {
     charge_op *co = op->domain;
-    int rc = charges_refs_remember(c, &co->refs);
-    if (rc) return rc;
-    if (!json_object_get(op->input, "charge_nummer")) {
-        char nr[32];
-        if ((rc = next_number(c, nr, sizeof nr))) return rc;
-        json_object_set_new(op->input, "charge_nummer", json_string(nr));
+    if (cur) {
+        const char *from = json_string_value(json_object_get(cur, "status"));
+        const char *to = json_string_value(json_object_get(next, "status"));
+        if (!to) to = "aktiv";
+        if (!transition_ok(from, to)) {
+            lm_verrs_add(&op->errs, "status", "cannot change from %s to %s", from, to);
+            op->status = 422;
+            return 422;
+        }
+        if (!json_object_get(next, "charge_nummer")) /* PUT without a number keeps the old one */
+            json_object_set(next, "charge_nummer", json_object_get(cur, "charge_nummer"));
     }
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_INSERT);
-    if (!st) return LM_DB_EIO;
-    char now[LM_TIME_STRLEN];
-    lm_time_format(lm_time_now_ms(), now);
-    bind_fields(st, op->input);
-    sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
-    return lm_rest_insert(c, op, st, op->input);
-}
-
-static int update_job(lm_db_conn *c, void *arg)
-{
-    lm_rest_op *op = arg;
-    charge_op *co = op->domain;
-    json_t *cur;
-    long long version;
-    int rc = lm_rest_load_current(c, op, &cur, &version);
-    if (rc) return rc;
-    if (op->partial &&
-        lm_rest_patch_is_noop(cur, op->input)) { /* nothing changes: no new version */
-        json_decref(cur);
-        return lm_rest_row_body(c, op, 200);
-    }
-    const char *from = json_string_value(json_object_get(cur, "status"));
-    json_t *next = op->partial ? json_deep_copy(cur) : json_deep_copy(op->input);
-    if (op->partial) json_object_update(next, op->input);
-    const char *to = json_string_value(json_object_get(next, "status"));
-    if (!to) to = "aktiv";
-    if (!transition_ok(from, to)) {
-        lm_verrs_add(&op->errs, "status", "cannot change from %s to %s", from, to);
-        op->status = 422;
-        json_decref(cur);
-        json_decref(next);
-        return 422;
-    }
-    if (!json_object_get(next, "charge_nummer")) /* PUT without a number keeps the old one */
-        json_object_set(next, "charge_nummer", json_object_get(cur, "charge_nummer"));
-    json_decref(cur);
     bool no_hd, no_mhd;
     int64_t hd = normalise_date(next, "herstellungsdatum", &no_hd);
     int64_t mhd = normalise_date(next, "mindesthaltbarkeitsdatum", &no_mhd);
-    if (!no_mhd && mhd < hd) {
+    if (cur && !no_mhd && mhd < hd) {
         lm_verrs_add(&op->errs, "mindesthaltbarkeitsdatum", "must not be before herstellungsdatum");
         op->status = 422;
-        json_decref(next);
         return 422;
     }
-    if ((rc = charges_refs_remember(c, &co->refs))) {
-        json_decref(next);
-        return rc;
+    json_object_set_new(next, "herstellungsdatum_ms", json_integer(hd));
+    json_object_set_new(next, "mindesthaltbarkeitsdatum_ms",
+                        no_mhd ? json_null() : json_integer(mhd));
+    int rc = charges_refs_remember(c, &co->refs);
+    if (rc) return rc;
+    if (!cur && !json_object_get(next, "charge_nummer")) {
+        char nr[32];
+        if ((rc = next_number(c, nr, sizeof nr))) return rc;
+        json_object_set_new(next, "charge_nummer", json_string(nr));
     }
-    sqlite3_stmt *st = lm_db_stmt(c, SQL_UPDATE);
-    if (!st) {
-        json_decref(next);
-        return LM_DB_EIO;
-    }
-    char now[LM_TIME_STRLEN];
-    lm_time_format(lm_time_now_ms(), now);
-    bind_fields(st, next);
-    sqlite3_bind_text(st, 11, now, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 12, op->id);
-    sqlite3_bind_int64(st, 13, version);
-    rc = lm_rest_update(c, op, st, next);
-    json_decref(next);
-    return rc;
+    return 0;
 }
 
 /* ---- handlers -------------------------------------------------------------------------- */
@@ -417,11 +352,11 @@ static void handle_list(lm_req *req, void *ctx)
             lm_verrs_add(&errs, "status",
                          "must be one of: aktiv, gesperrt, verbraucht, abgelaufen");
     }
-    if (nummer && (!*nummer || lm_utf8_length(nummer) > 64))
+    if (nummer && (!*nummer || lm_json_utf8_length(nummer) > 64))
         lm_verrs_add(&errs, "charge_nummer", "must have 1 to 64 characters");
-    if (before && !lm_time_parse(before, true, &f->before))
+    if (before && !lm_timefmt_parse(before, true, &f->before))
         lm_verrs_add(&errs, "mhd_before", "must be an RFC 3339 date or date-time");
-    if (after && !lm_time_parse(after, true, &f->after))
+    if (after && !lm_timefmt_parse(after, true, &f->after))
         lm_verrs_add(&errs, "mhd_after", "must be an RFC 3339 date or date-time");
     if (sort && strcmp(sort, "fefo") != 0 && strcmp(sort, "id") != 0)
         lm_verrs_add(&errs, "sort", "must be fefo (expiry first, default) or id");
@@ -468,7 +403,7 @@ static void refs_checked(charges_refs *refs, void *ctx)
     json_t *mhd = json_object_get(op->input, "mindesthaltbarkeitsdatum");
     int64_t hd;
     if (!op->partial && (!mhd || json_is_null(mhd)) && refs->shelf_life_days >= 0 &&
-        lm_time_parse(lm_json_str(op->input, "herstellungsdatum"), true, &hd)) {
+        lm_timefmt_parse(lm_json_str(op->input, "herstellungsdatum"), true, &hd)) {
         int64_t days = refs->shelf_life_days;
         if (days > (MAX_TIME_MS - hd) / 86400000LL) {
             lm_verrs_add(&op->errs, "mindesthaltbarkeitsdatum",
@@ -480,10 +415,10 @@ static void refs_checked(charges_refs *refs, void *ctx)
             return;
         }
         char out[LM_TIME_STRLEN];
-        lm_time_format(hd + days * 86400000LL, out);
+        lm_timefmt_format(hd + days * 86400000LL, out);
         json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
     }
-    lm_rest_write(op, op->id ? update_job : lm_rest_create_job, op_done);
+    lm_rest_write(op, op->id ? lm_rest_declared_update_job : lm_rest_create_job, op_done);
 }
 
 static void start_refcheck(lm_rest_op *op)
@@ -524,7 +459,7 @@ static void handle_create(lm_req *req, void *ctx)
     charge_op *co = lm_xcalloc(1, sizeof *co);
     co->svc = svc_of(ctx);
     op->domain = co;
-    op->create = insert;
+    op->create = lm_rest_declared_insert;
     if (op->has_idem)
         lm_rest_read(op, lm_rest_idem_probe_job, idem_probed);
     else
@@ -557,6 +492,7 @@ static void handle_delete(lm_req *req, void *ctx)
 
 void charge_routes(lm_router *r, charges_svc *svc)
 {
+    lm_rest_declare(&charge);
     lm_router_add(r, "GET", "/api/v1/charges", handle_list, svc);
     lm_router_add(r, "POST", "/api/v1/charge/create", handle_create, svc);
     lm_router_add(r, "GET", "/api/v1/charge/{id}", handle_get, svc);

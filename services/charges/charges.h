@@ -10,35 +10,36 @@
 
 #include "breaker.h"
 #include "client.h"
+#include "url.h"
 #include "rest.h"
 #include "router.h"
 #include "store.h"
+#include "workerclient.h"
 
 /* An article or unit id, wherever charges takes one (a field of a batch, the artikel_id
  * filter): 1 to CHARGES_REF_ID_MAX, the maximum openapi.json documents. */
 #define CHARGES_REF_ID_MAX 9200000000000000000LL
 
-struct lm_reg;
-struct lm_auth;
+struct lm_disc;
+struct lm_guard;
 typedef struct charges_memo charges_memo; /* refcheck.c */
 
 typedef struct charges_svc {
     lm_store *store;
-    struct lm_reg *reg;     /* discovery of articles_api, unless ARTICLES_URL fixes it */
-    struct lm_auth *auth;   /* tokens for the calls to articles */
+    struct lm_disc *reg;    /* discovery of articles_api, unless ARTICLES_URL fixes it */
+    struct lm_guard *guard; /* tokens for the calls to articles */
     bool articles_fixed;    /* ARTICLES_URL given: no discovery */
-    lm_client_url articles; /* ARTICLES_URL, or the standalone default */
+    lm_url articles;        /* ARTICLES_URL, or the standalone default */
     uint64_t articles_timeout_ms;
-    lm_client **clients;  /* one per worker */
-    lm_breaker *breakers; /* one per worker: the circuit to articles */
-    charges_memo *memos;  /* one per worker: what is known committed to the replica */
+    lm_workerclient *articles_clients; /* one client per worker */
+    lm_breaker *breakers;              /* one per worker: the circuit to articles */
+    charges_memo *memos;               /* one per worker: what is known committed to the replica */
     int breaker_threshold;
     uint64_t breaker_reset_ms;
-    int n_clients;
+    int n_workers;
 } charges_svc;
 
-extern const char *const charges_migrations[];
-extern const size_t charges_migrations_count;
+extern const lm_db_migrations charges_migrations;
 
 void charge_routes(lm_router *r, charges_svc *svc);
 

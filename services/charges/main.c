@@ -11,23 +11,6 @@
 extern const char charges_openapi[];
 extern const unsigned long charges_openapi_len;
 
-static void worker_start(lm_worker *w, void *ctx)
-{
-    charges_svc *svc = ctx;
-    lm_client_config cc;
-    lm_client_config_default(&cc);
-    cc.connect_timeout_ms = svc->articles_timeout_ms;
-    cc.response_timeout_ms = svc->articles_timeout_ms;
-    svc->clients[lm_worker_index(w)] = lm_client_new(lm_worker_loop(w), &cc);
-}
-
-static void worker_stop(lm_worker *w, void *ctx)
-{
-    charges_svc *svc = ctx;
-    lm_client_close(svc->clients[lm_worker_index(w)], NULL, NULL);
-    svc->clients[lm_worker_index(w)] = NULL;
-}
-
 int main(void)
 {
     lm_cfg cfg;
@@ -38,7 +21,7 @@ int main(void)
     svc.articles_fixed = url != NULL;
     if (!url) url = "http://127.0.0.1:8002"; /* standalone, no registry */
     char err[256];
-    if (lm_client_parse_url(url, &svc.articles, err, sizeof err) != 0)
+    if (lm_url_parse(url, &svc.articles, err, sizeof err) != 0)
         lm_cfg_error(&cfg, "ARTICLES_URL", "must be an http:// URL: %s", err);
     else if (strchr(svc.articles.path, '?'))
         lm_cfg_error(&cfg, "ARTICLES_URL", "must not have a query (got \"%.200s\")", url);
@@ -49,26 +32,26 @@ int main(void)
     svc.articles_timeout_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_TIMEOUT", 2000, 10, 60000);
     svc.breaker_threshold = (int)lm_cfg_int(&cfg, "ARTICLES_BREAKER_THRESHOLD", 5, 1, 1000);
     svc.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_BREAKER_RESET", 30000, 100, 3600000);
-    svc.store =
-        lm_app_use_store(app, &cfg, "charges", charges_migrations, charges_migrations_count);
+    svc.store = lm_app_use_store(app, &cfg, "charges", &charges_migrations);
     svc.reg = lm_app_use_registry(app, &cfg);
-    svc.auth = lm_app_use_auth(app, &cfg);
+    svc.guard = lm_app_use_guard(app, &cfg);
     lm_cfg_exit_on_error(&cfg);
-    if (!svc.articles_fixed) lm_reg_watch(svc.reg, "articles_api");
+    if (!svc.articles_fixed) lm_disc_watch(svc.reg, "articles_api");
 
-    svc.n_clients = lm_app_env(app)->workers;
-    svc.clients = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.clients);
-    svc.breakers = lm_xcalloc((size_t)svc.n_clients, sizeof *svc.breakers);
-    svc.memos = charges_memos_new(svc.n_clients);
-    for (int i = 0; i < svc.n_clients; i++)
+    lm_client_config cc;
+    lm_client_config_default(&cc);
+    cc.connect_timeout_ms = svc.articles_timeout_ms;
+    cc.response_timeout_ms = svc.articles_timeout_ms;
+    svc.articles_clients = lm_app_use_clients(app, &cc);
+    svc.n_workers = lm_app_env(app)->workers;
+    svc.breakers = lm_xcalloc((size_t)svc.n_workers, sizeof *svc.breakers);
+    svc.memos = charges_memos_new(svc.n_workers);
+    for (int i = 0; i < svc.n_workers; i++)
         lm_breaker_init(&svc.breakers[i], svc.breaker_threshold, svc.breaker_reset_ms);
-    lm_app_add(app, &(lm_component){
-                        .ctx = &svc, .worker_start = worker_start, .worker_stop = worker_stop});
     lm_app_add_openapi(app, charges_openapi, charges_openapi_len);
     charge_routes(lm_app_router(app), &svc);
     int rc = lm_app_run(app);
     lm_app_free(app);
-    free(svc.clients);
     free(svc.breakers);
     charges_memos_free(svc.memos);
     return rc;

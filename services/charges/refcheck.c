@@ -12,9 +12,10 @@
  * the memo claims. */
 #include "charges.h"
 
-#include "auth.h"
+#include "guard.h"
+#include "outbound.h"
 #include "log.h"
-#include "registry.h"
+#include "discovery.h"
 #include "timefmt.h"
 
 #include <jansson.h>
@@ -129,43 +130,38 @@ static int replica_job(lm_db_conn *c, void *arg)
     refcheck *rc = arg;
     charges_refs *r = rc->refs;
     if (rc->article_failed) {
-        sqlite3_stmt *st =
-            lm_db_stmt(c, "SELECT artikelnummer, einheit_id, mindesthaltbarkeit_tage,"
-                          " status FROM artikel_replica WHERE id = ?");
+        lm_db_st *st = lm_db_stmt(c, "SELECT artikelnummer, einheit_id, mindesthaltbarkeit_tage,"
+                                     " status FROM artikel_replica WHERE id = ?");
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int64(st, 1, r->artikel_id);
-        int s = sqlite3_step(st);
-        if (s == SQLITE_ROW) {
+        lm_db_bind_int(st, 1, r->artikel_id);
+        int s = lm_db_step(st);
+        if (s == LM_DB_ROW) {
             r->article_found = true;
-            snprintf(r->artikelnummer, sizeof r->artikelnummer, "%s",
-                     (const char *)sqlite3_column_text(st, 0));
-            r->article_unit = sqlite3_column_int64(st, 1);
-            r->shelf_life_days =
-                sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 2);
-            snprintf(r->article_status, sizeof r->article_status, "%s",
-                     (const char *)sqlite3_column_text(st, 3));
-        } else if (s == SQLITE_DONE) {
+            snprintf(r->artikelnummer, sizeof r->artikelnummer, "%s", lm_db_col_text(st, 0));
+            r->article_unit = lm_db_col_int(st, 1);
+            r->shelf_life_days = lm_db_col_type(st, 2) == LM_DB_NULL ? -1 : lm_db_col_int(st, 2);
+            snprintf(r->article_status, sizeof r->article_status, "%s", lm_db_col_text(st, 3));
+        } else if (s == LM_DB_DONE) {
             r->unavailable = true;
         } else {
             return LM_DB_EIO;
         }
-        sqlite3_reset(st);
+        lm_db_reset(st);
     }
     if (rc->unit_failed) {
-        sqlite3_stmt *st = lm_db_stmt(c, "SELECT kuerzel FROM einheit_replica WHERE id = ?");
+        lm_db_st *st = lm_db_stmt(c, "SELECT kuerzel FROM einheit_replica WHERE id = ?");
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int64(st, 1, r->einheit_id);
-        int s = sqlite3_step(st);
-        if (s == SQLITE_ROW) {
+        lm_db_bind_int(st, 1, r->einheit_id);
+        int s = lm_db_step(st);
+        if (s == LM_DB_ROW) {
             r->unit_found = true;
-            snprintf(r->unit_kuerzel, sizeof r->unit_kuerzel, "%s",
-                     (const char *)sqlite3_column_text(st, 0));
-        } else if (s == SQLITE_DONE) {
+            snprintf(r->unit_kuerzel, sizeof r->unit_kuerzel, "%s", lm_db_col_text(st, 0));
+        } else if (s == LM_DB_DONE) {
             r->unavailable = true;
         } else {
             return LM_DB_EIO;
         }
-        sqlite3_reset(st);
+        lm_db_reset(st);
     }
     return 0;
 }
@@ -270,9 +266,9 @@ static void on_unit(lm_client_req *creq, lm_client_err err, const lm_client_resp
 static void articles_origin(charges_svc *svc, const char **host, int *port, char *buf,
                             size_t buflen)
 {
-    lm_reg_addr a;
-    if (!svc->articles_fixed && svc->reg && lm_reg_get_mode(svc->reg) != LM_REG_NONE) {
-        if (lm_reg_pick(svc->reg, "articles_api", &a)) {
+    lm_disc_addr a;
+    if (!svc->articles_fixed && svc->reg && lm_disc_get_mode(svc->reg) != LM_DISC_NONE) {
+        if (lm_disc_pick(svc->reg, "articles_api", &a)) {
             snprintf(buf, buflen, "%s", a.host);
             *host = buf;
             *port = a.port;
@@ -288,27 +284,16 @@ static void articles_origin(charges_svc *svc, const char **host, int *port, char
 static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
 {
     charges_svc *svc = rc->svc;
-    lm_client *client = svc->clients[lm_req_worker_index(rc->req)];
+    lm_client *client = lm_workerclient_get(svc->articles_clients, lm_req_worker_index(rc->req));
     const char *host;
     int port = 0;
     char hostbuf[256];
     articles_origin(svc, &host, &port, hostbuf, sizeof hostbuf);
     if (!host) return false;
-    lm_trace_ctx child;
-    char tp[LM_TRACEPARENT_LEN + 1], bearer[4200];
-    lm_trace_child(&rc->req->trace, &child);
-    lm_trace_format(&child, tp);
-    lm_header h[4] = {
-        {.name = "traceparent", .value = tp},
-        {.name = "X-Request-ID", .value = rc->req->request_id},
-        {.name = "Accept", .value = "application/json"},
-    };
-    size_t n = 3;
-    const char *tok = lm_auth_outbound_token(svc->auth, "articles_api", rc->req->caller, "read");
-    if (tok) {
-        snprintf(bearer, sizeof bearer, "Bearer %s", tok);
-        h[n++] = (lm_header){.name = "Authorization", .value = bearer};
-    }
+    lm_header h[1 + LM_OUTBOUND_HEADERS] = {{.name = "Accept", .value = "application/json"}};
+    const char *tok = lm_guard_outbound_token(svc->guard, "articles_api", rc->req->caller, "read");
+    lm_outbound ob;
+    size_t n = lm_outbound_headers(&ob, rc->req, tok, h, 1);
     lm_client_opts o = {
         .method = "GET",
         .host = host,
@@ -329,7 +314,7 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charg
     refcheck *rc = lm_xcalloc(1, sizeof *rc);
     *rc = (refcheck){.svc = svc, .req = req, .refs = refs, .done = done, .ctx = ctx};
     refs->shelf_life_days = -1;
-    refs->checked_ms = lm_time_now_ms();
+    refs->checked_ms = lm_timefmt_now_ms();
     if ((refs->artikel_id || refs->einheit_id) &&
         !lm_breaker_allow(breaker_of(rc), uv_now(lm_req_loop(req)))) {
         /* circuit open: the replica answers what it can without waiting on articles */
@@ -387,7 +372,7 @@ int charges_refs_remember(lm_db_conn *c, charges_refs *r)
 {
     int64_t now = r->checked_ms;
     if (r->article_fresh && r->article_found && !r->article_replica_current) {
-        sqlite3_stmt *st =
+        lm_db_st *st =
             lm_db_stmt(c, "INSERT INTO artikel_replica (id, artikelnummer, einheit_id,"
                           " mindesthaltbarkeit_tage, status, gesehen_ms) VALUES (?, ?, ?, ?, ?, ?)"
                           " ON CONFLICT(id) DO UPDATE SET artikelnummer = excluded.artikelnummer,"
@@ -395,24 +380,24 @@ int charges_refs_remember(lm_db_conn *c, charges_refs *r)
                           " mindesthaltbarkeit_tage = excluded.mindesthaltbarkeit_tage,"
                           " status = excluded.status, gesehen_ms = excluded.gesehen_ms");
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int64(st, 1, r->artikel_id);
-        sqlite3_bind_text(st, 2, r->artikelnummer, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, r->article_unit);
-        if (r->shelf_life_days >= 0) sqlite3_bind_int64(st, 4, r->shelf_life_days);
-        sqlite3_bind_text(st, 5, r->article_status, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 6, now);
-        if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+        lm_db_bind_int(st, 1, r->artikel_id);
+        lm_db_bind_text(st, 2, r->artikelnummer, -1);
+        lm_db_bind_int(st, 3, r->article_unit);
+        if (r->shelf_life_days >= 0) lm_db_bind_int(st, 4, r->shelf_life_days);
+        lm_db_bind_text(st, 5, r->article_status, -1);
+        lm_db_bind_int(st, 6, now);
+        if (lm_db_step(st) != LM_DB_DONE) return LM_DB_EIO;
     }
     if (r->unit_fresh && r->unit_found) {
-        sqlite3_stmt *st =
+        lm_db_st *st =
             lm_db_stmt(c, "INSERT INTO einheit_replica (id, kuerzel, gesehen_ms) VALUES (?, ?, ?)"
                           " ON CONFLICT(id) DO UPDATE SET kuerzel = excluded.kuerzel,"
                           " gesehen_ms = excluded.gesehen_ms");
         if (!st) return LM_DB_EIO;
-        sqlite3_bind_int64(st, 1, r->einheit_id);
-        sqlite3_bind_text(st, 2, r->unit_kuerzel, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, now);
-        if (sqlite3_step(st) != SQLITE_DONE) return LM_DB_EIO;
+        lm_db_bind_int(st, 1, r->einheit_id);
+        lm_db_bind_text(st, 2, r->unit_kuerzel, -1);
+        lm_db_bind_int(st, 3, now);
+        if (lm_db_step(st) != LM_DB_DONE) return LM_DB_EIO;
     }
     r->remembered = true; /* the job may still roll back: charges_refs_committed decides */
     return 0;

@@ -5,7 +5,7 @@
 
 #include "json.h"
 #include "problem.h"
-#include "registry.h"
+#include "discovery.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -32,7 +32,7 @@ static void handle_services(lm_req *req, void *ctx)
 {
     gateway *gw = ctx;
     gw_principal who;
-    if (!gw_authenticate(gw, req, &who)) return;
+    if (!gw_clientauth_check(gw, req, &who)) return;
     if (!lm_token_has_scope(who.scope, "admin")) {
         lm_resp_problem(req, 403, "the admin scope is required");
         return;
@@ -40,15 +40,15 @@ static void handle_services(lm_req *req, void *ctx)
     json_t *services = json_array();
     for (size_t i = 0; i < gw->n_services; i++) {
         json_t *instances = json_array();
-        lm_reg_set *set = lm_reg_instances(gw->reg, gw->services[i]);
-        for (size_t j = 0; set && j < lm_reg_set_count(set); j++) {
-            const lm_reg_instance *in = lm_reg_set_get(set, j);
+        lm_disc_set *set = lm_disc_instances(gw->reg, gw->services[i]);
+        for (size_t j = 0; set && j < lm_disc_set_count(set); j++) {
+            const lm_disc_instance *in = lm_disc_set_get(set, j);
             json_array_append_new(instances,
                                   json_pack("{s:s, s:s, s:i, s:s, s:I}", "id", in->id, "host",
                                             in->host, "port", in->port, "health", "passing",
                                             "in_flight", (json_int_t)in_flight(gw, in->id)));
         }
-        if (set) lm_reg_set_release(set);
+        if (set) lm_disc_set_release(set);
         json_t *aliases = json_array();
         for (size_t a = 0; a < gw->n_aliases; a++)
             if (!strcmp(gw->aliases[a].to, gw->services[i]))
@@ -57,14 +57,14 @@ static void handle_services(lm_req *req, void *ctx)
                                                   "aliases", aliases, "instances", instances));
     }
     lm_client_stats total;
-    gw_pool_stats(gw, &total);
+    lm_workerclient_stats(gw->upstreams, &total);
     json_t *pool = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)total.requests,
         "responses", (json_int_t)total.responses, "retries", (json_int_t)total.retries, "connects",
         (json_int_t)total.connects, "reuses", (json_int_t)total.reuses, "connections_open",
         (json_int_t)total.conns_open, "connections_idle", (json_int_t)total.conns_idle, "queued",
         (json_int_t)total.queued, "in_flight", (json_int_t)total.inflight);
-    lm_resp_json(req, 200,
+    lm_json_resp(req, 200,
                  json_pack("{s:o, s:s, s:o}", "services", services, "balancer",
                            gw->least_outstanding ? "least_outstanding" : "round_robin",
                            "upstream_pool", pool));

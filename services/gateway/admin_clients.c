@@ -59,7 +59,7 @@ typedef struct admin_job {
 static bool admin(gateway *gw, lm_req *req)
 {
     gw_principal who;
-    if (!gw_authenticate(gw, req, &who)) return false;
+    if (!gw_clientauth_check(gw, req, &who)) return false;
     if (!lm_token_has_scope(who.scope, "admin")) {
         lm_resp_problem(req, 403, "the admin scope is required");
         return false;
@@ -324,7 +324,7 @@ static void job_after(uv_work_t *w, int status)
                 snprintf(loc, sizeof loc, "/admin/clients/%s", j->id);
                 lm_resp_header(j->req, "Location", loc);
             }
-            lm_resp_json(j->req, j->status, j->result);
+            lm_json_resp(j->req, j->status, j->result);
             j->result = NULL;
         }
     }
@@ -380,7 +380,7 @@ static void handle_list(lm_req *req, void *ctx)
     json_t *arr = json_array();
     for (size_t i = 0; i < cs->n; i++)
         json_array_append_new(arr, client_json(&cs->items[i]));
-    lm_resp_json(req, 200, arr);
+    lm_json_resp(req, 200, arr);
 }
 
 static void handle_get(lm_req *req, void *ctx)
@@ -393,7 +393,7 @@ static void handle_get(lm_req *req, void *ctx)
         lm_resp_problem(req, 404, "no such client");
         return;
     }
-    lm_resp_json(req, 200, client_json(c));
+    lm_json_resp(req, 200, client_json(c));
 }
 
 static void handle_create(lm_req *req, void *ctx)

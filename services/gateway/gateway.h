@@ -1,5 +1,5 @@
 /* gateway.h — the API gateway (DESIGN 1, 3.1, 3.5): the one public entry. Clients
- * authenticate here (OAuth2 client credentials or API keys: clients.c, auth.c); requests to
+ * authenticate here (OAuth2 client credentials or API keys: clients.c, clientauth.c); requests to
  * /api/{service}/{path} go to a passing instance of the service with a short-lived service
  * token in place of the client's credentials (proxy.c); /admin/services shows the state
  * (admin.c). Everything per request runs on the worker loop that received it; the
@@ -17,6 +17,8 @@
 #include "app.h"
 #include "breaker.h"
 #include "client.h"
+#include "tokcache.h"
+#include "workerclient.h"
 #include "token.h"
 
 /* ---- rate limits (limit.c) ------------------------------------------------------------ */
@@ -106,7 +108,7 @@ void gw_random_token(char *out, size_t outlen, size_t bytes);
 const gw_client *gw_clients_find(const gw_clients *cs, const char *id);
 const gw_client *gw_clients_by_api_key(const gw_clients *cs, const char *key);
 
-/* ---- who is calling (auth.c) ---------------------------------------------------------- */
+/* ---- who is calling (clientauth.c) ---------------------------------------------------------- */
 
 typedef struct gw_principal {
     char client_id[128];
@@ -122,30 +124,18 @@ typedef struct gw_principal {
 
 typedef struct gw_worker {
     gw_clients *clients;    /* this worker's reference to the newest table it has seen */
-    lm_client *client;      /* upstream connections */
     struct lm_redis *redis; /* RATE_LIMIT_URL's Redis on this loop, or NULL */
     struct gateway *gw;
     int hashing; /* Argon2id verifications of this worker on the thread pool */
     struct {
         struct token_req *head, *tail;
         int n;
-    } auth_q[2];     /* waiting verifications: [0] ids without recent failures, [1] the rest */
-    int redis_state; /* 0 not known yet, 1 up, 2 down (this worker's loop only) */
-    struct {
-        uint64_t hash;
-        char *token; /* owned */
-        gw_principal who;
-        long long exp;
-        uint64_t clients_version; /* its client was checked in this table version */
-    } access[GW_TOKEN_CACHE];     /* access tokens already verified */
-    struct {
-        uint64_t hash;
-        char key[400]; /* service|client|scope */
-        char *token;   /* owned */
-        long long exp;
-    } service[GW_TOKEN_CACHE]; /* minted service tokens */
-    uint64_t rr;               /* round-robin cursor */
-    int breaker_threshold;     /* for the circuits of new instances */
+    } auth_q[2];         /* waiting verifications: [0] ids without recent failures, [1] the rest */
+    int redis_state;     /* 0 not known yet, 1 up, 2 down (this worker's loop only) */
+    lm_tokcache access;  /* access tokens already verified */
+    lm_tokcache service; /* minted service tokens, by service|client|scope */
+    uint64_t rr;         /* round-robin cursor */
+    int breaker_threshold; /* for the circuits of new instances */
     uint64_t breaker_reset_ms;
     /* Per upstream instance, one entry per id for as long as discovery knows the instance
      * or a request holds it (proxy.c): counters and the circuit are never reset under a
@@ -210,8 +200,9 @@ typedef struct gateway {
     uint64_t connect_timeout_ms, upstream_timeout_ms;
     int breaker_threshold;
     uint64_t breaker_reset_ms;
-    struct lm_reg *reg;
-    gw_worker *workers; /* by worker index */
+    struct lm_disc *reg;
+    lm_workerclient *upstreams; /* each worker's upstream connections */
+    gw_worker *workers;         /* by worker index */
     int n_workers;
     /* rate limits (limit.c) */
     bool has_default_rate; /* GATEWAY_RATE_LIMIT set */
@@ -266,15 +257,17 @@ void gw_admin_clients_routes(lm_router *r, gateway *gw);
 void gw_admin_clients_watch(gateway *gw, uv_loop_t *loop);
 void gw_admin_clients_unwatch(gateway *gw);
 
-void gw_auth_routes(lm_router *r, gateway *gw);
+void gw_clientauth_routes(lm_router *r, gateway *gw);
 /* Authenticates req (Bearer access token or X-API-Key) and checks the scope its method
  * needs; on failure sends 401 (with WWW-Authenticate) or 403 and returns false. */
-bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who);
+bool gw_clientauth_check(gateway *gw, lm_req *req, gw_principal *who);
 /* A service token for (service, principal), cached per worker and re-minted before expiry;
  * the pointer stays valid until the next call on this worker. NULL if minting failed. */
-const char *gw_service_token(gateway *gw, lm_req *req, const char *service,
-                             const gw_principal *who);
-void gw_auth_worker_free(gw_worker *w);
+const char *gw_clientauth_service_token(gateway *gw, lm_req *req, const char *service,
+                                        const gw_principal *who);
+/* The worker's token caches: empty at its start, freed at its stop (its own thread). */
+void gw_clientauth_worker_init(gw_worker *w);
+void gw_clientauth_worker_free(gw_worker *w);
 
 void gw_proxy_routes(lm_router *r, gateway *gw);
 /* Calls fn for every upstream entry of every worker, under that worker's out_lock (any
@@ -287,8 +280,6 @@ bool gw_service_exposed(const gateway *gw, const char *name);
 void gw_admin_routes(lm_router *r, gateway *gw);
 /* Prometheus text for /metrics (metrics.c). */
 void gw_metrics_render(lm_buf *out, void *gw);
-/* The upstream pools of every worker, summed (any thread). */
-void gw_pool_stats(const gateway *gw, lm_client_stats *total);
 void gw_metrics_observe(gateway *gw, int worker, int service, int status, double seconds);
 
 #endif

@@ -15,16 +15,10 @@
 static void worker_start(lm_worker *w, void *ctx)
 {
     gateway *gw = ctx;
-    lm_client_config cc;
-    lm_client_config_default(&cc);
-    cc.connect_timeout_ms = gw->connect_timeout_ms;
-    cc.response_timeout_ms = gw->upstream_timeout_ms;
-    cc.max_conns_per_origin = 256;
-    cc.max_response_body = 64 * 1024 * 1024;
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
     gwk->gw = gw;
     if (lm_worker_index(w) == 0) gw_admin_clients_watch(gw, lm_worker_loop(w));
-    gwk->client = lm_client_new(lm_worker_loop(w), &cc);
+    gw_clientauth_worker_init(gwk);
     gwk->breaker_threshold = gw->breaker_threshold;
     gwk->breaker_reset_ms = gw->breaker_reset_ms;
     if (gw->limit_redis) {
@@ -40,9 +34,7 @@ static void worker_stop(lm_worker *w, void *ctx)
 {
     gateway *gw = ctx;
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
-    lm_client_close(gwk->client, NULL, NULL);
-    gwk->client = NULL;
-    gw_auth_worker_free(gwk);
+    gw_clientauth_worker_free(gwk);
     if (lm_worker_index(w) == 0) gw_admin_clients_unwatch(gw);
     gw_clients_release(gwk->clients);
     gwk->clients = NULL;
@@ -181,10 +173,17 @@ int main(int argc, char **argv)
     else if (lm_cfg_ok(&cfg))
         gw_clients_publish(&gw, &first);
     gw.reg = lm_app_use_registry(app, &cfg);
+    lm_client_config cc;
+    lm_client_config_default(&cc);
+    cc.connect_timeout_ms = gw.connect_timeout_ms;
+    cc.response_timeout_ms = gw.upstream_timeout_ms;
+    cc.max_conns_per_origin = 256;
+    cc.max_response_body = 64 * 1024 * 1024;
+    gw.upstreams = lm_app_use_clients(app, &cc);
     lm_cfg_exit_on_error(&cfg);
 
     for (size_t i = 0; i < gw.n_services; i++)
-        lm_reg_watch(gw.reg, gw.services[i]);
+        lm_disc_watch(gw.reg, gw.services[i]);
     gw.n_workers = lm_app_env(app)->workers;
     gw.workers = lm_xcalloc((size_t)gw.n_workers, sizeof *gw.workers);
     for (int i = 0; i < gw.n_workers; i++)
@@ -194,7 +193,7 @@ int main(int argc, char **argv)
                                     .worker_stop = worker_stop,
                                     .metrics = gw_metrics_render});
     gw_cors_routes(lm_app_router(app), &gw);
-    gw_auth_routes(lm_app_router(app), &gw);
+    gw_clientauth_routes(lm_app_router(app), &gw);
     gw_admin_routes(lm_app_router(app), &gw);
     gw_admin_clients_routes(lm_app_router(app), &gw);
     gw_proxy_routes(lm_app_router(app), &gw);

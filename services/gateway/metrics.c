@@ -99,25 +99,6 @@ static void render_instances(lm_buf *out, gateway *gw)
     free(all.v);
 }
 
-void gw_pool_stats(const gateway *gw, lm_client_stats *t)
-{
-    memset(t, 0, sizeof *t);
-    for (int w = 0; w < gw->n_workers; w++) {
-        lm_client_stats st;
-        if (!gw->workers[w].client) continue;
-        lm_client_stats_get(gw->workers[w].client, &st);
-        t->requests += st.requests;
-        t->responses += st.responses;
-        t->retries += st.retries;
-        t->connects += st.connects;
-        t->reuses += st.reuses;
-        t->conns_open += st.conns_open;
-        t->conns_idle += st.conns_idle;
-        t->queued += st.queued;
-        t->inflight += st.inflight;
-    }
-}
-
 void gw_metrics_render(lm_buf *out, void *ctx)
 {
     gateway *gw = ctx;
@@ -157,7 +138,7 @@ void gw_metrics_render(lm_buf *out, void *ctx)
     }
     render_instances(out, gw);
     lm_client_stats t;
-    gw_pool_stats(gw, &t);
+    lm_workerclient_stats(gw->upstreams, &t);
     lm_buf_printf(
         out,
         "# HELP lotmesh_gateway_pool_connections Upstream connections by state.\n"

@@ -25,8 +25,10 @@
 #include "gateway.h"
 
 #include "log.h"
+#include "outbound.h"
+#include "parse.h"
 #include "problem.h"
-#include "registry.h"
+#include "discovery.h"
 #include "server.h"
 
 #include <stdatomic.h>
@@ -44,7 +46,7 @@ typedef struct fwd {
     lm_client_req *creq;
     char service[64];
     gw_principal who;
-    lm_reg_set *set; /* the passing instances, referenced until done */
+    lm_disc_set *set; /* the passing instances, referenced until done */
     int n_inst;
     int chosen;
     int attempts;
@@ -145,10 +147,10 @@ static bool instance_known(gateway *gw, const char *id)
 {
     bool known = false;
     for (size_t i = 0; i < gw->n_services && !known; i++) {
-        lm_reg_set *set = lm_reg_instances(gw->reg, gw->services[i]);
-        for (size_t j = 0; set && j < lm_reg_set_count(set) && !known; j++)
-            known = !strcmp(lm_reg_set_get(set, j)->id, id);
-        if (set) lm_reg_set_release(set);
+        lm_disc_set *set = lm_disc_instances(gw->reg, gw->services[i]);
+        for (size_t j = 0; set && j < lm_disc_set_count(set) && !known; j++)
+            known = !strcmp(lm_disc_set_get(set, j)->id, id);
+        if (set) lm_disc_set_release(set);
     }
     return known;
 }
@@ -182,9 +184,9 @@ static gw_upstream_stat *upstream_stat(gateway *gw, gw_worker *w, const char *id
     return e;
 }
 
-static const lm_reg_instance *inst(const fwd *f, int i)
+static const lm_disc_instance *inst(const fwd *f, int i)
 {
-    return lm_reg_set_get(f->set, (size_t)i);
+    return lm_disc_set_get(f->set, (size_t)i);
 }
 
 /* Picks an instance (not exclude) whose circuit lets a call through: the less loaded of two
@@ -202,7 +204,8 @@ static int choose(fwd *f, int exclude)
     if (m == 0) return -1;
     int pick;
     if (f->gw->least_outstanding && m > 1) {
-        int a = (int)(lm_rand64() % (uint64_t)m), b = (int)(lm_rand64() % (uint64_t)(m - 1));
+        int a = (int)(lm_trace_rand64() % (uint64_t)m),
+            b = (int)(lm_trace_rand64() % (uint64_t)(m - 1));
         if (b >= a) b++;
         a = ready[a];
         b = ready[b];
@@ -235,7 +238,7 @@ static void fwd_free(fwd *f)
                            f->t0_ns && now > f->t0_ns ? (double)(now - f->t0_ns) / 1e9 : 0);
     }
     if (f->us) f->us->holders--;
-    if (f->set) lm_reg_set_release(f->set);
+    if (f->set) lm_disc_set_release(f->set);
     free(f);
 }
 
@@ -288,7 +291,8 @@ static void on_head(lm_client_req *creq, const lm_client_response *resp, void *u
     free(connection);
     const char *cl = lm_client_response_header(resp, "content-length");
     const char *te = lm_client_response_header(resp, "transfer-encoding");
-    int64_t len = cl && !te ? strtoll(cl, NULL, 10) : -1;
+    long long len = -1;
+    if (!cl || te || !lm_parse_int(cl, &len)) len = -1;
     lm_resp_begin(req, resp->status, ctype, len);
     f->status = resp->status;
     f->head_sent = true;
@@ -360,7 +364,7 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
         fwd_free(f);
         return;
     }
-    bool idempotent_read = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
+    bool idempotent_read = lm_method_is_read(req->method_id);
     if ((err == LM_CLIENT_ERR_CONNECT || err == LM_CLIENT_ERR_CONNECT_TIMEOUT ||
          err == LM_CLIENT_ERR_RESOLVE) &&
         idempotent_read && !f->streaming && f->attempts < 2 && f->n_inst > 1) {
@@ -420,11 +424,10 @@ static void send_upstream(fwd *f)
 {
     lm_req *req = f->req;
     gateway *gw = f->gw;
-    gw_worker *w = worker_of(gw, req);
-    const lm_reg_instance *in = inst(f, f->chosen);
+    const lm_disc_instance *in = inst(f, f->chosen);
     /* without a service token the instance would refuse the call (401) for a fault of the
      * gateway's: answer the gateway's fault and send nothing */
-    const char *tok = gw_service_token(gw, req, f->service, &f->who);
+    const char *tok = gw_clientauth_service_token(gw, req, f->service, &f->who);
     if (!tok) {
         lm_log(LM_LOG_ERROR, &(lm_log_ctx){.request_id = req->request_id, .trace = &req->trace},
                "minting a service token for %s failed", f->service);
@@ -481,21 +484,16 @@ static void send_upstream(fwd *f)
     lm_req_peer_ip(req, peer, sizeof peer);
     if (xff.len) lm_buf_append_str(&xff, ", ");
     lm_buf_append_str(&xff, peer);
-    lm_trace_ctx child;
-    char tp[LM_TRACEPARENT_LEN + 1], bearer[4200];
-    lm_trace_child(&req->trace, &child);
-    lm_trace_format(&child, tp);
-    snprintf(bearer, sizeof bearer, "Bearer %s", tok);
-    hs[n++] = (lm_header){.name = "Authorization", .value = bearer};
+    lm_outbound ob;
+    n = lm_outbound_headers(&ob, req, tok, hs, n);
     hs[n++] = (lm_header){.name = "X-Forwarded-For", .value = lm_buf_cstr(&xff)};
     hs[n++] = (lm_header){.name = "X-Forwarded-Proto", .value = "http"};
     if (host) hs[n++] = (lm_header){.name = "X-Forwarded-Host", .value = host};
-    hs[n++] = (lm_header){.name = "X-Request-ID", .value = req->request_id};
-    hs[n++] = (lm_header){.name = "traceparent", .value = tp};
 
     int64_t stream_length = -1; /* chunked unless the client gave a length */
     const char *cl = lm_req_header(req, "content-length");
-    if (f->streaming && cl) stream_length = strtoll(cl, NULL, 10);
+    long long cl_value;
+    if (f->streaming && cl && lm_parse_int(cl, &cl_value)) stream_length = cl_value;
     lm_client_opts o = {
         .method = req->method,
         .host = in->host,
@@ -517,7 +515,7 @@ static void send_upstream(fwd *f)
     };
     atomic_fetch_add_explicit(&f->us->n, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&f->us->requests, 1, memory_order_relaxed);
-    f->creq = lm_client_send(w->client, &o); /* copies the headers */
+    f->creq = lm_client_send(lm_workerclient_get(gw->upstreams, lm_req_worker_index(req)), &o);
     free(path);
     lm_buf_free(&xff);
     if (!f->creq) {
@@ -573,8 +571,8 @@ static void unavailable(fwd *f, const char *type, const char *detail)
 static void forward(fwd *f)
 {
     gateway *gw = f->gw;
-    f->set = lm_reg_instances(gw->reg, f->service);
-    f->n_inst = f->set ? (int)lm_reg_set_count(f->set) : 0;
+    f->set = lm_disc_instances(gw->reg, f->service);
+    f->n_inst = f->set ? (int)lm_disc_set_count(f->set) : 0;
     if (f->n_inst == 0) {
         unavailable(f, "urn:lotmesh:problem:no-instance", "the service has no passing instance");
         return;
@@ -634,7 +632,7 @@ static void handle_proxy(lm_req *req, void *ctx)
         return;
     }
     gw_cors_actual(gw, req);
-    if (!gw_authenticate(gw, req, &f->who)) {
+    if (!gw_clientauth_check(gw, req, &f->who)) {
         fwd_free(f);
         return;
     }

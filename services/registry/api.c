@@ -15,6 +15,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "parse.h"
 #include "problem.h"
 #include "trace.h"
 
@@ -106,7 +107,7 @@ static void respond(rg_server *srv, lm_req *req, const query *q)
     set_index_header(req, view_index(srv, q));
     lm_resp_header(req, "X-Consul-KnownLeader", "true");
     lm_resp_header(req, "X-Consul-LastContact", "0");
-    lm_resp_json(req, 200, doc);
+    lm_json_resp(req, 200, doc);
 }
 
 /* A problem with the current index (Consul sends X-Consul-Index on errors too). */
@@ -172,7 +173,7 @@ void rg_api_sweep(rg_server *srv)
 
 static uint64_t jitter(uint64_t max)
 {
-    return max ? lm_rand64() % (max + 1) : 0;
+    return max ? lm_trace_rand64() % (max + 1) : 0;
 }
 
 static void park(rg_server *srv, lm_req *req, query *q, uint64_t index, uint64_t wait_ms)
@@ -219,8 +220,7 @@ static void read_endpoint(lm_req *req, rg_server *srv, view v, const char *name)
     for (size_t i = 0; i < req->query.n; i++) {
         const char *k = req->query.pairs[i].key, *val = req->query.pairs[i].value;
         if (strcmp(k, "index") == 0) {
-            char *end;
-            if (!*val || *val == '-' || (index = strtoull(val, &end, 10), *end)) {
+            if (!lm_parse_uint(val, &index)) {
                 problem(srv, req, 400, "Invalid index \"%.40s\": must be an unsigned integer", val);
                 goto out;
             }

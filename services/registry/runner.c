@@ -5,6 +5,7 @@
 #include "registry_server.h"
 
 #include "log.h"
+#include "url.h"
 #include "status.h"
 
 #include <stdio.h>
@@ -114,9 +115,9 @@ static void on_probe_timer(uv_timer_t *t)
     probe *p = t->data;
     rg_check *c = p->check;
     if (!c || p->inflight || p->srv->stopping) return; /* the previous probe is still out */
-    lm_client_url u;
+    lm_url u;
     char err[256];
-    if (lm_client_parse_url(c->def.http, &u, err, sizeof err) != 0) return; /* validated */
+    if (lm_url_parse(c->def.http, &u, err, sizeof err) != 0) return; /* validated */
     lm_header hdrs[LM_CONSUL_MAX_HEADERS + 2];
     size_t n = 0;
     bool ua = false, accept = false;

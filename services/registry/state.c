@@ -24,9 +24,9 @@ void rg_state_init(rg_state *st, const char *node_name, const char *node_address
         snprintf(st->node_id, sizeof st->node_id, "%s", node_id);
     } else {
         unsigned char r[16] = {0};
-        if (lm_random_bytes(r, sizeof r) != 0)
+        if (lm_trace_random_bytes(r, sizeof r) != 0)
             for (size_t i = 0; i < sizeof r; i += 8) {
-                uint64_t x = lm_rand64();
+                uint64_t x = lm_trace_rand64();
                 memcpy(r + i, &x, 8);
             }
         r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* UUID v4 */

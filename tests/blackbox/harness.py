@@ -36,6 +36,8 @@ from pathlib import Path
 import pytest
 import requests
 
+import pg_server
+
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("LOTMESH_BIN_DIR", REPO / "build" / "asan"))
 # the ThreadSanitizer build (make tsan): memory figures mean little under its shadow memory
@@ -317,7 +319,8 @@ class Proc:
     def __init__(self, name, env, port, workdir):
         self.name = name
         self.port = port
-        self.env = env
+        # LOTMESH_TEST_DB=pg: articles/charges use PostgreSQL instead of their SQLite file
+        self.env = pg_server.map_env(name, env)
         self.exe = binary(name)
         self.stderr_path = workdir / f"{Path(self.exe).name}-{port}.stderr"
         self.stdout_path = workdir / f"{Path(self.exe).name}-{port}.stdout"

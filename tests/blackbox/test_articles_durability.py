@@ -6,13 +6,13 @@ got no answer creates each article exactly once."""
 
 import json
 import signal
-import sqlite3
 import threading
 import time
 
 import requests
 
 from harness import IO_TIMEOUT
+from pg_server import query
 from services_util import RFC3339, post_json
 
 CREATE = "/api/v1/article/create"
@@ -140,19 +140,20 @@ def test_sigkill_under_create_load_loses_no_acknowledged_create(start_process, t
     in_flight_committed = set(numbers) & set(unanswered)
     assert len(rows) == 1 + len(acked) + len(in_flight_committed)
 
-    # the same, read from the file itself (read-only) after the service recovered it
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
-        assert con.execute("SELECT count(*) FROM artikel").fetchone()[0] == len(rows)
-        assert con.execute("SELECT count(*) FROM artikel WHERE version <> 1 OR erstellt_am IS"
-                           " NULL OR bezeichnung = '' OR artikelnummer = ''").fetchone()[0] == 0
-        # every committed create remembered its Idempotency-Key in the same transaction
-        keys = {k for (k,) in con.execute("SELECT key FROM idempotency_keys")}
-        assert keys == {key0} | {f"load-{nr}" for nr in numbers if nr != body0["artikelnummer"]}
-    finally:
-        con.close()
+    # the same, read from the database itself after the service recovered it, without the
+    # service (the SQLite file read-only, or PostgreSQL through psycopg2)
+    url = p2.env["DATABASE_URL"]
+    if not url.startswith("postgres"):
+        assert query(url, "PRAGMA integrity_check") == [("ok",)]
+        assert query(url, "PRAGMA foreign_key_check") == []
+    assert query(url, "SELECT count(*) FROM artikel")[0][0] == len(rows)
+    assert query(url, "SELECT count(*) FROM artikel WHERE version <> 1 OR erstellt_am IS"
+                 " NULL OR bezeichnung = '' OR artikelnummer = ''")[0][0] == 0
+    assert query(url, "SELECT count(*) FROM artikel a WHERE NOT EXISTS"
+                 " (SELECT 1 FROM einheit e WHERE e.id = a.einheit_id)")[0][0] == 0
+    # every committed create remembered its Idempotency-Key in the same transaction
+    keys = {k for (k,) in query(url, "SELECT key FROM idempotency_keys")}
+    assert keys == {key0} | {f"load-{nr}" for nr in numbers if nr != body0["artikelnummer"]}
 
     # Idempotency-Key replays survive the restart
     r = post_json(p2, CREATE, body0, {"Idempotency-Key": key0})

@@ -1345,9 +1345,10 @@ def test_service_token_verifies_with_pyjwt(gw, rec, creds):
         # cross a second boundary: a token minted again would differ in iat
         time.sleep(1.05 - (time.time() % 1))
         assert gw.api("GET", f"/api/charges_api/api/{t}/2", session=s).status_code == 200
-        assert gw.api("GET", f"/api/rec/api/{t}/3", session=s).status_code == 200
-        assert gw.api("GET", f"/api/rec/api/{t}/4", client="reader", api_key=True,
-                      session=s).status_code == 200
+        r = gw.api("GET", f"/api/rec/api/{t}/3", session=s)
+        assert r.status_code == 200, r.text
+        r = gw.api("GET", f"/api/rec/api/{t}/4", client="reader", api_key=True, session=s)
+        assert r.status_code == 200, r.text
     r1, r2, r3, r4 = (rec.find(f"{t}/{i}")[0] for i in (1, 2, 3, 4))
     tok = bearer_of(r1)
     assert bearer_of(r2) == tok, "a service token is cached, not minted per request"

@@ -170,8 +170,12 @@ def test_valid_configuration_forms(start_process):
                                    "MAX_URI_BYTES": "1024", "LOG_LEVEL": "debug",
                                    "ACCESS_LOG": "off", "MODULE_NAME": "charges_api"})
     p.assert_healthy()
-    started = [ln for ln in p.log_lines() if ln.get("msg", "").startswith("listening")]
-    assert started and started[0]["service"] == "charges_api"
+
+    def started():  # workers accept before the line is written: wait for it, bounded
+        return [ln for ln in p.log_lines() if ln.get("msg", "").startswith("listening")]
+
+    assert poll(started), p.stderr_tail()
+    assert started()[0]["service"] == "charges_api"
 
 
 # ---- start-up failures ------------------------------------------------------------------------

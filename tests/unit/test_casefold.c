@@ -49,32 +49,11 @@ static void test_invalid_utf8_passes_through(void **state)
     expect_fold("A\0B", 3, "a\0b", 3);
 }
 
-static void test_sql_function(void **state)
-{
-    (void)state;
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
-    assert_int_equal(lm_casefold_register(db), SQLITE_OK);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT casefold('ÄPFEL'), casefold(NULL),"
-                                        " instr(casefold('Äpfel aus Übersee'), casefold('ÜBER'))",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "äpfel");
-    assert_int_equal(sqlite3_column_type(st, 1), SQLITE_NULL);
-    assert_int_equal(sqlite3_column_int(st, 2), 11);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_folds_letters_of_many_scripts),
         cmocka_unit_test(test_invalid_utf8_passes_through),
-        cmocka_unit_test(test_sql_function),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

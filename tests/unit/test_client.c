@@ -2109,39 +2109,6 @@ static void test_invalid_requests(void **state)
     loop_end(c);
 }
 
-static void test_parse_url(void **state)
-{
-    (void)state;
-    lm_client_url u;
-    char err[256];
-    assert_int_equal(lm_client_parse_url("http://articles:8002/base", &u, err, sizeof err), 0);
-    assert_string_equal(u.scheme, "http");
-    assert_string_equal(u.host, "articles");
-    assert_int_equal(u.port, 8002);
-    assert_string_equal(u.path, "/base");
-    assert_int_equal(lm_client_parse_url("HTTP://10.0.0.7", &u, err, sizeof err), 0);
-    assert_string_equal(u.host, "10.0.0.7");
-    assert_int_equal(u.port, 80);
-    assert_string_equal(u.path, "");
-    assert_int_equal(lm_client_parse_url("http://[::1]:9000/x?y=1#frag", &u, err, sizeof err), 0);
-    assert_string_equal(u.host, "::1");
-    assert_int_equal(u.port, 9000);
-    assert_string_equal(u.path, "/x?y=1");
-    assert_int_equal(lm_client_parse_url("http://h?q", &u, err, sizeof err), 0);
-    assert_string_equal(u.path, "/?q");
-    assert_int_equal(lm_client_parse_url("https://a:443/", &u, err, sizeof err), -1);
-    assert_non_null(strstr(err, "https is not supported"));
-    assert_int_equal(lm_client_parse_url("ftp://a/", &u, err, sizeof err), -1);
-    assert_int_equal(lm_client_parse_url("http://:80/", &u, err, sizeof err), -1);
-    assert_int_equal(lm_client_parse_url("http://a:0/", &u, err, sizeof err), -1);
-    assert_int_equal(lm_client_parse_url("http://a:65536/", &u, err, sizeof err), -1);
-    assert_int_equal(lm_client_parse_url("http://a:8x/", &u, err, sizeof err), -1);
-    assert_int_equal(lm_client_parse_url("http://u:p@a/", &u, err, sizeof err), -1);
-    assert_int_equal(lm_client_parse_url("http://[::1/", &u, err, sizeof err), -1);
-    assert_int_equal(lm_client_parse_url("http://a b/", &u, err, sizeof err), -1);
-    assert_int_equal(lm_client_parse_url(NULL, &u, err, sizeof err), -1);
-}
-
 static void test_strerror(void **state)
 {
     (void)state;
@@ -2201,7 +2168,6 @@ int main(void)
         cmocka_unit_test(test_response_timeout_while_paused),
         cmocka_unit_test(test_pause_on_last_piece),
         cmocka_unit_test(test_invalid_requests),
-        cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_strerror),
     };
     const char *filter = getenv("TEST_FILTER"); /* e.g. TEST_FILTER='test_cancel*' */

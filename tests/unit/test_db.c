@@ -1,4 +1,6 @@
-/* test_db.c — migrations, group commit, per-job rollback, reads after commit, reopen. */
+/* test_db.c — the SQLite backend through the neutral interface: migrations, group commit,
+ * per-job rollback, reads after commit, reopen, casefold(), types, named parameters.
+ * (The PostgreSQL backend is tested against a real server by the black-box suite.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,17 +13,21 @@
 
 #include "db.h"
 
-static const char *const migrations[] = {
+static const char *const migration_sql[] = {
     "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
     "ALTER TABLE item ADD COLUMN qty REAL NOT NULL DEFAULT 0",
 };
+static const lm_db_migrations migrations = {.sqlite = migration_sql, .n_sqlite = 2};
+static const lm_db_migrations migrations1 = {.sqlite = migration_sql, .n_sqlite = 1};
+static const lm_db_opts opts = {.pool_size = 2};
 
-static char path[256];
+static char path[256], url[300];
 
 static int setup(void **state)
 {
     (void)state;
     snprintf(path, sizeof path, "/tmp/lm-test-db-%d.sqlite", getpid());
+    snprintf(url, sizeof url, "sqlite:%s", path);
     unlink(path);
     return 0;
 }
@@ -47,12 +53,12 @@ typedef struct insert_job {
 static int insert_fn(lm_db_conn *c, void *arg)
 {
     insert_job *j = arg;
-    sqlite3_stmt *st = lm_db_stmt(c, "INSERT INTO item(name, qty) VALUES (?, 1)");
+    lm_db_st *st = lm_db_stmt(c, "INSERT INTO item(name, qty) VALUES (?, 1)");
     if (!st) return 99;
-    sqlite3_bind_text(st, 1, j->name, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) return 409;
-    return rc == SQLITE_DONE ? 0 : 500;
+    lm_db_bind_text(st, 1, j->name, -1);
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_E_UNIQUE) return 409;
+    return rc == LM_DB_DONE ? 0 : 500;
 }
 
 static int done_count;
@@ -71,9 +77,9 @@ typedef struct count_job {
 static int count_fn(lm_db_conn *c, void *arg)
 {
     count_job *j = arg;
-    sqlite3_stmt *st = lm_db_stmt(c, "SELECT count(*) FROM item");
-    if (sqlite3_step(st) != SQLITE_ROW) return 500;
-    j->n = sqlite3_column_int64(st, 0);
+    lm_db_st *st = lm_db_stmt(c, "SELECT count(*) FROM item");
+    if (lm_db_step(st) != LM_DB_ROW) return 500;
+    j->n = lm_db_col_int(st, 0);
     return 0;
 }
 
@@ -88,7 +94,7 @@ static void test_group_commit_and_rollback(void **state)
 {
     (void)state;
     char err[256];
-    lm_db *db = lm_db_open(path, migrations, 2, err, sizeof err);
+    lm_db *db = lm_db_open(url, &migrations, &opts, err, sizeof err);
     assert_non_null(db);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -133,14 +139,14 @@ static void test_group_commit_and_rollback(void **state)
     lm_db_close(db);
 
     /* reopen: data and schema version survive; no migration runs twice */
-    db = lm_db_open(path, migrations, 2, err, sizeof err);
+    db = lm_db_open(url, &migrations, &opts, err, sizeof err);
     assert_non_null(db);
     assert_int_equal(lm_db_exec_sync(db, count_fn, &cj), 0);
     assert_int_equal(cj.n, 150);
     lm_db_close(db);
 
     /* a build that knows fewer migrations than the file refuses to run */
-    db = lm_db_open(path, migrations, 1, err, sizeof err);
+    db = lm_db_open(url, &migrations1, &opts, err, sizeof err);
     assert_null(db);
     assert_non_null(strstr(err, "newer than this build"));
 }
@@ -148,14 +154,16 @@ static void test_group_commit_and_rollback(void **state)
 static void test_bad_migration(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"CREATE TABLE a (x)", "CREATE TABLE oops ("};
+    static const char *const bad_sql[] = {"CREATE TABLE a (x)", "CREATE TABLE oops ("};
+    static const lm_db_migrations bad = {.sqlite = bad_sql, .n_sqlite = 2};
     char err[256];
-    lm_db *db = lm_db_open(path, bad, 2, err, sizeof err);
+    lm_db *db = lm_db_open(url, &bad, &opts, err, sizeof err);
     assert_null(db);
     assert_non_null(strstr(err, "migration 2 failed"));
     /* migration 1 committed; 2 did not */
-    static const char *const good[] = {"CREATE TABLE a (x)", "CREATE TABLE b (y)"};
-    db = lm_db_open(path, good, 2, err, sizeof err);
+    static const char *const good_sql[] = {"CREATE TABLE a (x)", "CREATE TABLE b (y)"};
+    static const lm_db_migrations good = {.sqlite = good_sql, .n_sqlite = 2};
+    db = lm_db_open(url, &good, &opts, err, sizeof err);
     assert_non_null(db);
     lm_db_close(db);
 }
@@ -164,9 +172,57 @@ static void test_unwritable_path(void **state)
 {
     (void)state;
     char err[256];
-    lm_db *db = lm_db_open("/nonexistent-dir/x.db", migrations, 2, err, sizeof err);
+    lm_db *db = lm_db_open("sqlite:/nonexistent-dir/x.db", &migrations, &opts, err, sizeof err);
     assert_null(db);
     assert_non_null(strstr(err, "cannot open database"));
+    db = lm_db_open("mysql://x", &migrations, &opts, err, sizeof err);
+    assert_null(db);
+    assert_non_null(strstr(err, "unknown database URL scheme"));
+}
+
+static int sql_fn(lm_db_conn *c, void *arg)
+{
+    (void)arg;
+    lm_db_st *st = lm_db_stmt(c, "SELECT casefold('ÄPFEL'), casefold(NULL),"
+                                 " instr(casefold('Äpfel aus Übersee'), casefold(:q)), 2.5, :q");
+    assert_non_null(st);
+    assert_int_equal(lm_db_param_index(st, ":q"), 1);
+    assert_int_equal(lm_db_param_index(st, ":absent"), 0);
+    lm_db_bind_text(st, lm_db_param_index(st, ":q"), "ÜBER", -1);
+    lm_db_bind_text(st, lm_db_param_index(st, ":absent"), "ignored", -1);
+    assert_int_equal(lm_db_step(st), LM_DB_ROW);
+    assert_string_equal(lm_db_col_text(st, 0), "äpfel");
+    assert_int_equal(lm_db_col_type(st, 1), LM_DB_NULL);
+    assert_int_equal(lm_db_col_type(st, 2), LM_DB_INT);
+    assert_int_equal(lm_db_col_int(st, 2), 11);
+    assert_int_equal(lm_db_col_type(st, 3), LM_DB_REAL);
+    assert_true(lm_db_col_double(st, 3) == 2.5);
+    assert_int_equal(lm_db_col_type(st, 4), LM_DB_TEXT);
+    assert_int_equal(lm_db_col_bytes(st, 4), strlen("ÜBER"));
+    assert_int_equal(lm_db_step(st), LM_DB_DONE);
+    lm_db_reset(st);
+    /* RETURNING and a constraint violation's class */
+    st = lm_db_stmt(c, "INSERT INTO item(name) VALUES (?) RETURNING id, name");
+    lm_db_bind_text(st, 1, "x", -1);
+    assert_int_equal(lm_db_step(st), LM_DB_ROW);
+    assert_true(lm_db_col_int(st, 0) > 0);
+    lm_db_reset(st);
+    assert_int_equal(lm_db_step(st), LM_DB_E_UNIQUE);
+    return 0;
+}
+
+static void test_sql_dialect(void **state)
+{
+    (void)state;
+    char err[256];
+    lm_db *db = lm_db_open(url, &migrations, &opts, err, sizeof err);
+    assert_non_null(db);
+    assert_string_equal(lm_db_backend_name(db), "sqlite");
+    assert_int_equal(lm_db_exec_sync(db, sql_fn, NULL), 0);
+    lm_buf why = LM_BUF_INIT;
+    assert_true(lm_db_health(db, &why));
+    lm_buf_free(&why);
+    lm_db_close(db);
 }
 
 int main(void)
@@ -175,6 +231,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit_and_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sql_dialect, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,11 +60,11 @@ static bool on_stream(lm_conn *c, lm_req *req)
 }
 
 static const lm_conn_ops ops = {on_dispatch, on_output, on_completed, on_stream};
-static lm_http_limits limits;
+static lm_conn_limits limits;
 
 static void setup_conn(lm_conn *c)
 {
-    lm_http_limits_default(&limits);
+    lm_conn_limits_default(&limits);
     limits.max_body_bytes = 64;
     limits.max_headers = 8;
     limits.max_head_bytes = 1024;
@@ -100,7 +100,7 @@ static void init_on_thread(void *arg)
 static void test_first_connections_on_two_threads(void **state)
 {
     (void)state;
-    lm_http_limits_default(&limits);
+    lm_conn_limits_default(&limits);
     static lm_conn a, b;
     uv_thread_t ta, tb;
     assert_int_equal(uv_thread_create(&ta, init_on_thread, &a), 0);

@@ -93,30 +93,30 @@ static void test_times(void **state)
     (void)state;
     int64_t ms;
     char out[LM_TIME_STRLEN];
-    assert_true(lm_time_parse("1970-01-01T00:00:00Z", false, &ms));
+    assert_true(lm_timefmt_parse("1970-01-01T00:00:00Z", false, &ms));
     assert_int_equal(ms, 0);
-    assert_true(lm_time_parse("2026-11-24T10:00:00.5+01:00", false, &ms));
-    lm_time_format(ms, out);
+    assert_true(lm_timefmt_parse("2026-11-24T10:00:00.5+01:00", false, &ms));
+    lm_timefmt_format(ms, out);
     assert_string_equal(out, "2026-11-24T09:00:00.500Z");
-    assert_true(lm_time_parse("2024-02-29", true, &ms));
-    lm_time_format(ms, out);
+    assert_true(lm_timefmt_parse("2024-02-29", true, &ms));
+    lm_timefmt_format(ms, out);
     assert_string_equal(out, "2024-02-29T00:00:00Z");
-    assert_false(lm_time_parse("2024-02-29", false, &ms));
-    assert_false(lm_time_parse("2026-02-29T00:00:00Z", false, &ms));
-    assert_false(lm_time_parse("2026-13-01T00:00:00Z", false, &ms));
-    assert_false(lm_time_parse("2026-11-24T24:00:00Z", false, &ms));
-    assert_false(lm_time_parse("2026-11-24T10:00:00", false, &ms)); /* offset required */
-    assert_false(lm_time_parse("2026-11-24T10:00:00Zjunk", false, &ms));
-    assert_false(lm_time_parse("2026-11-24T10:00:00.Z", false, &ms));
-    assert_false(lm_time_parse("", true, &ms));
-    assert_true(lm_time_parse("1969-12-31T23:59:59.999Z", false, &ms));
+    assert_false(lm_timefmt_parse("2024-02-29", false, &ms));
+    assert_false(lm_timefmt_parse("2026-02-29T00:00:00Z", false, &ms));
+    assert_false(lm_timefmt_parse("2026-13-01T00:00:00Z", false, &ms));
+    assert_false(lm_timefmt_parse("2026-11-24T24:00:00Z", false, &ms));
+    assert_false(lm_timefmt_parse("2026-11-24T10:00:00", false, &ms)); /* offset required */
+    assert_false(lm_timefmt_parse("2026-11-24T10:00:00Zjunk", false, &ms));
+    assert_false(lm_timefmt_parse("2026-11-24T10:00:00.Z", false, &ms));
+    assert_false(lm_timefmt_parse("", true, &ms));
+    assert_true(lm_timefmt_parse("1969-12-31T23:59:59.999Z", false, &ms));
     assert_int_equal(ms, -1);
-    lm_time_format(ms, out);
+    lm_timefmt_format(ms, out);
     assert_string_equal(out, "1969-12-31T23:59:59.999Z");
     /* outside four-digit years: saturated, never a wrong date inside the range */
-    lm_time_format(253402300800000LL, out);
+    lm_timefmt_format(253402300800000LL, out);
     assert_string_equal(out, "9999-12-31T23:59:59.999Z");
-    lm_time_format(-62135596800001LL, out);
+    lm_timefmt_format(-62135596800001LL, out);
     assert_string_equal(out, "0001-01-01T00:00:00Z");
 }
 

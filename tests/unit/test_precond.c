@@ -13,16 +13,16 @@
 static void test_if_match_lists(void **state)
 {
     (void)state;
-    assert_true(lm_if_match_list_ok("\"3\"", 3));
-    assert_true(lm_if_match_list_ok("\"1\", \"3\"", 3));
-    assert_true(lm_if_match_list_ok("  \"1\" ,\"3\"  ", 3));
-    assert_true(lm_if_match_list_ok("*", 3));
-    assert_false(lm_if_match_list_ok("\"2\"", 3));
-    assert_false(lm_if_match_list_ok("W/\"3\"", 3)); /* weak tags never match */
-    assert_false(lm_if_match_list_ok("\"3", 3));     /* unterminated */
-    assert_false(lm_if_match_list_ok("\"3\" x", 3)); /* junk after a tag */
-    assert_false(lm_if_match_list_ok("3", 3));       /* not quoted */
-    assert_false(lm_if_match_list_ok("", 3));
+    assert_true(lm_precond_if_match_list_ok("\"3\"", 3));
+    assert_true(lm_precond_if_match_list_ok("\"1\", \"3\"", 3));
+    assert_true(lm_precond_if_match_list_ok("  \"1\" ,\"3\"  ", 3));
+    assert_true(lm_precond_if_match_list_ok("*", 3));
+    assert_false(lm_precond_if_match_list_ok("\"2\"", 3));
+    assert_false(lm_precond_if_match_list_ok("W/\"3\"", 3)); /* weak tags never match */
+    assert_false(lm_precond_if_match_list_ok("\"3", 3));     /* unterminated */
+    assert_false(lm_precond_if_match_list_ok("\"3\" x", 3)); /* junk after a tag */
+    assert_false(lm_precond_if_match_list_ok("3", 3));       /* not quoted */
+    assert_false(lm_precond_if_match_list_ok("", 3));
 }
 
 static bool inm(long long version, const char *a, const char *b)
@@ -36,7 +36,7 @@ static bool inm(long long version, const char *a, const char *b)
         h[i].value_len = strlen(h[i].value);
     }
     lm_req req = {.headers = h, .n_headers = n};
-    return lm_if_none_match_hit(&req, version);
+    return lm_precond_if_none_match_hit(&req, version);
 }
 
 static void test_if_none_match(void **state)
@@ -57,7 +57,7 @@ static void test_if_none_match(void **state)
     /* a malformed weak tag is parsed as a quoted tag in both modes (found by fuzz_text:
      * If-Match skipped it and matched the next tag, If-None-Match refused the list) */
     const char *bad = "\"&1\", W/\"2* x, \"2\"";
-    assert_false(lm_if_match_list_ok(bad, 2));
+    assert_false(lm_precond_if_match_list_ok(bad, 2));
     assert_false(inm(2, bad, NULL));
 }
 

@@ -23,7 +23,7 @@ static void test_parse_valid(void **state)
     char hex[33];
     lm_trace_id_hex(&t, hex);
     assert_string_equal(hex, "4bf92f3577b34da6a3ce929d0e0e4736");
-    lm_span_id_hex(t.parent_span_id, hex);
+    lm_trace_span_id_hex(t.parent_span_id, hex);
     assert_string_equal(hex, "00f067aa0ba902b7");
     assert_int_equal(t.flags, 1);
     /* a future version may carry more fields */
@@ -77,17 +77,17 @@ static void test_request_id(void **state)
 {
     (void)state;
     char out[LM_REQUEST_ID_MAX + 1];
-    lm_request_id_assign("abc-123_x.y", 11, out);
+    lm_trace_request_id_assign("abc-123_x.y", 11, out);
     assert_string_equal(out, "abc-123_x.y");
-    lm_request_id_assign("bad id", 6, out);
+    lm_trace_request_id_assign("bad id", 6, out);
     assert_int_equal(strlen(out), 32);
-    lm_request_id_assign("evil\r\nX: y", 10, out);
+    lm_trace_request_id_assign("evil\r\nX: y", 10, out);
     assert_int_equal(strlen(out), 32);
-    lm_request_id_assign(NULL, 0, out);
+    lm_trace_request_id_assign(NULL, 0, out);
     assert_int_equal(strlen(out), 32);
     char longid[200];
     memset(longid, 'a', sizeof longid);
-    lm_request_id_assign(longid, sizeof longid, out);
+    lm_trace_request_id_assign(longid, sizeof longid, out);
     assert_int_equal(strlen(out), 32);
 }
 

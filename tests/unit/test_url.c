@@ -57,9 +57,43 @@ static void test_query(void **state)
     lm_query_free(&q);
 }
 
+static void test_parse_url(void **state)
+{
+    (void)state;
+    lm_url u;
+    char err[256];
+    assert_int_equal(lm_url_parse("http://articles:8002/base", &u, err, sizeof err), 0);
+    assert_string_equal(u.scheme, "http");
+    assert_string_equal(u.host, "articles");
+    assert_int_equal(u.port, 8002);
+    assert_string_equal(u.path, "/base");
+    assert_int_equal(lm_url_parse("HTTP://10.0.0.7", &u, err, sizeof err), 0);
+    assert_string_equal(u.host, "10.0.0.7");
+    assert_int_equal(u.port, 80);
+    assert_string_equal(u.path, "");
+    assert_int_equal(lm_url_parse("http://[::1]:9000/x?y=1#frag", &u, err, sizeof err), 0);
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 9000);
+    assert_string_equal(u.path, "/x?y=1");
+    assert_int_equal(lm_url_parse("http://h?q", &u, err, sizeof err), 0);
+    assert_string_equal(u.path, "/?q");
+    assert_int_equal(lm_url_parse("https://a:443/", &u, err, sizeof err), -1);
+    assert_non_null(strstr(err, "https is not supported"));
+    assert_int_equal(lm_url_parse("ftp://a/", &u, err, sizeof err), -1);
+    assert_int_equal(lm_url_parse("http://:80/", &u, err, sizeof err), -1);
+    assert_int_equal(lm_url_parse("http://a:0/", &u, err, sizeof err), -1);
+    assert_int_equal(lm_url_parse("http://a:65536/", &u, err, sizeof err), -1);
+    assert_int_equal(lm_url_parse("http://a:8x/", &u, err, sizeof err), -1);
+    assert_int_equal(lm_url_parse("http://u:p@a/", &u, err, sizeof err), -1);
+    assert_int_equal(lm_url_parse("http://[::1/", &u, err, sizeof err), -1);
+    assert_int_equal(lm_url_parse("http://a b/", &u, err, sizeof err), -1);
+    assert_int_equal(lm_url_parse(NULL, &u, err, sizeof err), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_query),
     };

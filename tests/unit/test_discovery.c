@@ -1,6 +1,6 @@
-/* test_registry_client.c — the discovery client (lib/registry.c): static: parsing, health
- * bodies into instance sets, configuration errors, and lookups through a running app in
- * static mode (round-robin on a worker's own cache and from the main thread). */
+/* test_discovery.c — discovery and registration (lib/mesh/discovery.c, registration.c):
+ * static: parsing, health bodies into instance sets, configuration errors, and lookups through a
+ * running app in static mode (round-robin on a worker's own cache and from the main thread). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,7 +20,7 @@
 #include "http.h"
 #include "log.h"
 #include "app_use.h"
-#include "registry.h"
+#include "discovery.h"
 
 typedef struct seen {
     char text[1024];
@@ -45,9 +45,9 @@ static void test_parse_static(void **state)
     (void)state;
     char err[256];
     seen s = {0};
-    assert_int_equal(lm_reg_parse_static("articles_api=http://127.0.0.1:8002,http://[::1]:8012/;"
-                                         " charges_api = http://charges ;",
-                                         collect, &s, err, sizeof err),
+    assert_int_equal(lm_disc_parse_static("articles_api=http://127.0.0.1:8002,http://[::1]:8012/;"
+                                          " charges_api = http://charges ;",
+                                          collect, &s, err, sizeof err),
                      0);
     assert_int_equal(s.services, 2);
     assert_string_equal(s.text, "articles_api=127.0.0.1:8002,::1:8012;charges_api=charges:80;");
@@ -68,7 +68,7 @@ static void test_parse_static(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
-        if (lm_reg_parse_static(bad[i].spec, NULL, NULL, err, sizeof err) != -1)
+        if (lm_disc_parse_static(bad[i].spec, NULL, NULL, err, sizeof err) != -1)
             fail_msg("\"%s\" was accepted", bad[i].spec);
         if (!strstr(err, bad[i].fragment))
             fail_msg("\"%s\": error \"%s\" lacks \"%s\"", bad[i].spec, err, bad[i].fragment);
@@ -85,30 +85,30 @@ static void test_health_bodies(void **state)
         "\"Port\":8002},\"Checks\":[]},"
         "{\"Node\":{\"Address\":\"10.0.0.1\"},\"Service\":{\"ID\":\"a2\",\"Address\":\"10.0.0.2\","
         "\"Port\":8012}}]";
-    lm_reg_set *s = lm_reg_set_from_health(body, strlen(body), err, sizeof err);
+    lm_disc_set *s = lm_disc_set_from_health(body, strlen(body), err, sizeof err);
     assert_non_null(s);
-    assert_int_equal(lm_reg_set_count(s), 2);
-    const lm_reg_instance *a = lm_reg_set_get(s, 0), *b = lm_reg_set_get(s, 1);
+    assert_int_equal(lm_disc_set_count(s), 2);
+    const lm_disc_instance *a = lm_disc_set_get(s, 0), *b = lm_disc_set_get(s, 1);
     assert_string_equal(a->id, "a1");
     assert_string_equal(a->host, "10.0.0.1"); /* Node.Address when Service.Address is empty */
     assert_int_equal(a->port, 8002);
     assert_int_equal(a->n_tags, 2);
     assert_string_equal(a->tags[1], "y");
     assert_string_equal(b->host, "10.0.0.2");
-    assert_null(lm_reg_set_get(s, 2));
-    lm_reg_set_release(s);
+    assert_null(lm_disc_set_get(s, 2));
+    lm_disc_set_release(s);
 
-    s = lm_reg_set_from_health("[]", 2, err, sizeof err);
+    s = lm_disc_set_from_health("[]", 2, err, sizeof err);
     assert_non_null(s);
-    assert_int_equal(lm_reg_set_count(s), 0);
-    lm_reg_set_release(s);
+    assert_int_equal(lm_disc_set_count(s), 0);
+    lm_disc_set_release(s);
 
-    assert_null(lm_reg_set_from_health("{}", 2, err, sizeof err));
+    assert_null(lm_disc_set_from_health("{}", 2, err, sizeof err));
     assert_non_null(strstr(err, "array"));
-    assert_null(lm_reg_set_from_health("[", 1, err, sizeof err));
+    assert_null(lm_disc_set_from_health("[", 1, err, sizeof err));
     assert_non_null(strstr(err, "malformed JSON"));
     const char *noport = "[{\"Service\":{\"ID\":\"a\",\"Address\":\"h\",\"Port\":0}}]";
-    assert_null(lm_reg_set_from_health(noport, strlen(noport), err, sizeof err));
+    assert_null(lm_disc_set_from_health(noport, strlen(noport), err, sizeof err));
     assert_non_null(strstr(err, "entry 0"));
 }
 
@@ -133,7 +133,7 @@ static void clear_env(void)
 
 typedef struct run {
     lm_app *app;
-    lm_reg *reg;
+    lm_disc *reg;
     sem_t started;
     int rc;
 } run;
@@ -141,9 +141,9 @@ typedef struct run {
 static void pick_handler(lm_req *req, void *ctx)
 {
     run *r = ctx;
-    lm_reg_addr a;
+    lm_disc_addr a;
     char body[300];
-    if (!lm_reg_pick(r->reg, lm_req_param(req, "name"), &a)) {
+    if (!lm_disc_pick(r->reg, lm_req_param(req, "name"), &a)) {
         lm_resp_send(req, 404, "text/plain", "none", 4);
         return;
     }
@@ -184,8 +184,8 @@ static void get(int fd, const char *path, int *status, char *body, size_t bodyle
     snprintf(body, bodylen, "%s", strstr(buf, "\r\n\r\n") + 4);
 }
 
-/* The first configuration error of lm_reg_open with these variables ("" when none). The
- * app runs through its whole life (port 0) so the lm_reg is released by its stopped hook,
+/* The first configuration error of lm_app_use_registry with these variables ("" when none).
+ * The app runs through its whole life (port 0) so both are released by their stopped hooks,
  * as in a process; with a registry URL it tries to register with a closed port meanwhile. */
 static void open_with2(const char *url, const char *extra_name, const char *extra_val,
                        const char *name2, const char *val2, char *out, size_t outlen)
@@ -265,7 +265,7 @@ static void test_static_lookups(void **state)
     r.app = lm_app_new(&cfg, "t", 0);
     r.reg = lm_app_use_registry(r.app, &cfg);
     assert_string_equal(cfg.error, "");
-    assert_int_equal(lm_reg_get_mode(r.reg), LM_REG_STATIC);
+    assert_int_equal(lm_disc_get_mode(r.reg), LM_DISC_STATIC);
     lm_router_add(lm_app_router(r.app), "GET", "/pick/{name}", pick_handler, &r);
     lm_app_add(r.app, &(lm_component){.ctx = &r, .started = on_started});
     pthread_t th;
@@ -294,19 +294,19 @@ static void test_static_lookups(void **state)
     close(fd);
 
     /* from a thread without a worker cache */
-    lm_reg_addr a, b;
-    assert_true(lm_reg_pick(r.reg, "articles_api", &a));
-    assert_true(lm_reg_pick(r.reg, "articles_api", &b));
+    lm_disc_addr a, b;
+    assert_true(lm_disc_pick(r.reg, "articles_api", &a));
+    assert_true(lm_disc_pick(r.reg, "articles_api", &b));
     assert_int_not_equal(a.port, b.port);
-    lm_reg_set *set = lm_reg_instances(r.reg, "articles_api");
-    assert_int_equal(lm_reg_set_count(set), 2);
-    lm_reg_set_release(set);
-    assert_null(lm_reg_instances(r.reg, "unknown_api"));
-    assert_int_equal(lm_reg_watch(r.reg, "another"), 0);
+    lm_disc_set *set = lm_disc_instances(r.reg, "articles_api");
+    assert_int_equal(lm_disc_set_count(set), 2);
+    lm_disc_set_release(set);
+    assert_null(lm_disc_instances(r.reg, "unknown_api"));
+    assert_int_equal(lm_disc_watch(r.reg, "another"), 0);
     char big[200];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    assert_int_equal(lm_reg_watch(r.reg, big), -1);
+    assert_int_equal(lm_disc_watch(r.reg, big), -1);
 
     lm_app_stop(r.app);
     pthread_join(th, NULL);

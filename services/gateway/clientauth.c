@@ -1,4 +1,5 @@
-/* auth.c — client authentication at the gateway (DESIGN 3.5).
+/* clientauth.c — client authentication at the gateway (DESIGN 3.5): who the client is, and
+ * the service token that stands for it upstream.
  *
  * POST /auth/token is the OAuth2 client-credentials grant (RFC 6749 4.4): credentials in
  * HTTP Basic or in the form body; the secret is checked against its Argon2id hash on the
@@ -6,8 +7,8 @@
  * short-lived HS256 access token. Errors are problem+json with OAuth2's "error" member.
  *
  * Every /api request then carries "Authorization: Bearer <access token>" or "X-API-Key".
- * Verified access tokens are cached per worker (keyed by a hash, confirmed by comparing the
- * whole token), so the common path costs a hash and a compare, not a signature check.
+ * Verified access tokens are cached per worker (lm_tokcache: keyed by a hash, confirmed by
+ * comparing the whole token), so the common path costs a hash and a compare, not a signature check.
  * Service tokens (iss gateway, aud the service, sub the client, scope, ~5 min) are minted
  * once per (service, client, scope) and worker and re-minted a minute before expiry. */
 #include "gateway.h"
@@ -16,6 +17,7 @@
 #include "log.h"
 #include "problem.h"
 #include "server.h"
+#include "tokcache.h"
 #include "url.h"
 
 #include <sodium.h>
@@ -29,16 +31,6 @@
 static gw_worker *worker_of(gateway *gw, const lm_req *req)
 {
     return &gw->workers[lm_req_worker_index(req)];
-}
-
-static uint64_t hash64(const char *s, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
 }
 
 static int header_count(const lm_req *req, const char *name)
@@ -197,7 +189,7 @@ static void verify_after(uv_work_t *w, int status)
                             "expires_in", (json_int_t)gw->access_ttl_s, "scope", scope);
     free(tok);
     lm_resp_header(req, "Cache-Control", "no-store");
-    lm_resp_json(req, 200, doc);
+    lm_json_resp(req, 200, doc);
     token_free(t);
 }
 
@@ -366,12 +358,6 @@ static void handle_token(lm_req *req, void *ctx)
 
 /* ---- per-request authentication -------------------------------------------------------- */
 
-static bool scope_allows(const char *scope, const char *method)
-{
-    bool reading = !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "OPTIONS");
-    return lm_token_has_scope(scope, "write") || (reading && lm_token_has_scope(scope, "read"));
-}
-
 static bool deny(lm_req *req, int status, const char *www, const char *detail)
 {
     if (www) lm_resp_header(req, "WWW-Authenticate", www);
@@ -380,7 +366,7 @@ static bool deny(lm_req *req, int status, const char *www, const char *detail)
     return false;
 }
 
-bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who)
+bool gw_clientauth_check(gateway *gw, lm_req *req, gw_principal *who)
 {
     const char *authz = lm_req_header(req, "authorization");
     const char *api_key = lm_req_header(req, "x-api-key");
@@ -400,91 +386,54 @@ bool gw_authenticate(gateway *gw, lm_req *req, gw_principal *who)
         snprintf(who->scope, sizeof who->scope, "%s", c->scope);
     } else if (authz && strncasecmp(authz, "Bearer ", 7) == 0) {
         const char *tok = authz + 7;
-        size_t n = strlen(tok);
         gw_worker *w = worker_of(gw, req);
-        uint64_t h = hash64(tok, n);
-        size_t slot = h % GW_TOKEN_CACHE;
-        long long now = (long long)time(NULL);
-        const gw_clients *cs = gw_clients_now(gw, lm_req_worker_index(req));
-        if (w->access[slot].token && w->access[slot].hash == h &&
-            strcmp(w->access[slot].token, tok) == 0 && w->access[slot].exp > now) {
-            *who = w->access[slot].who;
-            if (w->access[slot].clients_version != cs->version) {
-                /* the clients changed: a revoked client's tokens stop working at once */
-                if (!gw_clients_find(cs, who->client_id))
-                    return deny(req, 401, "Bearer realm=\"lotmesh\", error=\"invalid_token\"",
-                                "the token's client was revoked");
-                w->access[slot].clients_version = cs->version;
-            }
-        } else {
-            lm_token_claims c;
+        lm_token_claims c;
+        if (!lm_tokcache_find(&w->access, tok, (long long)time(NULL), &c)) {
             lm_token_result r =
                 lm_token_verify(&gw->access_key, tok, GW_ACCESS_ISSUER, GW_ACCESS_AUDIENCE, &c);
             if (r != LM_TOKEN_OK)
                 return deny(req, 401, "Bearer realm=\"lotmesh\", error=\"invalid_token\"",
                             lm_token_result_str(r));
-            snprintf(who->client_id, sizeof who->client_id, "%s", c.sub);
-            snprintf(who->scope, sizeof who->scope, "%s", c.scope);
-            if (!gw_clients_find(cs, who->client_id))
-                return deny(req, 401, "Bearer realm=\"lotmesh\", error=\"invalid_token\"",
-                            "the token's client was revoked");
-            w->access[slot].clients_version = cs->version;
-            free(w->access[slot].token);
-            w->access[slot].token = lm_xstrdup(tok);
-            w->access[slot].hash = h;
-            w->access[slot].who = *who;
-            w->access[slot].exp = c.exp;
+            lm_tokcache_store(&w->access, tok, &c);
         }
+        snprintf(who->client_id, sizeof who->client_id, "%s", c.sub);
+        snprintf(who->scope, sizeof who->scope, "%s", c.scope);
+        /* a revoked client's tokens stop working at once (the newest table of clients) */
+        if (!gw_clients_find(gw_clients_now(gw, lm_req_worker_index(req)), who->client_id))
+            return deny(req, 401, "Bearer realm=\"lotmesh\", error=\"invalid_token\"",
+                        "the token's client was revoked");
     } else {
         return deny(req, 401, "Bearer realm=\"lotmesh\"",
                     authz ? "unsupported Authorization scheme; use Bearer or X-API-Key"
                           : "credentials are required: a Bearer access token or X-API-Key");
     }
-    if (!scope_allows(who->scope, req->method))
+    if (!lm_token_scope_allows(who->scope, req->method_id))
         return deny(req, 403, "Bearer realm=\"lotmesh\", error=\"insufficient_scope\"",
                     "the client's scope does not allow this method");
     return true;
 }
 
-const char *gw_service_token(gateway *gw, lm_req *req, const char *service, const gw_principal *who)
+const char *gw_clientauth_service_token(gateway *gw, lm_req *req, const char *service,
+                                        const gw_principal *who)
 {
-    gw_worker *w = worker_of(gw, req);
-    char key[400];
-    int n = snprintf(key, sizeof key, "%s|%s|%s", service, who->client_id, who->scope);
-    if (n < 0 || (size_t)n >= sizeof key) return NULL;
-    uint64_t h = hash64(key, (size_t)n);
-    size_t slot = h % GW_TOKEN_CACHE;
-    long long now = (long long)time(NULL);
-    if (w->service[slot].token && w->service[slot].hash == h &&
-        !strcmp(w->service[slot].key, key) && w->service[slot].exp - 60 > now)
-        return w->service[slot].token;
-    lm_token_claims c = {0};
-    snprintf(c.iss, sizeof c.iss, "%s", GW_SERVICE_ISSUER);
-    snprintf(c.aud, sizeof c.aud, "%s", service);
-    snprintf(c.sub, sizeof c.sub, "%s", who->client_id);
-    snprintf(c.scope, sizeof c.scope, "%s", who->scope);
-    c.iat = now;
-    c.exp = now + (long long)gw->service_ttl_s;
-    char *tok = lm_token_mint(&gw->service_key, &c);
-    if (!tok) return NULL;
-    free(w->service[slot].token);
-    w->service[slot].token = tok;
-    w->service[slot].hash = h;
-    memcpy(w->service[slot].key, key, (size_t)n + 1);
-    w->service[slot].exp = c.exp;
-    return tok;
+    return lm_tokcache_mint(&worker_of(gw, req)->service, &gw->service_key, GW_SERVICE_ISSUER,
+                            service, who->client_id, who->scope, (long long)gw->service_ttl_s,
+                            (long long)time(NULL));
 }
 
-void gw_auth_worker_free(gw_worker *w)
+void gw_clientauth_worker_init(gw_worker *w)
 {
-    for (size_t i = 0; i < GW_TOKEN_CACHE; i++) {
-        free(w->access[i].token);
-        free(w->service[i].token);
-        w->access[i].token = w->service[i].token = NULL;
-    }
+    w->access = (lm_tokcache)LM_TOKCACHE_INIT(GW_TOKEN_CACHE);
+    w->service = (lm_tokcache)LM_TOKCACHE_INIT(GW_TOKEN_CACHE);
 }
 
-void gw_auth_routes(lm_router *r, gateway *gw)
+void gw_clientauth_worker_free(gw_worker *w)
+{
+    lm_tokcache_free(&w->access);
+    lm_tokcache_free(&w->service);
+}
+
+void gw_clientauth_routes(lm_router *r, gateway *gw)
 {
     lm_router_add(r, "POST", "/auth/token", handle_token, gw);
 }

@@ -1,0 +1,629 @@
+/* db_pg.c — the PostgreSQL backend of lm_db (db_backend.h), on libpq; the only file that
+ * calls PQ*. Each connection belongs to one thread at a time (db.c: the writer thread, or a
+ * pool thread for the length of a read job) and is used with blocking calls, bounded by
+ * connect_timeout, statement_timeout and TCP keepalives/user timeout, so a dead server
+ * costs a bounded wait and an LM_DB_EIO, never a hang.
+ *
+ * SQL is the neutral dialect of db.h: "?", "?N" and ":name" parameters become $N when a
+ * statement is prepared (once per connection, cached by the SQL text's address). Values
+ * travel as text; results are read as text and typed by the column's type OID. casefold()
+ * and instr() are SQL functions the migration step creates (lower() and strpos(): in a
+ * database whose LC_CTYPE is C.UTF-8 lower() uses the same C library tables as
+ * lm_casefold). */
+#include "db_backend.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STMT_CACHE 128
+#define MAX_PARAMS 32
+/* NOTIFY channel of committed writes (payload: the writer's instance id) */
+#define CHANNEL "lotmesh_writes"
+/* pg_advisory_lock key of the migration step: "lotmesh" */
+#define MIGRATION_LOCK 0x6c6f746d657368LL
+
+/* type OIDs (pg_type.h) */
+enum {
+    OID_BOOL = 16,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_OID = 26,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_NUMERIC = 1700
+};
+
+typedef struct pg_st {
+    lm_db_st base;
+    const char *sql; /* the cache key */
+    char name[16];
+    int n_params;
+    char *names[MAX_PARAMS]; /* ":name" of parameter i+1, or NULL */
+    char *vals[MAX_PARAMS];  /* text of parameter i+1, NULL: SQL NULL */
+    PGresult *res;
+    int row, n_rows;
+} pg_st;
+
+typedef struct pg_conn {
+    lm_db_conn base;
+    PGconn *h;
+    pg_st *cache[STMT_CACHE];
+    size_t n_cache;
+    unsigned next_name;
+    char err[256];
+} pg_conn;
+
+static pg_conn *PG(lm_db_conn *c)
+{
+    return (pg_conn *)c;
+}
+static pg_st *ST(lm_db_st *st)
+{
+    return (pg_st *)st;
+}
+
+/* The first line of a libpq message, without its trailing newline. */
+static void set_err(pg_conn *p, const char *msg)
+{
+    snprintf(p->err, sizeof p->err, "%s", msg && *msg ? msg : "unknown error");
+    char *nl = strchr(p->err, '\n');
+    if (nl) *nl = 0;
+}
+
+static void clear_params(pg_st *s)
+{
+    for (int i = 0; i < s->n_params; i++) {
+        free(s->vals[i]);
+        s->vals[i] = NULL;
+    }
+}
+
+static void free_st(pg_st *s)
+{
+    clear_params(s);
+    for (int i = 0; i < s->n_params; i++)
+        free(s->names[i]);
+    PQclear(s->res);
+    free(s);
+}
+
+static void pg_disconnect(lm_db_conn *c)
+{
+    pg_conn *p = PG(c);
+    for (size_t i = 0; i < p->n_cache; i++)
+        free_st(p->cache[i]);
+    PQfinish(p->h);
+    free(p);
+}
+
+static bool pg_broken(lm_db_conn *c)
+{
+    return PQstatus(PG(c)->h) == CONNECTION_BAD;
+}
+
+static lm_db_conn *pg_connect(const char *url, const lm_db_opts *o, bool writer, char *err,
+                              size_t errlen)
+{
+    char connect_timeout[16], options[160], user_timeout[16];
+    int ct = (o->connect_timeout_ms + 999) / 1000;
+    snprintf(connect_timeout, sizeof connect_timeout, "%d", ct < 2 ? 2 : ct);
+    snprintf(options, sizeof options, "-c statement_timeout=%d -c client_min_messages=warning%s",
+             o->statement_timeout_ms, writer ? "" : " -c default_transaction_read_only=on");
+    /* a dead peer that sends nothing (no RST) is noticed after at most this long */
+    snprintf(user_timeout, sizeof user_timeout, "%d",
+             o->statement_timeout_ms + o->connect_timeout_ms);
+    /* dbname first: it expands the URL/keyword string, the later ones override it */
+    const char *const keys[] = {"dbname",
+                                "connect_timeout",
+                                "options",
+                                "application_name",
+                                "client_encoding",
+                                "keepalives",
+                                "keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                "tcp_user_timeout",
+                                NULL};
+    const char *const vals[] = {url, connect_timeout, options, "lotmesh", "UTF8", "1", "5", "2",
+                                "2", user_timeout,    NULL};
+    PGconn *h = PQconnectdbParams(keys, vals, 1);
+    if (!h || PQstatus(h) != CONNECTION_OK) {
+        pg_conn tmp = {0};
+        set_err(&tmp, h ? PQerrorMessage(h) : "out of memory");
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", tmp.err);
+        PQfinish(h);
+        return NULL;
+    }
+    pg_conn *p = lm_xcalloc(1, sizeof *p);
+    p->base.be = &lm_db_pg_backend;
+    p->h = h;
+    return &p->base;
+}
+
+/* A simple-protocol command that returns no rows we need. */
+static bool exec(pg_conn *p, const char *sql)
+{
+    PGresult *r = PQexec(p->h, sql);
+    lm_db_count_statement(&p->base);
+    ExecStatusType s = PQresultStatus(r);
+    bool ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+    if (!ok) set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
+    PQclear(r);
+    return ok;
+}
+
+static bool pg_tx(lm_db_conn *c, lm_db_tx what)
+{
+    pg_conn *p = PG(c);
+    switch (what) {
+    case LM_DB_TX_BEGIN_WRITE:
+        return exec(p, "BEGIN");
+    case LM_DB_TX_BEGIN_READ:
+        return exec(p, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    case LM_DB_TX_COMMIT:
+    case LM_DB_TX_COMMIT_NOTIFY: {
+        /* the NOTIFY travels with the COMMIT (one round trip) and is delivered only if it
+         * commits; COMMIT of a failed transaction "succeeds" as ROLLBACK: a failure here */
+        char sql[96];
+        if (what == LM_DB_TX_COMMIT_NOTIFY)
+            snprintf(sql, sizeof sql, "NOTIFY " CHANNEL ", '%s'; COMMIT", lm_db_conn_instance(c));
+        PGresult *r = PQexec(p->h, what == LM_DB_TX_COMMIT_NOTIFY ? sql : "COMMIT");
+        lm_db_count_statement(c);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "COMMIT");
+        if (!ok)
+            set_err(p, PQresultStatus(r) == PGRES_COMMAND_OK ? "transaction was aborted"
+                       : r                                   ? PQresultErrorMessage(r)
+                                                             : PQerrorMessage(p->h));
+        PQclear(r);
+        return ok;
+    }
+    case LM_DB_TX_ROLLBACK:
+        return exec(p, "ROLLBACK");
+    case LM_DB_TX_SAVEPOINT:
+        return exec(p, "SAVEPOINT job");
+    case LM_DB_TX_ROLLBACK_TO:
+        return exec(p, "ROLLBACK TO SAVEPOINT job");
+    case LM_DB_TX_RELEASE:
+        return exec(p, "RELEASE SAVEPOINT job");
+    }
+    return false;
+}
+
+static bool pg_in_txn(lm_db_conn *c)
+{
+    PGTransactionStatusType t = PQtransactionStatus(PG(c)->h);
+    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
+static int pg_probe(lm_db_conn *c)
+{
+    return exec(PG(c), "SELECT 1") ? 0 : LM_DB_EIO;
+}
+
+/* ---- migrations ------------------------------------------------------------------------ */
+
+static long long query_int(pg_conn *p, const char *sql, bool *ok)
+{
+    PGresult *r = PQexec(p->h, sql);
+    *ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    long long v = *ok ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    if (!*ok) set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
+    PQclear(r);
+    return v;
+}
+
+static int pg_migrate(lm_db_conn *c, const lm_db_migrations *mig, char *err, size_t errlen)
+{
+    pg_conn *p = PG(c);
+    char lock[96], unlock[96];
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%lld)", MIGRATION_LOCK);
+    snprintf(unlock, sizeof unlock, "SELECT pg_advisory_unlock(%lld)", MIGRATION_LOCK);
+    /* instances starting at once: one migrates, the others wait and then find it done */
+    if (!exec(p, lock)) {
+        snprintf(err, errlen, "cannot take the migration lock: %s", p->err);
+        return -1;
+    }
+    int rc = -1;
+    bool ok;
+    if (!exec(p, "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint PRIMARY KEY,"
+                 " applied_at timestamptz NOT NULL DEFAULT now());"
+                 "CREATE OR REPLACE FUNCTION casefold(text) RETURNS text LANGUAGE sql"
+                 " IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT lower($1)';"
+                 "CREATE OR REPLACE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql"
+                 " IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT strpos($1, $2)'")) {
+        snprintf(err, errlen, "cannot create schema_migrations: %s", p->err);
+        goto out;
+    }
+    long long have = query_int(p, "SELECT coalesce(max(version), 0) FROM schema_migrations", &ok);
+    if (!ok) {
+        snprintf(err, errlen, "cannot read schema_migrations: %s", p->err);
+        goto out;
+    }
+    if ((size_t)have > mig->n_pg) {
+        snprintf(err, errlen, "database schema version %lld is newer than this build (%zu)", have,
+                 mig->n_pg);
+        goto out;
+    }
+    for (size_t v = (size_t)have + 1; v <= mig->n_pg; v++) {
+        char ins[96];
+        snprintf(ins, sizeof ins, "INSERT INTO schema_migrations(version) VALUES (%zu)", v);
+        if (!exec(p, "BEGIN") || !exec(p, mig->pg[v - 1]) || !exec(p, ins) ||
+            !pg_tx(c, LM_DB_TX_COMMIT)) {
+            snprintf(err, errlen, "migration %zu failed: %s", v, p->err);
+            exec(p, "ROLLBACK");
+            goto out;
+        }
+        lm_log_info("database: applied migration %zu", v);
+    }
+    PGresult *r = PQexec(p->h, "SHOW lc_ctype");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        const char *ctype = PQgetvalue(r, 0, 0);
+        if (!strcmp(ctype, "C") || !strcmp(ctype, "POSIX"))
+            lm_log_warn("database: LC_CTYPE is %s: case-insensitive search (q) folds ASCII only;"
+                        " create the database with LC_CTYPE C.UTF-8",
+                        ctype);
+    }
+    PQclear(r);
+    rc = 0;
+out:
+    exec(p, unlock);
+    return rc;
+}
+
+/* ---- statements ------------------------------------------------------------------------ */
+
+/* sql with ?, ?N and :name turned into $N (string literals and quoted names left alone);
+ * the names are recorded in s. Returns the text (owned) or NULL when there are too many. */
+static char *translate(const char *sql, pg_st *s)
+{
+    lm_buf b = LM_BUF_INIT;
+    int max = 0;
+    for (const char *c = sql; *c;) {
+        if (*c == '\'' || *c == '"') {
+            char q = *c;
+            const char *e = strchr(c + 1, q);
+            size_t n = e ? (size_t)(e - c) + 1 : strlen(c);
+            lm_buf_append(&b, c, n);
+            c += n;
+            continue;
+        }
+        int idx = 0;
+        if (*c == '?') {
+            c++;
+            if (isdigit((unsigned char)*c)) {
+                idx = (int)strtol(c, (char **)&c, 10);
+            } else {
+                idx = max + 1;
+            }
+        } else if (*c == ':' && c[1] != ':' && (isalpha((unsigned char)c[1]) || c[1] == '_') &&
+                   (c == sql || c[-1] != ':')) {
+            const char *e = c + 1;
+            while (isalnum((unsigned char)*e) || *e == '_')
+                e++;
+            size_t n = (size_t)(e - c);
+            for (int i = 0; i < max && !idx; i++)
+                if (s->names[i] && strlen(s->names[i]) == n && !strncmp(s->names[i], c, n))
+                    idx = i + 1;
+            if (!idx) {
+                idx = max + 1;
+                if (idx <= MAX_PARAMS) s->names[idx - 1] = lm_xstrndup(c, n);
+            }
+            c = e;
+        } else {
+            lm_buf_append_char(&b, *c++);
+            continue;
+        }
+        if (idx < 1 || idx > MAX_PARAMS) {
+            lm_buf_free(&b);
+            return NULL;
+        }
+        if (idx > max) max = idx;
+        lm_buf_printf(&b, "$%d", idx);
+    }
+    s->n_params = max;
+    return lm_buf_steal(&b, NULL);
+}
+
+static lm_db_st *pg_stmt(lm_db_conn *c, const char *sql)
+{
+    pg_conn *p = PG(c);
+    for (size_t i = 0; i < p->n_cache; i++) {
+        pg_st *s = p->cache[i];
+        if (s->sql == sql) {
+            PQclear(s->res);
+            s->res = NULL;
+            clear_params(s);
+            return &s->base;
+        }
+    }
+    pg_st *s = lm_xcalloc(1, sizeof *s);
+    s->base.be = &lm_db_pg_backend;
+    s->base.conn = c;
+    s->sql = sql;
+    snprintf(s->name, sizeof s->name, "s%u", p->next_name++);
+    char *text = translate(sql, s);
+    if (!text) {
+        set_err(p, "too many parameters");
+        free_st(s);
+        return NULL;
+    }
+    PGresult *r = PQprepare(p->h, s->name, text, s->n_params, NULL);
+    lm_db_count_statement(c);
+    free(text);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
+        if (!pg_broken(c)) lm_log_error("database: cannot prepare a statement: %s", p->err);
+        PQclear(r);
+        free_st(s);
+        return NULL;
+    }
+    PQclear(r);
+    if (p->n_cache < STMT_CACHE) {
+        p->cache[p->n_cache++] = s;
+    } else {
+        lm_log_warn("statement cache full; replacing the oldest");
+        free_st(p->cache[0]); /* stays prepared on the server until the connection ends */
+        p->cache[0] = s;
+    }
+    return &s->base;
+}
+
+static void set_param(lm_db_st *st, int idx, char *v)
+{
+    pg_st *s = ST(st);
+    if (idx < 1 || idx > s->n_params) {
+        free(v);
+        return;
+    }
+    free(s->vals[idx - 1]);
+    s->vals[idx - 1] = v;
+}
+
+static void pg_bind_int(lm_db_st *st, int idx, long long v)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%lld", v);
+    set_param(st, idx, lm_xstrdup(t));
+}
+static void pg_bind_double(lm_db_st *st, int idx, double v)
+{
+    char t[40];
+    snprintf(t, sizeof t, "%.17g", v);
+    set_param(st, idx, lm_xstrdup(t));
+}
+static void pg_bind_text(lm_db_st *st, int idx, const char *s, size_t len)
+{
+    set_param(st, idx, lm_xstrndup(s, len));
+}
+static void pg_bind_null(lm_db_st *st, int idx)
+{
+    set_param(st, idx, NULL);
+}
+static int pg_param_index(lm_db_st *st, const char *name)
+{
+    pg_st *s = ST(st);
+    for (int i = 0; i < s->n_params; i++)
+        if (s->names[i] && !strcmp(s->names[i], name)) return i + 1;
+    return 0;
+}
+
+static int classify(PGresult *r)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (!state) return LM_DB_EIO;
+    if (!strcmp(state, "23505")) return LM_DB_E_UNIQUE;
+    if (!strcmp(state, "23503")) return LM_DB_E_FK;
+    if (!strcmp(state, "23514") || !strcmp(state, "23502")) return LM_DB_E_CONSTRAINT;
+    return LM_DB_EIO;
+}
+
+static int pg_step(lm_db_st *st)
+{
+    pg_st *s = ST(st);
+    pg_conn *p = PG(st->conn);
+    if (s->res) {
+        s->row++;
+        return s->row < s->n_rows ? LM_DB_ROW : LM_DB_DONE;
+    }
+    s->res =
+        PQexecPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL, 0);
+    lm_db_count_statement(st->conn);
+    switch (PQresultStatus(s->res)) {
+    case PGRES_TUPLES_OK:
+        s->row = 0;
+        s->n_rows = PQntuples(s->res);
+        return s->n_rows > 0 ? LM_DB_ROW : LM_DB_DONE;
+    case PGRES_COMMAND_OK:
+        s->row = s->n_rows = 0;
+        return LM_DB_DONE;
+    default: {
+        set_err(p, s->res ? PQresultErrorMessage(s->res) : PQerrorMessage(p->h));
+        int rc = s->res ? classify(s->res) : LM_DB_EIO;
+        if (rc == LM_DB_EIO && !pg_broken(st->conn)) /* lost connections are logged once */
+            lm_log_error("database: statement failed: %s", p->err);
+        PQclear(s->res);
+        s->res = NULL;
+        return rc;
+    }
+    }
+}
+
+static void pg_reset(lm_db_st *st)
+{
+    PQclear(ST(st)->res);
+    ST(st)->res = NULL;
+}
+
+static bool have_value(pg_st *s, int i)
+{
+    return s->res && s->row < s->n_rows && i < PQnfields(s->res) && !PQgetisnull(s->res, s->row, i);
+}
+
+static int pg_col_type(lm_db_st *st, int i)
+{
+    pg_st *s = ST(st);
+    if (!have_value(s, i)) return LM_DB_NULL;
+    switch (PQftype(s->res, i)) {
+    case OID_BOOL:
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+    case OID_OID:
+        return LM_DB_INT;
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+        return LM_DB_REAL;
+    case OID_NUMERIC:
+        return strpbrk(PQgetvalue(s->res, s->row, i), ".eEN") ? LM_DB_REAL : LM_DB_INT;
+    default:
+        return LM_DB_TEXT;
+    }
+}
+static long long pg_col_int(lm_db_st *st, int i)
+{
+    pg_st *s = ST(st);
+    if (!have_value(s, i)) return 0;
+    const char *v = PQgetvalue(s->res, s->row, i);
+    if (PQftype(s->res, i) == OID_BOOL) return *v == 't';
+    return strtoll(v, NULL, 10);
+}
+static double pg_col_double(lm_db_st *st, int i)
+{
+    pg_st *s = ST(st);
+    return have_value(s, i) ? strtod(PQgetvalue(s->res, s->row, i), NULL) : 0.0;
+}
+static const char *pg_col_text(lm_db_st *st, int i)
+{
+    pg_st *s = ST(st);
+    return have_value(s, i) ? PQgetvalue(s->res, s->row, i) : NULL;
+}
+static size_t pg_col_bytes(lm_db_st *st, int i)
+{
+    pg_st *s = ST(st);
+    return have_value(s, i) ? (size_t)PQgetlength(s->res, s->row, i) : 0;
+}
+static const char *pg_errmsg(lm_db_conn *c)
+{
+    pg_conn *p = PG(c);
+    if (pg_broken(c)) set_err(p, PQerrorMessage(p->h));
+    return p->err[0] ? p->err : "unknown error";
+}
+
+/* ---- change notifications (LISTEN) ---------------------------------------------------- */
+
+typedef struct pg_watch {
+    lm_db *db;
+    char *url;
+    lm_db_opts opts;
+    lm_db_changed fn;
+    void *ctx;
+    uv_thread_t thread;
+    atomic_bool stop;
+} pg_watch;
+
+/* The listener thread: LISTEN on its own connection, poll its socket (waking every 200 ms to
+ * see whether to stop), call fn for every other instance's notification; reconnect with
+ * backoff after a loss and then call fn once, since notifications may have been missed. */
+static void watch_main(void *arg)
+{
+    pg_watch *w = arg;
+    lm_db_conn *c = NULL;
+    int backoff_ms = 0;
+    bool first = true;
+    while (!atomic_load(&w->stop)) {
+        if (!c) {
+            char err[256];
+            c = pg_connect(w->url, &w->opts, true, err, sizeof err);
+            if (c && !exec(PG(c), "LISTEN " CHANNEL)) {
+                pg_disconnect(c);
+                c = NULL;
+            }
+            if (!c) {
+                backoff_ms = backoff_ms ? (backoff_ms * 2 > 2000 ? 2000 : backoff_ms * 2) : 100;
+                for (int t = 0; t < backoff_ms && !atomic_load(&w->stop); t += 50)
+                    uv_sleep(50);
+                continue;
+            }
+            backoff_ms = 0;
+            if (!first) w->fn(w->ctx); /* writes while we were not listening */
+            first = false;
+        }
+        PGconn *h = PG(c)->h;
+        struct pollfd pfd = {.fd = PQsocket(h), .events = POLLIN};
+        int n = poll(&pfd, 1, 200);
+        if (n < 0) continue;
+        if (n > 0 && !PQconsumeInput(h)) {
+            pg_disconnect(c); /* lost: reconnect */
+            c = NULL;
+            continue;
+        }
+        bool other = false;
+        PGnotify *note;
+        while ((note = PQnotifies(h))) {
+            other |= strcmp(note->extra, lm_db_instance(w->db)) != 0;
+            PQfreemem(note);
+        }
+        if (other) w->fn(w->ctx);
+        if (PQstatus(h) == CONNECTION_BAD) {
+            pg_disconnect(c);
+            c = NULL;
+        }
+    }
+    if (c) pg_disconnect(c);
+}
+
+static void *pg_watch_start(lm_db *db, const char *url, const lm_db_opts *o, lm_db_changed fn,
+                            void *ctx)
+{
+    pg_watch *w = lm_xcalloc(1, sizeof *w);
+    *w = (pg_watch){.db = db, .url = lm_xstrdup(url), .opts = *o, .fn = fn, .ctx = ctx};
+    if (uv_thread_create(&w->thread, watch_main, w) != 0) {
+        free(w->url);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void pg_watch_stop(void *arg)
+{
+    pg_watch *w = arg;
+    atomic_store(&w->stop, true);
+    uv_thread_join(&w->thread);
+    free(w->url);
+    free(w);
+}
+
+const lm_db_backend lm_db_pg_backend = {
+    .name = "postgresql",
+    .connect = pg_connect,
+    .disconnect = pg_disconnect,
+    .migrate = pg_migrate,
+    .tx = pg_tx,
+    .in_txn = pg_in_txn,
+    .broken = pg_broken,
+    .probe = pg_probe,
+    .stmt = pg_stmt,
+    .bind_int = pg_bind_int,
+    .bind_double = pg_bind_double,
+    .bind_text = pg_bind_text,
+    .bind_null = pg_bind_null,
+    .param_index = pg_param_index,
+    .step = pg_step,
+    .reset = pg_reset,
+    .col_type = pg_col_type,
+    .col_int = pg_col_int,
+    .col_double = pg_col_double,
+    .col_text = pg_col_text,
+    .col_bytes = pg_col_bytes,
+    .errmsg = pg_errmsg,
+    .watch_start = pg_watch_start,
+    .watch_stop = pg_watch_stop,
+};

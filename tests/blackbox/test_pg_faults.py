@@ -1,0 +1,184 @@
+"""PostgreSQL faults (issue 10): the server restarted under write load — no acknowledged write
+is lost, clients get 503 problems while it is down and success after it, /ready says so, and
+the service recovers without a restart; a server that cannot be reached at start-up is one
+configuration line. (SIGKILL of a service under load on PostgreSQL: the durability tests of
+articles and charges, run on both backends by `make test`.)
+
+Uses the session's PostgreSQL server (pg_server.get()) and restarts it: nothing else uses it
+while these run."""
+
+import json
+import threading
+import time
+
+import requests
+
+import pg_server
+from harness import IO_TIMEOUT, free_port, poll
+from services_util import post_json, unique
+
+CREATE = "/api/v1/article/create"
+CLIENTS = 4
+
+
+def test_postgres_restart_under_write_load_loses_no_acknowledged_write(start_process):
+    srv = pg_server.get()
+    url = srv.database(f"faults-restart-{unique()}")
+    p = start_process("articles", {"WORKERS": "2", "DATABASE_URL": url, "TMPDIR": srv.dir,
+                                   "DATABASE_CONNECT_TIMEOUT": "2s"})
+    assert p.get("/ready").status_code == 200
+    pid = p.pid
+
+    acked = {}          # artikelnummer -> response body
+    unavailable = []    # 503 problems
+    wrong = []          # anything else
+    phase = {"name": "before"}
+    counts = {"before": 0, "down": 0, "after": 0}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(c):
+        s = requests.Session()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            nr = f"F{c}-{i:06d}"
+            body = {"artikelnummer": nr, "bezeichnung": f"Fehlerlast {c}/{i}",
+                    "einheit_id": 1 + i % 8}
+            try:
+                r = s.post(p.url(CREATE), data=json.dumps(body), timeout=IO_TIMEOUT,
+                           headers={"Content-Type": "application/json",
+                                    "Idempotency-Key": f"fault-{nr}"})
+            except requests.RequestException as e:
+                with lock:
+                    wrong.append((nr, repr(e)))
+                return
+            with lock:
+                if r.status_code == 201:
+                    acked[nr] = r.json()
+                    counts[phase["name"]] += 1
+                elif r.status_code == 503 and \
+                        r.headers.get("Content-Type", "").startswith("application/problem+json"):
+                    unavailable.append(r.json())
+                else:
+                    wrong.append((nr, r.status_code, r.text[:200]))
+                    return
+            if r.status_code == 503:
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    try:
+        assert poll(lambda: counts["before"] >= 100 or wrong, timeout=60), "no load"
+        assert not wrong, wrong[:5]
+        with lock:
+            phase["name"] = "down"
+        srv.stop("fast")  # every connection is cut; the server is gone
+        assert poll(lambda: p.get("/ready").status_code == 503, timeout=15), \
+            "/ready still says ready with the database down"
+        ready = p.get("/ready")
+        assert "database" in ready.text, ready.text
+        assert poll(lambda: len(unavailable) >= 10, timeout=15), "no 503 during the outage"
+        srv.start()
+        assert poll(lambda: p.get("/ready").status_code == 200, timeout=30), \
+            "/ready does not recover after the database came back"
+        with lock:
+            phase["name"] = "after"
+        assert poll(lambda: counts["after"] >= 100 or wrong, timeout=60), \
+            "writes do not succeed again after the restart"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=IO_TIMEOUT * 2)
+    assert not wrong, wrong[:5]
+    assert p.alive() and p.pid == pid, "the service restarted or died"
+    for problem in unavailable[:20]:
+        assert problem["status"] == 503 and "database" in problem["detail"], problem
+
+    # every acknowledged create is in the database, read without the service
+    rows = dict(pg_server.query(url, "SELECT artikelnummer, id FROM artikel"))
+    missing = [nr for nr in acked if nr not in rows]
+    assert not missing, f"{len(missing)} acknowledged creates lost: {missing[:5]}"
+    for nr, doc in list(acked.items())[:200]:
+        assert rows[nr] == doc["id"]
+    # and through the service, as answered
+    for nr, doc in list(acked.items())[::25]:
+        r = p.get(f"/api/v1/article/{doc['id']}")
+        assert r.status_code == 200 and r.json() == doc
+    # no create half-written: each row is complete and its key was stored with it
+    keys = {k for (k,) in pg_server.query(url, "SELECT key FROM idempotency_keys")}
+    assert keys == {f"fault-{nr}" for nr in rows}
+    m = p.metrics()
+    assert m[("lotmesh_db_reconnects_total", frozenset())] >= 1
+    assert m[("lotmesh_db_up", frozenset())] == 1
+
+
+def test_reads_answer_503_while_postgres_is_down_and_recover(start_process):
+    srv = pg_server.get()
+    url = srv.database(f"faults-read-{unique()}")
+    p = start_process("articles", {"WORKERS": "1", "DATABASE_URL": url, "CACHE_URL": "none",
+                                   "TMPDIR": srv.dir})
+    r = post_json(p, CREATE, {"artikelnummer": "R-1", "bezeichnung": "lesbar", "einheit_id": 1})
+    assert r.status_code == 201
+    loc = r.headers["Location"]
+    srv.stop("immediate")  # a crash of the server: no goodbye to the clients
+    try:
+        got = p.get(loc)
+        assert got.status_code == 503, got.text
+        assert got.headers["Content-Type"].startswith("application/problem+json")
+        assert poll(lambda: p.get("/ready").status_code == 503, timeout=15)
+        assert p.get("/api/v1/articles").status_code == 503
+    finally:
+        srv.start()
+    assert poll(lambda: p.get(loc).status_code == 200, timeout=30)
+    assert p.get(loc).json() == r.json()
+    assert poll(lambda: p.get("/ready").status_code == 200, timeout=15)
+
+
+def test_unreachable_postgres_at_start_is_one_configuration_line(run_process):
+    res = run_process("articles", {
+        "PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1",
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+        "DATABASE_CONNECT_TIMEOUT": "2s"}, timeout=20)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr_lines if "configuration error" in ln]
+    assert len(lines) == 1 and "DATABASE_URL" in lines[0] and "connect" in lines[0], res.stderr
+
+
+def test_instances_on_other_hosts_see_writes_through_notify(start_process, tmp_path):
+    """Two instances on one PostgreSQL database that share no counter file (as on two hosts:
+    different TMPDIR): a write through one drops the other's cached answers when its
+    NOTIFY arrives — within milliseconds, so a poll sees it well inside a second."""
+    srv = pg_server.get()
+    url = srv.database(f"notify-{unique()}")
+    dirs = [tmp_path / "host-a", tmp_path / "host-b"]
+    for d in dirs:
+        d.mkdir()
+    a = start_process("articles", {"DATABASE_URL": url, "WORKERS": "2", "TMPDIR": str(dirs[0])})
+    b = start_process("articles", {"DATABASE_URL": url, "WORKERS": "2", "TMPDIR": str(dirs[1])})
+    r = post_json(a, CREATE, {"artikelnummer": unique("N-"), "bezeichnung": "alt",
+                              "einheit_id": 1})
+    assert r.status_code == 201
+    x = r.json()
+    path = f"/api/v1/article/{x['id']}"
+    for _ in range(2):  # cached in a
+        assert a.get(path).json() == x
+    hits = a.metric("lotmesh_cache_hits_total")
+    assert hits >= 1
+    r = post_json(b, path, {"bezeichnung": "neu"}, method="PATCH")
+    assert r.status_code == 200
+    t0 = time.monotonic()
+    assert poll(lambda: a.get(path).json() == r.json(), timeout=2.0, step=0.005), \
+        "a still serves the old article"
+    window = time.monotonic() - t0
+    assert a.metric("lotmesh_cache_flushes_total") >= 1
+    print(f"staleness window observed: {window * 1000:.1f} ms")
+    # and creates through b appear in a's cached list
+    q = {"q": "neu"}
+    assert a.get("/api/v1/articles", params=q).json() == [r.json()]
+    r2 = post_json(b, CREATE, {"artikelnummer": unique("N-"), "bezeichnung": "neu auch",
+                               "einheit_id": 1})
+    assert r2.status_code == 201
+    assert poll(lambda: len(a.get("/api/v1/articles", params=q).json()) == 2, timeout=2.0,
+                step=0.005)
