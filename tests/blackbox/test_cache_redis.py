@@ -203,7 +203,7 @@ def test_unreachable_redis_at_start_means_misses_not_errors(start_process, tmp_p
     x = create(c, art_id)
     for _ in range(3):
         assert c.get(charge(x["id"])).json() == x
-    assert c.metric("lotmesh_cache_redis_up") == 0
+    assert poll(lambda: c.metric("lotmesh_cache_redis_up") == 0)  # once a connect timed out
     assert c.metric("lotmesh_cache_hits_total") >= 1  # the in-process level still works
 
 
