@@ -7,7 +7,7 @@ TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan tsan-build tsan run test unit blackbox fuzz fuzz-long images delivery bench bench-services bench-gateway format lint clean
+.PHONY: all deps build asan tsan-build tsan run test unit blackbox fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge format lint clean
 
 all: build
 
@@ -95,6 +95,10 @@ bench-services: build
 bench-gateway: build
 	@scripts/deps.sh bench
 	@bench/gateway.sh $(BUILD)
+
+bench-edge: build
+	@scripts/deps.sh bench
+	@bench/edge.sh $(BUILD)
 
 format:
 	@clang-format -i lib/*/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c

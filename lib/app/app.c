@@ -142,6 +142,8 @@ lm_app *lm_app_new(lm_cfg *cfg, const char *name, int default_port)
         lm_cfg_size(cfg, "MAX_URI_BYTES", s->limits.max_uri_bytes, 256, 1 << 20);
     s->limits.max_headers = (size_t)lm_cfg_int(cfg, "MAX_HEADERS", 100, 1, 10000);
     s->max_connections = (size_t)lm_cfg_int(cfg, "MAX_CONNECTIONS", 10000, 1, 1000000);
+    s->max_connections_per_address =
+        (size_t)lm_cfg_int(cfg, "MAX_CONNECTIONS_PER_ADDRESS", 1024, 0, 1000000);
     s->header_timeout_ms = lm_cfg_duration_ms(cfg, "HEADER_TIMEOUT", 10000, 10, 3600000);
     s->body_timeout_ms = lm_cfg_duration_ms(cfg, "BODY_TIMEOUT", 30000, 10, 3600000);
     s->idle_timeout_ms = lm_cfg_duration_ms(cfg, "IDLE_TIMEOUT", 60000, 10, 3600000);

@@ -7,6 +7,7 @@
  *
  * Common environment (validated; see README): PORT, BIND_ADDRESS, WORKERS, LOG_LEVEL,
  * ACCESS_LOG, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URI_BYTES, MAX_HEADERS, MAX_CONNECTIONS,
+ * MAX_CONNECTIONS_PER_ADDRESS,
  * HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT, SHUTDOWN_TIMEOUT, MODULE_NAME,
  * CLIENT_DNS_TTL_MS (milliseconds, or a duration such as 30s, up to 1 h; 0 disables the
  * HTTP clients' host-name cache; default 30000: sets lm_client's process default).

@@ -17,17 +17,31 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAP_BYTES 4096
 
 struct lm_sharedgen {
-    _Atomic uint64_t *counter; /* in the shared mapping */
+    _Atomic uint64_t *counter; /* in the shared mapping: [0] writes, [1] era, [2] file nonce */
     _Atomic uint64_t seen;
     void *map;
     lm_sharedgen_flush flush;
     void *ctx;
 };
+
+/* A random 64-bit number (from the kernel; the clock if that fails). */
+static void random_nonce(uint64_t *out)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, out, sizeof *out) != (ssize_t)sizeof *out) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        *out = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid();
+    }
+    if (fd >= 0) close(fd);
+    if (*out == 0) *out = 1;
+}
 
 lm_sharedgen *lm_sharedgen_open(const char *path, lm_sharedgen_flush flush, void *ctx, char *err,
                                 size_t errlen)
@@ -38,6 +52,7 @@ lm_sharedgen *lm_sharedgen_open(const char *path, lm_sharedgen_flush flush, void
         return NULL;
     }
     struct stat st;
+    bool fresh = fstat(fd, &st) == 0 && st.st_size < MAP_BYTES;
     if (fstat(fd, &st) != 0 || (st.st_size < MAP_BYTES && ftruncate(fd, MAP_BYTES) != 0)) {
         snprintf(err, errlen, "cannot size %s: %s", path, strerror(errno));
         close(fd);
@@ -55,7 +70,23 @@ lm_sharedgen *lm_sharedgen_open(const char *path, lm_sharedgen_flush flush, void
     g->ctx = ctx;
     g->counter = (_Atomic uint64_t *)map;
     atomic_init(&g->seen, atomic_load(g->counter));
+    if (fresh) { /* two processes creating it at once: the last nonce wins, for both */
+        uint64_t nonce = 0;
+        random_nonce(&nonce);
+        uint64_t zero = 0;
+        atomic_compare_exchange_strong(&g->counter[2], &zero, nonce);
+    }
     return g;
+}
+
+uint64_t lm_sharedgen_era(lm_sharedgen *g)
+{
+    return atomic_load(&g->counter[1]) + atomic_load(&g->counter[2]);
+}
+
+void lm_sharedgen_bump_era(lm_sharedgen *g)
+{
+    atomic_fetch_add(&g->counter[1], 1);
 }
 
 void lm_sharedgen_close(lm_sharedgen *g)

@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +41,24 @@ struct lm_worker {
     bool stopping;
     uint64_t stop_deadline;
     uint64_t refused, refused_logged_at; /* connections over the limit, not yet logged */
+    uint64_t refused_addr;               /* over the per-address limit, not yet logged */
+    uint64_t shed;                       /* idle connections closed for new ones, not logged */
+    size_t closing_conns;                /* closed, handle not yet released */
     char readbuf[READ_BUF_SIZE];
 };
 
+/* Open connections per client address, for the whole process (every worker). */
+#define ADDR_BUCKETS 4096
+typedef struct addr_count {
+    struct addr_count *next;
+    uint32_t n;
+    char ip[48];
+} addr_count;
+
 struct lm_server {
     lm_server_config cfg;
+    pthread_mutex_t addr_mu;
+    addr_count *addrs[ADDR_BUCKETS];
     const lm_router *router;
     lm_server_observer obs;
     lm_worker *workers;
@@ -73,6 +87,7 @@ struct srv_conn {
     uint64_t state_since, last_write_progress, linger_until;
     char peer[64];    /* "ip:port", for the access log */
     char peer_ip[48]; /* for X-Forwarded-For */
+    bool counted;     /* in the server's per-address counts */
 };
 
 static _Thread_local lm_worker *current_worker;
@@ -146,12 +161,56 @@ static void conn_release(srv_conn *sc)
     free(sc);
 }
 
+static addr_count **addr_slot(lm_server *s, const char *ip)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *p = ip; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+    addr_count **pp = &s->addrs[h % ADDR_BUCKETS];
+    while (*pp && strcmp((*pp)->ip, ip) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Counts a new connection from ip; false (nothing counted) when the address is at its cap. */
+static bool addr_acquire(lm_server *s, const char *ip)
+{
+    if (!s->cfg.max_connections_per_address || !ip[0]) return true;
+    pthread_mutex_lock(&s->addr_mu);
+    addr_count **pp = addr_slot(s, ip);
+    bool ok = true;
+    if (!*pp) {
+        *pp = lm_xcalloc(1, sizeof **pp);
+        snprintf((*pp)->ip, sizeof(*pp)->ip, "%s", ip);
+    }
+    if ((*pp)->n >= s->cfg.max_connections_per_address)
+        ok = false;
+    else
+        (*pp)->n++;
+    pthread_mutex_unlock(&s->addr_mu);
+    return ok;
+}
+
+static void addr_release(lm_server *s, const char *ip)
+{
+    pthread_mutex_lock(&s->addr_mu);
+    addr_count **pp = addr_slot(s, ip);
+    if (*pp && --(*pp)->n == 0) {
+        addr_count *dead = *pp;
+        *pp = dead->next;
+        free(dead);
+    }
+    pthread_mutex_unlock(&s->addr_mu);
+}
+
 static void on_closed(uv_handle_t *h)
 {
     srv_conn *sc = h->data;
     lm_worker *w = sc->w;
     list_remove(sc);
     w->n_conns--;
+    w->closing_conns--;
+    if (sc->counted) addr_release(w->server, sc->peer_ip);
     if (w->server->obs.connection) w->server->obs.connection(w->server->obs.ctx, w->index, -1);
     sc->closed = true;
     sc->writing = false; /* uv_close cancels pending writes; their callbacks ran */
@@ -162,6 +221,11 @@ static void conn_close(srv_conn *sc)
 {
     if (sc->closing) return;
     sc->closing = true;
+    sc->w->closing_conns++;
+    if (sc->counted) { /* a connection being closed no longer counts against its address */
+        sc->counted = false;
+        addr_release(sc->w->server, sc->peer_ip);
+    }
     lm_conn_abandon(&sc->http);
     uv_close((uv_handle_t *)&sc->tcp, on_closed);
 }
@@ -464,9 +528,13 @@ static void on_reject_closed(uv_handle_t *h)
  * a write on this loop). The sweep logs what was counted since. */
 static void log_refused(lm_worker *w)
 {
-    lm_log_warn("connection limit (%zu per worker) reached: refused %llu connection(s)",
-                w->server->max_conns_per_worker, (unsigned long long)w->refused);
-    w->refused = 0;
+    lm_log_warn("connection limits: refused %llu connection(s) over the limit of %zu per worker "
+                "and %llu over the limit of %zu per client address; closed %llu idle "
+                "connection(s) to make room",
+                (unsigned long long)w->refused, w->server->max_conns_per_worker,
+                (unsigned long long)w->refused_addr, w->server->cfg.max_connections_per_address,
+                (unsigned long long)w->shed);
+    w->refused = w->refused_addr = w->shed = 0;
     w->refused_logged_at = uv_now(&w->loop);
 }
 static void on_accept_failed_closed(uv_handle_t *h)
@@ -482,13 +550,10 @@ static void on_connection(uv_stream_t *listener, int status)
         lm_log_warn("accept failed: %s", uv_strerror(status));
         return;
     }
-    if (w->n_conns >= s->max_conns_per_worker || w->stopping) {
+    if (w->stopping) {
         uv_tcp_t *t = lm_xmalloc(sizeof *t);
         uv_tcp_init(&w->loop, t);
-        if (uv_accept(listener, (uv_stream_t *)t) == 0 && !w->stopping) {
-            w->refused++;
-            if (w->refused_logged_at == 0) log_refused(w); /* the first at once */
-        }
+        uv_accept(listener, (uv_stream_t *)t);
         uv_close((uv_handle_t *)t, on_reject_closed);
         return;
     }
@@ -501,6 +566,36 @@ static void on_connection(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)&sc->tcp, on_accept_failed_closed);
         return;
     }
+    peer_name(sc);
+    if (!addr_acquire(s, sc->peer_ip)) {
+        w->refused_addr++;
+        if (w->refused_logged_at == 0) log_refused(w); /* the first at once */
+        uv_close((uv_handle_t *)&sc->tcp, on_accept_failed_closed);
+        return;
+    }
+    sc->counted = s->cfg.max_connections_per_address && sc->peer_ip[0];
+    if (w->n_conns - w->closing_conns >= s->max_conns_per_worker) {
+        /* under pressure the longest-idle keep-alive connection gives way: a crowd of
+         * silent connections cannot lock active clients out */
+        srv_conn *victim = NULL;
+        for (srv_conn *v = w->conns; v; v = v->next)
+            if (!v->closing && v->http.state == LM_CONN_IDLE && !v->writing && !v->http.out.len &&
+                !lm_conn_busy(&v->http) && (!victim || v->state_since <= victim->state_since))
+                victim = v;
+        if (victim) {
+            w->shed++;
+        } else {
+            w->refused++;
+        }
+        if (w->refused_logged_at == 0) log_refused(w); /* the first at once */
+        if (victim) {
+            conn_close(victim); /* counted out when its handle has closed */
+        } else {
+            if (sc->counted) addr_release(s, sc->peer_ip);
+            uv_close((uv_handle_t *)&sc->tcp, on_accept_failed_closed);
+            return;
+        }
+    }
     uv_tcp_nodelay(&sc->tcp, 1);
     lm_conn_init(&sc->http, &s->cfg.limits, &engine_ops, sc);
     sc->http.worker = w;
@@ -508,7 +603,6 @@ static void on_connection(uv_stream_t *listener, int status)
     sc->http.req.conn_ = &sc->http;
     sc->seen_state = LM_CONN_IDLE;
     sc->state_since = sc->last_write_progress = uv_now(&w->loop);
-    peer_name(sc);
     sc->next = w->conns;
     if (w->conns) w->conns->prev = sc;
     w->conns = sc;
@@ -558,7 +652,8 @@ static void on_sweep(uv_timer_t *t)
             conn_flush(sc);
         }
     }
-    if (w->refused && now - w->refused_logged_at >= 1000) log_refused(w);
+    if ((w->refused || w->refused_addr || w->shed) && now - w->refused_logged_at >= 1000)
+        log_refused(w);
     lm_log_flush_thread();
     if (w->stopping && w->conns == NULL) close_worker_handles(w);
 }
@@ -637,6 +732,7 @@ lm_server *lm_server_new(const lm_server_config *cfg, const lm_router *router,
     s->n_workers = cfg->workers > 0 ? cfg->workers : 1;
     s->max_conns_per_worker = cfg->max_connections / (size_t)s->n_workers;
     if (s->max_conns_per_worker == 0) s->max_conns_per_worker = 1;
+    pthread_mutex_init(&s->addr_mu, NULL);
     return s;
 }
 
@@ -739,6 +835,13 @@ void lm_server_free(lm_server *s)
 {
     if (!s) return;
     lm_server_shutdown(s, 0);
+    for (size_t i = 0; i < ADDR_BUCKETS; i++)
+        while (s->addrs[i]) {
+            addr_count *next = s->addrs[i]->next;
+            free(s->addrs[i]);
+            s->addrs[i] = next;
+        }
+    pthread_mutex_destroy(&s->addr_mu);
     free(s->workers);
     free(s);
 }

@@ -25,7 +25,12 @@ typedef struct lm_server_config {
     int port;         /* 0: an ephemeral port (lm_server_port tells which) */
     int workers;
     lm_conn_limits limits;
-    size_t max_connections; /* per process; beyond it new connections are closed at once */
+    /* per process; at the cap a new connection closes the worker's longest-idle keep-alive
+     * connection to make room, or is closed at once when none is idle */
+    size_t max_connections;
+    /* open connections from one client address per process (0: no limit); beyond it the
+     * address's new connections are closed at once */
+    size_t max_connections_per_address;
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
     uint64_t idle_timeout_ms;

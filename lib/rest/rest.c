@@ -21,6 +21,7 @@ lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store)
     op->store = store;
     op->cache = lm_store_cache(store);
     op->total = -1;
+    op->l2_gen = UINT64_MAX;
     op->if_match = lm_precond_if_match_copy(req);
     /* Idempotency-Key means something only for a create (POST); other methods ignore it */
     if (req->method_id != LM_METHOD_POST) return op;
@@ -161,16 +162,52 @@ static void send_ok(lm_rest_op *op, const char *body, size_t len, long long vers
         lm_resp_send(req, op->status, "application/json", body, len);
 }
 
+static void finish(lm_rest_op *op, int rc);
+
+/* The in-process caches, this process's and (through the shared counter) every other's. */
+static void invalidate_local(lm_rest_op *op)
+{
+    lm_store_wrote(op->store);
+    if (op->cache) invalidate(op);
+}
+
+static void after_l2_invalidate(void *ud, bool ok)
+{
+    lm_rest_op *op = ud;
+    if (!ok) lm_store_l2_lost(op->store); /* no process trusts what Redis holds now */
+    invalidate_local(op);
+    finish(op, op->done_rc);
+}
+
 void lm_rest_op_done(int rc, void *arg)
 {
     lm_rest_op *op = arg;
     lm_req *req = op->req;
     /* a write that committed (failures roll back and change nothing): before anyone hears
-     * of it, this process's cache and every other process's are told */
+     * of it, every cache is told. The shared level in Redis first (the response waits for
+     * its answer; Redis down: at once, see cache_redis.h), the in-process ones after it: a
+     * read that meanwhile fetched the old value from Redis into an in-process cache is
+     * dropped by that invalidation, never left behind it. */
     if (!is_read(req) && rc == 0 && op->status >= 200 && op->status < 300) {
-        lm_store_wrote(op->store);
-        if (op->cache) invalidate(op);
+        lm_cache_redis *l2 = lm_store_l2(op->store);
+        if (l2) {
+            char key[192];
+            size_t klen =
+                op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
+            op->done_rc = rc;
+            if (lm_cache_redis_invalidate(l2, lm_req_worker_index(req), klen ? key : NULL, klen,
+                                          after_l2_invalidate, op) == 0)
+                return;
+            lm_store_l2_lost(op->store);
+        }
+        invalidate_local(op);
     }
+    finish(op, rc);
+}
+
+static void finish(lm_rest_op *op, int rc)
+{
+    lm_req *req = op->req;
     if (rc == LM_DB_EIO) {
         lm_resp_problem(req, 503, "the database is unavailable; nothing was written");
     } else if (op->errs.n) {
@@ -188,6 +225,11 @@ void lm_rest_op_done(int rc, void *arg)
             lm_store_cache_sync(op->store); /* another process's write meanwhile: not stored */
             lm_cache_put(op->cache, op->cache_key, op->cache_klen, op->body, len, op->version,
                          op->total, op->cache_flags, op->cache_epoch);
+            lm_cache_redis *l2 = lm_store_l2(op->store);
+            if (l2 && !op->l2_hit)
+                lm_cache_redis_put(l2, lm_req_worker_index(req), op->cache_key, op->cache_klen,
+                                   op->body, len, op->version, op->total, op->cache_flags,
+                                   op->l2_gen, op->l2_era);
         }
         send_ok(op, op->body ? op->body : "null", len, op->version);
     }
@@ -202,6 +244,24 @@ void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 {
     lm_db_write(lm_store_port(op->store, lm_req_worker_index(op->req)), fn, done, op);
+}
+
+/* The shared level answered: a hit is sent (and put in the process's cache by
+ * lm_rest_op_done); a miss reads the database, remembering the generation for the put. */
+static void on_l2(void *ud, const lm_cache_redis_hit *h)
+{
+    lm_rest_op *op = ud;
+    if (h->hit) {
+        op->body = lm_xstrndup(h->body, h->len);
+        op->l2_hit = true;
+        op->status = 200;
+        op->version = h->version;
+        op->total = h->total;
+        op->l2_done(0, op);
+        return;
+    }
+    op->l2_gen = h->gen;
+    lm_rest_read(op, op->l2_fn, op->l2_done);
 }
 
 /* A cacheable read of key: a hit goes straight to done; a miss remembers the key and the
@@ -224,6 +284,15 @@ static void cached_read(lm_rest_op *op, const char *key, size_t klen, unsigned f
         op->cache_key = lm_xstrndup(key, klen);
         op->cache_klen = klen;
         op->cache_flags = flags;
+        lm_cache_redis *l2 = lm_store_l2(op->store);
+        if (l2) {
+            op->l2_fn = fn;
+            op->l2_done = done;
+            op->l2_era = lm_store_l2_era(op->store);
+            if (lm_cache_redis_get(l2, lm_req_worker_index(op->req), key, klen, op->l2_era, on_l2,
+                                   op) == 0)
+                return;
+        }
     }
     lm_rest_read(op, fn, done);
 }

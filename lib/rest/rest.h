@@ -118,6 +118,13 @@ struct lm_rest_op {
     unsigned cache_flags;
     uint64_t cache_epoch;
     const lm_cache_val *cached; /* a hit being sent (a reference), or NULL */
+    /* the second level (CACHE_URL=redis://): the generation at the miss (UINT64_MAX: do not
+     * store there), whether the body came from it, and the read to run on a miss */
+    uint64_t l2_gen, l2_era;
+    bool l2_hit;
+    lm_db_fn l2_fn;
+    lm_db_done l2_done;
+    int done_rc; /* a write's outcome while its invalidation reaches Redis */
     /* input, set on the loop */
     json_t *input;  /* validated body, or NULL */
     long long id;   /* path id, or 0 */

@@ -6,6 +6,7 @@
 #include "sharedgen.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,21 +20,43 @@ struct lm_store {
     lm_db_port **ports; /* by worker index */
     int n_ports;
     lm_cache *cache;      /* NULL: CACHE_URL=none */
+    lm_cache_redis *l2;   /* CACHE_URL=redis://…, or NULL */
+    int *l2_state;        /* by worker: 0 not known yet, 1 up, 2 down (its loop only) */
+    atomic_int l2_down;   /* workers whose Redis connection is down */
     lm_sharedgen *writes; /* counts every process's writes to this database */
     lm_component comp;
 };
 
+/* One log line per outage: the first worker losing Redis, the last one getting it back. */
+static void on_l2_state(void *ud, int worker, bool up, const char *why)
+{
+    lm_store *s = ud;
+    int was = s->l2_state[worker];
+    s->l2_state[worker] = up ? 1 : 2;
+    if (up) {
+        if (was == 2 && atomic_fetch_sub(&s->l2_down, 1) == 1)
+            lm_log_info("cache: Redis reachable again; the shared cache is in use");
+    } else if (was != 2 && atomic_fetch_add(&s->l2_down, 1) == 0) {
+        lm_log_warn("cache: Redis unavailable (%s); reads miss to the database until it is back",
+                    why);
+    }
+}
+
 static void worker_start(lm_worker *w, void *ctx)
 {
     lm_store *s = ctx;
-    s->ports[lm_worker_index(w)] = lm_db_attach(s->db, lm_worker_loop(w));
+    int i = lm_worker_index(w);
+    s->ports[i] = lm_db_attach(s->db, lm_worker_loop(w));
+    if (s->l2) lm_cache_redis_attach(s->l2, i, lm_worker_loop(w));
 }
 
 static void worker_stop(lm_worker *w, void *ctx)
 {
     lm_store *s = ctx;
-    lm_db_detach(s->ports[lm_worker_index(w)]);
-    s->ports[lm_worker_index(w)] = NULL;
+    int i = lm_worker_index(w);
+    if (s->l2) lm_cache_redis_detach(s->l2, i);
+    lm_db_detach(s->ports[i]);
+    s->ports[i] = NULL;
 }
 
 static bool ready(void *ctx, lm_buf *why)
@@ -77,6 +100,25 @@ static void metrics(lm_buf *out, void *ctx)
                   "lotmesh_db_up %d\n",
                   st.commits, st.write_jobs, st.failed_commits, st.reads, st.statements,
                   st.write_statements, st.reconnects, lm_db_health(s->db, NULL) ? 1 : 0);
+    if (s->l2) {
+        lm_cache_redis_stats rs;
+        lm_cache_redis_get_stats(s->l2, &rs);
+        lm_buf_printf(out,
+                      "# HELP lotmesh_cache_redis_total Operations of the shared cache level in "
+                      "Redis by outcome.\n"
+                      "# TYPE lotmesh_cache_redis_total counter\n"
+                      "lotmesh_cache_redis_total{op=\"get\",outcome=\"hit\"} %llu\n"
+                      "lotmesh_cache_redis_total{op=\"get\",outcome=\"miss\"} %llu\n"
+                      "lotmesh_cache_redis_total{op=\"put\",outcome=\"stored\"} %llu\n"
+                      "lotmesh_cache_redis_total{op=\"put\",outcome=\"stale\"} %llu\n"
+                      "lotmesh_cache_redis_total{op=\"invalidate\",outcome=\"done\"} %llu\n"
+                      "lotmesh_cache_redis_total{op=\"any\",outcome=\"error\"} %llu\n"
+                      "# HELP lotmesh_cache_redis_up 1 while every worker reaches Redis.\n"
+                      "# TYPE lotmesh_cache_redis_up gauge\n"
+                      "lotmesh_cache_redis_up %d\n",
+                      rs.hits, rs.misses, rs.puts, rs.stale_puts, rs.invalidations, rs.errors,
+                      atomic_load(&s->l2_down) == 0 ? 1 : 0);
+    }
     if (!s->cache) return;
     lm_cache_stats cs;
     lm_cache_get_stats(s->cache, &cs);
@@ -122,6 +164,8 @@ static void on_stopped(void *ctx)
     lm_store *s = ctx;
     lm_db_close(s->db);
     lm_cache_free(s->cache);
+    lm_cache_redis_free(s->l2);
+    free(s->l2_state);
     lm_sharedgen_close(s->writes);
     free(s->ports);
     free(s); /* the app is done with it: every worker and hook that used it has ended */
@@ -183,13 +227,22 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
     };
     const char *cache_url = lm_cfg_str(cfg, "CACHE_URL", "memory:");
     uint64_t cache_bytes = lm_cfg_size(cfg, "CACHE_MAX_BYTES", 32u << 20, 64u << 10, 1ULL << 40);
-    bool cache_on = true;
+    bool cache_on = true, redis = false;
+    lm_redis_addr raddr;
+    uint64_t ttl_ms = lm_cfg_duration_ms(cfg, "CACHE_TTL", 600000, 1000, 7 * 86400000ULL);
+    uint64_t timeout_ms = lm_cfg_duration_ms(cfg, "CACHE_TIMEOUT", 250, 1, 60000);
     if (!strcmp(cache_url, "none")) {
         cache_on = false;
+    } else if (!strncmp(cache_url, "redis://", 8)) {
+        char err[200];
+        if (lm_redis_parse_url(cache_url, &raddr, err, sizeof err) != 0)
+            lm_cfg_error(cfg, "CACHE_URL", "%s", err);
+        redis = true;
     } else if (strcmp(cache_url, "memory:") != 0 && strcmp(cache_url, "memory://") != 0) {
         lm_cfg_error(cfg, "CACHE_URL",
-                     "must be memory: (in-process LRU, the default) or none (got \"%.32s\"; a "
-                     "Redis backend is not built yet)",
+                     "must be memory: (in-process LRU, the default), "
+                     "redis://[:password@]host[:port][/db] (shared, behind the in-process one) "
+                     "or none (got \"%.32s\")",
                      cache_url);
     }
     if (!lm_cfg_ok(cfg)) { /* an earlier variable is wrong: report that one */
@@ -228,6 +281,12 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
     if (pg && cache_on) lm_db_watch(s->db, flush_cache, s);
     s->n_ports = env->workers;
     s->ports = lm_xcalloc((size_t)s->n_ports, sizeof *s->ports);
+    if (redis && cache_on) {
+        char ns[200];
+        snprintf(ns, sizeof ns, "lotmesh:cache:%s:", env->name);
+        s->l2_state = lm_xcalloc((size_t)env->workers, sizeof *s->l2_state);
+        s->l2 = lm_cache_redis_new(&raddr, ns, timeout_ms, ttl_ms, env->workers, on_l2_state, s);
+    }
     s->comp = (lm_component){.ctx = s,
                              .worker_start = worker_start,
                              .worker_stop = worker_stop,
@@ -236,13 +295,30 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
                              .ready = ready,
                              .metrics = metrics};
     lm_log_info("database: %s (%s); cache: %s", s->shown, lm_db_backend_name(s->db),
-                cache_on ? "memory" : "none");
+                !cache_on ? "none"
+                : s->l2   ? "memory in front of redis"
+                          : "memory");
     return s;
 }
 
 lm_db *lm_store_db(lm_store *s)
 {
     return s->db;
+}
+
+lm_cache_redis *lm_store_l2(lm_store *s)
+{
+    return s->l2;
+}
+
+uint64_t lm_store_l2_era(lm_store *s)
+{
+    return lm_sharedgen_era(s->writes);
+}
+
+void lm_store_l2_lost(lm_store *s)
+{
+    lm_sharedgen_bump_era(s->writes);
 }
 
 lm_cache *lm_store_cache(lm_store *s)

@@ -10,7 +10,9 @@
  * commit) and database metrics, and closes it after the workers stopped.
  *
  * The store also owns the database's response cache (lm_cache, CACHE_URL: "memory:" by
- * default, "none" to turn it off; CACHE_MAX_BYTES bounds it, default 32 MiB). The lm_rest
+ * default, "none" to turn it off; CACHE_MAX_BYTES bounds it, default 32 MiB). With
+ * CACHE_URL=redis://… the in-process cache stands in front of a Redis level shared by every
+ * instance (cache_redis.h; CACHE_TTL, CACHE_TIMEOUT), one connection per worker loop. The lm_rest
  * flows invalidate it precisely on this process's writes; writes by other processes on the
  * same database file (several instances of a service) are counted in a shared counter beside
  * it (sharedgen.h) that every process bumps, cache or not, and the cache is flushed when it
@@ -23,6 +25,7 @@
 #define LM_STORE_H
 
 #include "cache.h"
+#include "cache_redis.h"
 #include "component.h"
 #include "config.h"
 #include "db.h"
@@ -38,6 +41,12 @@ const lm_component *lm_store_component(lm_store *s);
 lm_db *lm_store_db(lm_store *s);
 /* The response cache, or NULL when CACHE_URL=none. */
 lm_cache *lm_store_cache(lm_store *s);
+/* The shared second level (CACHE_URL=redis://…), or NULL; its era (shared by the processes
+ * of this database), and after a write whose invalidation did not reach it, before the
+ * write's response: a new era, which voids every entry there (cache_redis.h). */
+lm_cache_redis *lm_store_l2(lm_store *s);
+uint64_t lm_store_l2_era(lm_store *s);
+void lm_store_l2_lost(lm_store *s);
 /* Before using the cache: flushes it when another process wrote the database. */
 void lm_store_cache_sync(lm_store *s);
 /* After a committed write, before its response (with or without a cache). */

@@ -33,6 +33,14 @@ static gw_worker *worker_of(gateway *gw, const lm_req *req)
     return &gw->workers[lm_req_worker_index(req)];
 }
 
+static int header_count(const lm_req *req, const char *name)
+{
+    int n = 0;
+    for (size_t i = 0; i < req->n_headers; i++)
+        n += !strcasecmp(req->headers[i].name, name);
+    return n;
+}
+
 static void oauth_error(lm_req *req, int status, const char *error, const char *detail)
 {
     if (status == 401) lm_resp_header(req, "WWW-Authenticate", "Basic realm=\"lotmesh\"");
@@ -54,9 +62,25 @@ typedef struct token_req {
     char client_id[128];
     char secret[256];
     char scope[128];
-    const gw_client *client;
+    const gw_client *client; /* in snap, or NULL */
+    gw_clients *snap;        /* a reference, released with t */
     bool ok;
+    int worker;
+    char peer[64];    /* the source address */
+    char key_id[160]; /* limiter keys: failures of this client id, of this address */
+    char key_addr[80];
+    gw_limit_key keys[2];
+    size_t n_keys;
+    bool failures_before;   /* the id had failures in the window: queued behind clean ones */
+    struct token_req *next; /* in the worker's hashing queue */
+    uv_timer_t delay;       /* a failed attempt's slow-down */
 } token_req;
+
+static void token_free(token_req *t)
+{
+    gw_clients_release(t->snap);
+    free(t);
+}
 
 /* The hash an unknown client id is checked against: made on first use, on the thread pool
  * (Argon2id takes ~100 ms by design; at start-up it would delay readiness). */
@@ -94,23 +118,59 @@ static bool scope_subset(const char *want, const char *have)
     return true;
 }
 
+static void start_next(gateway *gw, gw_worker *w);
+
+static void free_after_delay(uv_handle_t *h)
+{
+    token_free(h->data);
+}
+
+static void refuse_now(uv_timer_t *timer)
+{
+    token_req *t = timer->data;
+    oauth_error(t->req, 401, "invalid_client", "unknown client or wrong secret");
+    uv_close((uv_handle_t *)&t->delay, free_after_delay);
+}
+
+/* A failed attempt was charged to the id's and the address's budgets: the more failures
+ * in the window, the later the answer (the same for an unknown id and a wrong secret). */
+static void on_failure_charged(void *ud, const gw_limit_result *res)
+{
+    token_req *t = ud;
+    long long failures = 0;
+    for (size_t i = 0; i < t->n_keys; i++) {
+        long long f = (long long)t->keys[i].rate->burst - res->key_remaining[i];
+        if (!res->store_failed && f > failures) failures = f;
+    }
+    uint64_t delay = failures > GW_AUTH_FREE_FAILURES
+                         ? (uint64_t)(failures - GW_AUTH_FREE_FAILURES) * GW_AUTH_DELAY_STEP_MS
+                         : 0;
+    if (delay > GW_AUTH_DELAY_MAX_MS) delay = GW_AUTH_DELAY_MAX_MS;
+    t->delay.data = t;
+    uv_timer_init(lm_req_loop(t->req), &t->delay);
+    uv_timer_start(&t->delay, refuse_now, delay, 0);
+}
+
 static void verify_after(uv_work_t *w, int status)
 {
     token_req *t = w->data;
     lm_req *req = t->req;
     gateway *gw = t->gw;
     sodium_memzero(t->secret, sizeof t->secret);
+    gw_worker *wk = &gw->workers[t->worker];
+    wk->hashing--;
+    start_next(gw, wk);
     if (status != 0 || !t->ok) {
+        atomic_fetch_add_explicit(&gw->auth_failures, 1, memory_order_relaxed);
         lm_log(LM_LOG_WARN, &(lm_log_ctx){.request_id = req->request_id, .trace = &req->trace},
                "token request refused for client '%s'", t->client_id);
-        oauth_error(req, 401, "invalid_client", "unknown client or wrong secret");
-        free(t);
+        gw_limit_check(gw, t->worker, t->keys, t->n_keys, 1, false, on_failure_charged, t);
         return;
     }
     const char *scope = t->scope[0] ? t->scope : t->client->scope;
     if (!scope_subset(scope, t->client->scope)) {
         oauth_error(req, 400, "invalid_scope", "the requested scope exceeds the client's");
-        free(t);
+        token_free(t);
         return;
     }
     lm_token_claims c = {0};
@@ -122,7 +182,7 @@ static void verify_after(uv_work_t *w, int status)
     char *tok = lm_token_mint(&gw->access_key, &c);
     if (!tok) {
         lm_resp_problem(req, 500, "could not sign the access token");
-        free(t);
+        token_free(t);
         return;
     }
     json_t *doc = json_pack("{s:s, s:s, s:I, s:s}", "access_token", tok, "token_type", "Bearer",
@@ -130,7 +190,62 @@ static void verify_after(uv_work_t *w, int status)
     free(tok);
     lm_resp_header(req, "Cache-Control", "no-store");
     lm_json_resp(req, 200, doc);
-    free(t);
+    token_free(t);
+}
+
+static void too_many(token_req *t, uint64_t retry_after_s, const char *detail)
+{
+    char ra[32];
+    snprintf(ra, sizeof ra, "%llu", (unsigned long long)(retry_after_s ? retry_after_s : 1));
+    lm_resp_header(t->req, "Retry-After", ra);
+    atomic_fetch_add_explicit(&t->gw->auth_refused, 1, memory_order_relaxed);
+    sodium_memzero(t->secret, sizeof t->secret);
+    oauth_error(t->req, 429, "invalid_client", detail);
+    token_free(t);
+}
+
+/* Starts queued verifications while this worker has hashing capacity: every attempt whose
+ * id had no failure in the window before any that had (a flood of wrong secrets waits
+ * behind real clients, and a full queue refuses it at once). */
+static void start_next(gateway *gw, gw_worker *w)
+{
+    while (w->hashing < gw->auth_concurrency && (w->auth_q[0].head || w->auth_q[1].head)) {
+        int q = w->auth_q[0].head ? 0 : 1;
+        token_req *t = w->auth_q[q].head;
+        w->auth_q[q].head = t->next;
+        if (!t->next) w->auth_q[q].tail = NULL;
+        w->auth_q[q].n--;
+        w->hashing++;
+        uv_queue_work(lm_req_loop(t->req), &t->work, verify_work, verify_after);
+    }
+}
+
+static void on_guard(void *ud, const gw_limit_result *res)
+{
+    token_req *t = ud;
+    gateway *gw = t->gw;
+    if (!res->allowed) {
+        too_many(t, res->retry_after_s,
+                 res->store_failed ? "the attempt store is unavailable; retry shortly"
+                                   : "too many failed attempts; retry later");
+        return;
+    }
+    t->failures_before =
+        t->n_keys && !res->store_failed && gw->auth_id_rate.count &&
+        res->key_remaining[0] < (long long)gw->auth_id_rate.burst - 1; /* dry: after this one */
+    gw_worker *w = &gw->workers[t->worker];
+    int q = t->failures_before ? 1 : 0;
+    if (w->auth_q[q].n >= gw->auth_queue) {
+        too_many(t, 1, "too many sign-in attempts in progress; retry shortly");
+        return;
+    }
+    if (w->auth_q[q].tail)
+        w->auth_q[q].tail->next = t;
+    else
+        w->auth_q[q].head = t;
+    w->auth_q[q].tail = t;
+    w->auth_q[q].n++;
+    start_next(gw, w);
 }
 
 static bool form_get(const lm_query *form, const char *key, char *out, size_t outlen, bool *dup)
@@ -146,6 +261,7 @@ static bool form_get(const lm_query *form, const char *key, char *out, size_t ou
 static void handle_token(lm_req *req, void *ctx)
 {
     gateway *gw = ctx;
+    gw_cors_actual(gw, req);
     const char *ct = lm_req_header(req, "content-type");
     if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0) {
         oauth_error(req, 400, "invalid_request",
@@ -169,12 +285,18 @@ static void handle_token(lm_req *req, void *ctx)
     lm_query_free(&form);
 
     const char *authz = lm_req_header(req, "authorization");
+    if (header_count(req, "authorization") > 1) {
+        token_free(t);
+        oauth_error(req, 400, "invalid_request",
+                    "the Authorization header was given more than once");
+        return;
+    }
     if (authz && strncasecmp(authz, "Basic ", 6) == 0) {
         unsigned char dec[400];
         size_t n = 0;
         if (sodium_base642bin(dec, sizeof dec - 1, authz + 6, strlen(authz + 6), " ", &n, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0) {
-            free(t);
+            token_free(t);
             oauth_error(req, 401, "invalid_client", "malformed Basic credentials");
             return;
         }
@@ -182,7 +304,7 @@ static void handle_token(lm_req *req, void *ctx)
         char *colon = strchr((char *)dec, ':');
         /* RFC 6749 2.3.1: both parts are form-urlencoded */
         if (!colon || have_id || have_secret) {
-            free(t);
+            token_free(t);
             oauth_error(req, 400, "invalid_request",
                         "give credentials once: Basic as client_id:client_secret");
             return;
@@ -193,7 +315,7 @@ static void handle_token(lm_req *req, void *ctx)
         if (!lm_url_decode((char *)dec, strlen((char *)dec), id_buf, &l1, true) ||
             !lm_url_decode(colon + 1, strlen(colon + 1), sec_buf, &l2, true) ||
             l1 >= sizeof t->client_id || l2 >= sizeof t->secret) {
-            free(t);
+            token_free(t);
             oauth_error(req, 401, "invalid_client", "malformed Basic credentials");
             return;
         }
@@ -204,24 +326,34 @@ static void handle_token(lm_req *req, void *ctx)
         have_id = have_secret = true;
     }
     if (dup) {
-        free(t);
+        token_free(t);
         oauth_error(req, 400, "invalid_request", "a parameter was given more than once");
         return;
     }
     if (strcmp(grant, "client_credentials") != 0) {
-        free(t);
+        token_free(t);
         oauth_error(req, 400, grant[0] ? "unsupported_grant_type" : "invalid_request",
                     "grant_type must be client_credentials");
         return;
     }
     if (!have_id || !have_secret) {
-        free(t);
+        token_free(t);
         oauth_error(req, 401, "invalid_client", "client_id and client_secret are required");
         return;
     }
-    t->client = gw_clients_find(&gw->clients, t->client_id);
+    t->snap = gw_clients_acquire(gw); /* the client stays valid off the loop */
+    t->client = gw_clients_find(t->snap, t->client_id);
     t->work.data = t;
-    uv_queue_work(lm_req_loop(req), &t->work, verify_work, verify_after);
+    t->worker = lm_req_worker_index(req);
+    lm_req_peer_ip(req, t->peer, sizeof t->peer);
+    /* the same keys whether the id exists or not: equal answers, equal timing */
+    snprintf(t->key_id, sizeof t->key_id, "a:id:%s", t->client_id);
+    snprintf(t->key_addr, sizeof t->key_addr, "a:ip:%s", t->peer);
+    if (gw->auth_id_rate.count)
+        t->keys[t->n_keys++] = (gw_limit_key){.key = t->key_id, .rate = &gw->auth_id_rate};
+    if (gw->auth_addr_rate.count)
+        t->keys[t->n_keys++] = (gw_limit_key){.key = t->key_addr, .rate = &gw->auth_addr_rate};
+    gw_limit_check(gw, t->worker, t->keys, t->n_keys, 1, true, on_guard, t);
 }
 
 /* ---- per-request authentication -------------------------------------------------------- */
@@ -238,10 +370,17 @@ bool gw_clientauth_check(gateway *gw, lm_req *req, gw_principal *who)
 {
     const char *authz = lm_req_header(req, "authorization");
     const char *api_key = lm_req_header(req, "x-api-key");
+    int n_authz = header_count(req, "authorization"), n_keys = header_count(req, "x-api-key");
+    /* which one would count is ambiguous (a proxy in front may look at the other) */
+    if (n_authz > 1 || n_keys > 1)
+        return deny(req, 400, NULL,
+                    n_authz > 1 ? "the Authorization header was given more than once"
+                                : "the X-API-Key header was given more than once");
     if (authz && api_key)
         return deny(req, 400, NULL, "send either Authorization or X-API-Key, not both");
     if (api_key) {
-        const gw_client *c = gw_clients_by_api_key(&gw->clients, api_key);
+        const gw_client *c =
+            gw_clients_by_api_key(gw_clients_now(gw, lm_req_worker_index(req)), api_key);
         if (!c) return deny(req, 401, "Bearer realm=\"lotmesh\"", "unknown API key");
         snprintf(who->client_id, sizeof who->client_id, "%s", c->id);
         snprintf(who->scope, sizeof who->scope, "%s", c->scope);
@@ -259,6 +398,10 @@ bool gw_clientauth_check(gateway *gw, lm_req *req, gw_principal *who)
         }
         snprintf(who->client_id, sizeof who->client_id, "%s", c.sub);
         snprintf(who->scope, sizeof who->scope, "%s", c.scope);
+        /* a revoked client's tokens stop working at once (the newest table of clients) */
+        if (!gw_clients_find(gw_clients_now(gw, lm_req_worker_index(req)), who->client_id))
+            return deny(req, 401, "Bearer realm=\"lotmesh\", error=\"invalid_token\"",
+                        "the token's client was revoked");
     } else {
         return deny(req, 401, "Bearer realm=\"lotmesh\"",
                     authz ? "unsupported Authorization scheme; use Bearer or X-API-Key"

@@ -7,6 +7,8 @@
 #ifndef GATEWAY_H
 #define GATEWAY_H
 
+#include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,7 +21,48 @@
 #include "workerclient.h"
 #include "token.h"
 
+/* ---- rate limits (limit.c) ------------------------------------------------------------ */
+
+/* count requests per period_s seconds, up to burst at once (GCRA) */
+typedef struct gw_rate {
+    double interval_us; /* period / count */
+    uint32_t count, period_s, burst;
+} gw_rate;
+
+/* "100/s", "6000/m", "N/h", "N/d"; burst = count. 0, or -1 when malformed. */
+int gw_rate_parse(const char *s, gw_rate *out);
+
+#define GW_LIMIT_MAX_KEYS 2
+
+typedef struct gw_limit_key {
+    const char *key;     /* borrowed for the call */
+    const gw_rate *rate; /* borrowed for the call */
+} gw_limit_key;
+
+typedef struct gw_limit_result {
+    bool allowed;
+    bool store_failed;   /* Redis did not answer: allowed is the fail-open/closed rule */
+    long long remaining; /* requests still allowed now (least over the keys), -1 unknown */
+    long long key_remaining[GW_LIMIT_MAX_KEYS]; /* the same for each key (dry: as if charged) */
+    uint64_t reset_s;                           /* until the buckets are full again */
+    uint64_t retry_after_s;                     /* refused: when a retry can pass */
+} gw_limit_result;
+
+typedef void (*gw_limit_cb)(void *ud, const gw_limit_result *res);
+typedef struct gw_limiter gw_limiter;
+
+gw_limiter *gw_limiter_new(void);
+void gw_limiter_free(gw_limiter *l);
+
+/* the Lua script the Redis store runs (EVALSHA), script 0 of the workers' connections */
+extern const char *const gw_limit_script;
+
 /* ---- clients (clients.c) --------------------------------------------------------------- */
+
+typedef struct gw_service_rate {
+    char service[64];
+    gw_rate rate;
+} gw_service_rate;
 
 typedef struct gw_client {
     char id[128];
@@ -27,18 +70,41 @@ typedef struct gw_client {
     char scope[128];               /* "read write admin" */
     unsigned char (*api_keys)[32]; /* BLAKE2b-256 of each API key */
     size_t n_api_keys;
+    bool has_rate; /* "rate_limit" (and "rate_limit_burst") in the clients file */
+    gw_rate rate;
+    gw_service_rate *service_rates; /* "service_rate_limits": {"service": "rate"}; owned */
+    size_t n_service_rates;
 } gw_client;
 
+/* One version of the clients file. Published snapshots are immutable and refcounted: each
+ * worker keeps a reference to the newest it has seen (gw_clients_now), so a request never
+ * sees a client table change or vanish under it, and the hot path takes no lock. */
 typedef struct gw_clients {
     gw_client *items;
     size_t n;
+    uint64_t version; /* published: 1, 2, … */
+    atomic_int refs;
 } gw_clients;
 
 /* Loads path; when it does not exist, creates it with one client and writes that client's
  * credentials to dev_path (DESIGN 2: dev-client.json). One-line reason in err on failure. */
 int gw_clients_load(gw_clients *cs, const char *path, const char *dev_path, char *err,
                     size_t errlen);
+/* Parses a clients document (doc borrowed; path only for messages). */
+int gw_clients_parse(gw_clients *cs, json_t *doc, const char *path, char *err, size_t errlen);
 void gw_clients_free(gw_clients *cs);
+struct gateway;
+/* Makes fresh (moved in) the current table of every worker (any thread). */
+void gw_clients_publish(struct gateway *gw, gw_clients *fresh);
+gw_clients *gw_clients_acquire(struct gateway *gw);
+void gw_clients_release(gw_clients *cs);
+/* The worker's current table (on that worker's loop), refreshed when a newer one exists. */
+const gw_clients *gw_clients_now(struct gateway *gw, int worker);
+/* Helpers of the clients file: write via a temporary file, fsync and rename (mode 0600);
+ * BLAKE2b-256 of an API key; a random URL-safe token of bytes random bytes. */
+int gw_write_private(const char *path, const char *text, char *err, size_t errlen);
+void gw_key_hash(const char *key, unsigned char out[32]);
+void gw_random_token(char *out, size_t outlen, size_t bytes);
 const gw_client *gw_clients_find(const gw_clients *cs, const char *id);
 const gw_client *gw_clients_by_api_key(const gw_clients *cs, const char *key);
 
@@ -57,9 +123,18 @@ typedef struct gw_principal {
 #define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
 
 typedef struct gw_worker {
-    lm_tokcache access;    /* access tokens already verified */
-    lm_tokcache service;   /* minted service tokens, by service|client|scope */
-    uint64_t rr;           /* round-robin cursor */
+    gw_clients *clients;    /* this worker's reference to the newest table it has seen */
+    struct lm_redis *redis; /* RATE_LIMIT_URL's Redis on this loop, or NULL */
+    struct gateway *gw;
+    int hashing; /* Argon2id verifications of this worker on the thread pool */
+    struct {
+        struct token_req *head, *tail;
+        int n;
+    } auth_q[2];         /* waiting verifications: [0] ids without recent failures, [1] the rest */
+    int redis_state;     /* 0 not known yet, 1 up, 2 down (this worker's loop only) */
+    lm_tokcache access;  /* access tokens already verified */
+    lm_tokcache service; /* minted service tokens, by service|client|scope */
+    uint64_t rr;         /* round-robin cursor */
     int breaker_threshold; /* for the circuits of new instances */
     uint64_t breaker_reset_ms;
     /* Per upstream instance, one entry per id for as long as discovery knows the instance
@@ -87,15 +162,35 @@ typedef struct gw_upstream_stat {
 
 /* ---- the gateway ---------------------------------------------------------------------- */
 
+#define GW_CORS_MAX_ORIGINS 32
+
+typedef struct gw_cors {
+    bool enabled;    /* GATEWAY_CORS_ORIGINS set */
+    bool any_origin; /* "*" among them */
+    char origins[GW_CORS_MAX_ORIGINS][256];
+    size_t n_origins;
+    char methods[512], headers[512], expose[512]; /* comma-separated */
+    uint64_t max_age_s;
+    bool credentials;
+} gw_cors;
+
 typedef struct gw_alias {
     char from[64], to[64];
 } gw_alias;
 
 typedef struct gateway {
     lm_app *app;
-    gw_clients clients;
-    lm_token_key access_key;  /* the gateway's own access tokens (HS256) */
-    lm_token_key service_key; /* service tokens (shared with, or public to, the services) */
+    pthread_mutex_t clients_mu;
+    gw_clients *clients_cur; /* the newest table (a reference), under clients_mu */
+    atomic_ullong clients_version;
+    char clients_path[1024];
+    uv_fs_poll_t clients_watch;  /* on worker 0's loop (admin_clients.c) */
+    bool clients_reloading;      /* a reload job is running (worker 0's loop) */
+    uint64_t clients_watch_ms;   /* GATEWAY_CLIENTS_WATCH: how often the file is looked at */
+    uv_timer_t clients_announce; /* with RATE_LIMIT_URL: polls the change counter in Redis */
+    long long clients_announced; /* the counter last seen, -1 before the first answer */
+    lm_token_key access_key;     /* the gateway's own access tokens (HS256) */
+    lm_token_key service_key;    /* service tokens (shared with, or public to, the services) */
     uint64_t access_ttl_s, service_ttl_s;
     gw_alias aliases[32];
     size_t n_aliases;
@@ -109,11 +204,58 @@ typedef struct gateway {
     lm_workerclient *upstreams; /* each worker's upstream connections */
     gw_worker *workers;         /* by worker index */
     int n_workers;
+    /* rate limits (limit.c) */
+    bool has_default_rate; /* GATEWAY_RATE_LIMIT set */
+    gw_rate default_rate;
+    gw_limiter *limiter; /* the in-process store (always made: RATE_LIMIT_URL unset) */
+    bool limit_redis;    /* RATE_LIMIT_URL=redis://… */
+    char limit_url[512];
+    uint64_t limit_timeout_ms;
+    bool limit_fail_closed;
+    atomic_int limit_redis_down; /* workers whose Redis connection is down */
+    atomic_ullong limit_allowed, limit_refused, limit_store_failures;
+    /* /auth/token guessing protection (auth.c) */
+    gw_rate auth_id_rate, auth_addr_rate; /* failures allowed per window; count 0: off */
+    int auth_concurrency;                 /* verifications at once per worker */
+    int auth_queue;                       /* waiting verifications per worker and class */
+    atomic_ullong auth_failures, auth_refused;
+    gw_cors cors; /* cors.c */
+    atomic_ullong cors_preflights;
 } gateway;
+
+#define GW_AUTH_FREE_FAILURES 3   /* failures in the window answered without delay */
+#define GW_AUTH_DELAY_STEP_MS 250 /* each further one answers this much later */
+#define GW_AUTH_DELAY_MAX_MS  2000
 
 #define GW_ACCESS_ISSUER   "lotmesh-gateway"
 #define GW_ACCESS_AUDIENCE "lotmesh-api"
 #define GW_SERVICE_ISSUER  "gateway"
+
+/* Checks (and unless dry, charges cost to) every key on worker's loop; cb is called once,
+ * before the return for the in-process store, later for Redis. */
+void gw_limit_check(gateway *gw, int worker, const gw_limit_key *keys, size_t n, unsigned cost,
+                    bool dry, gw_limit_cb cb, void *ud);
+/* RateLimit-Limit/-Remaining/-Reset (IETF httpapi draft) for rate's bucket, unless unknown. */
+void gw_limit_headers(lm_req *req, const gw_rate *rate, const gw_limit_result *res);
+/* lm_redis state hook of a worker's connection (ud: its gw_worker): counts the workers that
+ * cannot reach Redis and logs once per outage (the first worker losing it, the last one
+ * getting it back). */
+void gw_limit_redis_state(void *ud, bool up, const char *why);
+/* The rate that applies to client on service: its own for the service, its own, the
+ * default; NULL when none does. */
+const gw_rate *gw_rate_for(const gateway *gw, const gw_client *c, const char *service);
+
+/* CORS (cors.c): GATEWAY_CORS_* at start-up; a preflight answered (true) or not one (false);
+ * the headers of an actual request's response, set before it is sent. */
+void gw_cors_parse(gateway *gw, struct lm_cfg *cfg);
+bool gw_cors_preflight(gateway *gw, lm_req *req);
+void gw_cors_actual(gateway *gw, lm_req *req);
+void gw_cors_routes(lm_router *r, gateway *gw);
+
+/* /admin/clients (admin_clients.c); the watch of the clients file runs on one loop. */
+void gw_admin_clients_routes(lm_router *r, gateway *gw);
+void gw_admin_clients_watch(gateway *gw, uv_loop_t *loop);
+void gw_admin_clients_unwatch(gateway *gw);
 
 void gw_clientauth_routes(lm_router *r, gateway *gw);
 /* Authenticates req (Bearer access token or X-API-Key) and checks the scope its method

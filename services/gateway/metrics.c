@@ -161,4 +161,27 @@ void gw_metrics_render(lm_buf *out, void *ctx)
         (unsigned long long)t.conns_open, (unsigned long long)t.conns_idle,
         (unsigned long long)t.queued, (unsigned long long)t.connects, (unsigned long long)t.reuses,
         (unsigned long long)t.retries);
+    lm_buf_printf(
+        out,
+        "# HELP lotmesh_gateway_rate_limit_total Rate-limit decisions by outcome (failed: the "
+        "Redis store did not answer; RATE_LIMIT_FAIL decided).\n"
+        "# TYPE lotmesh_gateway_rate_limit_total counter\n"
+        "lotmesh_gateway_rate_limit_total{outcome=\"allowed\"} %llu\n"
+        "lotmesh_gateway_rate_limit_total{outcome=\"refused\"} %llu\n"
+        "lotmesh_gateway_rate_limit_total{outcome=\"store_failed\"} %llu\n"
+        "# HELP lotmesh_gateway_rate_limit_store_up 1 while the rate-limit store answers.\n"
+        "# TYPE lotmesh_gateway_rate_limit_store_up gauge\n"
+        "lotmesh_gateway_rate_limit_store_up %d\n",
+        (unsigned long long)atomic_load(&gw->limit_allowed),
+        (unsigned long long)atomic_load(&gw->limit_refused),
+        (unsigned long long)atomic_load(&gw->limit_store_failures),
+        atomic_load(&gw->limit_redis_down) ? 0 : 1);
+    lm_buf_printf(out,
+                  "# HELP lotmesh_gateway_auth_total /auth/token attempts that failed (wrong "
+                  "secret or unknown id) or were refused before any check (locked out, busy).\n"
+                  "# TYPE lotmesh_gateway_auth_total counter\n"
+                  "lotmesh_gateway_auth_total{outcome=\"failed\"} %llu\n"
+                  "lotmesh_gateway_auth_total{outcome=\"refused\"} %llu\n",
+                  (unsigned long long)atomic_load(&gw->auth_failures),
+                  (unsigned long long)atomic_load(&gw->auth_refused));
 }

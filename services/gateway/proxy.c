@@ -61,6 +61,7 @@ typedef struct fwd {
     int status;      /* answered to the client */
     uint64_t t0_ns;
     char prefix[80]; /* "/api/<service as the client named it>": for Location and Link */
+    gw_rate rate;    /* the client's limit on this service, when limited */
 } fwd;
 
 static gw_worker *worker_of(gateway *gw, const lm_req *req)
@@ -566,6 +567,56 @@ static void unavailable(fwd *f, const char *type, const char *detail)
     fwd_free(f);
 }
 
+/* After the limits: pick an instance and send. */
+static void forward(fwd *f)
+{
+    gateway *gw = f->gw;
+    f->set = lm_disc_instances(gw->reg, f->service);
+    f->n_inst = f->set ? (int)lm_disc_set_count(f->set) : 0;
+    if (f->n_inst == 0) {
+        unavailable(f, "urn:lotmesh:problem:no-instance", "the service has no passing instance");
+        return;
+    }
+    f->streaming = lm_req_streaming(f->req);
+    f->chosen = choose(f, -1);
+    if (f->chosen < 0) { /* every instance's circuit is open: fail fast */
+        unavailable(f, "urn:lotmesh:problem:circuit-open",
+                    "the service's instances are failing; retry shortly");
+        return;
+    }
+    send_upstream(f);
+}
+
+static void on_limit(void *ud, const gw_limit_result *res)
+{
+    fwd *f = ud;
+    gw_limit_headers(f->req, &f->rate, res);
+    if (res->allowed) {
+        atomic_fetch_add_explicit(&f->gw->limit_allowed, 1, memory_order_relaxed);
+        forward(f);
+        return;
+    }
+    atomic_fetch_add_explicit(&f->gw->limit_refused, 1, memory_order_relaxed);
+    char ra[32];
+    snprintf(ra, sizeof ra, "%llu",
+             (unsigned long long)(res->retry_after_s ? res->retry_after_s : 1));
+    lm_resp_header(f->req, "Retry-After", ra);
+    if (res->store_failed) { /* RATE_LIMIT_FAIL=closed and Redis does not answer */
+        f->status = 503;
+        lm_problem p = {.status = 503,
+                        .type = "urn:lotmesh:problem:rate-limit-unavailable",
+                        .detail = "the rate-limit store is unavailable; retry shortly"};
+        lm_resp_problem_full(f->req, &p);
+    } else {
+        f->status = 429;
+        lm_problem p = {.status = 429,
+                        .type = "urn:lotmesh:problem:rate-limited",
+                        .detail = "the client's request rate is over its limit"};
+        lm_resp_problem_full(f->req, &p);
+    }
+    fwd_free(f);
+}
+
 static void handle_proxy(lm_req *req, void *ctx)
 {
     gateway *gw = ctx;
@@ -576,6 +627,11 @@ static void handle_proxy(lm_req *req, void *ctx)
     f->svc_index = -1;
     f->t0_ns = req->start_ns;
     snprintf(f->prefix, sizeof f->prefix, "/api/%.64s", lm_req_param(req, "service"));
+    if (gw_cors_preflight(gw, req)) { /* no credential, no service */
+        fwd_free(f);
+        return;
+    }
+    gw_cors_actual(gw, req);
     if (!gw_clientauth_check(gw, req, &f->who)) {
         fwd_free(f);
         return;
@@ -605,20 +661,22 @@ static void handle_proxy(lm_req *req, void *ctx)
         fwd_free(f);
         return;
     }
-    f->set = lm_disc_instances(gw->reg, f->service);
-    f->n_inst = f->set ? (int)lm_disc_set_count(f->set) : 0;
-    if (f->n_inst == 0) {
-        unavailable(f, "urn:lotmesh:problem:no-instance", "the service has no passing instance");
+    const gw_client *c = gw_clients_find(gw_clients_now(gw, f->worker), f->who.client_id);
+    const gw_rate *rate = gw_rate_for(gw, c, f->service);
+    if (!rate) {
+        forward(f);
         return;
     }
-    f->streaming = lm_req_streaming(req);
-    f->chosen = choose(f, -1);
-    if (f->chosen < 0) { /* every instance's circuit is open: fail fast */
-        unavailable(f, "urn:lotmesh:problem:circuit-open",
-                    "the service's instances are failing; retry shortly");
-        return;
-    }
-    send_upstream(f);
+    f->rate = *rate;
+    char key[256];
+    bool per_service =
+        c && rate >= &c->service_rates[0].rate && rate < &c->service_rates[c->n_service_rates].rate;
+    if (per_service)
+        snprintf(key, sizeof key, "cs:%.127s|%.64s", f->who.client_id, f->service);
+    else
+        snprintf(key, sizeof key, "c:%.127s", f->who.client_id);
+    gw_limit_key k = {.key = key, .rate = &f->rate};
+    gw_limit_check(gw, f->worker, &k, 1, 1, false, on_limit, f);
 }
 
 void gw_proxy_routes(lm_router *r, gateway *gw)

@@ -97,3 +97,14 @@ def run_process(tmp_path):
     return run
 
 
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the whole test session (harness.RedisServer); a test that stops
+    it starts it again before it ends."""
+    from harness import RedisServer
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    srv.start()
+    yield srv
+    srv.stop(signal.SIGTERM)

@@ -552,3 +552,57 @@ def assert_problem(resp, status, detail_contains=None):
     if detail_contains:
         assert detail_contains.lower() in body["detail"].lower(), body["detail"]
     return body
+
+
+# ---- Redis (DESIGN 2: CACHE_URL, RATE_LIMIT_URL) ----------------------------------------------
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, its files under workdir, no persistence
+    (INFRA.md). Started once per test session by the redis_server fixture; tests that take it
+    down (stop(), then start() on the same port) leave it running again. Stopped by PID."""
+
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        exe = "/usr/bin/redis-server"
+        if not os.access(exe, os.X_OK):
+            pytest.fail("redis-server is not installed (scripts/deps.sh test)", pytrace=False)
+        log = open(self.workdir / "redis.log", "ab")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
+             "--protected-mode", "no"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        _live_pids.add(self.proc.pid)
+        ok = poll(self._answers, timeout=STARTUP_TIMEOUT)
+        if not ok:
+            self.stop()
+            pytest.fail(f"redis-server did not answer on port {self.port}", pytrace=False)
+
+    def _answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=STOP_TIMEOUT)
+        if self.proc:
+            _live_pids.discard(self.proc.pid)
+        self.proc = None
+
+    def client(self):
+        import redis  # python3-redis
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=IO_TIMEOUT)

@@ -246,7 +246,8 @@ def test_cache_none_has_no_cache_metrics(nocache):
 
 
 @pytest.mark.parametrize("env,name", [
-    ({"CACHE_URL": "redis://127.0.0.1:6379"}, "CACHE_URL"),
+    ({"CACHE_URL": "redis://"}, "CACHE_URL"),
+    ({"CACHE_URL": "http://127.0.0.1:6379"}, "CACHE_URL"),
     ({"CACHE_URL": "memory"}, "CACHE_URL"),
     ({"CACHE_MAX_BYTES": "lots"}, "CACHE_MAX_BYTES"),
     ({"CACHE_MAX_BYTES": "1k"}, "CACHE_MAX_BYTES"),

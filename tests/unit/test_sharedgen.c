@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -58,6 +59,36 @@ static void test_own_writes_do_not_flush_foreign_ones_do(void **state)
     unlink(path);
 }
 
+static void test_era_is_shared_and_a_new_file_starts_another(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/lm-sharedgen-XXXXXX";
+    int fd = mkstemp(path); /* empty: created now, as on a first start */
+    assert_true(fd >= 0);
+    close(fd);
+    char err[256];
+    static int ia = 0, ib = 1;
+    lm_sharedgen *a = lm_sharedgen_open(path, flush, &ia, err, sizeof err);
+    lm_sharedgen *b = lm_sharedgen_open(path, flush, &ib, err, sizeof err);
+    uint64_t e0 = lm_sharedgen_era(a);
+    assert_true(e0 == lm_sharedgen_era(b));
+    lm_sharedgen_bump(a); /* writes do not move it */
+    assert_true(lm_sharedgen_era(b) == e0);
+    lm_sharedgen_bump_era(b);
+    assert_true(lm_sharedgen_era(a) == e0 + 1);
+    lm_sharedgen_close(a);
+    lm_sharedgen_close(b);
+    unlink(path);
+    /* the file lost and made again: an era no entry of the old one carries */
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    lm_sharedgen *c = lm_sharedgen_open(path, flush, &ia, err, sizeof err);
+    assert_true(lm_sharedgen_era(c) != e0 + 1 && lm_sharedgen_era(c) != e0);
+    lm_sharedgen_close(c);
+    unlink(path);
+}
+
 static void test_open_errors_are_one_line(void **state)
 {
     (void)state;
@@ -94,6 +125,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_own_writes_do_not_flush_foreign_ones_do),
+        cmocka_unit_test(test_era_is_shared_and_a_new_file_starts_another),
         cmocka_unit_test(test_open_errors_are_one_line),
         cmocka_unit_test(test_cache_flush_voids_what_was_read_before),
     };

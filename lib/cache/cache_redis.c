@@ -1,0 +1,252 @@
+/* cache_redis.c — lm_cache_redis: the Redis response-cache backend. See cache_redis.h. */
+#include "cache_redis.h"
+
+#include "buf.h"
+#include "cache.h"
+
+#include <hiredis/hiredis.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { SCRIPT_GET, SCRIPT_PUT, SCRIPT_INVALIDATE };
+
+/* KEYS: gen, entry; ARGV: the era now. Returns {gen} (miss) or {gen, value}. */
+static const char get_script[] = "local g = redis.call('GET', KEYS[1]) or '0'\n"
+                                 "local v = redis.call('GET', KEYS[2])\n"
+                                 "if not v then return {g} end\n"
+                                 "local ve, vg, vf = string.match(v, '^(%d+) (%d+) (%d+) ')\n"
+                                 "if ve ~= ARGV[1] or (vf == '1' and vg ~= g) then return {g} end\n"
+                                 "return {g, v}\n";
+
+/* KEYS: gen, entry; ARGV: the generation seen, the era seen, "flags version total\n", body,
+ * ttl ms. Returns 1 when stored, 0 when a write happened since (stale). */
+static const char put_script[] =
+    "local g = redis.call('GET', KEYS[1]) or '0'\n"
+    "if g ~= ARGV[1] then return 0 end\n"
+    "redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3] .. ARGV[4], 'PX', ARGV[5])\n"
+    "return 1\n";
+
+/* KEYS: gen[, entry]. */
+static const char invalidate_script[] = "redis.call('INCR', KEYS[1])\n"
+                                        "if KEYS[2] then redis.call('DEL', KEYS[2]) end\n"
+                                        "return 1\n";
+
+struct lm_cache_redis {
+    lm_redis_addr addr;
+    char ns[128];
+    char gen_key[160];
+    uint64_t timeout_ms, ttl_ms;
+    lm_redis **conns; /* by worker */
+    struct conn_ctx {
+        struct lm_cache_redis *c;
+        int worker;
+    } * ctxs; /* by worker: what each connection's state hook gets */
+    int workers;
+    lm_cache_redis_state_cb on_state;
+    void *state_ud;
+    atomic_ullong hits, misses, puts, stale_puts, invalidations, errors;
+    atomic_int up_conns;
+};
+
+static void bump(atomic_ullong *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+lm_cache_redis *lm_cache_redis_new(const lm_redis_addr *addr, const char *ns, uint64_t timeout_ms,
+                                   uint64_t ttl_ms, int workers, lm_cache_redis_state_cb on_state,
+                                   void *state_ud)
+{
+    lm_cache_redis *c = lm_xcalloc(1, sizeof *c);
+    c->addr = *addr;
+    snprintf(c->ns, sizeof c->ns, "%s", ns);
+    snprintf(c->gen_key, sizeof c->gen_key, "%sgen", c->ns);
+    c->timeout_ms = timeout_ms;
+    c->ttl_ms = ttl_ms;
+    c->workers = workers;
+    c->conns = lm_xcalloc((size_t)workers, sizeof *c->conns);
+    c->ctxs = lm_xcalloc((size_t)workers, sizeof *c->ctxs);
+    c->on_state = on_state;
+    c->state_ud = state_ud;
+    return c;
+}
+
+void lm_cache_redis_free(lm_cache_redis *c)
+{
+    if (!c) return;
+    free(c->conns);
+    free(c->ctxs);
+    free(c);
+}
+
+static void on_conn_state(void *ud, bool up, const char *why)
+{
+    struct conn_ctx *x = ud;
+    if (x->c->on_state) x->c->on_state(x->c->state_ud, x->worker, up, why);
+}
+
+void lm_cache_redis_attach(lm_cache_redis *c, int worker, uv_loop_t *loop)
+{
+    static const char *const scripts[] = {get_script, put_script, invalidate_script};
+    c->ctxs[worker] = (struct conn_ctx){.c = c, .worker = worker};
+    c->conns[worker] =
+        lm_redis_new(loop, &c->addr, c->timeout_ms, scripts, 3, on_conn_state, &c->ctxs[worker]);
+}
+
+void lm_cache_redis_detach(lm_cache_redis *c, int worker)
+{
+    lm_redis_free(c->conns[worker]);
+    c->conns[worker] = NULL;
+}
+
+static size_t entry_key(const lm_cache_redis *c, const char *key, size_t klen, char *out,
+                        size_t outlen)
+{
+    int n = snprintf(out, outlen, "%se:%.*s", c->ns, (int)klen, key);
+    return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
+}
+
+static bool usable(lm_cache_redis *c, int worker)
+{
+    return lm_redis_up(c->conns[worker]);
+}
+
+/* ---- get ------------------------------------------------------------------------------------ */
+
+typedef struct get_req {
+    lm_cache_redis *c;
+    lm_cache_redis_get_cb cb;
+    void *ud;
+} get_req;
+
+static void on_get(void *ud, const struct redisReply *r)
+{
+    get_req *g = ud;
+    lm_cache_redis *c = g->c;
+    lm_cache_redis_hit h = {0};
+    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+              r->element[0]->type == REDIS_REPLY_STRING;
+    if (ok) h.gen = strtoull(r->element[0]->str, NULL, 10);
+    if (ok && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+        const char *v = r->element[1]->str;
+        const char *nl = memchr(v, '\n', r->element[1]->len);
+        unsigned long long era, gen;
+        unsigned flags;
+        if (nl &&
+            sscanf(v, "%llu %llu %u %lld %lld", &era, &gen, &flags, &h.version, &h.total) == 5) {
+            h.hit = true;
+            h.body = nl + 1;
+            h.len = r->element[1]->len - (size_t)(nl + 1 - v);
+        }
+    }
+    if (!ok) bump(&c->errors);
+    bump(h.hit ? &c->hits : &c->misses);
+    if (ok) {
+        g->cb(g->ud, &h);
+    } else { /* failed or timed out: a miss that must not be put (generation unknown) */
+        h.gen = UINT64_MAX;
+        g->cb(g->ud, &h);
+    }
+    free(g);
+}
+
+int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen, uint64_t era,
+                       lm_cache_redis_get_cb cb, void *ud)
+{
+    if (!usable(c, worker)) return -1;
+    char ek[1024];
+    size_t ekl = entry_key(c, key, klen, ek, sizeof ek);
+    if (!ekl) return -1;
+    get_req *g = lm_xcalloc(1, sizeof *g);
+    g->c = c;
+    g->cb = cb;
+    g->ud = ud;
+    char e[32];
+    snprintf(e, sizeof e, "%llu", (unsigned long long)era);
+    const char *argv[] = {c->gen_key, ek, e};
+    size_t lens[] = {strlen(c->gen_key), ekl, strlen(e)};
+    if (lm_redis_eval(c->conns[worker], SCRIPT_GET, on_get, g, 2, 3, argv, lens) != 0) {
+        free(g);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- put ------------------------------------------------------------------------------------ */
+
+static void on_put(void *ud, const struct redisReply *r)
+{
+    lm_cache_redis *c = ud;
+    if (!r || r->type != REDIS_REPLY_INTEGER)
+        bump(&c->errors);
+    else
+        bump(r->integer == 1 ? &c->puts : &c->stale_puts);
+}
+
+void lm_cache_redis_put(lm_cache_redis *c, int worker, const char *key, size_t klen,
+                        const char *body, size_t len, long long version, long long total,
+                        unsigned flags, uint64_t gen, uint64_t era)
+{
+    if (gen == UINT64_MAX || !usable(c, worker)) return;
+    char ek[1024], g[32], e[32], meta[80], ttl[32];
+    size_t ekl = entry_key(c, key, klen, ek, sizeof ek);
+    if (!ekl) return;
+    snprintf(g, sizeof g, "%llu", (unsigned long long)gen);
+    snprintf(e, sizeof e, "%llu", (unsigned long long)era);
+    snprintf(meta, sizeof meta, "%u %lld %lld\n", (flags & LM_CACHE_ANY_WRITE) ? 1u : 0u, version,
+             total);
+    snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)c->ttl_ms);
+    const char *argv[] = {c->gen_key, ek, g, e, meta, body, ttl};
+    size_t lens[] = {strlen(c->gen_key), ekl, strlen(g), strlen(e), strlen(meta), len, strlen(ttl)};
+    lm_redis_eval(c->conns[worker], SCRIPT_PUT, on_put, c, 2, 7, argv, lens);
+}
+
+/* ---- invalidate ------------------------------------------------------------------------------ */
+
+typedef struct inv_req {
+    lm_cache_redis *c;
+    lm_cache_redis_done_cb done;
+    void *ud;
+} inv_req;
+
+static void on_invalidated(void *ud, const struct redisReply *r)
+{
+    inv_req *q = ud;
+    bool ok = r && r->type == REDIS_REPLY_INTEGER; /* else: it may or may not have happened */
+    bump(ok ? &q->c->invalidations : &q->c->errors);
+    q->done(q->ud, ok);
+    free(q);
+}
+
+int lm_cache_redis_invalidate(lm_cache_redis *c, int worker, const char *key, size_t klen,
+                              lm_cache_redis_done_cb done, void *ud)
+{
+    lm_redis *r = c->conns[worker];
+    char ek[1024];
+    size_t ekl = key ? entry_key(c, key, klen, ek, sizeof ek) : 0;
+    inv_req *q = lm_xcalloc(1, sizeof *q);
+    q->c = c;
+    q->done = done;
+    q->ud = ud;
+    const char *argv[] = {c->gen_key, ek};
+    size_t lens[] = {strlen(c->gen_key), ekl};
+    if (!lm_redis_up(r) || lm_redis_eval(r, SCRIPT_INVALIDATE, on_invalidated, q, ekl ? 2 : 1,
+                                         ekl ? 2 : 1, argv, lens) != 0) {
+        free(q);
+        bump(&c->errors);
+        return -1;
+    }
+    return 0;
+}
+
+void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out)
+{
+    out->hits = atomic_load(&c->hits);
+    out->misses = atomic_load(&c->misses);
+    out->puts = atomic_load(&c->puts);
+    out->stale_puts = atomic_load(&c->stale_puts);
+    out->invalidations = atomic_load(&c->invalidations);
+    out->errors = atomic_load(&c->errors);
+}

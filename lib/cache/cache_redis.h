@@ -1,0 +1,81 @@
+/* cache_redis.h — the Redis response-cache backend (lm_cache_redis): DESIGN 2's production
+ * cache (CACHE_URL=redis://…), shared by every instance of a service. The services use it as
+ * a second level behind the in-process cache (cache.h): a miss there asks Redis, a miss in
+ * Redis reads the database and fills both.
+ *
+ * Correctness, with several instances writing:
+ * - Every committed write, before its response, runs one script in Redis (lm_cache_redis_
+ *   invalidate): it bumps the namespace's generation and deletes the item's key. Lists and
+ *   other LM_CACHE_ANY_WRITE entries carry the generation they were read in and count only
+ *   while it is current; items are deleted by key.
+ * - A reader takes the generation with its miss (lm_cache_redis_get returns it) and stores
+ *   its result only if the generation is still the same (lm_cache_redis_put checks in the
+ *   script): a row read before a commit is never stored after that commit's invalidation.
+ * - Entries carry an era, given by the caller (the processes sharing the database share it:
+ *   sharedgen.h), and count only while it is the caller's current one. A write whose
+ *   invalidation could not reach Redis (down, timed out, this worker's connection not back
+ *   yet) bumps that era before its response, so no process trusts an entry from before it.
+ * - Redis down means misses, never errors: get/put/invalidate answer at once (lm_redis).
+ *
+ * Keys: "<ns>gen", "<ns>e:<key>"; an entry's value is
+ * "<era> <gen> <flags> <version> <total>\n<body>".
+ *
+ * Ownership: copies what it is given; a hit's body is valid during the callback only.
+ * Threading: new/free on the main thread (before the workers start, after they stopped);
+ * attach/detach on the worker's own loop thread; get/put/invalidate on that worker's thread;
+ * stats from any thread. */
+#ifndef LM_CACHE_REDIS_H
+#define LM_CACHE_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "redis.h"
+
+typedef struct lm_cache_redis lm_cache_redis;
+
+typedef struct lm_cache_redis_hit {
+    bool hit;
+    uint64_t gen; /* the generation at the miss: give it to lm_cache_redis_put */
+    long long version, total;
+    const char *body; /* hit: the body, valid during the callback */
+    size_t len;
+} lm_cache_redis_hit;
+
+typedef void (*lm_cache_redis_get_cb)(void *ud, const lm_cache_redis_hit *h);
+typedef void (*lm_cache_redis_done_cb)(void *ud, bool ok);
+
+typedef struct lm_cache_redis_stats {
+    unsigned long long hits, misses, puts, stale_puts, invalidations, errors;
+} lm_cache_redis_stats;
+
+/* A worker's connection became usable or was lost (on that worker's loop). */
+typedef void (*lm_cache_redis_state_cb)(void *ud, int worker, bool up, const char *why);
+
+/* ns: the key prefix ("lotmesh:cache:charges_api:"). */
+lm_cache_redis *lm_cache_redis_new(const lm_redis_addr *addr, const char *ns, uint64_t timeout_ms,
+                                   uint64_t ttl_ms, int workers, lm_cache_redis_state_cb on_state,
+                                   void *state_ud);
+void lm_cache_redis_free(lm_cache_redis *c);
+void lm_cache_redis_attach(lm_cache_redis *c, int worker, uv_loop_t *loop);
+void lm_cache_redis_detach(lm_cache_redis *c, int worker);
+
+/* era: the current one. 0: cb will be called once (hit or miss with the generation); -1:
+ * Redis is not usable now, nothing will be called — read the database and do not put. */
+int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen, uint64_t era,
+                       lm_cache_redis_get_cb cb, void *ud);
+/* Stores body under key with era if the generation is still gen (fire and forget); gen and
+ * era as taken before the read. */
+void lm_cache_redis_put(lm_cache_redis *c, int worker, const char *key, size_t klen,
+                        const char *body, size_t len, long long version, long long total,
+                        unsigned flags, uint64_t gen, uint64_t era);
+/* After a committed write: bumps the generation and deletes key (may be NULL). 0: done is
+ * called once it is done (ok) or failed; -1: could not be sent, done is not called. After a
+ * failure the caller bumps the era before it responds. */
+int lm_cache_redis_invalidate(lm_cache_redis *c, int worker, const char *key, size_t klen,
+                              lm_cache_redis_done_cb done, void *ud);
+void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out);
+
+#endif
