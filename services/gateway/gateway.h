@@ -7,7 +7,9 @@
 #ifndef GATEWAY_H
 #define GATEWAY_H
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <uv.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -91,6 +93,28 @@ typedef struct gw_alias {
     char from[64], to[64];
 } gw_alias;
 
+/* ---- the dashboard's time series (dashboard.c) ------------------------------------------- */
+
+#define GW_SERIES 300 /* one point a second: five minutes */
+
+typedef struct gw_point {
+    long long t; /* Unix seconds */
+    unsigned long long requests, errors;
+    unsigned long long buckets[GW_BUCKETS + 1];
+} gw_point;
+
+typedef struct gw_series {
+    pthread_mutex_t mu;
+    uv_timer_t timer; /* control loop */
+    gw_point points[GW_MAX_SERVICES][GW_SERIES];
+    size_t head, n;
+    bool primed;
+    unsigned long long last_req[GW_MAX_SERVICES], last_err[GW_MAX_SERVICES];
+    unsigned long long last_b[GW_MAX_SERVICES][GW_BUCKETS + 1];
+} gw_series;
+
+struct lm_tracestore;
+
 typedef struct gateway {
     lm_app *app;
     gw_clients clients;
@@ -109,6 +133,10 @@ typedef struct gateway {
     lm_workerclient *upstreams; /* each worker's upstream connections */
     gw_worker *workers;         /* by worker index */
     int n_workers;
+    struct lm_tracestore *traces; /* POST /v1/traces, shown on /dashboard */
+    gw_series series;
+    char docs_dir[1024];        /* swagger-ui-dist's files (GATEWAY_DOCS_DIR) */
+    struct gw_openapi *openapi; /* the merged document's cache (openapi.c) */
 } gateway;
 
 #define GW_ACCESS_ISSUER   "lotmesh-gateway"
@@ -139,5 +167,15 @@ void gw_admin_routes(lm_router *r, gateway *gw);
 /* Prometheus text for /metrics (metrics.c). */
 void gw_metrics_render(lm_buf *out, void *gw);
 void gw_metrics_observe(gateway *gw, int worker, int service, int status, double seconds);
+
+/* POST /v1/traces (traces.c). */
+void gw_traces_routes(lm_router *r, gateway *gw);
+/* /dashboard and its JSON (dashboard.c). */
+void gw_dashboard_routes(lm_router *r, gateway *gw);
+/* Admin scope by Bearer, X-API-Key or Basic with an API key as the password; on failure
+ * answers 401/403 itself and returns false. */
+bool gw_admin_access(gateway *gw, lm_req *req);
+/* GET /openapi.json (merged) and /docs (openapi.c). */
+void gw_openapi_routes(lm_router *r, gateway *gw);
 
 #endif
