@@ -7,7 +7,7 @@ TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan tsan-build tsan run test unit blackbox fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge format lint clean
+.PHONY: all deps build asan tsan-build tsan run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge format lint clean
 
 all: build
 
@@ -15,11 +15,13 @@ deps:
 	@scripts/deps.sh build
 
 build: deps
+	@scripts/web.sh
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 asan:
 	@scripts/deps.sh test
+	@scripts/web.sh
 	@cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN) -j $(JOBS)
 
@@ -47,10 +49,16 @@ PG_SUITES := tests/blackbox/test_articles.py tests/blackbox/test_charges.py \
              tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py
 test: asan
 	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
+	@scripts/promtool.sh
 	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/blackbox
 	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PG_SUITES)
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory delivery
+
+# Prometheus configuration and alert rules (deploy/prometheus/), with their unit tests.
+alerts:
+	@scripts/deps.sh test
+	@scripts/promtool.sh
 
 unit: asan
 	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)

@@ -9,7 +9,11 @@
 # both so they answer the same bytes), GET /api/v1/unit/1 — a cheap read. The lotmesh gateway
 # runs as deployed: client auth (X-API-Key, and in a second row a Bearer access token from
 # its /auth/token), discovery static: with both instances, a minted service token, tracing
-# and forwarding headers. nginx and HAProxy cannot mint tokens: they add a fixed valid
+# and forwarding headers; the lotmesh-traced row is a second gateway with span export on
+# (OTEL_TRACES_SAMPLER=always_on: a server and a client span per request, exported in batches
+# over OTLP/HTTP JSON to a collector: nginx answering 200 to POST /v1/traces, so what is
+# measured is the gateway's cost of recording and sending); the other rows run with
+# OTEL_TRACES_EXPORTER=none. nginx and HAProxy cannot mint tokens: they add a fixed valid
 # service token (minted here with the shared secret) so the same backends accept them and do
 # the same work for every proxy. The seed's gateway mints its own (seed_gateway.py).
 # Builds and installs nothing (scripts/deps.sh bench installs wrk, nginx-light, haproxy, the
@@ -17,7 +21,7 @@
 #
 # Knobs (environment): DURATION=4 (s per round), ROUNDS=3, WARMUP=1, CONNS=64,
 # WORKERS=<nproc> (every proxy), BACKEND_WORKERS=1 (each of the two backends),
-# PROXIES="lotmesh-key lotmesh-bearer nginx haproxy seed direct", READY_RUNS=3,
+# PROXIES="lotmesh-key lotmesh-traced lotmesh-bearer nginx haproxy seed direct", READY_RUNS=3,
 # SEED_PYTHON=/usr/bin/python3, KEEP_TMP=0, LOTMESH_COMMIT.
 set -euo pipefail
 
@@ -41,7 +45,7 @@ WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-64}
 WORKERS=${WORKERS:-$(nproc)}
 BACKEND_WORKERS=${BACKEND_WORKERS:-1}
-PROXIES=${PROXIES:-lotmesh-key lotmesh-bearer nginx haproxy seed direct}
+PROXIES=${PROXIES:-lotmesh-key lotmesh-traced lotmesh-bearer nginx haproxy seed direct}
 READY_RUNS=${READY_RUNS:-3}
 # the helpers are standard-library Python: Debian's interpreter starts in a tenth of the time a
 # pyenv shim on PATH takes (~2 s on this machine, per call)
@@ -78,8 +82,9 @@ except ImportError: http = "h11"
 print(loop + ", " + http)') --workers $WORKERS"
 
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-read -r P_B1 P_B2 P_GW P_NG P_HA P_SEED P_R1 <<<"$($BL freeport 7)"
-lm_env=(SERVICE_TOKEN_SECRET="$SECRET" ACCESS_LOG=false LOG_LEVEL=info BIND_ADDRESS=127.0.0.1)
+read -r P_B1 P_B2 P_GW P_NG P_HA P_SEED P_R1 P_GWT P_SINK <<<"$($BL freeport 9)"
+lm_env=(SERVICE_TOKEN_SECRET="$SECRET" ACCESS_LOG=false LOG_LEVEL=info BIND_ADDRESS=127.0.0.1
+        OTEL_TRACES_EXPORTER=none)
 
 # ---- backends: one database, copied, so both instances answer the same bytes ---------------------
 note "starting the two backends"
@@ -112,6 +117,36 @@ sleep 0.5
 meta rss_gateway "$(rss_kb "$GW")"
 API_KEY=$($PY json-get "$TMP/gw/dev-client.json" api_key)
 ACCESS=$($PY gw-token "$P_GW" "$TMP/gw/dev-client.json")
+# the span collector of the traced gateway: nginx taking every POST /v1/traces with a 200
+mkdir -p "$TMP/sink/tmp"
+cat >"$TMP/sink/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $TMP/sink/nginx.pid;
+error_log $TMP/sink/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/sink/tmp/body;
+    proxy_temp_path $TMP/sink/tmp/proxy;
+    fastcgi_temp_path $TMP/sink/tmp/fastcgi;
+    uwsgi_temp_path $TMP/sink/tmp/uwsgi;
+    scgi_temp_path $TMP/sink/tmp/scgi;
+    client_max_body_size 0;
+    server {
+        listen 127.0.0.1:$P_SINK;
+        location /v1/traces { default_type application/json; return 200 '{"partialSuccess":{}}'; }
+    }
+}
+NGINX
+spawn "$TMP/sink/stderr.log" nginx -p "$TMP/sink" -c "$TMP/sink/nginx.conf" -e "$TMP/sink/error.log"
+# the same gateway (its clients and keys) with span export on
+spawn "$TMP/gwt.log" env "${gw_env[@]}" PORT="$P_GWT" OTEL_TRACES_EXPORTER=otlp \
+  OTEL_TRACES_SAMPLER=always_on OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$P_SINK" \
+  "$BUILD/lotmesh-gateway"
+GWT=$SPID
+$PY wait "$P_GWT" /health 20 || die "the traced lotmesh-gateway did not start (see $TMP/gwt.log)"
 
 # ---- nginx ----------------------------------------------------------------------------------------
 mkdir -p "$TMP/nginx/tmp"
@@ -215,6 +250,7 @@ target() { # NAME -> T_PORT T_PATH T_SRV T_HDR (the client's auth header)
   case $1 in
     lotmesh-key) T_PORT=$P_GW T_SRV=$GW ;;
     lotmesh-bearer) T_PORT=$P_GW T_SRV=$GW T_HDR="Authorization: Bearer $ACCESS" ;;
+    lotmesh-traced) T_PORT=$P_GWT T_SRV=$GWT ;;
     nginx) T_PORT=$P_NG T_SRV=$NG ;;
     haproxy) T_PORT=$P_HA T_SRV=$HA ;;
     seed) T_PORT=$P_SEED T_SRV=$SEED ;;
@@ -239,6 +275,9 @@ for r in $(seq "$ROUNDS"); do
       -H "traceparent: $TRACEPARENT" "http://127.0.0.1:$T_PORT$T_PATH"
   done
 done
+
+# the traced gateway's span pipeline over the run: exported, dropped (queue full), stored
+meta spans_traced "$($PY get "$P_GWT" /metrics | awk '/^lotmesh_spans_(submitted|exported|dropped)_total/ {printf "%s=%s ", $1, $2}')"
 
 # ---- gateway time to ready (after the rounds: the client file and keys exist, as on a restart)
 meta ready_gateway "$(env "${gw_env[@]}" PORT="$P_R1" $BL ready "$P_R1" "$READY_RUNS" 'ready in ([0-9.]+) ms' -- \

@@ -9,6 +9,13 @@
 #           instance running normally; only the gateway is counted
 #   charge  lotmesh-charges' GET /api/v1/charge/1 with a service token (response cache on, as
 #           deployed); only charges is counted
+#   proxy-traced  proxy with span export on (OTEL_TRACES_SAMPLER=always_on: a server and a
+#           client span per request, OTLP/HTTP JSON in batches to a collector — nginx
+#           answering 200 to POST /v1/traces, not counted): every thread of the gateway is
+#           counted, the export thread included; the dump waits for the last batch.
+#           TRACE_SINK=self exports to the gateway's own /v1/traces instead (the embedded
+#           store of `make run`: its ingestion counted too).
+#           (Every other scenario runs with OTEL_TRACES_EXPORTER=none.)
 #
 # Method: the counted process runs with WORKERS=1 under callgrind on a free 127.0.0.1 port;
 # 1,000 warm-up requests; counters zeroed; exactly REQUESTS (20,000) keep-alive GETs over 16
@@ -24,7 +31,7 @@ for t in valgrind callgrind_annotate callgrind_control python3; do
 done
 REQUESTS=${REQUESTS:-20000}
 TOP=${TOP:-15}
-SCENARIOS=${SCENARIOS:-health proxy charge}
+SCENARIOS=${SCENARIOS:-health proxy proxy-traced charge}
 PY="python3 $HERE/benchlib.py"
 SL="/usr/bin/python3 $HERE/stacklib.py"
 TMP=$(mktemp -d -t lotmesh-instr.XXXXXX)
@@ -63,6 +70,8 @@ count() {
   $PY load "$port" 1000 16 "$path" "$@" >/dev/null
   (cd "$TMP" && callgrind_control -z "$pid" >/dev/null)
   $PY load "$port" "$REQUESTS" 16 "$path" "$@" >/dev/null
+  [ -z "${SETTLE:-}" ] || sleep "$SETTLE" # background work of these requests (span export)
+  [ -z "${SPANS_OUT:-}" ] || $SL get "$port" /metrics | grep -E '^lotmesh_(spans_|trace_store_spans)' >"$SPANS_OUT" || true
   (cd "$TMP" && callgrind_control -d "$pid" >/dev/null)
   stop "$pid"
 }
@@ -74,7 +83,8 @@ under_callgrind() { # OUTFILE BINARY (env from the caller); sets CG_PID
 }
 
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-svc_env=(SERVICE_TOKEN_SECRET="$SECRET" ACCESS_LOG=false LOG_LEVEL=warn BIND_ADDRESS=127.0.0.1)
+svc_env=(SERVICE_TOKEN_SECRET="$SECRET" ACCESS_LOG=false LOG_LEVEL=warn BIND_ADDRESS=127.0.0.1
+         OTEL_TRACES_EXPORTER=none)
 
 # start_services BUILD DIR: articles and charges (1 worker each, not counted), one batch seeded;
 # sets P_ART P_CHG ART_PID CHG_PID. With COUNT_CHARGES=OUTFILE charges runs under callgrind.
@@ -124,7 +134,41 @@ scenario_charge() {
   stop "$ART_PID"
 }
 
-# scenario_proxy BUILD OUTFILE
+# start_sink DIR: nginx answering 200 to every POST /v1/traces (a collector that costs the
+# gateway nothing but the sending); sets SINK_PORT
+start_sink() {
+  SINK_PORT=$($PY freeport)
+  mkdir -p "$1/sink/tmp"
+  cat >"$1/sink/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $1/sink/nginx.pid;
+error_log $1/sink/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $1/sink/tmp/body;
+    proxy_temp_path $1/sink/tmp/proxy;
+    fastcgi_temp_path $1/sink/tmp/fastcgi;
+    uwsgi_temp_path $1/sink/tmp/uwsgi;
+    scgi_temp_path $1/sink/tmp/scgi;
+    client_max_body_size 0;
+    server {
+        listen 127.0.0.1:$SINK_PORT;
+        location /v1/traces { default_type application/json; return 200 '{"partialSuccess":{}}'; }
+    }
+}
+NGINX
+  (exec nginx -p "$1/sink" -c "$1/sink/nginx.conf" -e "$1/sink/error.log" >/dev/null 2>&1) &
+  PIDS+=("$!")
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+}
+
+# scenario_proxy BUILD OUTFILE [traced]
 scenario_proxy() {
   local dir="$TMP/proxy-$RANDOM" p_gw key
   start_services "$1" "$dir"
@@ -132,8 +176,17 @@ scenario_proxy() {
   mkdir -p "$dir/gw"
   export "${svc_env[@]}" WORKERS=1 PORT="$p_gw" LOTMESH_DATA_DIR="$dir/gw" \
     UPSTREAM_CONNECT_TIMEOUT=20s UPSTREAM_TIMEOUT=60s GATEWAY_SERVICES=charges_api SERVICE_REGISTRY_URL="static:charges_api=http://127.0.0.1:$P_CHG"
+  if [ "${3:-}" = traced ]; then # a queue that holds every span: all of them are paid for
+    local sink=$p_gw
+    [ "${TRACE_SINK:-nginx}" = self ] || { start_sink "$dir"; sink=$SINK_PORT; }
+    export OTEL_TRACES_EXPORTER=otlp OTEL_TRACES_SAMPLER=always_on \
+      OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink" OTEL_BSP_MAX_QUEUE_SIZE=100000 \
+      OTEL_EXPORTER_OTLP_TIMEOUT=60000
+  fi
   under_callgrind "$2" "$1/lotmesh-gateway"
   unset PORT WORKERS LOTMESH_DATA_DIR GATEWAY_SERVICES SERVICE_REGISTRY_URL UPSTREAM_CONNECT_TIMEOUT UPSTREAM_TIMEOUT
+  unset OTEL_TRACES_SAMPLER OTEL_EXPORTER_OTLP_ENDPOINT OTEL_BSP_MAX_QUEUE_SIZE OTEL_EXPORTER_OTLP_TIMEOUT
+  export OTEL_TRACES_EXPORTER=none
   wait_health "$p_gw" "$CG_PID"
   key=$($SL json-get "$dir/gw/dev-client.json" api_key)
   count "$2" "$p_gw" "$CG_PID" /api/charges_api/api/v1/charge/1 "X-API-Key: $key" \
@@ -161,6 +214,13 @@ mkdir -p "$HERE/results"
           printf '\n## %s, health (registry GET /health), ACCESS_LOG=%s\n\n' "$build" "$alog"
           $PY cgtop "$f.1" "$REQUESTS" "$TOP"
         done ;;
+      proxy-traced)
+        f="$TMP/cg-$n-$sc.out"
+        SETTLE=7 SPANS_OUT="$f.spans" scenario_proxy "$build" "$f" traced
+        printf '\n## %s, proxy-traced (gateway, proxied GET of a batch, spans exported always_on to %s)\n\n' \
+          "$build" "$([ "${TRACE_SINK:-nginx}" = self ] && echo 'its own /v1/traces store' || echo 'a collector (an nginx sink)')"
+        $PY cgtop "$f.1" "$REQUESTS" "$TOP"
+        printf '\nspan pipeline after the run: %s\n' "$(tr '\n' ' ' <"$f.spans")" ;;
       proxy|charge)
         f="$TMP/cg-$n-$sc.out"
         "scenario_$sc" "$build" "$f"

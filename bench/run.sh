@@ -114,7 +114,7 @@ EOF
 start_lotmesh() {
   local port=$1 workers=$2 alog=$3 logf=$4
   shift 4
-  PORT=$port WORKERS=$workers ACCESS_LOG=$alog LOG_LEVEL=info BIND_ADDRESS=127.0.0.1 \
+  PORT=$port WORKERS=$workers ACCESS_LOG=$alog LOG_LEVEL=info BIND_ADDRESS=127.0.0.1 OTEL_TRACES_EXPORTER=none \
     "$@" "$BIN" 2>"$logf" &
   SPID=$!
   PIDS+=("$SPID")
@@ -223,7 +223,7 @@ for w in 1 "$NPROC"; do
   [ "$NPROC" = 1 ] && break
 done
 freeport; P=$PORT_OUT
-meta ready_lotmesh "$(PORT=$P WORKERS=$NPROC ACCESS_LOG=true LOG_LEVEL=info \
+meta ready_lotmesh "$(PORT=$P WORKERS=$NPROC ACCESS_LOG=true LOG_LEVEL=info OTEL_TRACES_EXPORTER=none \
   $PY ready "$P" "$READY_RUNS" 'ready in ([0-9.]+) ms' -- "$BIN")"
 freeport; P=$PORT_OUT
 nginx_conf "$TMP/nginx-ready" "$P" "$NPROC" 0

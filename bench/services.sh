@@ -116,7 +116,7 @@ fa_db() { # DIR NAME -> what the FastAPI service uses as CHARGES_DB
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') # 48 characters, HS256 >= 32
 read -r P_ART P_CHG P_FA P_R1 P_R2 P_R3 P_R4 <<<"$($BL freeport 7)"
 lm_env=(SERVICE_AUTH="$AUTH" SERVICE_TOKEN_SECRET="$SECRET" CACHE_URL="$CACHE" ACCESS_LOG=false LOG_LEVEL=info
-        BIND_ADDRESS=127.0.0.1 WORKERS="$WORKERS")
+        BIND_ADDRESS=127.0.0.1 WORKERS="$WORKERS" OTEL_TRACES_EXPORTER=none)
 uvicorn_cmd() { # PORT
   echo "$FPY" -m uvicorn fastapi_charges:app --app-dir "$HERE" --host 127.0.0.1 --port "$1" \
     --workers "$WORKERS" --no-access-log --log-level warning

@@ -533,8 +533,9 @@ def cmd_svc_report(meta_path, wrkdir):
     return 0
 
 
-GW_ORDER = ["lotmesh-key", "lotmesh-bearer", "nginx", "haproxy", "seed", "direct"]
+GW_ORDER = ["lotmesh-key", "lotmesh-traced", "lotmesh-bearer", "nginx", "haproxy", "seed", "direct"]
 GW_LABEL = {"lotmesh-key": "lotmesh gateway, X-API-Key", "lotmesh-bearer": "lotmesh gateway, Bearer token",
+            "lotmesh-traced": "lotmesh gateway, X-API-Key, spans exported (always_on)",
             "nginx": "nginx proxy_pass, keepalive", "haproxy": "HAProxy, http-reuse always",
             "seed": "seed's Starlette + httpx", "direct": "no proxy: wrk → one backend"}
 
@@ -611,7 +612,8 @@ def cmd_gw_report(meta_path, wrkdir):
       "its workers) ÷ requests wrk counted; backend CPU/req the same for both backend instances; "
       "proxy/backend: what forwarding a request costs next to serving it.")
     p("")
-    lm = {s: [r for _, r in sorted(runs.get(("proxy", s), []))] for s in ("lotmesh-key", "lotmesh-bearer")}
+    lm = {s: [r for _, r in sorted(runs.get(("proxy", s), []))]
+          for s in ("lotmesh-key", "lotmesh-traced", "lotmesh-bearer")}
     goals = []
     for s, rs in lm.items():
         if not rs or not ng:
@@ -627,6 +629,10 @@ def cmd_gw_report(meta_path, wrkdir):
         p("Against the goals:")
         p("")
         out.extend(goals)
+        p("")
+    if meta.get("spans_traced"):
+        p(f"Span pipeline of the traced gateway over the whole run: `{meta['spans_traced'].strip()}` "
+          "(dropped: the bounded queue was full; requests never wait for export).")
         p("")
     if meta.get("rss_gateway"):
         p(f"Gateway footprint: idle RSS {benchlib.mb(meta['rss_gateway'])} (WORKERS={meta['workers']}, "

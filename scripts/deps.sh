@@ -8,7 +8,7 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libjansson-d
             libsqlite3-dev libpq-dev libjwt-dev libssl-dev libsodium-dev libhiredis-dev curl openssl jq)
 test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-requests
            python3-consul python3-jwt python3-jsonschema
-           postgresql-15 python3-psycopg2 redis-server python3-redis)
+           postgresql-15 python3-psycopg2 redis-server python3-redis prometheus chromium)
 # podman as root (runc, netavark with iptables, aardvark-dns for names), podman-compose,
 # mmdebstrap for the Debian base image when none can be pulled
 delivery_pkgs=(podman buildah podman-compose runc netavark aardvark-dns iptables mmdebstrap
@@ -29,12 +29,11 @@ missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# The contract tests run an OpenAPI validator from npm: any Node.js with npm will do (a
-# machine may have NodeSource's, whose bundled npm conflicts with Debian's npm package).
-if [ "${1:-build}" != build ]; then
-  command -v node >/dev/null 2>&1 || missing+=(nodejs)
-  command -v npm >/dev/null 2>&1 || missing+=(npm)
-fi
+# The gateway's /docs serves npm swagger-ui-dist (scripts/web.sh installs it at build time);
+# the contract and page tests run npm tools: any Node.js with npm will do (a machine may
+# have NodeSource's, whose bundled npm conflicts with Debian's npm package).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "deps.sh: installing ${missing[*]}" >&2

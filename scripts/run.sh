@@ -14,6 +14,12 @@ mkdir -p "$data_dir"
 data_dir=$(cd "$data_dir" && pwd)
 export LOTMESH_DATA_DIR=$data_dir
 export SERVICE_REGISTRY_URL=${SERVICE_REGISTRY_URL:-http://127.0.0.1:8500}
+# Spans: to the gateway's embedded trace store (POST /v1/traces, shown on /dashboard) unless
+# any OTEL_* variable is given, which then reaches every process unchanged.
+if ! env | grep -q '^OTEL_'; then
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:8000
+  export OTEL_BSP_SCHEDULE_DELAY=1000
+fi
 
 # name:port — started in this order (each once healthy), stopped in reverse.
 processes=(registry:8500 articles:8002 charges:8001 gateway:8000)
@@ -62,5 +68,8 @@ lotmesh: running; logs in $data_dir/*.log; Ctrl-C stops everything.
     curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8000/api/articles_api/api/v1/units
   or with the API key:
     curl -s -H "X-API-Key: \$(jq -r .api_key $data_dir/dev-client.json)" http://127.0.0.1:8000/api/charges_api/api/v1/charges
+
+  Dashboard: http://127.0.0.1:8000/dashboard (user: anything, password: the api_key above)
+  API docs:  http://127.0.0.1:8000/docs     Registry: http://127.0.0.1:8500/ui/
 MSG
 wait -n "${pids[@]}" || true

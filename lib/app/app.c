@@ -5,6 +5,9 @@
 #include "metrics.h"
 #include "log.h"
 #include "problem.h"
+#include "span.h"
+#include "token.h"
+#include "tracer.h"
 
 #include <arpa/inet.h>
 #include <signal.h>
@@ -32,6 +35,7 @@ struct lm_app {
     lm_component comps[MAX_COMPONENTS]; /* in order of installation */
     size_t n_comps;
     uint64_t t0_ns;
+    const lm_token_key *trace_key; /* borrowed: signs the span exporter's tokens */
 };
 
 static uint64_t mono_ns(void)
@@ -154,11 +158,12 @@ lm_app *lm_app_new(lm_cfg *cfg, const char *name, int default_port)
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
     int level = lm_cfg_enum(cfg, "LOG_LEVEL", "info", levels);
     lm_log_init(app->name, (lm_log_level)level);
+    lm_tracer_configure(cfg, app->name);
 
     app->router = lm_router_new();
     lm_router_add(app->router, "GET", "/health", handle_health, app);
     lm_router_add(app->router, "GET", "/ready", handle_ready, app);
-    lm_router_add(app->router, "GET", "/metrics", handle_metrics, app);
+    lm_router_add_flags(app->router, "GET", "/metrics", handle_metrics, app, LM_ROUTE_UNTRACED);
     uv_loop_init(&app->loop);
     app->env = (lm_component_env){
         .name = app->name, .host = s->host, .workers = s->workers, .control = &app->loop};
@@ -304,9 +309,70 @@ static lm_metrics_method metrics_method(int method_id)
 
 static void observe_started(void *ctx, int worker, lm_req *req)
 {
-    (void)req;
     lm_app *app = ctx;
     lm_metrics_inflight(app->metrics, worker, 1);
+    lm_tracer_sample(&req->trace); /* the sampled flag every outbound call passes on */
+}
+
+/* The server span of a request (OpenTelemetry HTTP semantic conventions). */
+static void server_span(const lm_req *req, int status, double seconds)
+{
+    lm_span sp;
+    char name[LM_SPAN_NAME];
+    const char *route = req->route.template_path;
+    snprintf(name, sizeof name, "%s%s%s", req->method, route ? " " : "", route ? route : "");
+    uint64_t start = lm_span_unix_from_mono(req->start_ns);
+    lm_span_init(&sp, &req->trace, LM_SPAN_SERVER, name, start);
+    sp.end_unix_ns = start + (uint64_t)(seconds * 1e9);
+    lm_span_attr_cstr(&sp, "http.request.method", req->method);
+    if (route) lm_span_attr_cstr(&sp, "http.route", route);
+    lm_span_attr_str(&sp, "url.path", req->path, req->path_len);
+    lm_span_attr_cstr(&sp, "url.scheme", "http");
+    lm_span_attr_int(&sp, "http.response.status_code", status);
+    const char *host = lm_req_header(req, "host");
+    if (host) lm_span_attr_str(&sp, "server.address", host, strcspn(host, ":"));
+    char peer[64];
+    lm_req_peer_ip(req, peer, sizeof peer);
+    if (peer[0]) lm_span_attr_cstr(&sp, "client.address", peer);
+    lm_span_attr_cstr(&sp, "network.protocol.version", req->http_minor ? "1.1" : "1.0");
+    if (req->request_id[0])
+        lm_span_attr_cstr(&sp, "http.request.header.x-request-id", req->request_id);
+    if (status >= 500) {
+        sp.status = LM_SPAN_ERROR;
+        char code[16];
+        snprintf(code, sizeof code, "%d", status);
+        lm_span_attr_cstr(&sp, "error.type", code);
+    }
+    lm_tracer_submit(&sp);
+}
+
+/* The client span of an outbound call (lm_client's call observer). */
+static void client_span(const lm_client_call *call, void *ctx)
+{
+    (void)ctx;
+    if (!(call->span->flags & 1)) return;
+    lm_span sp;
+    uint64_t start = lm_span_unix_from_mono(call->start_ns);
+    lm_span_init(&sp, call->span, LM_SPAN_CLIENT, call->method, start);
+    sp.end_unix_ns = lm_span_unix_from_mono(call->end_ns);
+    lm_span_attr_cstr(&sp, "http.request.method", call->method);
+    lm_span_attr_cstr(&sp, "server.address", call->host);
+    lm_span_attr_int(&sp, "server.port", call->port);
+    char url[600];
+    snprintf(url, sizeof url, strchr(call->host, ':') ? "http://[%s]:%d%s" : "http://%s:%d%s",
+             call->host, call->port, call->path);
+    lm_span_attr_cstr(&sp, "url.full", url);
+    if (call->status) lm_span_attr_int(&sp, "http.response.status_code", call->status);
+    if (call->err != LM_CLIENT_OK) {
+        sp.status = LM_SPAN_ERROR;
+        lm_span_attr_cstr(&sp, "error.type", lm_client_strerror(call->err));
+    } else if (call->status >= 500) {
+        sp.status = LM_SPAN_ERROR;
+        char code[16];
+        snprintf(code, sizeof code, "%d", call->status);
+        lm_span_attr_cstr(&sp, "error.type", code);
+    }
+    lm_tracer_submit(&sp);
 }
 
 static void observe_done(void *ctx, int worker, const lm_req *req, int status, double seconds,
@@ -314,6 +380,9 @@ static void observe_done(void *ctx, int worker, const lm_req *req, int status, d
 {
     lm_app *app = ctx;
     if (dispatched) lm_metrics_inflight(app->metrics, worker, -1);
+    if (dispatched && (req->trace.flags & 1) && !(req->route.flags & LM_ROUTE_UNTRACED) &&
+        lm_tracer_recording())
+        server_span(req, status, seconds);
     lm_metrics_observe(app->metrics, worker,
                        req->route.route_id >= 0 && dispatched ? req->route.route_id : -1,
                        metrics_method(req->method_id), status, seconds);
@@ -335,6 +404,10 @@ int lm_app_run(lm_app *app)
     app->metrics = lm_metrics_new(app->scfg.workers, route_names, n_routes);
     free(route_names);
     lm_metrics_add_renderer(app->metrics, render_component_metrics, app);
+    lm_metrics_add_renderer(app->metrics, lm_tracer_render_metrics, NULL);
+    int trc = lm_tracer_start();
+    if (trc != 0) lm_log_error("the span export thread did not start: %s", strerror(-trc));
+    if (lm_tracer_recording()) lm_client_set_call_observer(client_span, NULL);
     lm_server_observer obs = {.ctx = app,
                               .request_started = observe_started,
                               .request_done = observe_done,
@@ -353,6 +426,7 @@ int lm_app_run(lm_app *app)
     char err[256];
     if (lm_server_start(app->server, err, sizeof err) != 0) {
         fprintf(stderr, "%s: %s\n", app->name, err);
+        lm_tracer_shutdown(0);
         run_stopped(app); /* release what the components set up (stores, registry) */
         uv_close((uv_handle_t *)&app->sigint, NULL);
         uv_close((uv_handle_t *)&app->sigterm, NULL);
@@ -366,8 +440,36 @@ int lm_app_run(lm_app *app)
     run_started(app, lm_server_port(app->server));
     uv_run(&app->loop, UV_RUN_DEFAULT); /* until a signal, and the stopping hooks, are done */
     lm_server_shutdown(app->server, app->shutdown_ms);
+    lm_tracer_shutdown(2000); /* every span is queued; before the components free the key */
     run_stopped(app);
     uv_run(&app->loop, UV_RUN_DEFAULT); /* let stopped hooks close what they opened */
     lm_log_info("stopped");
     return 0;
+}
+
+/* The exporter's Authorization: a fresh service token (iss this process, aud gateway, scope
+ * write) per export, minted on the export thread and not kept. */
+static bool trace_auth_header(void *ctx, char *name, size_t name_len, char *value, size_t value_len)
+{
+    lm_app *app = ctx;
+    lm_token_claims c = {0};
+    snprintf(c.iss, sizeof c.iss, "%s", app->name);
+    snprintf(c.aud, sizeof c.aud, "gateway");
+    snprintf(c.sub, sizeof c.sub, "%s", app->name);
+    snprintf(c.scope, sizeof c.scope, "write");
+    c.iat = (long long)time(NULL);
+    c.exp = c.iat + 120;
+    char *t = lm_token_mint(app->trace_key, &c);
+    if (!t) return false;
+    snprintf(name, name_len, "Authorization");
+    int n = snprintf(value, value_len, "Bearer %s", t);
+    free(t);
+    return n > 0 && (size_t)n < value_len;
+}
+
+void lm_app_trace_auth(lm_app *app, const lm_token_key *key)
+{
+    if (!key || !key->sign_key) return;
+    app->trace_key = key;
+    lm_tracer_set_header_fn(trace_auth_header, app);
 }

@@ -51,6 +51,12 @@ void lm_app_add(lm_app *app, const lm_component *c);
 /* What components may know of this process (name, bind address, workers, control loop). */
 const lm_component_env *lm_app_env(lm_app *app);
 
+/* Span export to the gateway's trace store (POST /v1/traces) needs a service token: with a
+ * key that can sign, every export carries one minted here (iss this process, aud "gateway",
+ * scope write). The key is borrowed and must live until lm_app_run returns. NULL: none. */
+struct lm_token_key;
+void lm_app_trace_auth(lm_app *app, const struct lm_token_key *key);
+
 /* Starts everything and runs until SIGINT/SIGTERM, then shuts down gracefully.
  * Returns the process exit code (0 after a clean stop, 1 when start-up failed). */
 int lm_app_run(lm_app *app);

@@ -20,6 +20,7 @@ lm_guard *lm_app_use_guard(lm_app *app, lm_cfg *cfg)
     if (!g) return NULL;
     lm_app_set_guard(app, "/api/", lm_guard_check, g);
     lm_app_add(app, lm_guard_component(g));
+    lm_app_trace_auth(app, lm_guard_signing_key(g));
     return g;
 }
 

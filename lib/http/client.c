@@ -112,12 +112,36 @@ void lm_client_req_fail_later(creq *r, lm_client_err err)
 static void req_free(creq *r)
 {
     lm_buf_free(&r->wire);
+    free(r->path);
     lm_buf_free(&r->rhead);
     lm_buf_free(&r->body);
     free(r->hoffs);
     free(r->hdrs);
     lm_client_pool_origin_unref(r->o);
     free(r);
+}
+
+static lm_client_call_fn call_observer;
+static void *call_observer_ctx;
+
+void lm_client_set_call_observer(lm_client_call_fn fn, void *ctx)
+{
+    call_observer = fn;
+    call_observer_ctx = ctx;
+}
+
+static void report_call(creq *r, lm_client_err err)
+{
+    lm_client_call call = {.method = r->method,
+                           .host = r->o->host,
+                           .port = r->o->port,
+                           .path = r->path ? r->path : "",
+                           .span = &r->span,
+                           .status = r->have_head ? r->resp.status : 0,
+                           .err = err,
+                           .start_ns = r->start_ns,
+                           .end_ns = uv_hrtime()};
+    call_observer(&call, call_observer_ctx);
 }
 
 void lm_client_req_complete(creq *r, lm_client_err err)
@@ -135,6 +159,7 @@ void lm_client_req_complete(creq *r, lm_client_err err)
         STAT_ADD(c, responses, 1);
     else
         STAT_ADD(c, errors[err], 1);
+    if (r->traced && call_observer) report_call(r, err);
     if (r->on_done) {
         const lm_client_response *resp = NULL;
         if (r->have_head) {
@@ -234,6 +259,13 @@ lm_client_req *lm_client_send(lm_client *c, const lm_client_opts *op)
     r->c = c;
     r->o = o;
     o->refs++;
+    if (op->span) {
+        r->traced = true;
+        r->span = *op->span;
+        r->start_ns = uv_hrtime();
+        snprintf(r->method, sizeof r->method, "%s", op->method);
+        r->path = lm_xstrndup(op->path, strcspn(op->path, "?"));
+    }
     if (!lm_client_wire_build(r, op, o)) {
         req_free(r);
         return NULL;

@@ -169,7 +169,29 @@ typedef struct lm_client_opts {
     lm_client_done_fn on_done; /* may be NULL: fire and forget */
     lm_client_drain_fn on_drain;
     void *ud;
+
+    /* The call's own span context — a child of the request it serves, whose traceparent is
+     * among headers (lm_outbound sets both) — or NULL. When set, the call is reported to the
+     * call observer as it ends. Copied. */
+    const lm_trace_ctx *span;
 } lm_client_opts;
+
+/* An outbound call as the call observer sees it (client spans are built from it by the
+ * app layer, so this layer knows nothing of spans or exporters). Valid during the call. */
+typedef struct lm_client_call {
+    const char *method;
+    const char *host; /* as given, IPv6 without brackets */
+    int port;
+    const char *path;         /* without the query */
+    const lm_trace_ctx *span; /* the call's own context */
+    int status;               /* the response's status, 0 when no head arrived */
+    lm_client_err err;
+    uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC (uv_hrtime) */
+} lm_client_call;
+typedef void (*lm_client_call_fn)(const lm_client_call *call, void *ctx);
+/* Process-wide; called on the client's loop thread as each traced call ends, before its
+ * on_done. Start-up only, before any thread creates a client. */
+void lm_client_set_call_observer(lm_client_call_fn fn, void *ctx);
 
 /* cfg NULL: defaults. The loop must outlive the client. */
 lm_client *lm_client_new(uv_loop_t *loop, const lm_client_config *cfg);

@@ -88,6 +88,12 @@ struct lm_client_req {
     lm_client_done_fn on_done;
     lm_client_drain_fn on_drain;
     void *ud;
+    /* observation (opts.span set): the call's span context, start, method and path */
+    bool traced;
+    lm_trace_ctx span;
+    uint64_t start_ns;
+    char method[16];
+    char *path; /* owned */
     /* response */
     bool have_head, in_field;
     lm_buf rhead; /* header names and values, NUL-separated */

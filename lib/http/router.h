@@ -34,8 +34,9 @@ typedef struct lm_route_param {
 
 /* Route flags. LM_ROUTE_STREAM_BODY: the handler runs as soon as the headers are complete
  * and receives the body as it arrives (lm_req_read_body), instead of after the whole body
- * was buffered. */
-enum { LM_ROUTE_STREAM_BODY = 1u << 0 };
+ * was buffered. LM_ROUTE_UNTRACED: requests to it get no server span (telemetry plumbing
+ * such as the trace receiver itself and /metrics, whose spans would only feed themselves). */
+enum { LM_ROUTE_STREAM_BODY = 1u << 0, LM_ROUTE_UNTRACED = 1u << 1 };
 
 /* LM_ROUTE_FOUND: everything set. LM_ROUTE_METHOD_NOT_ALLOWED: route_id and template_path
  * name the first route of the shape that owns the path (metrics count the 405 under that

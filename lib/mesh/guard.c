@@ -115,3 +115,8 @@ const lm_component *lm_guard_component(lm_guard *g)
 {
     return &g->comp;
 }
+
+const lm_token_key *lm_guard_signing_key(const lm_guard *a)
+{
+    return a && a->enabled && a->key.sign_key ? &a->key : NULL;
+}

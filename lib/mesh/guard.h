@@ -28,6 +28,9 @@ typedef struct lm_guard lm_guard;
 lm_guard *lm_guard_open(lm_cfg *cfg, const lm_component_env *env);
 /* Its lifecycle: per-thread token caches released on each worker, the guard freed at the end. */
 const lm_component *lm_guard_component(lm_guard *a);
+/* The service-token key when this process can sign with it (checks enabled, HS256 secret or
+ * a private key), else NULL; owned by a, valid until its component's stopped hook. */
+const lm_token_key *lm_guard_signing_key(const lm_guard *a);
 /* The guard (ctx: the lm_guard) for every route under /api/: returns false after answering
  * 401/403 itself. A guarded request's verified caller is in req->caller and
  * req->caller_scope. */

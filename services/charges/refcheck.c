@@ -304,6 +304,7 @@ static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
         .max_body = 64 * 1024,
         .on_done = cb,
         .ud = rc,
+        .span = &ob.span, /* reported as a client span when sampled */
     };
     return client && lm_client_send(client, &o) != NULL;
 }

@@ -178,6 +178,28 @@ typedef struct gw_alias {
     char from[64], to[64];
 } gw_alias;
 
+/* ---- the dashboard's time series (dashboard.c) ------------------------------------------- */
+
+#define GW_SERIES 300 /* one point a second: five minutes */
+
+typedef struct gw_point {
+    long long t; /* Unix seconds */
+    unsigned long long requests, errors;
+    unsigned long long buckets[GW_BUCKETS + 1];
+} gw_point;
+
+typedef struct gw_series {
+    pthread_mutex_t mu;
+    uv_timer_t timer; /* control loop */
+    gw_point points[GW_MAX_SERVICES][GW_SERIES];
+    size_t head, n;
+    bool primed;
+    unsigned long long last_req[GW_MAX_SERVICES], last_err[GW_MAX_SERVICES];
+    unsigned long long last_b[GW_MAX_SERVICES][GW_BUCKETS + 1];
+} gw_series;
+
+struct lm_tracestore;
+
 typedef struct gateway {
     lm_app *app;
     pthread_mutex_t clients_mu;
@@ -221,6 +243,10 @@ typedef struct gateway {
     atomic_ullong auth_failures, auth_refused;
     gw_cors cors; /* cors.c */
     atomic_ullong cors_preflights;
+    struct lm_tracestore *traces; /* POST /v1/traces, shown on /dashboard */
+    gw_series series;
+    char docs_dir[1024];        /* swagger-ui-dist's files (GATEWAY_DOCS_DIR) */
+    struct gw_openapi *openapi; /* the merged document's cache (openapi.c) */
 } gateway;
 
 #define GW_AUTH_FREE_FAILURES 3   /* failures in the window answered without delay */
@@ -281,5 +307,15 @@ void gw_admin_routes(lm_router *r, gateway *gw);
 /* Prometheus text for /metrics (metrics.c). */
 void gw_metrics_render(lm_buf *out, void *gw);
 void gw_metrics_observe(gateway *gw, int worker, int service, int status, double seconds);
+
+/* POST /v1/traces (traces.c). */
+void gw_traces_routes(lm_router *r, gateway *gw);
+/* /dashboard and its JSON (dashboard.c). */
+void gw_dashboard_routes(lm_router *r, gateway *gw);
+/* Admin scope by Bearer, X-API-Key or Basic with an API key as the password; on failure
+ * answers 401/403 itself and returns false. */
+bool gw_admin_access(gateway *gw, lm_req *req);
+/* GET /openapi.json (merged) and /docs (openapi.c). */
+void gw_openapi_routes(lm_router *r, gateway *gw);
 
 #endif

@@ -6,6 +6,7 @@
 #include "app_use.h"
 #include "redis.h"
 #include "server.h"
+#include "tracestore.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -157,6 +158,10 @@ int main(int argc, char **argv)
     gw.upstream_timeout_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_TIMEOUT", 30000, 10, 3600000);
     gw.breaker_threshold = (int)lm_cfg_int(&cfg, "UPSTREAM_BREAKER_THRESHOLD", 5, 1, 1000);
     gw.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_BREAKER_RESET", 10000, 100, 3600000);
+    size_t max_traces = (size_t)lm_cfg_int(&cfg, "GATEWAY_TRACE_STORE_TRACES", 200, 1, 100000);
+    size_t max_spans = (size_t)lm_cfg_int(&cfg, "GATEWAY_TRACE_STORE_SPANS", 256, 1, 100000);
+    snprintf(gw.docs_dir, sizeof gw.docs_dir, "%s",
+             lm_cfg_str(&cfg, "GATEWAY_DOCS_DIR", LM_DOCS_DIR));
     parse_aliases(&gw, &cfg);
     parse_services(&gw, &cfg);
     parse_limits(&gw, &cfg);
@@ -197,7 +202,13 @@ int main(int argc, char **argv)
     gw_admin_routes(lm_app_router(app), &gw);
     gw_admin_clients_routes(lm_app_router(app), &gw);
     gw_proxy_routes(lm_app_router(app), &gw);
+    gw.traces = lm_tracestore_new(max_traces, max_spans);
+    lm_app_trace_auth(app, &gw.service_key);
+    gw_traces_routes(lm_app_router(app), &gw);
+    gw_dashboard_routes(lm_app_router(app), &gw);
+    gw_openapi_routes(lm_app_router(app), &gw);
     int rc = lm_app_run(app);
+    lm_tracestore_free(gw.traces);
     lm_app_free(app);
     for (int i = 0; i < gw.n_workers; i++)
         gw_upstream_free(&gw.workers[i]);

@@ -49,6 +49,7 @@ struct instance_sums {
         char *id; /* owned */
         unsigned long long requests, failures;
         long long in_flight;
+        int circuit_open; /* workers whose circuit to it is open or half-open */
     } * v;
     size_t n, cap;
 };
@@ -70,6 +71,9 @@ static void add_instance(const gw_upstream_stat *e, void *ud)
     s->requests += atomic_load_explicit(&e->requests, memory_order_relaxed);
     s->failures += atomic_load_explicit(&e->failures, memory_order_relaxed);
     s->in_flight += atomic_load_explicit(&e->n, memory_order_relaxed);
+    /* another worker's breaker, read racily: a gauge may lag a step */
+    if (*(const volatile lm_breaker_state *)&e->breaker.state != LM_BREAKER_CLOSED)
+        s->circuit_open++;
 }
 
 /* Instances known to any worker: sums by id (each worker has its own entries). */
@@ -91,9 +95,15 @@ static void render_instances(lm_buf *out, gateway *gw)
                       all.v[i].id, all.v[i].failures);
     lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_in_flight Requests in flight per "
                            "upstream instance.\n# TYPE lotmesh_gateway_upstream_in_flight gauge\n");
-    for (size_t i = 0; i < all.n; i++) {
+    for (size_t i = 0; i < all.n; i++)
         lm_buf_printf(out, "lotmesh_gateway_upstream_in_flight{instance=\"%s\"} %lld\n",
                       all.v[i].id, all.v[i].in_flight);
+    lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_circuit_open Workers whose circuit to "
+                           "an upstream instance is open or half-open (0: closed everywhere).\n"
+                           "# TYPE lotmesh_gateway_upstream_circuit_open gauge\n");
+    for (size_t i = 0; i < all.n; i++) {
+        lm_buf_printf(out, "lotmesh_gateway_upstream_circuit_open{instance=\"%s\"} %d\n",
+                      all.v[i].id, all.v[i].circuit_open);
         free(all.v[i].id);
     }
     free(all.v);

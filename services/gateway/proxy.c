@@ -512,6 +512,7 @@ static void send_upstream(fwd *f)
         .on_body = on_body,
         .on_done = on_done,
         .ud = f,
+        .span = &ob.span, /* reported as a client span when sampled */
     };
     atomic_fetch_add_explicit(&f->us->n, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&f->us->requests, 1, memory_order_relaxed);

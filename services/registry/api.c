@@ -410,7 +410,10 @@ void rg_api_routes(rg_server *srv, lm_router *r)
     static const char *const both[] = {"PUT", "GET"};
     for (size_t i = 0; i < 2; i++) {
         lm_router_add(r, both[i], "/v1/agent/service/deregister/{id...}", h_deregister, srv);
-        lm_router_add(r, both[i], "/v1/agent/check/pass/{id...}", h_pass, srv);
+        /* TTL heartbeats: plumbing, several a second; no server span each (would crowd
+         * the trace store out) */
+        lm_router_add_flags(r, both[i], "/v1/agent/check/pass/{id...}", h_pass, srv,
+                            LM_ROUTE_UNTRACED);
         lm_router_add(r, both[i], "/v1/agent/check/warn/{id...}", h_warn, srv);
         lm_router_add(r, both[i], "/v1/agent/check/fail/{id...}", h_fail, srv);
     }

@@ -14,6 +14,8 @@
 #include "app.h"
 #include "config.h"
 #include "registry_server.h"
+#include "token.h"
+#include "tracer.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +26,11 @@ int main(void)
     lm_cfg_init(&cfg, "lotmesh-registry");
     lm_app *app = lm_app_new(&cfg, "registry", 8500);
     const char *snap = lm_cfg_str(&cfg, "REGISTRY_SNAPSHOT", NULL);
+    /* spans go to the gateway's trace store with a service token, as every process's do */
+    static lm_token_key trace_key;
+    if (lm_tracer_exporting() && lm_cfg_ok(&cfg) &&
+        lm_token_key_from_env(&trace_key, &cfg, false) == 0)
+        lm_app_trace_auth(app, &trace_key);
     lm_cfg_exit_on_error(&cfg);
     char path[4096];
     if (!snap) {
@@ -34,8 +41,10 @@ int main(void)
     }
     rg_server *srv = rg_server_new(app, snap);
     rg_api_routes(srv, lm_app_router(app));
+    rg_ui_routes(lm_app_router(app));
     int rc = lm_app_run(app);
     rg_server_free(srv);
     lm_app_free(app);
+    lm_token_key_free(&trace_key);
     return rc;
 }

@@ -61,6 +61,8 @@ int64_t rg_now(const rg_server *srv);
 
 /* api.c */
 void rg_api_routes(rg_server *srv, lm_router *r);
+/* GET /ui/ (ui.c): the registry's page, services, instances and checks, live. */
+void rg_ui_routes(lm_router *r);
 /* Answers the parked queries whose data changed (all of them when all is true). */
 void rg_api_wake(rg_server *srv, bool all);
 /* Answers parked queries whose client has gone. */

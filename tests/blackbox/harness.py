@@ -117,6 +117,9 @@ def base_env(extra=None):
         # single service talk to it directly, so they switch the check off explicitly.
         # Tests of tokens pass SERVICE_AUTH=enabled and a SERVICE_TOKEN_SECRET.
         "SERVICE_AUTH": "disabled",
+        # No OTLP collector listens in most tests: spans are off unless a test turns them
+        # on (test_observability.py points the processes at a receiver).
+        "OTEL_TRACES_EXPORTER": "none",
     }
     if extra:
         env.update({k: str(v) for k, v in extra.items()})
