@@ -165,7 +165,9 @@ bool gw_admin_access(gateway *gw, lm_req *req)
             return need_login(req, "malformed Basic credentials");
         dec[n] = '\0';
         char *colon = strchr((char *)dec, ':');
-        const gw_client *c = colon ? gw_clients_by_api_key(gw_clients_now(gw, lm_req_worker_index(req)), colon + 1) : NULL;
+        const gw_client *c =
+            colon ? gw_clients_by_api_key(gw_clients_now(gw, lm_req_worker_index(req)), colon + 1)
+                  : NULL;
         sodium_memzero(dec, sizeof dec);
         if (!c) return need_login(req, "the password must be an admin client's API key");
         snprintf(who.scope, sizeof who.scope, "%s", c->scope);
