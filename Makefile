@@ -7,7 +7,7 @@ TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan tsan-build tsan run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge format lint clean
+.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge format lint clean
 
 all: build
 
@@ -30,9 +30,11 @@ tsan-build:
 	@cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DLM_TSAN=ON >/dev/null
 	@cmake --build $(TSAN) -j $(JOBS)
 
-# The black-box suite against the ThreadSanitizer build: any data race a binary reports
-# fails the test that started it (tests/blackbox/harness.py).
+# The call policy's threaded unit tests, then the black-box suite against the
+# ThreadSanitizer build: any data race a binary reports fails the test that started it
+# (tests/blackbox/harness.py).
 tsan: tsan-build
+	@cd $(TSAN) && TSAN_OPTIONS=halt_on_error=1 ./test_policy && ./test_breaker
 	@LOTMESH_BIN_DIR=$(CURDIR)/$(TSAN) LOTMESH_SANITIZER=thread /usr/bin/python3 -m pytest -q \
 	  tests/blackbox
 
@@ -91,6 +93,10 @@ delivery: images
 	  print("delivery: images (MB)", d.get("image_sizes_mb"), "| up to gateway answering", \
 	        d.get("up_to_gateway_answering_s"), "s | rolling restart", d.get("rolling_restart", {}).get("requests"), \
 	        "requests,", d.get("rolling_restart", {}).get("errors"), "errors")' 2>/dev/null || true
+
+# The chaos suite with long faults and more load (the short form runs in `make test`).
+chaos: asan
+	@CHAOS_SECONDS=10 CHAOS_RATE=120 LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q -s tests/blackbox/test_chaos.py
 
 bench: build
 	@scripts/deps.sh bench

@@ -379,6 +379,12 @@ static void handle_list(lm_req *req, void *ctx)
 static void refs_checked(charges_refs *refs, void *ctx)
 {
     lm_rest_op *op = ctx;
+    if (refs->deadline_spent) {
+        lm_rest_fail(op, 504, "urn:lotmesh:problem:deadline",
+                     "the request's deadline (X-Request-Timeout) was spent; nothing was written");
+        op_done(0, op);
+        return;
+    }
     if (refs->unavailable) {
         lm_rest_fail(op, 503, "urn:lotmesh:problem:dependency-unavailable",
                      "the articles service is unreachable and the article or unit is not known "

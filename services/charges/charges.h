@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "breaker.h"
+#include "policy.h"
 #include "client.h"
 #include "url.h"
 #include "rest.h"
@@ -26,16 +26,14 @@ typedef struct charges_memo charges_memo; /* refcheck.c */
 
 typedef struct charges_svc {
     lm_store *store;
-    struct lm_disc *reg;    /* discovery of articles_api, unless ARTICLES_URL fixes it */
-    struct lm_guard *guard; /* tokens for the calls to articles */
-    bool articles_fixed;    /* ARTICLES_URL given: no discovery */
-    lm_url articles;        /* ARTICLES_URL, or the standalone default */
-    uint64_t articles_timeout_ms;
+    struct lm_disc *reg;               /* discovery of articles_api, unless ARTICLES_URL fixes it */
+    struct lm_guard *guard;            /* tokens for the calls to articles */
+    bool articles_fixed;               /* ARTICLES_URL given: no discovery */
+    lm_url articles;                   /* ARTICLES_URL, or the standalone default */
     lm_workerclient *articles_clients; /* one client per worker */
-    lm_breaker *breakers;              /* one per worker: the circuit to articles */
+    lm_policy *policy;                 /* the calls to articles (ARTICLES_*), one per process */
+    struct lm_disc_set *fixed_set;     /* ARTICLES_URL (or the default) as one instance */
     charges_memo *memos;               /* one per worker: what is known committed to the replica */
-    int breaker_threshold;
-    uint64_t breaker_reset_ms;
     int n_workers;
 } charges_svc;
 
@@ -49,6 +47,7 @@ typedef struct charges_refs {
     bool article_found, unit_found;
     bool article_fresh, unit_fresh; /* from the articles service now, not the replica */
     bool unavailable;               /* articles unreachable and not known locally */
+    bool deadline_spent;            /* the caller's X-Request-Timeout ran out: 504 */
     char article_status[16];
     long long shelf_life_days; /* -1: none */
     char artikelnummer[72];
@@ -74,6 +73,10 @@ int charges_refs_remember(lm_db_conn *c, charges_refs *refs);
  * a known unit is not asked of articles again (units never change through its API) and an
  * unchanged article row is not rewritten for a minute. */
 void charges_refs_committed(charges_svc *svc, const lm_req *req, const charges_refs *refs);
+/* The policy of the calls to articles and the fixed instance (main, after configuration);
+ * errors go into cfg. */
+void charges_refcheck_init(charges_svc *svc, lm_cfg *cfg);
+void charges_refcheck_free(charges_svc *svc);
 /* Per-worker memos for svc->memos (main), and their release. */
 charges_memo *charges_memos_new(int n_workers);
 void charges_memos_free(charges_memo *m);

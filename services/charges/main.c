@@ -11,6 +11,12 @@
 extern const char charges_openapi[];
 extern const unsigned long charges_openapi_len;
 
+static void charges_policy_metrics(lm_buf *out, void *ctx)
+{
+    charges_svc *svc = ctx;
+    lm_policy_metrics(&svc->policy, 1, out, lm_policy_now_ms());
+}
+
 int main(void)
 {
     lm_cfg cfg;
@@ -29,9 +35,7 @@ int main(void)
      * which articles answers 404, read here as "no such article" */
     for (size_t n = strlen(svc.articles.path); n > 0 && svc.articles.path[n - 1] == '/'; n--)
         svc.articles.path[n - 1] = '\0';
-    svc.articles_timeout_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_TIMEOUT", 2000, 10, 60000);
-    svc.breaker_threshold = (int)lm_cfg_int(&cfg, "ARTICLES_BREAKER_THRESHOLD", 5, 1, 1000);
-    svc.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "ARTICLES_BREAKER_RESET", 30000, 100, 3600000);
+    charges_refcheck_init(&svc, &cfg);
     svc.store = lm_app_use_store(app, &cfg, "charges", &charges_migrations);
     svc.reg = lm_app_use_registry(app, &cfg);
     svc.guard = lm_app_use_guard(app, &cfg);
@@ -40,19 +44,17 @@ int main(void)
 
     lm_client_config cc;
     lm_client_config_default(&cc);
-    cc.connect_timeout_ms = svc.articles_timeout_ms;
-    cc.response_timeout_ms = svc.articles_timeout_ms;
+    cc.connect_timeout_ms = lm_policy_get_config(svc.policy)->connect_timeout_ms;
+    cc.response_timeout_ms = lm_policy_get_config(svc.policy)->timeout_ms;
     svc.articles_clients = lm_app_use_clients(app, &cc);
     svc.n_workers = lm_app_env(app)->workers;
-    svc.breakers = lm_xcalloc((size_t)svc.n_workers, sizeof *svc.breakers);
     svc.memos = charges_memos_new(svc.n_workers);
-    for (int i = 0; i < svc.n_workers; i++)
-        lm_breaker_init(&svc.breakers[i], svc.breaker_threshold, svc.breaker_reset_ms);
+    lm_app_add(app, &(lm_component){.ctx = &svc, .metrics = charges_policy_metrics});
     lm_app_add_openapi(app, charges_openapi, charges_openapi_len);
     charge_routes(lm_app_router(app), &svc);
     int rc = lm_app_run(app);
     lm_app_free(app);
-    free(svc.breakers);
+    charges_refcheck_free(&svc);
     charges_memos_free(svc.memos);
     return rc;
 }

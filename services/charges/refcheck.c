@@ -5,6 +5,13 @@
  * through an outage; an article unknown locally then is "unavailable" (503, nothing
  * written). A 404 from articles is authoritative: the article does not exist.
  *
+ * Each lookup is a call under the process's policy for articles (lib/mesh/policy.h,
+ * ARTICLES_*): its deadline is ARTICLES_TIMEOUT, or what is left of the caller's
+ * X-Request-Timeout when that is less (none left: 504, nothing asked); a refused connection,
+ * reset, timeout or bare gateway error is tried again, on another instance where there is
+ * one, within the deadline and the retry budget; the service's circuit open, the replica
+ * answers at once; over the bulkhead, the lookup fails fast into the replica.
+ *
  * A per-worker memo keeps what this worker saw committed to the replica: units, which the
  * articles API never changes or deletes, are then not asked again; an article row equal to
  * the one committed less than a minute ago is not rewritten (articles is still asked: its
@@ -14,6 +21,7 @@
 
 #include "guard.h"
 #include "outbound.h"
+#include "policy.h"
 #include "log.h"
 #include "discovery.h"
 #include "timefmt.h"
@@ -22,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #define MEMO_UNITS      64
 #define MEMO_ARTICLES   256 /* direct-mapped by id */
@@ -95,22 +104,10 @@ typedef struct refcheck {
     void *ctx;
     int pending;
     bool article_failed, unit_failed; /* articles did not answer authoritatively */
-    bool open_circuit; /* the breaker spared the calls: the replica was asked first */
+    bool open_circuit;    /* the breaker spared the calls: the replica was asked first */
+    bool forced;          /* the replica could not answer: ask even through an open circuit */
+    uint64_t deadline_ms; /* of the lookups (monotonic ms) */
 } refcheck;
-
-static lm_breaker *breaker_of(refcheck *rc)
-{
-    return &rc->svc->breakers[lm_req_worker_index(rc->req)];
-}
-
-/* Any answer from articles (also 404) shows it works; no answer or a 5xx counts against it. */
-static void record(refcheck *rc, lm_client_err err, const lm_client_response *resp)
-{
-    if (err == LM_CLIENT_OK && resp && resp->status < 500)
-        lm_breaker_success(breaker_of(rc));
-    else
-        lm_breaker_failure(breaker_of(rc), uv_now(lm_req_loop(rc->req)));
-}
 
 static void ask_both(refcheck *rc);
 
@@ -175,6 +172,7 @@ static void replica_done(int status, void *arg)
          * asking articles costs nothing more — and notices at once when it is back. */
         charges_refs *r = rc->refs;
         rc->open_circuit = false;
+        rc->forced = true;
         rc->article_failed = rc->unit_failed = false;
         r->unavailable = false;
         r->article_found = r->artikel_id == 0;
@@ -203,11 +201,11 @@ static void one_done(refcheck *rc)
 
 /* What an answer from articles says: the resource as a JSON object (200, caller decrefs),
  * or NULL with *fresh set (404: authoritative, it does not exist) or *failed set (no answer,
- * a 5xx, a malformed body: the replica decides). Also feeds the circuit breaker. */
+ * a 5xx, a malformed body: the replica decides). */
 static json_t *answer(refcheck *rc, lm_client_err err, const lm_client_response *resp, bool *fresh,
                       bool *failed)
 {
-    record(rc, err, resp);
+    (void)rc;
     json_t *doc = NULL;
     if (err == LM_CLIENT_OK && resp->status == 404) {
         *fresh = true;
@@ -261,52 +259,159 @@ static void on_unit(lm_client_req *creq, lm_client_err err, const lm_client_resp
     one_done(rc);
 }
 
-/* Where articles is: ARTICLES_URL when given, else a passing instance from the registry,
- * else (standalone) the default address. */
-static void articles_origin(charges_svc *svc, const char **host, int *port, char *buf,
-                            size_t buflen)
+/* ---- a lookup under the policy ---------------------------------------------------------- */
+
+typedef struct lookup {
+    refcheck *rc;
+    lm_client_done_fn cb; /* on_article / on_unit, once, with the last try's result */
+    lm_call call;
+    lm_disc_set *set;  /* the instances of articles */
+    bool own_set;      /* a reference from discovery, released when done (else the fixed set) */
+    uv_timer_t *timer; /* the backoff before a retry */
+    lm_next next;
+    char path[2300];
+} lookup;
+
+static void lookup_timer_closed(uv_handle_t *h)
 {
-    lm_disc_addr a;
-    if (!svc->articles_fixed && svc->reg && lm_disc_get_mode(svc->reg) != LM_DISC_NONE) {
-        if (lm_disc_pick(svc->reg, "articles_api", &a)) {
-            snprintf(buf, buflen, "%s", a.host);
-            *host = buf;
-            *port = a.port;
-            return;
-        }
-        *host = NULL; /* registry mode and no passing instance: articles is unavailable */
-        return;
-    }
-    *host = svc->articles.host;
-    *port = svc->articles.port;
+    free(h);
 }
 
-static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
+static void lookup_free(lookup *lk)
 {
+    if (lk->timer) uv_close((uv_handle_t *)lk->timer, lookup_timer_closed);
+    if (lk->own_set) lm_disc_set_release(lk->set);
+    free(lk);
+}
+
+static bool lookup_send(lookup *lk);
+static void lookup_give_up(lookup *lk, uint64_t now);
+
+static void lookup_backoff_over(uv_timer_t *t)
+{
+    lookup *lk = t->data;
+    if (!lookup_send(lk)) lookup_give_up(lk, uv_now(lm_req_loop(lk->rc->req)));
+}
+
+static void lookup_done(lm_client_req *creq, lm_client_err err, const lm_client_response *resp,
+                        void *ud)
+{
+    lookup *lk = ud;
+    refcheck *rc = lk->rc;
+    uint64_t now = uv_now(lm_req_loop(rc->req));
+    lm_outcome o = lm_policy_classify(err, resp);
+    lm_policy_try_done(&lk->call, o, now);
+    uint64_t ra =
+        resp ? lm_policy_parse_retry_after(lm_client_response_header(resp, "retry-after")) : 0;
+    if (lm_policy_next(&lk->call, o, ra, false, true, lk->set, true, now, &lk->next)) {
+        if (lk->next.delay_ms == 0) {
+            if (!lookup_send(lk)) lookup_give_up(lk, now);
+            return;
+        }
+        if (!lk->timer) {
+            lk->timer = lm_xmalloc(sizeof *lk->timer);
+            uv_timer_init(lm_req_loop(rc->req), lk->timer);
+            lk->timer->data = lk;
+        }
+        uv_timer_start(lk->timer, lookup_backoff_over, lk->next.delay_ms, 0);
+        return;
+    }
+    lm_policy_end(&lk->call, o, now);
+    lm_client_done_fn cb = lk->cb;
+    lookup_free(lk);
+    cb(creq, err, resp, rc);
+}
+
+/* A retry that could not be sent (no time left, a closing client): the last outcome stands,
+ * the replica decides. */
+static void lookup_give_up(lookup *lk, uint64_t now)
+{
+    refcheck *rc = lk->rc;
+    lm_policy_try_done(&lk->call, LM_OUT_IGNORED, now);
+    lm_policy_end(&lk->call, LM_OUT_IGNORED, now);
+    lm_client_done_fn cb = lk->cb;
+    lookup_free(lk);
+    cb(NULL, LM_CLIENT_ERR_RESPONSE_TIMEOUT, NULL, rc);
+}
+
+/* Sends the current try; false when it could not be sent. */
+static bool lookup_send(lookup *lk)
+{
+    refcheck *rc = lk->rc;
     charges_svc *svc = rc->svc;
     lm_client *client = lm_workerclient_get(svc->articles_clients, lm_req_worker_index(rc->req));
-    const char *host;
-    int port = 0;
-    char hostbuf[256];
-    articles_origin(svc, &host, &port, hostbuf, sizeof hostbuf);
-    if (!host) return false;
-    lm_header h[1 + LM_OUTBOUND_HEADERS] = {{.name = "Accept", .value = "application/json"}};
+    uint64_t now = uv_now(lm_req_loop(rc->req));
+    const lm_disc_instance *in = lm_disc_set_get(lk->set, (size_t)lk->call.index);
+    uint64_t try_ms = lm_call_try_timeout(&lk->call, now);
+    const lm_policy_config *pc = lm_policy_get_config(svc->policy);
+    char budget[24];
+    snprintf(budget, sizeof budget, "%llu", (unsigned long long)lm_call_remaining(&lk->call, now));
+    lm_header h[2 + LM_OUTBOUND_HEADERS] = {
+        {.name = "Accept", .value = "application/json"},
+        {.name = "X-Request-Timeout", .value = budget},
+    };
     const char *tok = lm_guard_outbound_token(svc->guard, "articles_api", rc->req->caller, "read");
     lm_outbound ob;
-    size_t n = lm_outbound_headers(&ob, rc->req, tok, h, 1);
+    size_t n = lm_outbound_headers(&ob, rc->req, tok, h, 2);
     lm_client_opts o = {
         .method = "GET",
-        .host = host,
-        .port = port,
-        .path = path,
+        .host = in->host,
+        .port = in->port,
+        .path = lk->path,
         .headers = h,
         .n_headers = n,
         .max_body = 64 * 1024,
-        .on_done = cb,
-        .ud = rc,
+        .connect_timeout_ms = pc->connect_timeout_ms < try_ms ? pc->connect_timeout_ms : try_ms,
+        .response_timeout_ms = try_ms ? try_ms : 1,
+        .on_done = lookup_done,
+        .ud = lk,
         .span = &ob.span, /* reported as a client span when sampled */
     };
-    return client && lm_client_send(client, &o) != NULL;
+    return try_ms > 0 && client && lm_client_send(client, &o) != NULL;
+}
+
+/* Starts a lookup of path (under ARTICLES_URL's path when fixed). False when it cannot start
+ * (no instance known, the circuit open, the bulkhead full): the replica decides. */
+static bool ask(refcheck *rc, const char *path, lm_client_done_fn cb)
+{
+    charges_svc *svc = rc->svc;
+    uint64_t now = uv_now(lm_req_loop(rc->req));
+    lm_disc_set *set = svc->fixed_set;
+    bool own = false;
+    if (!svc->articles_fixed && svc->reg && lm_disc_get_mode(svc->reg) != LM_DISC_NONE) {
+        set = lm_disc_instances(svc->reg, "articles_api");
+        own = true;
+    }
+    if (!set || lm_disc_set_count(set) == 0) {
+        if (set && own) lm_disc_set_release(set);
+        return false; /* registry mode and no passing instance: articles is unavailable */
+    }
+    lookup *lk = lm_xcalloc(1, sizeof *lk);
+    lk->rc = rc;
+    lk->cb = cb;
+    lk->set = set;
+    lk->own_set = own;
+    snprintf(lk->path, sizeof lk->path, "%s", path);
+    lm_policy_verdict v = rc->forced
+                              ? lm_policy_begin_forced(svc->policy, &lk->call, now, rc->deadline_ms)
+                              : lm_policy_begin(svc->policy, &lk->call, now, rc->deadline_ms, true);
+    if (v != LM_POLICY_GO) {
+        if (v == LM_POLICY_OPEN) rc->open_circuit = true;
+        lookup_free(lk);
+        return false;
+    }
+    if (lm_policy_pick(&lk->call, set, true, now) < 0) {
+        lm_policy_end(&lk->call, LM_OUT_IGNORED, now);
+        lookup_free(lk);
+        return false;
+    }
+    if (!lookup_send(lk)) {
+        lm_policy_try_done(&lk->call, LM_OUT_IGNORED, now);
+        lm_policy_end(&lk->call, LM_OUT_IGNORED, now);
+        lookup_free(lk);
+        return false;
+    }
+    return true;
 }
 
 void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charges_refs_done done,
@@ -316,8 +421,19 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charg
     *rc = (refcheck){.svc = svc, .req = req, .refs = refs, .done = done, .ctx = ctx};
     refs->shelf_life_days = -1;
     refs->checked_ms = lm_timefmt_now_ms();
-    if ((refs->artikel_id || refs->einheit_id) &&
-        !lm_breaker_allow(breaker_of(rc), uv_now(lm_req_loop(req)))) {
+    uint64_t now = uv_now(lm_req_loop(req));
+    rc->deadline_ms = now + lm_policy_get_config(svc->policy)->timeout_ms;
+    uint64_t budget;
+    if (lm_policy_parse_timeout(lm_req_header(req, "x-request-timeout"), &budget)) {
+        uint64_t start = req->start_ns / 1000000u, until = start + budget;
+        if (until <= now && (refs->artikel_id || refs->einheit_id)) {
+            refs->deadline_spent = true; /* the caller has given up: ask nothing */
+            finish(rc);
+            return;
+        }
+        if (until < rc->deadline_ms) rc->deadline_ms = until;
+    }
+    if ((refs->artikel_id || refs->einheit_id) && !lm_policy_permits(svc->policy, now)) {
         /* circuit open: the replica answers what it can without waiting on articles */
         rc->open_circuit = true;
         rc->article_failed = refs->artikel_id != 0;
@@ -329,6 +445,30 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charg
         return;
     }
     ask_both(rc);
+}
+
+void charges_refcheck_init(charges_svc *svc, lm_cfg *cfg)
+{
+    lm_policy_config pc;
+    lm_policy_config_default(&pc, 2000, 2000, 30000);
+    pc.breaker.half_open_calls = 1; /* one lookup that succeeds shows articles is back */
+    pc.bulkhead = 256;
+    lm_policy_config_env(&pc, cfg, "ARTICLES_");
+    svc->policy = lm_policy_new("articles_api", &pc);
+    char body[1400], err[128];
+    snprintf(body, sizeof body,
+             "[{\"Node\":{\"Address\":\"%s\"},\"Service\":{\"ID\":\"articles-%s-%d\","
+             "\"Service\":\"articles_api\",\"Address\":\"%s\",\"Port\":%d},\"Checks\":[]}]",
+             svc->articles.host, svc->articles.host, svc->articles.port, svc->articles.host,
+             svc->articles.port);
+    svc->fixed_set = lm_disc_set_from_health(body, strlen(body), err, sizeof err);
+    if (!svc->fixed_set) lm_cfg_error(cfg, "ARTICLES_URL", "cannot be used: %s", err);
+}
+
+void charges_refcheck_free(charges_svc *svc)
+{
+    lm_policy_free(svc->policy);
+    if (svc->fixed_set) lm_disc_set_release(svc->fixed_set);
 }
 
 /* Both lookups, in parallel (an id of 0 is not asked). */

@@ -1,5 +1,7 @@
 /* admin.c — GET /admin/services: what the gateway routes to and how (services, aliases,
- * passing instances, requests in flight per instance, the balancer, the upstream pools).
+ * passing instances with their circuits and requests in flight, each service's call policy —
+ * its circuit, bulkhead, retry statistics and every instance it knows —, the balancer, the
+ * upstream pools, the stale-if-error store).
  * Behind a client credential with the "admin" scope. */
 #include "gateway.h"
 
@@ -9,24 +11,6 @@
 
 #include <stdatomic.h>
 #include <string.h>
-
-struct in_flight_sum {
-    const char *id;
-    long long n;
-};
-
-static void add_in_flight(const gw_upstream_stat *e, void *ud)
-{
-    struct in_flight_sum *sum = ud;
-    if (!strcmp(e->id, sum->id)) sum->n += atomic_load_explicit(&e->n, memory_order_relaxed);
-}
-
-static long long in_flight(gateway *gw, const char *id)
-{
-    struct in_flight_sum sum = {.id = id};
-    gw_upstream_each(gw, add_in_flight, &sum);
-    return sum.n;
-}
 
 static void handle_services(lm_req *req, void *ctx)
 {
@@ -43,18 +27,22 @@ static void handle_services(lm_req *req, void *ctx)
         lm_disc_set *set = lm_disc_instances(gw->reg, gw->services[i]);
         for (size_t j = 0; set && j < lm_disc_set_count(set); j++) {
             const lm_disc_instance *in = lm_disc_set_get(set, j);
+            long long n = 0;
+            const char *circuit = lm_policy_instance_state(gw->policies[i], in->id, &n);
             json_array_append_new(instances,
-                                  json_pack("{s:s, s:s, s:i, s:s, s:I}", "id", in->id, "host",
+                                  json_pack("{s:s, s:s, s:i, s:s, s:I, s:s}", "id", in->id, "host",
                                             in->host, "port", in->port, "health", "passing",
-                                            "in_flight", (json_int_t)in_flight(gw, in->id)));
+                                            "in_flight", (json_int_t)n, "circuit", circuit));
         }
         if (set) lm_disc_set_release(set);
         json_t *aliases = json_array();
         for (size_t a = 0; a < gw->n_aliases; a++)
             if (!strcmp(gw->aliases[a].to, gw->services[i]))
                 json_array_append_new(aliases, json_string(gw->aliases[a].from));
-        json_array_append_new(services, json_pack("{s:s, s:o, s:o}", "name", gw->services[i],
-                                                  "aliases", aliases, "instances", instances));
+        json_array_append_new(services,
+                              json_pack("{s:s, s:o, s:o, s:o}", "name", gw->services[i], "aliases",
+                                        aliases, "instances", instances, "policy",
+                                        lm_policy_json(gw->policies[i], lm_policy_now_ms())));
     }
     lm_client_stats total;
     lm_workerclient_stats(gw->upstreams, &total);
@@ -64,10 +52,14 @@ static void handle_services(lm_req *req, void *ctx)
         (json_int_t)total.connects, "reuses", (json_int_t)total.reuses, "connections_open",
         (json_int_t)total.conns_open, "connections_idle", (json_int_t)total.conns_idle, "queued",
         (json_int_t)total.queued, "in_flight", (json_int_t)total.inflight);
+    unsigned long long se = 0, sb = 0, ss = 0;
+    if (gw->stale) gw_stale_stats(gw->stale, &se, &sb, &ss);
     lm_json_resp(req, 200,
-                 json_pack("{s:o, s:s, s:o}", "services", services, "balancer",
-                           gw->least_outstanding ? "least_outstanding" : "round_robin",
-                           "upstream_pool", pool));
+                 json_pack("{s:o, s:s, s:o, s:{s:b, s:I, s:I, s:I}}", "services", services,
+                           "balancer", gw->least_outstanding ? "least_outstanding" : "round_robin",
+                           "upstream_pool", pool, "stale_if_error", "enabled", gw->stale != NULL,
+                           "entries", (json_int_t)se, "bytes", (json_int_t)sb, "served",
+                           (json_int_t)ss));
 }
 
 void gw_admin_routes(lm_router *r, gateway *gw)

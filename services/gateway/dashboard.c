@@ -209,33 +209,27 @@ typedef struct inst_views {
     size_t n, max;
 } inst_views;
 
-static void add_view(const gw_upstream_stat *u, void *ud)
+static void add_view(void *ud, const char *id, unsigned long long requests,
+                     unsigned long long failures, long long in_flight, const char *state)
 {
     inst_views *all = ud;
-    size_t j = 0;
-    while (j < all->n && strcmp(all->v[j].id, u->id) != 0)
-        j++;
-    if (j == all->n) {
-        if (all->n == all->max) return;
-        memset(&all->v[j], 0, sizeof all->v[j]);
-        snprintf(all->v[j].id, sizeof all->v[j].id, "%s", u->id);
-        all->n++;
-    }
-    inst_view *v = &all->v[j];
-    v->in_flight += atomic_load_explicit(&u->n, memory_order_relaxed);
-    v->requests += atomic_load_explicit(&u->requests, memory_order_relaxed);
-    v->failures += atomic_load_explicit(&u->failures, memory_order_relaxed);
-    /* a racy read of another worker's breaker: a display may be one step late */
-    lm_breaker_state st = *(const volatile lm_breaker_state *)&u->breaker.state;
-    if (st == LM_BREAKER_OPEN) v->open++;
-    if (st == LM_BREAKER_HALF_OPEN) v->half_open++;
+    if (all->n == all->max) return;
+    inst_view *v = &all->v[all->n++];
+    memset(v, 0, sizeof *v);
+    snprintf(v->id, sizeof v->id, "%s", id);
+    v->in_flight = in_flight;
+    v->requests = requests;
+    v->failures = failures;
+    v->open = !strcmp(state, "open");
+    v->half_open = !strcmp(state, "half_open");
 }
 
-/* Instance ids the workers hold entries for, with circuit and counters summed. */
+/* Instance ids the services' policies know (one state per process), with their circuits. */
 static size_t collect(gateway *gw, inst_view *v, size_t max)
 {
     inst_views all = {v, 0, max};
-    gw_upstream_each(gw, add_view, &all);
+    for (size_t s = 0; s < gw->n_services; s++)
+        lm_policy_each_instance(gw->policies[s], add_view, &all);
     return all.n;
 }
 

@@ -15,8 +15,8 @@
 #include <uv.h>
 
 #include "app.h"
-#include "breaker.h"
 #include "client.h"
+#include "policy.h"
 #include "tokcache.h"
 #include "workerclient.h"
 #include "token.h"
@@ -117,10 +117,12 @@ typedef struct gw_principal {
 
 /* ---- per worker ------------------------------------------------------------------------ */
 
-#define GW_TOKEN_CACHE   256
-#define GW_MAX_UPSTREAMS 64 /* instances one request chooses among */
-#define GW_MAX_SERVICES  32
-#define GW_BUCKETS       14 /* latency histogram buckets (metrics.c's bounds) */
+#define GW_TOKEN_CACHE  256
+#define GW_MAX_SERVICES 32
+#define GW_BUCKETS      14 /* latency histogram buckets (metrics.c's bounds) */
+#define GW_STALE_SEEN   64
+
+struct fwd;
 
 typedef struct gw_worker {
     gw_clients *clients;    /* this worker's reference to the newest table it has seen */
@@ -134,31 +136,19 @@ typedef struct gw_worker {
     int redis_state;     /* 0 not known yet, 1 up, 2 down (this worker's loop only) */
     lm_tokcache access;  /* access tokens already verified */
     lm_tokcache service; /* minted service tokens, by service|client|scope */
-    uint64_t rr;         /* round-robin cursor */
-    int breaker_threshold; /* for the circuits of new instances */
-    uint64_t breaker_reset_ms;
-    /* Per upstream instance, one entry per id for as long as discovery knows the instance
-     * or a request holds it (proxy.c): counters and the circuit are never reset under a
-     * request. The worker alone adds, removes and writes entries; it changes the list under
-     * out_lock, which other threads hold while they read it (gw_upstream_each). */
-    struct gw_upstream_stat *out; /* owned */
-    uv_mutex_t out_lock;
+    /* the per-try timeouts of this worker's calls (proxy.c): all of one length, so a FIFO
+     * list and one timer serve them all */
+    struct fwd *tries_head, *tries_tail;
+    uv_timer_t *try_timer; /* owned; data: this gw_worker */
+    struct {
+        uint64_t hash, at;
+    } stale_seen[GW_STALE_SEEN]; /* keys asked of the stale store in the last second */
     struct {
         atomic_ullong by_class[5];             /* 1xx..5xx answered to clients */
         atomic_ullong buckets[GW_BUCKETS + 1]; /* latency histogram, last +Inf */
         atomic_ullong sum_us;
     } svc[GW_MAX_SERVICES]; /* by index in gateway.services */
 } gw_worker;
-
-typedef struct gw_upstream_stat {
-    struct gw_upstream_stat *next;
-    char *id;               /* owned */
-    int holders;            /* requests that chose it (this worker only) */
-    atomic_int n;           /* in flight; written by this worker, read elsewhere */
-    atomic_ullong requests; /* sent to it */
-    atomic_ullong failures; /* connect/timeout/reset: no response */
-    lm_breaker breaker;     /* this worker's circuit to the instance */
-} gw_upstream_stat;
 
 /* ---- the gateway ---------------------------------------------------------------------- */
 
@@ -219,9 +209,17 @@ typedef struct gateway {
     char services[GW_MAX_SERVICES][64]; /* exposed through /api/ (GATEWAY_SERVICES) */
     size_t n_services;
     bool least_outstanding; /* else round-robin */
-    uint64_t connect_timeout_ms, upstream_timeout_ms;
-    int breaker_threshold;
-    uint64_t breaker_reset_ms;
+    /* the outbound-call policy (UPSTREAM_*), one state per exposed service and process */
+    lm_policy_config policy;
+    lm_policy *policies[GW_MAX_SERVICES]; /* by index in services; owned */
+    struct gw_route_timeout {
+        char service[64];
+        char prefix[128]; /* path under the service, "" for all */
+        uint64_t ms;
+    } route_timeouts[32]; /* GATEWAY_ROUTE_TIMEOUTS */
+    size_t n_route_timeouts;
+    struct gw_stale *stale;  /* stale-if-error copies of GET answers (stale.c), or NULL */
+    _Atomic bool discovered; /* every exposed service had an instance once (/ready) */
     struct lm_disc *reg;
     lm_workerclient *upstreams; /* each worker's upstream connections */
     gw_worker *workers;         /* by worker index */
@@ -296,12 +294,9 @@ void gw_clientauth_worker_init(gw_worker *w);
 void gw_clientauth_worker_free(gw_worker *w);
 
 void gw_proxy_routes(lm_router *r, gateway *gw);
-/* Calls fn for every upstream entry of every worker, under that worker's out_lock (any
- * thread; fn must not call back into the gateway). */
-void gw_upstream_each(gateway *gw, void (*fn)(const gw_upstream_stat *s, void *ud), void *ud);
-/* The worker's upstream entries: set up before its thread runs, freed after it stopped. */
-void gw_upstream_init(gw_worker *w);
-void gw_upstream_free(gw_worker *w);
+/* The worker's per-try timer (worker start, on its loop) and its release (worker stop). */
+void gw_proxy_worker_start(gw_worker *w, uv_loop_t *loop);
+void gw_proxy_worker_stop(gw_worker *w);
 bool gw_service_exposed(const gateway *gw, const char *name);
 void gw_admin_routes(lm_router *r, gateway *gw);
 /* Prometheus text for /metrics (metrics.c). */
@@ -317,5 +312,24 @@ void gw_dashboard_routes(lm_router *r, gateway *gw);
 bool gw_admin_access(gateway *gw, lm_req *req);
 /* GET /openapi.json (merged) and /docs (openapi.c). */
 void gw_openapi_routes(lm_router *r, gateway *gw);
+
+/* ---- stale-if-error (stale.c): the last good answer of GETs, bounded memory, shared by the
+ * workers under one lock. ---- */
+typedef struct gw_stale gw_stale;
+/* max_age_ms: how stale an answer may be served; max_bytes: the whole store's bound. */
+gw_stale *gw_stale_new(uint64_t max_age_ms, size_t max_bytes);
+void gw_stale_free(gw_stale *s);
+uint64_t gw_stale_hash(const char *key);
+/* Should a 200 for key be kept now? (False when a copy younger than a second exists: under
+ * load the store is refreshed once a second per key, not per request.) */
+bool gw_stale_wanted(gw_stale *s, const char *key, uint64_t now_ms);
+/* Keeps a copy (headers as "Name: value\r\n" lines, the body); replaces the older one. */
+void gw_stale_put(gw_stale *s, const char *key, const char *ctype, const char *headers,
+                  size_t headers_len, const char *body, size_t body_len, uint64_t now_ms);
+/* Answers req from a copy not older than max_age_ms: 200 with Age and Cache-Status; true
+ * when it did. */
+bool gw_stale_answer(gw_stale *s, lm_req *req, const char *key, uint64_t now_ms);
+void gw_stale_stats(gw_stale *s, unsigned long long *entries, unsigned long long *bytes,
+                    unsigned long long *served);
 
 #endif

@@ -1,6 +1,8 @@
 /* main.c — lotmesh-gateway: configuration, keys, clients, per-worker pools, routes, run. */
 #include "gateway.h"
 
+#include "discovery.h"
+
 #include "config.h"
 #include "log.h"
 #include "app_use.h"
@@ -8,6 +10,7 @@
 #include "server.h"
 #include "tracestore.h"
 
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +23,6 @@ static void worker_start(lm_worker *w, void *ctx)
     gwk->gw = gw;
     if (lm_worker_index(w) == 0) gw_admin_clients_watch(gw, lm_worker_loop(w));
     gw_clientauth_worker_init(gwk);
-    gwk->breaker_threshold = gw->breaker_threshold;
-    gwk->breaker_reset_ms = gw->breaker_reset_ms;
     if (gw->limit_redis) {
         lm_redis_addr a;
         char err[200];
@@ -29,12 +30,14 @@ static void worker_start(lm_worker *w, void *ctx)
         gwk->redis = lm_redis_new(lm_worker_loop(w), &a, gw->limit_timeout_ms, &gw_limit_script, 1,
                                   gw_limit_redis_state, gwk);
     }
+    gw_proxy_worker_start(gwk, lm_worker_loop(w));
 }
 
 static void worker_stop(lm_worker *w, void *ctx)
 {
     gateway *gw = ctx;
     gw_worker *gwk = &gw->workers[lm_worker_index(w)];
+    gw_proxy_worker_stop(gwk);
     gw_clientauth_worker_free(gwk);
     if (lm_worker_index(w) == 0) gw_admin_clients_unwatch(gw);
     gw_clients_release(gwk->clients);
@@ -93,6 +96,58 @@ static void parse_limits(gateway *gw, lm_cfg *cfg)
     long long conc = lm_cfg_int(cfg, "GATEWAY_AUTH_CONCURRENCY", 2, 1, 1024);
     gw->auth_concurrency = (int)((conc + workers - 1) / workers);
     gw->auth_queue = (int)lm_cfg_int(cfg, "GATEWAY_AUTH_QUEUE", 64, 1, 100000);
+}
+
+/* /ready: not before the discovery cache has an instance of every exposed service (then the
+ * first requests find one); once it had, an outage is the circuits' business, not a reason to
+ * take the gateway out of its load balancer. */
+static bool discovered(void *ctx, lm_buf *why)
+{
+    gateway *gw = ctx;
+    if (atomic_load(&gw->discovered) || lm_disc_get_mode(gw->reg) == LM_DISC_NONE) return true;
+    bool all = true;
+    for (size_t i = 0; i < gw->n_services; i++) {
+        lm_disc_set *set = lm_disc_instances(gw->reg, gw->services[i]);
+        bool some = set && lm_disc_set_count(set) > 0;
+        if (set) lm_disc_set_release(set);
+        if (!some) {
+            lm_buf_printf(why, "%sno instance of %s discovered yet", all ? "" : "; ",
+                          gw->services[i]);
+            all = false;
+        }
+    }
+    if (all) atomic_store(&gw->discovered, true);
+    return all;
+}
+
+/* "charges_api=5s,articles_api/api/v1/articles=2s": a service, optionally a path prefix under
+ * it, and the deadline of its requests. */
+static void parse_route_timeouts(gateway *gw, lm_cfg *cfg)
+{
+    const char *spec = lm_cfg_str(cfg, "GATEWAY_ROUTE_TIMEOUTS", "");
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        uint64_t ms = 0;
+        if (eq) *eq = '\0';
+        char *slash = strchr(item, '/');
+        size_t svc_len = slash ? (size_t)(slash - item) : strlen(item);
+        if (!eq || svc_len == 0 || svc_len >= 64 || (slash && strlen(slash + 1) >= 128) ||
+            !lm_parse_duration_ms(eq + 1, &ms) || ms < 10 || ms > 3600000 ||
+            gw->n_route_timeouts == sizeof gw->route_timeouts / sizeof gw->route_timeouts[0]) {
+            lm_cfg_error(cfg, "GATEWAY_ROUTE_TIMEOUTS",
+                         "must be service[/path-prefix]=duration[,…] with 10ms to 1h (got "
+                         "\"%.64s\")",
+                         item);
+            return;
+        }
+        struct gw_route_timeout *t = &gw->route_timeouts[gw->n_route_timeouts++];
+        snprintf(t->service, sizeof t->service, "%.*s", (int)svc_len, item);
+        snprintf(t->prefix, sizeof t->prefix, "%s", slash ? slash + 1 : "");
+        t->ms = ms;
+    }
 }
 
 /* "charges=charges_api,articles=articles_api" */
@@ -154,10 +209,11 @@ int main(int argc, char **argv)
     static const char *const balancers[] = {"least_outstanding", "round_robin", NULL};
     gw.least_outstanding =
         lm_cfg_enum(&cfg, "GATEWAY_BALANCER", "least_outstanding", balancers) == 0;
-    gw.connect_timeout_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_CONNECT_TIMEOUT", 1000, 10, 60000);
-    gw.upstream_timeout_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_TIMEOUT", 30000, 10, 3600000);
-    gw.breaker_threshold = (int)lm_cfg_int(&cfg, "UPSTREAM_BREAKER_THRESHOLD", 5, 1, 1000);
-    gw.breaker_reset_ms = lm_cfg_duration_ms(&cfg, "UPSTREAM_BREAKER_RESET", 10000, 100, 3600000);
+    lm_policy_config_default(&gw.policy, 30000, 1000, 10000);
+    lm_policy_config_env(&gw.policy, &cfg, "UPSTREAM_");
+    uint64_t stale_ms = lm_cfg_duration_ms(&cfg, "GATEWAY_STALE_IF_ERROR", 300000, 0, 86400000);
+    uint64_t stale_bytes =
+        lm_cfg_size(&cfg, "GATEWAY_STALE_MAX_BYTES", 16u << 20, 64u << 10, 4ull << 30);
     size_t max_traces = (size_t)lm_cfg_int(&cfg, "GATEWAY_TRACE_STORE_TRACES", 200, 1, 100000);
     size_t max_spans = (size_t)lm_cfg_int(&cfg, "GATEWAY_TRACE_STORE_SPANS", 256, 1, 100000);
     snprintf(gw.docs_dir, sizeof gw.docs_dir, "%s",
@@ -167,6 +223,7 @@ int main(int argc, char **argv)
     parse_limits(&gw, &cfg);
     gw_cors_parse(&gw, &cfg);
     gw.clients_watch_ms = lm_cfg_duration_ms(&cfg, "GATEWAY_CLIENTS_WATCH", 1000, 100, 3600000);
+    parse_route_timeouts(&gw, &cfg);
     if (lm_cfg_ok(&cfg)) lm_token_key_from_env(&gw.service_key, &cfg, true);
     if (lm_cfg_ok(&cfg) && lm_token_key_secret_file(&gw.access_key, access, true, err, sizeof err))
         lm_cfg_error(&cfg, "GATEWAY_ACCESS_KEY_FILE", "%s", err);
@@ -180,8 +237,8 @@ int main(int argc, char **argv)
     gw.reg = lm_app_use_registry(app, &cfg);
     lm_client_config cc;
     lm_client_config_default(&cc);
-    cc.connect_timeout_ms = gw.connect_timeout_ms;
-    cc.response_timeout_ms = gw.upstream_timeout_ms;
+    cc.connect_timeout_ms = gw.policy.connect_timeout_ms;
+    cc.response_timeout_ms = gw.policy.timeout_ms;
     cc.max_conns_per_origin = 256;
     cc.max_response_body = 64 * 1024 * 1024;
     gw.upstreams = lm_app_use_clients(app, &cc);
@@ -189,13 +246,16 @@ int main(int argc, char **argv)
 
     for (size_t i = 0; i < gw.n_services; i++)
         lm_disc_watch(gw.reg, gw.services[i]);
+    for (size_t i = 0; i < gw.n_services; i++)
+        gw.policies[i] = lm_policy_new(gw.services[i], &gw.policy);
+    if (stale_ms) gw.stale = gw_stale_new(stale_ms, stale_bytes);
     gw.n_workers = lm_app_env(app)->workers;
     gw.workers = lm_xcalloc((size_t)gw.n_workers, sizeof *gw.workers);
-    for (int i = 0; i < gw.n_workers; i++)
-        gw_upstream_init(&gw.workers[i]);
     lm_app_add(app, &(lm_component){.ctx = &gw,
                                     .worker_start = worker_start,
                                     .worker_stop = worker_stop,
+                                    .ready_name = "discovery",
+                                    .ready = discovered,
                                     .metrics = gw_metrics_render});
     gw_cors_routes(lm_app_router(app), &gw);
     gw_clientauth_routes(lm_app_router(app), &gw);
@@ -210,9 +270,10 @@ int main(int argc, char **argv)
     int rc = lm_app_run(app);
     lm_tracestore_free(gw.traces);
     lm_app_free(app);
-    for (int i = 0; i < gw.n_workers; i++)
-        gw_upstream_free(&gw.workers[i]);
     free(gw.workers);
+    for (size_t i = 0; i < gw.n_services; i++)
+        lm_policy_free(gw.policies[i]);
+    gw_stale_free(gw.stale);
     gw_clients_release(gw.clients_cur);
     pthread_mutex_destroy(&gw.clients_mu);
     gw_limiter_free(gw.limiter);

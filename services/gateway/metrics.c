@@ -1,7 +1,8 @@
 /* metrics.c — the gateway's own Prometheus metrics, next to the runtime's: requests and
  * latency by service and status class, requests, failures and in-flight by upstream
- * instance, and the upstream pools. Counters live per worker (gw_worker), written by that
- * worker only with relaxed atomics, summed here at scrape time. */
+ * instance, the call policy's circuits, retries, budget and bulkhead, and the upstream pools.
+ * Counters live per worker (gw_worker), written by that worker only with relaxed atomics, summed
+ * here at scrape time. */
 #include "gateway.h"
 
 #include <stdatomic.h>
@@ -44,69 +45,64 @@ static unsigned long long sum_svc(gateway *gw, size_t s, int what, int i)
     return n;
 }
 
-struct instance_sums {
-    struct instance_sum {
-        char *id; /* owned */
-        unsigned long long requests, failures;
-        long long in_flight;
-        int circuit_open; /* workers whose circuit to it is open or half-open */
-    } * v;
-    size_t n, cap;
-};
+typedef struct inst_render {
+    lm_buf *requests, *failures, *gauges, *circuits;
+} inst_render;
 
-static void add_instance(const gw_upstream_stat *e, void *ud)
+static void one_instance(void *ctx, const char *id, unsigned long long req, unsigned long long fail,
+                         long long inflight, const char *circuit)
 {
-    struct instance_sums *all = ud;
-    struct instance_sum *s = NULL;
-    for (size_t i = 0; i < all->n && !s; i++)
-        if (!strcmp(all->v[i].id, e->id)) s = &all->v[i];
-    if (!s) {
-        if (all->n == all->cap) {
-            all->cap = all->cap ? all->cap * 2 : 16;
-            all->v = lm_xrealloc(all->v, all->cap * sizeof *all->v);
-        }
-        s = &all->v[all->n++];
-        *s = (struct instance_sum){.id = lm_xstrdup(e->id)};
-    }
-    s->requests += atomic_load_explicit(&e->requests, memory_order_relaxed);
-    s->failures += atomic_load_explicit(&e->failures, memory_order_relaxed);
-    s->in_flight += atomic_load_explicit(&e->n, memory_order_relaxed);
-    /* another worker's breaker, read racily: a gauge may lag a step */
-    if (*(const volatile lm_breaker_state *)&e->breaker.state != LM_BREAKER_CLOSED)
-        s->circuit_open++;
+    inst_render *r = ctx;
+    lm_buf_printf(r->circuits, "lotmesh_gateway_upstream_circuit_open{instance=\"%s\"} %d\n", id,
+                  strcmp(circuit, "closed") != 0);
+    lm_buf_printf(r->requests, "lotmesh_gateway_upstream_requests_total{instance=\"%s\"} %llu\n",
+                  id, req);
+    lm_buf_printf(r->failures, "lotmesh_gateway_upstream_failures_total{instance=\"%s\"} %llu\n",
+                  id, fail);
+    lm_buf_printf(r->gauges, "lotmesh_gateway_upstream_in_flight{instance=\"%s\"} %lld\n", id,
+                  inflight);
 }
 
-/* Instances known to any worker: sums by id (each worker has its own entries). */
+/* Every instance the services' policies know (one table per process, policy.h). */
 static void render_instances(lm_buf *out, gateway *gw)
 {
-    struct instance_sums all = {0};
-    gw_upstream_each(gw, add_instance, &all);
+    lm_buf fails = LM_BUF_INIT, gauges = LM_BUF_INIT, circuits = LM_BUF_INIT;
     lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_requests_total Requests sent to an "
-                           "upstream instance.\n# TYPE lotmesh_gateway_upstream_requests_total "
-                           "counter\n");
-    for (size_t i = 0; i < all.n; i++)
-        lm_buf_printf(out, "lotmesh_gateway_upstream_requests_total{instance=\"%s\"} %llu\n",
-                      all.v[i].id, all.v[i].requests);
-    lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_failures_total Upstream requests that "
-                           "got no response (refused, reset, timeout).\n# TYPE "
-                           "lotmesh_gateway_upstream_failures_total counter\n");
-    for (size_t i = 0; i < all.n; i++)
-        lm_buf_printf(out, "lotmesh_gateway_upstream_failures_total{instance=\"%s\"} %llu\n",
-                      all.v[i].id, all.v[i].failures);
+                           "upstream instance (tries).\n# TYPE "
+                           "lotmesh_gateway_upstream_requests_total counter\n");
+    inst_render r = {.requests = out, .failures = &fails, .gauges = &gauges, .circuits = &circuits};
+    for (size_t s = 0; s < gw->n_services; s++)
+        lm_policy_each_instance(gw->policies[s], one_instance, &r);
+    lm_buf_append_str(out,
+                      "# HELP lotmesh_gateway_upstream_failures_total Tries that showed the "
+                      "instance unhealthy (refused, reset, timeout, bare 502/503/504).\n# TYPE "
+                      "lotmesh_gateway_upstream_failures_total counter\n");
+    lm_buf_append(out, fails.data, fails.len);
     lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_in_flight Requests in flight per "
                            "upstream instance.\n# TYPE lotmesh_gateway_upstream_in_flight gauge\n");
-    for (size_t i = 0; i < all.n; i++)
-        lm_buf_printf(out, "lotmesh_gateway_upstream_in_flight{instance=\"%s\"} %lld\n",
-                      all.v[i].id, all.v[i].in_flight);
-    lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_circuit_open Workers whose circuit to "
-                           "an upstream instance is open or half-open (0: closed everywhere).\n"
+    lm_buf_append(out, gauges.data, gauges.len);
+    lm_buf_free(&gauges);
+    lm_buf_append_str(out, "# HELP lotmesh_gateway_upstream_circuit_open 1 while the circuit to an "
+                           "upstream instance is open or half-open.\n"
                            "# TYPE lotmesh_gateway_upstream_circuit_open gauge\n");
-    for (size_t i = 0; i < all.n; i++) {
-        lm_buf_printf(out, "lotmesh_gateway_upstream_circuit_open{instance=\"%s\"} %d\n",
-                      all.v[i].id, all.v[i].circuit_open);
-        free(all.v[i].id);
+    lm_buf_append(out, circuits.data, circuits.len);
+    lm_buf_free(&circuits);
+    lm_buf_free(&fails);
+    lm_policy_metrics(gw->policies, (int)gw->n_services, out, lm_policy_now_ms());
+    if (gw->stale) {
+        unsigned long long e, b, served;
+        gw_stale_stats(gw->stale, &e, &b, &served);
+        lm_buf_printf(
+            out,
+            "# HELP lotmesh_gateway_stale_entries GET answers kept for stale-if-error.\n"
+            "# TYPE lotmesh_gateway_stale_entries gauge\nlotmesh_gateway_stale_entries %llu\n"
+            "# HELP lotmesh_gateway_stale_bytes Their memory.\n"
+            "# TYPE lotmesh_gateway_stale_bytes gauge\nlotmesh_gateway_stale_bytes %llu\n"
+            "# HELP lotmesh_gateway_stale_served_total Answers served stale.\n"
+            "# TYPE lotmesh_gateway_stale_served_total counter\n"
+            "lotmesh_gateway_stale_served_total %llu\n",
+            e, b, served);
     }
-    free(all.v);
 }
 
 void gw_metrics_render(lm_buf *out, void *ctx)

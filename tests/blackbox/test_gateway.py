@@ -82,7 +82,10 @@ def rgw(rec, creds, _rgw_fleet):
             f"hidden={rec.url}")
     env = gateway_env(creds, spec, GATEWAY_SERVICES="charges_api,rec,dead,ghost",
                       MAX_BODY_BYTES=BODY_LIMIT, SERVICE_TOKEN_TTL=f"{SERVICE_TTL}s",
-                      ACCESS_TOKEN_TTL=f"{ACCESS_TTL}s")
+                      ACCESS_TOKEN_TTL=f"{ACCESS_TTL}s",
+                      # the forwarding tests provoke failures on purpose, one after another:
+                      # circuits are tested on gateways of their own
+                      UPSTREAM_BREAKER_THRESHOLD=0, UPSTREAM_BREAKER_MIN_CALLS=100000)
     g = RecGateway(_rgw_fleet.start("gateway", env), creds)
     g.dead_port = dead
     return g
@@ -1454,10 +1457,10 @@ def test_slow_upstream_is_504_at_the_timeout(start_process, rec, creds):
 
 # ---- retry on another instance: GET/HEAD only --------------------------------------------------
 
-def test_connect_failure_retries_reads_on_another_instance_only(start_process, rec, creds):
-    """Two static instances of one service, one refusing connections, round-robin: every GET
-    and HEAD succeeds (the refused connection is retried on the other instance); a POST that
-    lands on the dead one is a 502 and is not sent anywhere else."""
+def test_connect_failure_is_retried_on_another_instance(start_process, rec, creds):
+    """Two static instances of one service, one refusing connections, round-robin: every GET,
+    HEAD and POST succeeds — a refused connection sent nothing, so trying the other instance
+    repeats nothing (DESIGN 3.8) — and each request reaches the recorder exactly once."""
     spec = f"static:pair={rec.url},http://127.0.0.1:{dead_port()}"
     # the circuit breaker would stop using the dead instance after a few failures (see
     # test_open_circuit_fails_fast_with_503): kept closed here to see the retry rules alone
@@ -1472,15 +1475,10 @@ def test_connect_failure_retries_reads_on_another_instance_only(start_process, r
                 r = g.api(method, f"/api/pair/api/{t}/{method}/{i}", session=s)
                 assert r.status_code == 200, (method, i, r.text)
         assert len(rec.find(f"{t}/GET/")) == 10 and len(rec.find(f"{t}/HEAD/")) == 10
-        statuses = []
         for i in range(6):
             r = g.api("POST", f"/api/pair/api/{t}/POST/{i}", data=b"{}", session=s)
-            assert r.status_code in (200, 502), r.text
-            if r.status_code == 502:
-                problem(r, 502)
-            statuses.append(r.status_code)
-    assert statuses.count(502) >= 2 and statuses.count(200) >= 2, statuses
-    assert len(rec.find(f"{t}/POST/")) == statuses.count(200)
+            assert r.status_code == 200, r.text
+    assert len(rec.find(f"{t}/POST/")) == 6
 
 
 # ---- the real services: the seed's flow ---------------------------------------------------------
