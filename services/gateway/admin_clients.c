@@ -442,7 +442,9 @@ static void on_counter(void *ud, const struct redisReply *r)
                   : r && r->type == REDIS_REPLY_NIL  ? 0
                                                      : -1;
     if (v < 0) return; /* Redis does not answer: the file watch still works */
-    if (gw->clients_announced >= 0 && v != gw->clients_announced)
+    /* the first answer too: a change announced between this instance's start-up read of the
+     * file and its first look at the counter is in the counter's value already */
+    if (gw->clients_announced < 0 || v != gw->clients_announced)
         reload(gw, gw->clients_announce.loop);
     gw->clients_announced = v;
 }
