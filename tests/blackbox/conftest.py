@@ -108,3 +108,28 @@ def redis_server(tmp_path_factory):
     srv.start()
     yield srv
     srv.stop(signal.SIGTERM)
+
+
+# ---- shared by the gateway suites: one recording upstream per module, a fleet per test ----
+
+
+@pytest.fixture(scope="module")
+def rec():
+    """A recording upstream (gateway_util.Recorder) for the module's gateways."""
+    from gateway_util import Recorder
+
+    r = Recorder()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Processes started by a test (gateway_util.Fleet); stopped after it, problems fail it."""
+    from gateway_util import Fleet
+
+    f = Fleet(tmp_path)
+    yield f
+    problems = f.stop()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

@@ -12,7 +12,7 @@ import threading
 import pytest
 import requests
 
-from gateway_util import Fleet, Gateway, Recorder, bootstrap_clients, gateway_env
+from gateway_util import Fleet, Gateway, bootstrap_clients, gateway_env
 from harness import IO_TIMEOUT, free_port
 
 
@@ -34,13 +34,6 @@ def test_valid_ttls_start(start_process, value):
 @pytest.fixture(scope="module")
 def creds(tmp_path_factory):
     return bootstrap_clients(tmp_path_factory.mktemp("dns-clients"))
-
-
-@pytest.fixture(scope="module")
-def rec():
-    r = Recorder()
-    yield r
-    r.close()
 
 
 @pytest.mark.parametrize("ttl", [None, "0"], ids=["cache-default", "cache-off"])

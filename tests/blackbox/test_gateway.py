@@ -57,13 +57,6 @@ def creds(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def rec():
-    r = Recorder()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
 def _rgw_fleet(tmp_path_factory):
     yield from fleet_fixture(tmp_path_factory, "gw-rec")
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 import requests
 
-from gateway_util import Fleet, Gateway, Recorder, bootstrap_clients, gateway_env
+from gateway_util import Fleet, Gateway, bootstrap_clients, gateway_env
 from harness import IO_TIMEOUT, poll
 from services_util import assert_full_problem
 
@@ -18,13 +18,6 @@ from services_util import assert_full_problem
 @pytest.fixture(scope="module")
 def creds(tmp_path_factory):
     return bootstrap_clients(tmp_path_factory.mktemp("adm-clients"))
-
-
-@pytest.fixture(scope="module")
-def rec():
-    r = Recorder()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import threading
 import pytest
 import requests
 
-from gateway_util import Fleet, Gateway, Recorder, bootstrap_clients, gateway_env
+from gateway_util import Gateway, bootstrap_clients, gateway_env
 from harness import IO_TIMEOUT, RawConn
 from services_util import assert_full_problem
 
@@ -20,22 +20,6 @@ from services_util import assert_full_problem
 @pytest.fixture(scope="module")
 def creds(tmp_path_factory):
     return bootstrap_clients(tmp_path_factory.mktemp("guard-clients"))
-
-
-@pytest.fixture(scope="module")
-def rec():
-    r = Recorder()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    f = Fleet(tmp_path)
-    yield f
-    problems = f.stop()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def start_gw(fleet, creds, rec, **env):

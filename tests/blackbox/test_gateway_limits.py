@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from gateway_util import (Fleet, Gateway, Recorder, api_key_hash, bootstrap_clients, dead_port,
+from gateway_util import (Gateway, api_key_hash, bootstrap_clients, dead_port,
                           gateway_env, wait_until)
 from harness import IO_TIMEOUT
 from services_util import assert_full_problem
@@ -25,22 +25,6 @@ PATH = "/api/rec/api/things/1"
 @pytest.fixture(scope="module")
 def creds(tmp_path_factory):
     return bootstrap_clients(tmp_path_factory.mktemp("lim-clients"))
-
-
-@pytest.fixture(scope="module")
-def rec():
-    r = Recorder()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    f = Fleet(tmp_path)
-    yield f
-    problems = f.stop()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def start_gw(fleet, creds, rec, **env):

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from gateway_util import Gateway, Recorder, bootstrap_clients, gateway_env, reply
+from gateway_util import Gateway, bootstrap_clients, gateway_env, reply
 from harness import poll as wait_until
 from services_util import unique
 
@@ -18,13 +18,6 @@ from services_util import unique
 @pytest.fixture(scope="module")
 def creds(tmp_path_factory):
     return bootstrap_clients(tmp_path_factory.mktemp("res-clients"))
-
-
-@pytest.fixture(scope="module")
-def rec():
-    r = Recorder()
-    yield r
-    r.close()
 
 
 def start_gw(start_process, creds, rec, **extra):
