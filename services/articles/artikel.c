@@ -87,6 +87,7 @@ static int before_write(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t
 }
 
 static lm_rest_resource artikel = {
+    .event_type = "artikel",
     .noun = "article",
     .table = "artikel",
     .columns = columns,

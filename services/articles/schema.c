@@ -3,6 +3,7 @@
 #include "articles.h"
 
 #include "idempotency.h"
+#include "rest.h"
 
 static const char *const articles_migrations_sqlite[] = {
     /* 1 */
@@ -53,6 +54,12 @@ static const char *const articles_migrations_sqlite[] = {
     "DROP TABLE artikel;"
     "ALTER TABLE artikel_v2 RENAME TO artikel;"
     "CREATE INDEX artikel_status ON artikel(status);",
+    /* 3: events (DESIGN 3.6): the outbox, inbox and checkpoints, and what articles learns
+     * from charge.*: each batch's article and whether it is live (status not verbraucht) */
+    LM_OUTBOX_SCHEMA ";"
+    "CREATE TABLE charge_seen (id INTEGER PRIMARY KEY, artikel_id INTEGER NOT NULL,"
+    " live INTEGER NOT NULL);"
+    "CREATE INDEX charge_seen_artikel ON charge_seen(artikel_id) WHERE live = 1;",
 };
 
 /* PostgreSQL: the same tables; identity ids are never reused (as AUTOINCREMENT). */
@@ -85,6 +92,11 @@ static const char *const articles_migrations_pg[] = {
     " ('m', 'Meter', " PG_NOW "),"
     " ('Stk', 'Stück', " PG_NOW "),"
     " ('Pkg', 'Packung', " PG_NOW ");",
+    /* 2: events, as SQLite's 3 (identity ids were never reused: no SQLite 2 here) */
+    LM_OUTBOX_SCHEMA_PG ";"
+    "CREATE TABLE charge_seen (id bigint PRIMARY KEY, artikel_id bigint NOT NULL,"
+    " live integer NOT NULL);"
+    "CREATE INDEX charge_seen_artikel ON charge_seen(artikel_id) WHERE live = 1;",
 };
 
 const lm_db_migrations articles_migrations = {

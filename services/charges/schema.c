@@ -5,6 +5,7 @@
 #include "charges.h"
 
 #include "idempotency.h"
+#include "rest.h"
 
 static const char *const charges_migrations_sqlite[] = {
     /* 1 */
@@ -69,6 +70,8 @@ static const char *const charges_migrations_sqlite[] = {
     "CREATE INDEX charge_fefo ON charge(mindesthaltbarkeitsdatum_ms IS NULL,"
     " mindesthaltbarkeitsdatum_ms, id);"
     "CREATE INDEX charge_status ON charge(status);",
+    /* 3: events (DESIGN 3.6): the outbox, inbox and checkpoints */
+    LM_OUTBOX_SCHEMA ";",
 };
 
 /* PostgreSQL: the same tables; identity ids are never reused. */
@@ -102,6 +105,8 @@ static const char *const charges_migrations_pg[] = {
     " mindesthaltbarkeit_tage bigint, status text, gesehen_ms bigint NOT NULL);"
     "CREATE TABLE einheit_replica ("
     " id bigint PRIMARY KEY, kuerzel text, gesehen_ms bigint NOT NULL);" LM_IDEM_SCHEMA_PG ";",
+    /* 2: events, as SQLite's 3 (identity ids were never reused: no SQLite 2 here) */
+    LM_OUTBOX_SCHEMA_PG ";",
 };
 
 const lm_db_migrations charges_migrations = {
