@@ -56,7 +56,8 @@ static const char *const articles_migrations_sqlite[] = {
     "CREATE INDEX artikel_status ON artikel(status);",
     /* 3: events (DESIGN 3.6): the outbox, inbox and checkpoints, and what articles learns
      * from charge.*: each batch's article and whether it is live (status not verbraucht) */
-    LM_OUTBOX_SCHEMA ";"
+    LM_OUTBOX_SCHEMA
+    ";"
     "CREATE TABLE charge_seen (id INTEGER PRIMARY KEY, artikel_id INTEGER NOT NULL,"
     " live INTEGER NOT NULL);"
     "CREATE INDEX charge_seen_artikel ON charge_seen(artikel_id) WHERE live = 1;",
@@ -93,7 +94,8 @@ static const char *const articles_migrations_pg[] = {
     " ('Stk', 'Stück', " PG_NOW "),"
     " ('Pkg', 'Packung', " PG_NOW ");",
     /* 2: events, as SQLite's 3 (identity ids were never reused: no SQLite 2 here) */
-    LM_OUTBOX_SCHEMA_PG ";"
+    LM_OUTBOX_SCHEMA_PG
+    ";"
     "CREATE TABLE charge_seen (id bigint PRIMARY KEY, artikel_id bigint NOT NULL,"
     " live integer NOT NULL);"
     "CREATE INDEX charge_seen_artikel ON charge_seen(artikel_id) WHERE live = 1;",
