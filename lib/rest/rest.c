@@ -576,7 +576,10 @@ int lm_rest_delete_job(lm_db_conn *c, void *arg)
     lm_db_reset(st);
     if ((rc = lm_rest_check_version(op, version))) return rc;
     op->status = 204;
-    return after_write(c, op, LM_REST_DELETED);
+    op->version = version; /* for the event; a 204 carries no ETag */
+    rc = after_write(c, op, LM_REST_DELETED);
+    op->version = 0;
+    return rc;
 }
 
 int lm_rest_idem_probe_job(lm_db_conn *c, void *arg)
