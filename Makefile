@@ -48,7 +48,8 @@ run: build
 # (LOTMESH_TEST_DB=pg: one server for the session, one database per service instance).
 PG_SUITES := tests/blackbox/test_articles.py tests/blackbox/test_charges.py \
              tests/blackbox/test_cache.py tests/blackbox/test_articles_contract.py \
-             tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py
+             tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py \
+             tests/blackbox/test_events_producer.py
 test: asan
 	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
 	@scripts/promtool.sh
