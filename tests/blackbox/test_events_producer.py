@@ -58,7 +58,7 @@ def test_article_writes_append_their_events_with_the_representation(articles):
     assert evs[2]["data"] == {"id": aid}
     assert evs[0]["aggregateversion"] == int(etag1.strip('W/"'))
     assert evs[1]["aggregateversion"] == int(etag2.strip('W/"'))
-    assert evs[2]["aggregateversion"] > evs[1]["aggregateversion"]
+    assert evs[2]["aggregateversion"] > evs[1]["aggregateversion"], evs
     seqs = [e["sequence"] for e in evs]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     assert len({e["id"] for e in evs}) == 3
