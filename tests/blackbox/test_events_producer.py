@@ -228,3 +228,22 @@ def test_bad_event_configuration_stops_with_one_line(run_process, env, var):
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.splitlines() if var in ln]
     assert len(lines) == 1, r.stderr
+
+
+def test_feed_through_the_gateway_with_a_read_scope(fleet, tmp_path):
+    """ERP integrations read the feed through the gateway like any /api/v1 path: a client
+    with the read scope gets it, none gets 401."""
+    from gateway_util import SECRET, Gateway, bootstrap_clients, gateway_env
+    (tmp_path / "clients").mkdir()
+    creds = bootstrap_clients(tmp_path / "clients")
+    a = fleet.start("articles", {"SERVICE_AUTH": "enabled", "SERVICE_TOKEN_SECRET": SECRET,
+                                 "CHARGES_URL": "http://127.0.0.1:9"})
+    gw = Gateway(fleet.start("gateway", gateway_env(
+        creds, f"static:articles_api={a.base_url}", GATEWAY_SERVICES="articles_api")), creds)
+    from services_util import service_token
+    aid = create_article(a, unique("GW"), headers={
+        "Authorization": "Bearer " + service_token("articles_api", secret=SECRET)}).json()["id"]
+    r = gw.api("GET", "/api/articles_api/api/v1/events?after=0&limit=1000", client="reader")
+    assert r.status_code == 200, r.text
+    assert ("artikel.created", str(aid)) in [(e["type"], e["subject"]) for e in r.json()]
+    assert gw.api("GET", "/api/articles_api/api/v1/events", client=None).status_code == 401
