@@ -7,7 +7,7 @@ TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge format lint clean
+.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge bench-events format lint clean
 
 all: build
 
@@ -114,6 +114,11 @@ bench-gateway: build
 bench-edge: build
 	@scripts/deps.sh bench
 	@bench/edge.sh $(BUILD)
+
+# End-to-end event lag (commit to applied) at 1,000 and 5,000 events/s (EVENT_BROKER_URL
+# selects RabbitMQ; unset: the built-in feed).
+bench-events: build
+	@bench/events.sh $(BUILD)
 
 format:
 	@clang-format -i lib/*/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c
