@@ -12,8 +12,8 @@
  * lm_casefold). */
 #include "db_backend.h"
 #include "log.h"
+#include "sqlparam.h"
 
-#include <ctype.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -22,7 +22,7 @@
 #include <string.h>
 
 #define STMT_CACHE 128
-#define MAX_PARAMS 32
+#define MAX_PARAMS LM_SQLPARAM_MAX
 /* NOTIFY channel of committed writes (payload: the writer's instance id) */
 #define CHANNEL "lotmesh_writes"
 /* pg_advisory_lock key of the migration step: "lotmesh" */
@@ -468,58 +468,6 @@ out:
 
 /* ---- statements ------------------------------------------------------------------------ */
 
-/* sql with ?, ?N and :name turned into $N (string literals and quoted names left alone);
- * the names are recorded in s. Returns the text (owned) or NULL when there are too many. */
-static char *translate(const char *sql, pg_st *s)
-{
-    lm_buf b = LM_BUF_INIT;
-    int max = 0;
-    for (const char *c = sql; *c;) {
-        if (*c == '\'' || *c == '"') {
-            char q = *c;
-            const char *e = strchr(c + 1, q);
-            size_t n = e ? (size_t)(e - c) + 1 : strlen(c);
-            lm_buf_append(&b, c, n);
-            c += n;
-            continue;
-        }
-        int idx = 0;
-        if (*c == '?') {
-            c++;
-            if (isdigit((unsigned char)*c)) {
-                idx = (int)strtol(c, (char **)&c, 10);
-            } else {
-                idx = max + 1;
-            }
-        } else if (*c == ':' && c[1] != ':' && (isalpha((unsigned char)c[1]) || c[1] == '_') &&
-                   (c == sql || c[-1] != ':')) {
-            const char *e = c + 1;
-            while (isalnum((unsigned char)*e) || *e == '_')
-                e++;
-            size_t n = (size_t)(e - c);
-            for (int i = 0; i < max && !idx; i++)
-                if (s->names[i] && strlen(s->names[i]) == n && !strncmp(s->names[i], c, n))
-                    idx = i + 1;
-            if (!idx) {
-                idx = max + 1;
-                if (idx <= MAX_PARAMS) s->names[idx - 1] = lm_xstrndup(c, n);
-            }
-            c = e;
-        } else {
-            lm_buf_append_char(&b, *c++);
-            continue;
-        }
-        if (idx < 1 || idx > MAX_PARAMS) {
-            lm_buf_free(&b);
-            return NULL;
-        }
-        if (idx > max) max = idx;
-        lm_buf_printf(&b, "$%d", idx);
-    }
-    s->n_params = max;
-    return lm_buf_steal(&b, NULL);
-}
-
 static lm_db_st *pg_stmt(lm_db_conn *c, const char *sql)
 {
     pg_conn *p = PG(c);
@@ -537,7 +485,12 @@ static lm_db_st *pg_stmt(lm_db_conn *c, const char *sql)
     s->base.conn = c;
     s->sql = sql;
     snprintf(s->name, sizeof s->name, "s%u", p->next_name++);
-    char *text = translate(sql, s);
+    lm_sqlparam params;
+    char *text = lm_sqlparam_translate(sql, &params);
+    if (text) {
+        s->n_params = params.n;
+        memcpy(s->names, params.names, sizeof s->names); /* s owns them now */
+    }
     if (!text) {
         set_err(p, "too many parameters");
         free_st(s);
