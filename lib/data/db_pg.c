@@ -299,6 +299,7 @@ static bool exec(pg_conn *p, const char *sql)
 {
     PGresult *r;
     if (p->pipeline) {
+        if (p->lost) return false; /* answers out of step: nothing more on it */
         r = pipeline_exec(p, sql);
     } else {
         r = PQexec(p->h, sql);
