@@ -1056,7 +1056,7 @@ static void check_range(lm_req *req, const char *name, list_args *a, int k, lm_v
     a->names[k] = steal(&nm);
     const char *v = lm_req_query(req, name);
     if (!v) return;
-    int64_t ms;
+    int64_t ms = 0;
     if (!lm_timefmt_parse(v, true, &ms))
         lm_verrs_add(errs, name, "must be an RFC 3339 date or date-time");
     a->ints[k] = ms;
