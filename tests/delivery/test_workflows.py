@@ -15,7 +15,7 @@ WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 
 @pytest.fixture(scope="module", autouse=True)
 def tools():
-    subprocess.run([str(TOOLS / "setup.sh")], check=True, timeout=300)
+    subprocess.run([str(REPO / "scripts" / "npm-tools.sh"), str(TOOLS)], check=True, timeout=300)
 
 
 def lint(*paths):
