@@ -62,6 +62,8 @@ t_base=$(date +%s)
 # the base's name, for whoever builds from deploy/Containerfile here too (the workflow test)
 mkdir -p build/images && echo "$base" > build/images/base
 
+# oci-labels.sh: with buildah 1.28 the version and revision labels of a cached stage would be
+# an older commit's (see there)
 for p in "${processes[@]}"; do
   t=$(date +%s)
   if [ "$p" = backends ]; then
@@ -72,6 +74,7 @@ for p in "${processes[@]}"; do
   podman build -q --format docker --layers --pull=missing "${file[@]}" \
     --build-arg DEBIAN="$base" --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     -t "lotmesh/$p:$version" -t "lotmesh/$p:latest" . >/dev/null
+  scripts/oci-labels.sh "lotmesh/$p:latest" version="$version" revision="$revision"
   size=$(podman image inspect --format '{{.Size}}' "lotmesh/$p:latest")
   awk -v p="$p" -v v="$version" -v s="$size" -v t="$(( $(date +%s) - t ))" \
     'BEGIN{printf "images.sh: lotmesh/%s:%s  %.1f MB  (%d s)\n", p, v, s/1e6, t}'

@@ -121,13 +121,22 @@ def test_ci_images_job_runs_here(tmp_path):
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "docker").write_text(
-        "#!/bin/sh\n"
+        "#!/bin/bash\n"
         "# docker -> podman; no image can be pulled here: the build stage's Debian is the\n"
-        "# locally made base (scripts/images.sh)\n"
+        "# locally made base (scripts/images.sh). buildah 1.28 keeps a cached LABEL step when\n"
+        "# only its build-arg changed: VERSION/REVISION/SOURCE are set again afterwards\n"
+        "# (scripts/oci-labels.sh), as make images does.\n"
         f"export CONTAINERS_CONF={shlex.quote(podman_env()['CONTAINERS_CONF'])}\n"
-        'if [ "$1" = build ]; then shift; exec podman build -q --pull=never --format docker '
-        f'--build-arg DEBIAN={shlex.quote(base)} "$@"; fi\n'
-        'exec podman "$@"\n')
+        '[ "$1" = build ] || exec podman "$@"\n'
+        "shift; labels=(); tag=; prev=\n"
+        'for a in "$@"; do\n'
+        '  if [ "$prev" = --build-arg ]; then\n'
+        '    case $a in VERSION=*|REVISION=*|SOURCE=*) k=${a%%=*}; labels+=("${k,,}=${a#*=}");; esac\n'
+        '  fi\n'
+        '  [ "$prev" = -t ] && tag=$a; prev=$a\n'
+        "done\n"
+        f'podman build -q --pull=never --format docker --build-arg DEBIAN={shlex.quote(base)} "$@"\n'
+        f'exec {shlex.quote(str(REPO / "scripts" / "oci-labels.sh"))} "$tag" "${{labels[@]}}"\n')
     (shim / "docker").chmod(0o755)
     runner = Runner(REPO, REPO / ".github" / "workflows" / "ci.yml", "images",
                     matrix={"process": "registry"}, path_prefix=str(shim))
