@@ -74,7 +74,7 @@ for p in "${processes[@]}"; do
   podman build -q --format docker --layers --pull=missing "${file[@]}" \
     --build-arg DEBIAN="$base" --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     -t "lotmesh/$p:$version" -t "lotmesh/$p:latest" . >/dev/null
-  scripts/oci-labels.sh "lotmesh/$p:latest" version="$version" revision="$revision"
+  scripts/oci-labels.sh "lotmesh/$p:latest,lotmesh/$p:$version" version="$version" revision="$revision"
   size=$(podman image inspect --format '{{.Size}}' "lotmesh/$p:latest")
   awk -v p="$p" -v v="$version" -v s="$size" -v t="$(( $(date +%s) - t ))" \
     'BEGIN{printf "images.sh: lotmesh/%s:%s  %.1f MB  (%d s)\n", p, v, s/1e6, t}'
