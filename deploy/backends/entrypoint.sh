@@ -8,6 +8,8 @@
 #   rabbitmq-server         the broker, node rabbit@$(hostname), user $RABBITMQ_DEFAULT_USER
 #                           with $RABBITMQ_DEFAULT_PASS; SIGINT/SIGTERM stop it cleanly
 #   anything else           run as given (redis-server …) as user redis when it is a Redis tool
+# The servers are exec'd with setpriv (not runuser, which stays PID 1 as their parent and lets
+# the stop signal go nowhere), so the stop signal reaches them.
 set -eu
 
 pg() {
@@ -37,7 +39,7 @@ pg() {
     done
     runuser -u postgres -- pg_ctl -D "$PGDATA" -w -s -m fast stop
   fi
-  exec runuser -u postgres -- postgres -D "$PGDATA" -c listen_addresses='*' "$@"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups -- postgres -D "$PGDATA" -c listen_addresses='*' "$@"
 }
 
 rabbit() {
@@ -71,9 +73,10 @@ case $cmd in
   # the official image's Redis is built with protected mode off (it is reached over the
   # container network); a config file named first stays first
   redis-server)
+    cd /var/lib/redis # its working directory, where a save on shutdown goes
     case ${1:-} in
-      '' | -*) exec runuser -u redis -- redis-server --protected-mode no "$@" ;;
-      *) conf=$1; shift; exec runuser -u redis -- redis-server "$conf" --protected-mode no "$@" ;;
+      '' | -*) exec setpriv --reuid=redis --regid=redis --init-groups -- redis-server --protected-mode no "$@" ;;
+      *) conf=$1; shift; exec setpriv --reuid=redis --regid=redis --init-groups -- redis-server "$conf" --protected-mode no "$@" ;;
     esac ;;
   *) exec "$cmd" "$@" ;;
 esac
