@@ -117,7 +117,10 @@ def test_every_file_and_target_the_steps_name_exists():
 def test_ci_images_job_runs_here(tmp_path):
     """ci.yml's images job, step by step (checkout, then its run: steps), for the registry:
     the image it builds from a clean clone is the one `make images` builds from the tree."""
-    base = (REPO / "build" / "images" / "base").read_text().strip()
+    base_file = REPO / "build" / "images" / "base"
+    if not base_file.exists():
+        pytest.fail("build/images/base is missing: run `make images`", pytrace=False)
+    base = base_file.read_text().strip()
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "docker").write_text(
