@@ -7,7 +7,7 @@ TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge format lint clean
+.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge bench-events format lint clean
 
 all: build
 
@@ -48,7 +48,8 @@ run: build
 # (LOTMESH_TEST_DB=pg: one server for the session, one database per service instance).
 PG_SUITES := tests/blackbox/test_articles.py tests/blackbox/test_charges.py \
              tests/blackbox/test_cache.py tests/blackbox/test_articles_contract.py \
-             tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py
+             tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py \
+             tests/blackbox/test_events_producer.py
 # Each part prints its wall time (scripts/timed.sh; collected in build/ci-times.txt).
 test:
 	@scripts/timed.sh build-asan $(MAKE) --no-print-directory asan
@@ -116,6 +117,11 @@ bench-gateway: build
 bench-edge: build
 	@scripts/deps.sh bench
 	@bench/edge.sh $(BUILD)
+
+# End-to-end event lag (commit to applied) at 1,000 and 5,000 events/s (EVENT_BROKER_URL
+# selects RabbitMQ; unset: the built-in feed).
+bench-events: build
+	@bench/events.sh $(BUILD)
 
 format:
 	@clang-format -i lib/*/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c
