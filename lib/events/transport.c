@@ -9,6 +9,7 @@
 /* The first backend whose accepts() says yes serves the URL. */
 static const lm_transport_backend *const lm_transport_backends[] = {
     &lm_transport_feed,
+    &lm_transport_amqp,
 };
 
 const char *lm_transport_state_name(lm_transport_state s)

@@ -213,5 +213,6 @@ void lm_transport_closed(lm_transport *t);
 /* The backends this build has: transport.c lists them in lm_transport_backends (the first
  * whose accepts() says yes is used); a backend adds its extern here and one line there. */
 extern const lm_transport_backend lm_transport_feed;
+extern const lm_transport_backend lm_transport_amqp;
 
 #endif
