@@ -22,12 +22,29 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-/* Decodes in[0..n) into out (size cap); false when it does not fit or has a bad escape. */
+/* Decodes in[0..n) into out (size cap <= 256); false when the result does not fit or the
+ * text has a bad escape. Each decoded byte takes at most 3 encoded ones. */
 static bool decode(const char *in, size_t n, char *out, size_t cap)
 {
-    if (n >= cap) return false;
+    char tmp[3 * 256 + 1];
     size_t len;
-    return lm_url_decode(in, n, out, &len, false);
+    if (n > 3 * (cap - 1) || n >= sizeof tmp || !lm_url_decode(in, n, tmp, &len, false) ||
+        len >= cap)
+        return false;
+    memcpy(out, tmp, len + 1);
+    return true;
+}
+
+/* Hex digits, ':' and '.' (an embedded IPv4), with at least one ':'. */
+static bool ipv6_ok(const char *h)
+{
+    bool colon = false;
+    for (const char *c = h; *c; c++) {
+        bool hex = (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F');
+        if (!hex && *c != ':' && *c != '.') return false;
+        colon = colon || *c == ':';
+    }
+    return colon;
 }
 
 int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errlen)
@@ -44,8 +61,7 @@ int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errle
         if ((unsigned char)*c <= 0x20 || *c == 0x7f)
             return fail(err, errlen, "EVENT_BROKER_URL contains a space or control character");
         if (*c == '?' || *c == '#')
-            return fail(err, errlen, "EVENT_BROKER_URL: no query or fragment allowed (found '%c')",
-                        *c);
+            return fail(err, errlen, "EVENT_BROKER_URL: no query or fragment allowed");
     }
     const char *slash = strchr(p, '/');
     const char *auth_end = slash ? slash : p + strlen(p);
@@ -80,6 +96,8 @@ int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errle
         if ((size_t)(close - host - 1) >= sizeof out->host)
             return fail(err, errlen, "EVENT_BROKER_URL: host name too long");
         memcpy(out->host, host + 1, (size_t)(close - host - 1));
+        if (!ipv6_ok(out->host))
+            return fail(err, errlen, "EVENT_BROKER_URL: bad IPv6 address (expected [addr])");
         hend = close + 1;
         if (hend < auth_end) {
             if (*hend != ':')
@@ -95,7 +113,7 @@ int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errle
         for (const char *c = host; c < hend; c++)
             if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
                   (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_'))
-                return fail(err, errlen, "EVENT_BROKER_URL: bad character '%c' in the host", *c);
+                return fail(err, errlen, "EVENT_BROKER_URL: bad character in the host");
         if (colon) port_s = colon + 1;
     }
     if (!out->host[0]) return fail(err, errlen, "EVENT_BROKER_URL: no host");
@@ -130,21 +148,27 @@ int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errle
     return 0;
 }
 
-void lm_amqp_url_redacted(const lm_amqp_url *u, char *out, size_t outlen)
+/* Appends s percent-encoded (all but RFC 3986's unreserved characters) at out[*n..cap). */
+static void encode(const char *s, char *out, size_t cap, size_t *n)
 {
-    char vh[3 * sizeof u->vhost + 1];
-    size_t n = 0;
-    for (const char *c = u->vhost; *c && n + 4 < sizeof vh; c++) {
+    for (const char *c = s; *c && *n + 4 < cap; c++) {
         unsigned char ch = (unsigned char)*c;
         if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            vh[n++] = (char)ch;
-        } else {
-            n += (size_t)snprintf(vh + n, sizeof vh - n, "%%%02x", ch);
-        }
+            ch == '-' || ch == '.' || ch == '_' || ch == '~')
+            out[(*n)++] = (char)ch;
+        else
+            *n += (size_t)snprintf(out + *n, cap - *n, "%%%02X", ch);
     }
-    vh[n] = '\0';
+    out[*n] = '\0';
+}
+
+void lm_amqp_url_redacted(const lm_amqp_url *u, char *out, size_t outlen)
+{
+    char vh[3 * sizeof u->vhost + 1], us[3 * sizeof u->user + 1];
+    size_t n = 0, m = 0;
+    encode(u->vhost, vh, sizeof vh, &n);
+    encode(u->user, us, sizeof us, &m);
     bool v6 = strchr(u->host, ':') != NULL;
-    snprintf(out, outlen, "amqp://%s@%s%s%s:%d/%s", u->user, v6 ? "[" : "", u->host, v6 ? "]" : "",
+    snprintf(out, outlen, "amqp://%s@%s%s%s:%d/%s", us, v6 ? "[" : "", u->host, v6 ? "]" : "",
              u->port, vh);
 }
