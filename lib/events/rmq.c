@@ -831,9 +831,11 @@ size_t lm_rmq_take_results(lm_rmq *a, lm_rmq_result *out, size_t max)
 {
     pthread_mutex_lock(&a->mu);
     size_t n = a->n_results < max ? a->n_results : max;
-    memcpy(out, a->results, n * sizeof *out);
-    memmove(a->results, a->results + n, (a->n_results - n) * sizeof *out);
-    a->n_results -= n;
+    if (n > 0) {
+        memcpy(out, a->results, n * sizeof *out);
+        memmove(a->results, a->results + n, (a->n_results - n) * sizeof *out);
+        a->n_results -= n;
+    }
     pthread_mutex_unlock(&a->mu);
     return n;
 }
@@ -842,9 +844,11 @@ size_t lm_rmq_take_deliveries(lm_rmq *a, lm_rmq_delivery **out, size_t max)
 {
     pthread_mutex_lock(&a->mu);
     size_t n = a->n_dels < max ? a->n_dels : max;
-    memcpy(out, a->dels, n * sizeof *out);
-    memmove(a->dels, a->dels + n, (a->n_dels - n) * sizeof *out);
-    a->n_dels -= n;
+    if (n > 0) {
+        memcpy(out, a->dels, n * sizeof *out);
+        memmove(a->dels, a->dels + n, (a->n_dels - n) * sizeof *out);
+        a->n_dels -= n;
+    }
     pthread_mutex_unlock(&a->mu);
     return n;
 }
