@@ -12,7 +12,8 @@
  *                                    delivery ({"id","type","attempt","parsed","redelivered"});
  *                                    acks parsed ones, rejects the rest; with RETRY_BELOW=K,
  *                                    retries (delay 0) a parsed delivery while its attempt is
- *                                    below K. Runs until SIGTERM/SIGINT.
+ *                                    below K; with HOLD=1 settles nothing. Runs until
+ *                                    SIGTERM/SIGINT.
  *
  * Envelopes are CloudEvents of type artikel.updated (subject i % 100 + 1, sequence i + 1),
  * padded to about BYTES (default 600) with a data member. Writes one line on stderr per
@@ -281,6 +282,7 @@ static int run_bare(const char *url, size_t n, size_t bytes)
 typedef struct consumer {
     lm_transport *t;
     unsigned retry_below;
+    bool hold;
     uv_signal_t sigterm, sigint;
 } consumer;
 
@@ -297,6 +299,7 @@ static void cons_deliver(void *ctx, lm_delivery *d)
     fwrite(line.data, 1, line.len, stdout);
     fflush(stdout);
     lm_buf_free(&line);
+    if (c->hold) return; /* never settled: the broker gets it back when the connection goes */
     if (!d->parsed)
         lm_transport_reject(c->t, d);
     else if (d->attempt < c->retry_below)
@@ -326,6 +329,7 @@ static int run_consume(const char *url, const char *service, const char *const *
     consumer c = {0};
     const char *rb = getenv("RETRY_BELOW");
     c.retry_below = rb ? (unsigned)atoi(rb) : 0;
+    c.hold = getenv("HOLD") != NULL;
     uv_loop_t *loop = uv_default_loop();
     lm_transport_cfg cfg = {.broker_url = url, .service = service};
     lm_transport_cbs cbs = {.ctx = &c, .deliver = cons_deliver, .state = cons_state};

@@ -1,0 +1,327 @@
+"""test_events_amqp.py — the RabbitMQ event transport (lib/events/transport_amqp.c) against a
+real broker (rabbitmq_server.py, once per session), driven by lm_evbench (bench/evbench.c:
+the relay's path through lm_transport, and a consumer), read independently with python3-pika.
+
+What the broker must show (DESIGN 3.6): the durable topic exchange lotmesh.events; messages
+with routing key = type, persistent, content type application/cloudevents+json, message_id =
+the event id, a traceparent header, the CloudEvent as body; a consumer's durable queue
+<service>.events bound to its patterns, manual acks, redelivery with growing attempts,
+dead-lettering into <service>.events.dlq; publishing through a broker restart loses nothing.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from harness import BIN_DIR, _live_pids, poll
+
+pika = pytest.importorskip("pika")
+
+EXCHANGE = "lotmesh.events"
+
+
+def evbench():
+    exe = BIN_DIR / "lm_evbench"
+    if not exe.is_file():
+        pytest.fail(f"{exe} not built", pytrace=False)
+    return str(exe)
+
+
+def env():
+    e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+         "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
+         "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    return e
+
+
+def run_relay(url, n, timeout=120, extra=()):
+    r = subprocess.run([evbench(), "relay", url, str(n), *extra], env=env(),
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    assert "runtime error" not in r.stderr and "Sanitizer" not in r.stderr, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+class Sink:
+    """An exclusive pika queue bound to the exchange with pattern, read on a thread."""
+
+    def __init__(self, rabbitmq, pattern="#"):
+        self.con = rabbitmq.connect()
+        self.ch = self.con.channel()
+        self.ch.exchange_declare(EXCHANGE, "topic", durable=True)
+        self.queue = self.ch.queue_declare("", exclusive=True).method.queue
+        self.ch.queue_bind(self.queue, EXCHANGE, pattern)
+
+    def drain(self, want, timeout=60):
+        """Messages (method, properties, body) until want have come or timeout passes."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < want and time.monotonic() < deadline:
+            m, p, b = self.ch.basic_get(self.queue, auto_ack=True)
+            if m is None:
+                self.con.sleep(0.05)
+                continue
+            got.append((m, p, b))
+        return got
+
+    def close(self):
+        try:
+            self.con.close()
+        except Exception:
+            pass
+
+
+class Consumer:
+    """lm_evbench consume as SERVICE: a real process whose stdout lines are deliveries."""
+
+    def __init__(self, url, service, patterns, retry_below=0, hold=False):
+        e = env()
+        if retry_below:
+            e["RETRY_BELOW"] = str(retry_below)
+        if hold:
+            e["HOLD"] = "1"
+        self.proc = subprocess.Popen([evbench(), "consume", url, service, *patterns], env=e,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _live_pids.add(self.proc.pid)
+        self.lines = []
+        self.err = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+        self._te = threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True)
+        self._te.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def up(self):
+        return any("transport up" in e for e in self.err)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+        _live_pids.discard(self.proc.pid)
+        self._t.join(timeout=5)
+        self._te.join(timeout=5)
+        text = "".join(self.err)
+        assert "runtime error" not in text and "Sanitizer" not in text, text
+        return self.proc.returncode
+
+
+def test_published_envelope_as_pika_sees_it(rabbitmq):
+    sink = Sink(rabbitmq, "artikel.*")
+    try:
+        res = run_relay(rabbitmq.url, 20)
+        assert res["n"] == 20 and res["confirm_failures"] == 0
+        msgs = sink.drain(20)
+    finally:
+        sink.close()
+    assert len(msgs) == 20
+    seqs = []
+    for m, p, body in msgs:
+        ev = json.loads(body)
+        assert m.exchange == EXCHANGE
+        assert m.routing_key == ev["type"] == "artikel.updated"
+        assert p.content_type == "application/cloudevents+json"
+        assert p.delivery_mode == 2  # persistent
+        assert p.message_id == ev["id"]
+        assert p.type == ev["type"]
+        assert p.headers["traceparent"] == ev["traceparent"]
+        assert ev["specversion"] == "1.0" and ev["source"] == "/lotmesh/evbench"
+        assert ev["datacontenttype"] == "application/json"
+        assert ev["subject"] == str(ev["data"]["id"])
+        seqs.append(ev["sequence"])
+    assert seqs == sorted(seqs) == list(range(1, 21))  # one connection: publish order kept
+
+
+def test_exchange_is_durable_topic(rabbitmq):
+    con = rabbitmq.connect()
+    try:
+        ch = con.channel()
+        run_relay(rabbitmq.url, 1)
+        # a passive declare with the same attributes succeeds; another type is refused
+        ch.exchange_declare(EXCHANGE, "topic", durable=True, passive=True)
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+            ch.exchange_declare(EXCHANGE, "direct", durable=True)
+    finally:
+        try:
+            con.close()
+        except Exception:
+            pass
+
+
+def test_unroutable_message_counts_as_a_confirm_failure(rabbitmq):
+    """With no queue bound for a type the broker returns the message: not published."""
+    con = rabbitmq.connect()
+    ch = con.channel()
+    try:
+        # nothing bound for artikel.updated: every message comes back; the relay keeps
+        # publishing them again, so bound a queue after the first failures to let it end
+        qname = f"late-{uuid.uuid4().hex[:8]}"
+        ch.queue_declare(qname, exclusive=True)
+        p = subprocess.Popen([evbench(), "relay", rabbitmq.url, "5"], env=env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _live_pids.add(p.pid)
+        time.sleep(1.0)
+        ch.queue_bind(qname, EXCHANGE, "artikel.updated")
+        out, err = p.communicate(timeout=60)
+        _live_pids.discard(p.pid)
+        assert p.returncode == 0, err
+        res = json.loads(out.strip().splitlines()[-1])
+        assert res["confirm_failures"] >= 5, res
+        assert ch.queue_declare(qname, passive=True).method.message_count == 5
+    finally:
+        con.close()
+
+
+def test_consumer_queue_bindings_retry_and_ack(rabbitmq):
+    svc = f"t{uuid.uuid4().hex[:6]}"
+    rabbitmq.reset_queues(svc)
+    c = Consumer(rabbitmq.url, svc, ["artikel.*", "einheit.*"], retry_below=3)
+    try:
+        assert poll(c.up, timeout=30), "".join(c.err)
+        con = rabbitmq.connect()
+        ch = con.channel()
+        q = ch.queue_declare(f"{svc}.events", passive=True)
+        assert q.method.message_count == 0
+        con.close()
+        run_relay(rabbitmq.url, 4)
+        # each comes three times: attempts 1, 2 (retried, redelivered), 3 (acked)
+        assert poll(lambda: len(c.lines) >= 12, timeout=30), c.lines
+        time.sleep(0.3)
+        by_id = {}
+        for d in c.lines:
+            by_id.setdefault(d["id"], []).append(d)
+        assert len(by_id) == 4
+        for ds in by_id.values():
+            assert [d["attempt"] for d in ds] == [1, 2, 3]
+            assert [d["redelivered"] for d in ds] == [False, True, True]
+    finally:
+        assert c.stop() == 0
+    con = rabbitmq.connect()
+    try:
+        ch = con.channel()
+        # durable, quorum, dead-lettering; nothing left after the acks
+        q = ch.queue_declare(f"{svc}.events", passive=True)
+        assert q.method.message_count == 0
+        assert ch.queue_declare(f"{svc}.events.dlq", passive=True).method.message_count == 0
+    finally:
+        con.close()
+    out = rabbitmq.ctl("list_queues", "name", "durable", "type", "arguments")
+    line = next(l for l in out.splitlines() if l.startswith(f"{svc}.events\t"))
+    assert "true" in line and "quorum" in line and "lotmesh.events.dlx" in line, line
+
+
+def test_malformed_message_is_dead_lettered_and_does_not_block(rabbitmq):
+    svc = f"t{uuid.uuid4().hex[:6]}"
+    rabbitmq.reset_queues(svc)
+    c = Consumer(rabbitmq.url, svc, ["artikel.*"])
+    try:
+        assert poll(c.up, timeout=30), "".join(c.err)
+        con = rabbitmq.connect()
+        ch = con.channel()
+        ch.basic_publish(EXCHANGE, "artikel.created", b"{not json",
+                         pika.BasicProperties(message_id="bad-1", delivery_mode=2))
+        ch.basic_publish(EXCHANGE, "artikel.created", b'{"specversion":"1.0"}',
+                         pika.BasicProperties(message_id="bad-2", delivery_mode=2))
+        run_relay(rabbitmq.url, 3)
+        assert poll(lambda: len(c.lines) >= 5, timeout=30), c.lines
+        assert [d["parsed"] for d in c.lines[:2]] == [False, False]
+        assert all(d["parsed"] for d in c.lines[2:5])
+        dlq = f"{svc}.events.dlq"
+        assert poll(lambda: ch.queue_declare(dlq, passive=True).method.message_count == 2,
+                    timeout=10)
+        m, p, body = ch.basic_get(dlq, auto_ack=True)
+        assert p.message_id == "bad-1" and body == b"{not json"
+        assert p.headers["x-first-death-reason"] == "rejected"
+        con.close()
+    finally:
+        assert c.stop() == 0
+
+
+def test_consumer_killed_mid_stream_gets_redelivery(rabbitmq):
+    """Deliveries a consumer held unacked when SIGKILLed come again to the next one, marked
+    redelivered and with the next attempt number."""
+    svc = f"t{uuid.uuid4().hex[:6]}"
+    rabbitmq.reset_queues(svc)
+    c = Consumer(rabbitmq.url, svc, ["artikel.*"], hold=True)  # applies, never acks
+    try:
+        assert poll(c.up, timeout=30), "".join(c.err)
+        run_relay(rabbitmq.url, 5)
+        assert poll(lambda: len(c.lines) >= 5, timeout=30)
+    finally:
+        c.stop(signal.SIGKILL)
+    c2 = Consumer(rabbitmq.url, svc, ["artikel.*"])
+    try:
+        assert poll(lambda: len({d["id"] for d in c2.lines}) >= 5, timeout=30), c2.lines
+        first = {}
+        for d in c2.lines:
+            first.setdefault(d["id"], d)
+        assert all(d["redelivered"] and d["attempt"] == 2 for d in first.values()), c2.lines
+        assert len(c2.lines) == 5  # acked now: no further redelivery
+    finally:
+        assert c2.stop() == 0
+
+
+def test_broker_restart_during_publishing_loses_nothing(rabbitmq):
+    """The broker stopped and started while the relay path publishes: every event ends up
+    confirmed and in the bound durable queue at least once (duplicates are allowed: the
+    consumer's inbox absorbs them)."""
+    qname = f"restart-{uuid.uuid4().hex[:8]}"
+    con = rabbitmq.connect()
+    ch = con.channel()
+    ch.queue_declare(qname, durable=True)
+    ch.queue_bind(qname, EXCHANGE, "artikel.*")
+    con.close()
+    n = 3000
+    p = subprocess.Popen([evbench(), "relay", rabbitmq.url, str(n), "2000"], env=env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _live_pids.add(p.pid)
+    try:
+        # wait until publishing has begun, then take the broker away and bring it back
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            c = rabbitmq.connect()
+            cnt = c.channel().queue_declare(qname, passive=True).method.message_count
+            c.close()
+            if cnt > 0:
+                break
+            time.sleep(0.05)
+        rabbitmq.stop(signal.SIGKILL)
+        time.sleep(1.0)
+        rabbitmq.start()
+        out, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        _live_pids.discard(p.pid)
+        if rabbitmq.proc is None:
+            rabbitmq.start()
+    assert p.returncode == 0, err
+    assert "lost broker" in err, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["n"] == n
+    con = rabbitmq.connect()
+    try:
+        ch = con.channel()
+        seqs = set()
+        total = 0
+        while True:
+            m, props, body = ch.basic_get(qname, auto_ack=True)
+            if m is None:
+                break
+            total += 1
+            seqs.add(json.loads(body)["sequence"])
+        ch.queue_delete(qname)
+    finally:
+        con.close()
+    assert seqs == set(range(1, n + 1)), f"missing {sorted(set(range(1, n + 1)) - seqs)[:20]}"
+    assert total >= n
