@@ -142,15 +142,18 @@ def test_published_envelope_as_pika_sees_it(rabbitmq):
 
 
 def test_exchange_is_durable_topic(rabbitmq):
+    sink = Sink(rabbitmq, "artikel.*")
     con = rabbitmq.connect()
     try:
         ch = con.channel()
         run_relay(rabbitmq.url, 1)
+        assert len(sink.drain(1)) == 1
         # a passive declare with the same attributes succeeds; another type is refused
         ch.exchange_declare(EXCHANGE, "topic", durable=True, passive=True)
         with pytest.raises(pika.exceptions.ChannelClosedByBroker):
             ch.exchange_declare(EXCHANGE, "direct", durable=True)
     finally:
+        sink.close()
         try:
             con.close()
         except Exception:
@@ -214,7 +217,7 @@ def test_consumer_queue_bindings_retry_and_ack(rabbitmq):
         assert ch.queue_declare(f"{svc}.events.dlq", passive=True).method.message_count == 0
     finally:
         con.close()
-    out = rabbitmq.ctl("list_queues", "name", "durable", "type", "arguments")
+    out = rabbitmq.ctl("list_queues", "-p", "lotmesh", "name", "durable", "type", "arguments")
     line = next(l for l in out.splitlines() if l.startswith(f"{svc}.events\t"))
     assert "true" in line and "quorum" in line and "lotmesh.events.dlx" in line, line
 
