@@ -135,6 +135,11 @@ const char *lm_db_backend_name(const lm_db *db)
     return db->be->name;
 }
 
+const char *lm_db_conn_backend_name(const lm_db_conn *conn)
+{
+    return conn->be->name;
+}
+
 /* ---- statements: dispatch -------------------------------------------------------------- */
 
 lm_db_st *lm_db_stmt(lm_db_conn *c, const char *sql)

@@ -95,6 +95,8 @@ lm_db *lm_db_open(const char *url, const lm_db_migrations *m, const lm_db_opts *
 void lm_db_close(lm_db *db);
 /* "sqlite" or "postgresql" */
 const char *lm_db_backend_name(const lm_db *db);
+/* The same for a job's connection (any thread holding it). */
+const char *lm_db_conn_backend_name(const lm_db_conn *conn);
 
 lm_db_port *lm_db_attach(lm_db *db, uv_loop_t *loop);
 /* Closes the port's handle; pending completions are delivered first. */

@@ -30,20 +30,34 @@ static char *tr_dup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+static const lm_transport_backend *tr_backend(const char *url)
+{
+    for (size_t i = 0; i < sizeof lm_transport_backends / sizeof *lm_transport_backends; i++)
+        if (lm_transport_backends[i]->accepts(url)) return lm_transport_backends[i];
+    return NULL;
+}
+
+static void tr_no_backend(const char *url, char *err, size_t errlen)
+{
+    const char *colon = strchr(url, ':');
+    snprintf(err, errlen, "no event transport for \"%.*s\" URLs in this build",
+             colon ? (int)(colon - url) : 0, url);
+}
+
+bool lm_transport_url_ok(const char *url, char *err, size_t errlen)
+{
+    if (!url || !*url || tr_backend(url)) return true;
+    tr_no_backend(url, err, errlen);
+    return false;
+}
+
 lm_transport *lm_transport_open(uv_loop_t *loop, const lm_transport_cfg *cfg,
                                 const lm_transport_cbs *cbs, char *err, size_t errlen)
 {
     const char *url = cfg->broker_url && *cfg->broker_url ? cfg->broker_url : NULL;
-    const lm_transport_backend *be = NULL;
-    for (size_t i = 0; i < sizeof lm_transport_backends / sizeof *lm_transport_backends; i++)
-        if (lm_transport_backends[i]->accepts(url)) {
-            be = lm_transport_backends[i];
-            break;
-        }
+    const lm_transport_backend *be = tr_backend(url);
     if (!be) {
-        const char *colon = url ? strchr(url, ':') : NULL;
-        snprintf(err, errlen, "EVENT_BROKER_URL: no event transport for scheme \"%.*s\"",
-                 colon ? (int)(colon - url) : 0, url ? url : "");
+        tr_no_backend(url, err, errlen);
         return NULL;
     }
     lm_transport *t = calloc(1, sizeof *t);

@@ -156,6 +156,8 @@ typedef struct lm_transport_stats {
  * build lacks. */
 lm_transport *lm_transport_open(uv_loop_t *loop, const lm_transport_cfg *cfg,
                                 const lm_transport_cbs *cbs, char *err, size_t errlen);
+/* true when a backend of this build serves url; otherwise false and one line why. */
+bool lm_transport_url_ok(const char *url, char *err, size_t errlen);
 /* "feed" or "amqp" */
 const char *lm_transport_name(const lm_transport *t);
 

@@ -5,6 +5,7 @@
 #include "problem.h"
 #include "precond.h"
 #include "timefmt.h"
+#include "trace.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -23,6 +24,7 @@ lm_rest_op *lm_rest_op_new(lm_req *req, lm_store *store)
     op->total = -1;
     op->l2_gen = UINT64_MAX;
     op->if_match = lm_precond_if_match_copy(req);
+    if (req->method_id != LM_METHOD_GET) lm_trace_format(&req->trace, op->traceparent);
     /* Idempotency-Key means something only for a create (POST); other methods ignore it */
     if (req->method_id != LM_METHOD_POST) return op;
     switch (lm_idem_key(req, op->idem_key)) {
@@ -574,7 +576,10 @@ int lm_rest_delete_job(lm_db_conn *c, void *arg)
     lm_db_reset(st);
     if ((rc = lm_rest_check_version(op, version))) return rc;
     op->status = 204;
-    return after_write(c, op, LM_REST_DELETED);
+    op->version = version; /* for the event; a 204 carries no ETag */
+    rc = after_write(c, op, LM_REST_DELETED);
+    op->version = 0;
+    return rc;
 }
 
 int lm_rest_idem_probe_job(lm_db_conn *c, void *arg)
@@ -675,9 +680,57 @@ int lm_rest_conflict(lm_rest_op *op, const json_t *body)
     return 409;
 }
 
+int lm_rest_outbox_append(lm_db_conn *c, const char *type, long long subject, long long version,
+                          const char *data, const char *traceparent)
+{
+    if (strcmp(lm_db_conn_backend_name(c), "postgresql") == 0) {
+        lm_db_st *lk = lm_db_stmt(c, "SELECT pg_advisory_xact_lock(7100311)");
+        if (!lk) return LM_DB_EIO;
+        int rc = lm_db_step(lk);
+        lm_db_reset(lk);
+        if (rc != LM_DB_ROW) return LM_DB_EIO;
+    }
+    uint8_t raw[16];
+    char id[33];
+    lm_trace_random_bytes(raw, sizeof raw);
+    lm_trace_hex_encode(raw, sizeof raw, id);
+    char now[LM_TIME_STRLEN];
+    lm_timefmt_format(lm_timefmt_now_ms(), now);
+    lm_db_st *st = lm_db_stmt(c, "INSERT INTO outbox (event_id, type, subject, aggregateversion,"
+                                 " time, traceparent, data) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    if (!st) return LM_DB_EIO;
+    lm_db_bind_text(st, 1, id, -1);
+    lm_db_bind_text(st, 2, type, -1);
+    lm_db_bind_int(st, 3, subject);
+    lm_db_bind_int(st, 4, version);
+    lm_db_bind_text(st, 5, now, -1);
+    if (traceparent && *traceparent)
+        lm_db_bind_text(st, 6, traceparent, -1);
+    else
+        lm_db_bind_null(st, 6);
+    lm_db_bind_text(st, 7, data, -1);
+    int rc = lm_db_step(st);
+    lm_db_reset(st);
+    return rc == LM_DB_DONE ? 0 : LM_DB_EIO;
+}
+
 static int after_write(lm_db_conn *c, lm_rest_op *op, lm_rest_change what)
 {
     const lm_rest_resource *r = op->resource;
+    if (r->event_type) {
+        static const char *const verbs[] = {"created", "updated", "deleted"};
+        char type[64], data[48];
+        snprintf(type, sizeof type, "%s.%s", r->event_type, verbs[what]);
+        /* a delete's event carries {"id": N} and the version after the last one */
+        long long version = op->version > 0 ? op->version : 1;
+        if (what == LM_REST_DELETED) {
+            snprintf(data, sizeof data, "{\"id\":%lld}", op->id);
+            version = op->version > 0 ? op->version + 1 : 2;
+        }
+        int rc = lm_rest_outbox_append(c, type, op->id, version,
+                                       what == LM_REST_DELETED ? data : op->body, op->traceparent);
+        if (rc) return rc;
+    }
     return r->after_write ? r->after_write(c, op, what) : 0;
 }
 

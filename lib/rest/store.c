@@ -24,6 +24,8 @@ struct lm_store {
     int *l2_state;        /* by worker: 0 not known yet, 1 up, 2 down (its loop only) */
     atomic_int l2_down;   /* workers whose Redis connection is down */
     lm_sharedgen *writes; /* counts every process's writes to this database */
+    void (*on_wrote)(void *ctx);
+    void *on_wrote_ctx;
     lm_component comp;
 };
 
@@ -334,6 +336,13 @@ void lm_store_cache_sync(lm_store *s)
 void lm_store_wrote(lm_store *s)
 {
     lm_sharedgen_bump(s->writes);
+    if (s->on_wrote) s->on_wrote(s->on_wrote_ctx);
+}
+
+void lm_store_on_wrote(lm_store *s, void (*fn)(void *ctx), void *ctx)
+{
+    s->on_wrote = fn;
+    s->on_wrote_ctx = ctx;
 }
 
 const lm_component *lm_store_component(lm_store *s)

@@ -51,6 +51,10 @@ void lm_store_l2_lost(lm_store *s);
 void lm_store_cache_sync(lm_store *s);
 /* After a committed write, before its response (with or without a cache). */
 void lm_store_wrote(lm_store *s);
+/* fn(ctx) runs in every lm_store_wrote (on the writing request's worker thread): how the
+ * app layer tells the events layer that outbox rows were committed. Main thread, before the
+ * run; one observer. */
+void lm_store_on_wrote(lm_store *s, void (*fn)(void *ctx), void *ctx);
 /* The port of worker thread `worker` (lm_req_worker_index of the request it serves). */
 lm_db_port *lm_store_port(lm_store *s, int worker);
 

@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "db.h"
+#include "envelope.h"
 #include "router.h"
 #include "store.h"
 
@@ -16,5 +18,6 @@ extern const lm_db_migrations articles_migrations;
 
 void artikel_routes(lm_router *r, articles_svc *svc);
 void einheit_routes(lm_router *r, articles_svc *svc);
+int artikel_apply_charge_event(lm_db_conn *c, const lm_envelope *ev, void *ctx);
 
 #endif

@@ -24,6 +24,7 @@ static const char SQL_ALL[] =
     "SELECT id, kuerzel, bezeichnung, erstellt_am FROM einheit ORDER BY id";
 
 static lm_rest_resource einheit = {
+    .event_type = "einheit",
     .noun = "unit",
     .table = "einheit",
     .columns = columns,

@@ -13,8 +13,23 @@ int main(void)
     lm_app *app = lm_app_new(&cfg, "articles_api", 8002);
     articles_svc svc = {0};
     svc.store = lm_app_use_store(app, &cfg, "articles", &articles_migrations);
-    lm_app_use_registry(app, &cfg);
-    lm_app_use_guard(app, &cfg);
+    lm_disc *disc = lm_app_use_registry(app, &cfg);
+    lm_guard *guard = lm_app_use_guard(app, &cfg);
+    /* produces artikel.* and einheit.*; keeps the live batches per article from charge.* */
+    static const char *const patterns[] = {"charge.*"};
+    const char *charges_url = lm_cfg_str(&cfg, "CHARGES_URL", NULL);
+    if (!charges_url && lm_disc_get_mode(disc) == LM_DISC_NONE)
+        charges_url = "http://127.0.0.1:8001"; /* standalone, no registry (as charges) */
+    lm_app_use_events(app, &cfg, svc.store, disc, guard,
+                      &(lm_app_events_opts){
+                          .produce = true,
+                          .consume_from = "charges_api",
+                          .patterns = patterns,
+                          .n_patterns = 1,
+                          .apply = artikel_apply_charge_event,
+                          .producer_url = charges_url,
+                          .producer_url_env = "CHARGES_URL",
+                      });
     lm_cfg_exit_on_error(&cfg);
     lm_app_add_openapi(app, articles_openapi, articles_openapi_len);
     artikel_routes(lm_app_router(app), &svc);

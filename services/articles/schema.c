@@ -3,7 +3,9 @@
 #include "articles.h"
 
 #include "idempotency.h"
+#include "rest.h"
 
+#define SQ_NOW "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 static const char *const articles_migrations_sqlite[] = {
     /* 1 */
     "CREATE TABLE einheit ("
@@ -53,10 +55,29 @@ static const char *const articles_migrations_sqlite[] = {
     "DROP TABLE artikel;"
     "ALTER TABLE artikel_v2 RENAME TO artikel;"
     "CREATE INDEX artikel_status ON artikel(status);",
+    /* 3: events (DESIGN 3.6): the outbox, inbox and checkpoints, and what articles learns
+     * from charge.*: each batch's article and whether it is live (status not verbraucht) */
+    LM_OUTBOX_SCHEMA
+    ";"
+    "CREATE TABLE charge_seen (id INTEGER PRIMARY KEY, artikel_id INTEGER NOT NULL,"
+    " live INTEGER NOT NULL);"
+    "CREATE INDEX charge_seen_artikel ON charge_seen(artikel_id) WHERE live = 1;"
+    /* what exists already is announced once, so a consumer's replica starts complete */
+    "INSERT INTO outbox (event_id, type, subject, aggregateversion, time, data)"
+    " SELECT lower(hex(randomblob(16))), 'einheit.created', id, 1, " SQ_NOW ","
+    " json_object('id', id, 'kuerzel', kuerzel, 'bezeichnung', bezeichnung,"
+    " 'erstellt_am', erstellt_am) FROM einheit ORDER BY id;"
+    "INSERT INTO outbox (event_id, type, subject, aggregateversion, time, data)"
+    " SELECT lower(hex(randomblob(16))), 'artikel.created', id, version, " SQ_NOW ","
+    " json_object('id', id, 'artikelnummer', artikelnummer, 'bezeichnung', bezeichnung,"
+    " 'einheit_id', einheit_id, 'beschreibung', beschreibung, 'mindesthaltbarkeit_tage',"
+    " mindesthaltbarkeit_tage, 'status', status, 'erstellt_am', erstellt_am,"
+    " 'geaendert_am', geaendert_am) FROM artikel ORDER BY id;",
 };
 
 /* PostgreSQL: the same tables; identity ids are never reused (as AUTOINCREMENT). */
 #define PG_NOW "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define PG_NOW_MS "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 static const char *const articles_migrations_pg[] = {
     /* 1 */
     "CREATE TABLE einheit ("
@@ -85,6 +106,22 @@ static const char *const articles_migrations_pg[] = {
     " ('m', 'Meter', " PG_NOW "),"
     " ('Stk', 'Stück', " PG_NOW "),"
     " ('Pkg', 'Packung', " PG_NOW ");",
+    /* 2: events, as SQLite's 3 (identity ids were never reused: no SQLite 2 here) */
+    LM_OUTBOX_SCHEMA_PG
+    ";"
+    "CREATE TABLE charge_seen (id bigint PRIMARY KEY, artikel_id bigint NOT NULL,"
+    " live integer NOT NULL);"
+    "CREATE INDEX charge_seen_artikel ON charge_seen(artikel_id) WHERE live = 1;"
+    "INSERT INTO outbox (event_id, type, subject, aggregateversion, time, data)"
+    " SELECT md5(random()::text || clock_timestamp()::text), 'einheit.created', id, 1,"
+    " " PG_NOW_MS ", json_build_object('id', id, 'kuerzel', kuerzel, 'bezeichnung',"
+    " bezeichnung, 'erstellt_am', erstellt_am)::text FROM einheit ORDER BY id;"
+    "INSERT INTO outbox (event_id, type, subject, aggregateversion, time, data)"
+    " SELECT md5(random()::text || clock_timestamp()::text), 'artikel.created', id,"
+    " version, " PG_NOW_MS ", json_build_object('id', id, 'artikelnummer', artikelnummer,"
+    " 'bezeichnung', bezeichnung, 'einheit_id', einheit_id, 'beschreibung', beschreibung,"
+    " 'mindesthaltbarkeit_tage', mindesthaltbarkeit_tage, 'status', status, 'erstellt_am',"
+    " erstellt_am, 'geaendert_am', geaendert_am)::text FROM artikel ORDER BY id;",
 };
 
 const lm_db_migrations articles_migrations = {

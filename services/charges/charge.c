@@ -144,6 +144,7 @@ static void check_dates(json_t *in, lm_verrs *errs)
 static int before_write(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t *next);
 
 static lm_rest_resource charge = {
+    .event_type = "charge",
     .noun = "batch",
     .table = "charge",
     .columns = columns,

@@ -4,6 +4,7 @@
 #ifndef CHARGES_H
 #define CHARGES_H
 
+#include "envelope.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,6 +69,8 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charg
 /* In a write job: records what the articles service said in the replica (what refs says
  * is already there, per charges_refs_committed, is not written again). */
 int charges_refs_remember(lm_db_conn *c, charges_refs *refs);
+/* artikel.* / einheit.* events into the replica (replica.c; lib/events/consumer.h's apply). */
+int charges_apply_article_event(lm_db_conn *c, const lm_envelope *ev, void *ctx);
 /* After that job committed (refs->remembered), on the request's loop: remembers what the
  * replica now holds, so
  * a known unit is not asked of articles again (units never change through its API) and an

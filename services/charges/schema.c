@@ -5,6 +5,7 @@
 #include "charges.h"
 
 #include "idempotency.h"
+#include "rest.h"
 
 static const char *const charges_migrations_sqlite[] = {
     /* 1 */
@@ -69,6 +70,16 @@ static const char *const charges_migrations_sqlite[] = {
     "CREATE INDEX charge_fefo ON charge(mindesthaltbarkeitsdatum_ms IS NULL,"
     " mindesthaltbarkeitsdatum_ms, id);"
     "CREATE INDEX charge_status ON charge(status);",
+    /* 3: events (DESIGN 3.6): the outbox, inbox and checkpoints; the batches that exist
+     * already are announced once (charge.created), so a consumer starts complete */
+    LM_OUTBOX_SCHEMA ";"
+    "INSERT INTO outbox (event_id, type, subject, aggregateversion, time, data)"
+    " SELECT lower(hex(randomblob(16))), 'charge.created', id, version,"
+    " strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), json_object('id', id, 'artikel_id', artikel_id,"
+    " 'menge', menge, 'einheit_id', einheit_id, 'herstellungsdatum', herstellungsdatum,"
+    " 'mindesthaltbarkeitsdatum', mindesthaltbarkeitsdatum, 'charge_nummer', charge_nummer,"
+    " 'status', status, 'bemerkungen', bemerkungen, 'erstellt_am', erstellt_am,"
+    " 'geaendert_am', geaendert_am) FROM charge ORDER BY id;",
 };
 
 /* PostgreSQL: the same tables; identity ids are never reused. */
@@ -102,6 +113,16 @@ static const char *const charges_migrations_pg[] = {
     " mindesthaltbarkeit_tage bigint, status text, gesehen_ms bigint NOT NULL);"
     "CREATE TABLE einheit_replica ("
     " id bigint PRIMARY KEY, kuerzel text, gesehen_ms bigint NOT NULL);" LM_IDEM_SCHEMA_PG ";",
+    /* 2: events, as SQLite's 3 (identity ids were never reused: no SQLite 2 here) */
+    LM_OUTBOX_SCHEMA_PG ";"
+    "INSERT INTO outbox (event_id, type, subject, aggregateversion, time, data)"
+    " SELECT md5(random()::text || clock_timestamp()::text), 'charge.created', id, version,"
+    " to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " json_build_object('id', id, 'artikel_id', artikel_id, 'menge', menge, 'einheit_id',"
+    " einheit_id, 'herstellungsdatum', herstellungsdatum, 'mindesthaltbarkeitsdatum',"
+    " mindesthaltbarkeitsdatum, 'charge_nummer', charge_nummer, 'status', status,"
+    " 'bemerkungen', bemerkungen, 'erstellt_am', erstellt_am, 'geaendert_am',"
+    " geaendert_am)::text FROM charge ORDER BY id;",
 };
 
 const lm_db_migrations charges_migrations = {
