@@ -46,9 +46,13 @@ static void tr_no_backend(const char *url, char *err, size_t errlen)
 
 bool lm_transport_url_ok(const char *url, char *err, size_t errlen)
 {
-    if (!url || !*url || tr_backend(url)) return true;
-    tr_no_backend(url, err, errlen);
-    return false;
+    if (!url || !*url) return true;
+    const lm_transport_backend *be = tr_backend(url);
+    if (!be) {
+        tr_no_backend(url, err, errlen);
+        return false;
+    }
+    return !be->check || be->check(url, err, errlen);
 }
 
 lm_transport *lm_transport_open(uv_loop_t *loop, const lm_transport_cfg *cfg,

@@ -156,7 +156,8 @@ typedef struct lm_transport_stats {
  * build lacks. */
 lm_transport *lm_transport_open(uv_loop_t *loop, const lm_transport_cfg *cfg,
                                 const lm_transport_cbs *cbs, char *err, size_t errlen);
-/* true when a backend of this build serves url; otherwise false and one line why. */
+/* true when a backend of this build serves url and finds it well-formed; otherwise false and
+ * one line why. */
 bool lm_transport_url_ok(const char *url, char *err, size_t errlen);
 /* "feed" or "amqp" */
 const char *lm_transport_name(const lm_transport *t);
@@ -186,6 +187,9 @@ typedef struct lm_transport_backend {
     const char *name;
     /* true when this backend serves url (NULL/"" is the feed's) */
     bool (*accepts)(const char *url);
+    /* optional: validates an accepted url fully (lm_transport_url_ok, at start-up); true, or
+     * false and one line in err */
+    bool (*check)(const char *url, char *err, size_t errlen);
     /* allocates its state into t->impl; t->loop, t->cfg, t->cbs are set. 0 or -1 and err */
     int (*open)(lm_transport *t, char *err, size_t errlen);
     int (*publish)(lm_transport *t, const lm_envelope *const *evs, size_t n);

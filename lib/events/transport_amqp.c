@@ -7,8 +7,10 @@
  *
  * Publishing: each accepted envelope is sent with routing key = type, message_id = id, the
  * traceparent header, persistent, mandatory; at most LM_TRANSPORT_AMQP_WINDOW unconfirmed.
- * Confirms come back in publish order; a nack, a return (no queue bound for the type) or a
- * connection lost before the confirm reports the sequence as not published.
+ * Confirms come back in publish order; a nack, a return (no queue bound for the type: no
+ * consumer has declared its queue yet) or a connection lost before the confirm reports the
+ * sequence as not published — FAIL_DELAY_MS later, so that the relay, which publishes it
+ * again at once, does not spin while no queue is bound.
  *
  * Consuming: the quorum queue "<service>.events" (x-delivery-limit
  * LM_TRANSPORT_AMQP_DELIVERY_LIMIT, dead-lettering to lotmesh.events.dlx →
@@ -30,6 +32,7 @@
 
 #define LM_TRANSPORT_AMQP_WINDOW         1000
 #define LM_TRANSPORT_AMQP_DELIVERY_LIMIT 10
+#define FAIL_DELAY_MS                    200
 
 typedef struct amqp_dlv {
     lm_delivery d;
@@ -50,9 +53,13 @@ typedef struct amqp_tr {
     bool closing;
     lm_transport_state state;
     size_t in_flight;
-    /* sequences accepted but refused by the link (out of memory): failed on the next turn */
+    /* sequences that failed (refused by the link, nacked, returned, lost with a connection):
+     * reported FAIL_DELAY_MS later, so that a relay publishing them again at once does not
+     * spin while, say, no queue is bound for their type yet */
     long long *failed;
     size_t n_failed, cap_failed;
+    uv_timer_t fail_timer;
+    bool fail_armed;
     amqp_dlv *outstanding;
     unsigned long long published, confirmed, delivered, acked, retried, rejected;
 } amqp_tr;
@@ -60,6 +67,23 @@ typedef struct amqp_tr {
 static bool amqp_accepts(const char *url)
 {
     return url && (strncmp(url, "amqp://", 7) == 0 || strncmp(url, "amqps://", 8) == 0);
+}
+
+/* The parser's reasons start with the variable's name, which the configuration error line
+ * names already. */
+static bool amqp_check(const char *url, char *err, size_t errlen)
+{
+    lm_amqp_url u;
+    if (lm_amqp_url_parse(url, &u, err, errlen) == 0) return true;
+    static const char *const prefixes[] = {"EVENT_BROKER_URL: ", "EVENT_BROKER_URL "};
+    for (size_t i = 0; i < 2; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (strncmp(err, prefixes[i], n) == 0) {
+            memmove(err, err + n, strlen(err + n) + 1);
+            break;
+        }
+    }
+    return false;
 }
 
 /* ---- loop side ---------------------------------------------------------------------- */
@@ -70,32 +94,63 @@ static void link_notify(void *arg)
     uv_async_send(&a->async);
 }
 
+static void add_failed(amqp_tr *a, long long seq)
+{
+    if (a->n_failed == a->cap_failed) {
+        size_t cap = a->cap_failed ? a->cap_failed * 2 : 256;
+        long long *f = realloc(a->failed, cap * sizeof *f);
+        if (!f) {
+            /* neither confirmed nor failed: the relay sends it again after a reconnect */
+            return;
+        }
+        a->failed = f;
+        a->cap_failed = cap;
+    }
+    a->failed[a->n_failed++] = seq;
+}
+
+static void on_fail_timer(uv_timer_t *h)
+{
+    amqp_tr *a = h->data;
+    a->fail_armed = false;
+    if (a->closing || a->n_failed == 0) return;
+    size_t k = a->n_failed;
+    long long *f = a->failed;
+    a->failed = NULL;
+    a->n_failed = a->cap_failed = 0;
+    a->in_flight -= k < a->in_flight ? k : a->in_flight;
+    if (a->t->cbs.confirmed) a->t->cbs.confirmed(a->t->cbs.ctx, f, k, false);
+    free(f);
+}
+
+static void arm_failures(amqp_tr *a)
+{
+    if (a->n_failed && !a->fail_armed && !a->closing) {
+        a->fail_armed = true;
+        uv_timer_start(&a->fail_timer, on_fail_timer, FAIL_DELAY_MS, 0);
+    }
+}
+
 static void report_confirms(amqp_tr *a)
 {
     lm_rmq_result res[256];
     long long seqs[256];
     size_t n;
     while (!a->closing && (n = lm_rmq_take_results(a->pub, res, 256)) > 0) {
-        size_t i = 0;
-        while (i < n && !a->closing) {
-            size_t k = 0;
-            bool ok = res[i].ok;
-            while (i < n && res[i].ok == ok)
-                seqs[k++] = (long long)res[i++].seq;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (res[i].ok)
+                seqs[k++] = (long long)res[i].seq;
+            else
+                add_failed(a, (long long)res[i].seq);
+        }
+        if (k) {
             a->in_flight -= k < a->in_flight ? k : a->in_flight;
-            if (ok) a->confirmed += k;
-            if (a->t->cbs.confirmed) a->t->cbs.confirmed(a->t->cbs.ctx, seqs, k, ok);
+            a->confirmed += k;
+            if (a->t->cbs.confirmed) a->t->cbs.confirmed(a->t->cbs.ctx, seqs, k, true);
         }
     }
-    if (a->n_failed && !a->closing) {
-        size_t k = a->n_failed;
-        long long *f = a->failed;
-        a->failed = NULL;
-        a->n_failed = a->cap_failed = 0;
-        a->in_flight -= k < a->in_flight ? k : a->in_flight;
-        if (a->t->cbs.confirmed) a->t->cbs.confirmed(a->t->cbs.ctx, f, k, false);
-        free(f);
-    }
+    arm_failures(a);
 }
 
 static void dlv_unlink(amqp_tr *a, amqp_dlv *x)
@@ -184,9 +239,11 @@ static void on_async(uv_async_t *h)
 
 /* ---- backend functions -------------------------------------------------------------- */
 
+/* open failed: a goes with the last of its two handles */
 static void free_on_close(uv_handle_t *h)
 {
-    free(h->data);
+    amqp_tr *a = h->data;
+    if (--a->open_handles == 0) free(a);
 }
 
 static int amqp_open(lm_transport *t, char *err, size_t errlen)
@@ -205,7 +262,9 @@ static int amqp_open(lm_transport *t, char *err, size_t errlen)
     snprintf(a->queue, sizeof a->queue, "%s.events", t->cfg.service);
     uv_async_init(t->loop, &a->async, on_async);
     a->async.data = a;
-    a->open_handles = 1;
+    uv_timer_init(t->loop, &a->fail_timer);
+    a->fail_timer.data = a;
+    a->open_handles = 2;
     lm_rmq_opts o = {.role = LM_RMQ_PUBLISHER,
                      .service = t->cfg.service,
                      .max_inflight = LM_TRANSPORT_AMQP_WINDOW,
@@ -214,6 +273,7 @@ static int amqp_open(lm_transport *t, char *err, size_t errlen)
                      .notify_arg = a};
     a->pub = lm_rmq_start(&a->url, &o, err, errlen);
     if (!a->pub) {
+        uv_close((uv_handle_t *)&a->fail_timer, free_on_close);
         uv_close((uv_handle_t *)&a->async, free_on_close);
         return -1;
     }
@@ -240,17 +300,10 @@ static int amqp_publish(lm_transport *t, const lm_envelope *const *evs, size_t n
         a->in_flight++;
         a->published++;
         if (lm_rmq_submit(a->pub, (uint64_t)e->sequence, e->type, e->id, e->traceparent, e->json,
-                          e->json_len) != 0) {
-            long long *f = realloc(a->failed, (a->n_failed + 1) * sizeof *f);
-            if (f) {
-                a->failed = f;
-                a->failed[a->n_failed++] = e->sequence;
-            } else {
-                a->in_flight--; /* neither confirmed nor failed: the relay's retry finds it */
-            }
-            uv_async_send(&a->async);
-        }
+                          e->json_len) != 0)
+            add_failed(a, e->sequence);
     }
+    arm_failures(a);
     return 0;
 }
 
@@ -404,12 +457,15 @@ static void amqp_close(lm_transport *t)
         x = next;
     }
     /* a (t->impl) and then t go with the last handle (handle_gone) */
+    uv_timer_stop(&a->fail_timer);
+    uv_close((uv_handle_t *)&a->fail_timer, async_closed);
     uv_close((uv_handle_t *)&a->async, async_closed);
 }
 
 const lm_transport_backend lm_transport_amqp = {
     .name = "amqp",
     .accepts = amqp_accepts,
+    .check = amqp_check,
     .open = amqp_open,
     .publish = amqp_publish,
     .window = amqp_window,
