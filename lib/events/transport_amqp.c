@@ -19,8 +19,8 @@
  * delivery, so it still counts against the prefetch) basic.nack with requeue; reject →
  * basic.reject without requeue (dead-lettered).
  *
- * State: UP when every open link is connected, DOWN when one is backing off, CONNECTING
- * otherwise; each change is reported with the failing link's reason. */
+ * State: the publisher link's (UP connected, DOWN backing off, CONNECTING otherwise), each
+ * change reported with its reason; the consumer link reconnects by itself and logs. */
 #include "transport.h"
 
 #include "rmq.h"
@@ -205,23 +205,17 @@ static void report_deliveries(amqp_tr *a)
     }
 }
 
+/* The state is the publisher link's: the relay waits for it. The consumer link reconnects on
+ * its own and logs its outages; reporting them here would make the relay send its
+ * in-flight window again for nothing. */
 static void report_state(amqp_tr *a)
 {
     lm_rmq_stats st;
-    char why[300] = "", w[256];
-    lm_transport_state s = LM_TRANSPORT_UP;
-    lm_rmq *links[2] = {a->pub, a->con};
-    for (int i = 0; i < 2; i++) {
-        if (!links[i]) continue;
-        lm_rmq_get_stats(links[i], &st, w, sizeof w);
-        lm_transport_state ls = st.state == LM_RMQ_CONNECTED    ? LM_TRANSPORT_UP
-                                : st.state == LM_RMQ_CONNECTING ? LM_TRANSPORT_CONNECTING
-                                                                : LM_TRANSPORT_DOWN;
-        if (ls < s) {
-            s = ls;
-            snprintf(why, sizeof why, "%s%s", i == 0 ? "publisher: " : "consumer: ", w);
-        }
-    }
+    char why[256];
+    lm_rmq_get_stats(a->pub, &st, why, sizeof why);
+    lm_transport_state s = st.state == LM_RMQ_CONNECTED    ? LM_TRANSPORT_UP
+                           : st.state == LM_RMQ_CONNECTING ? LM_TRANSPORT_CONNECTING
+                                                           : LM_TRANSPORT_DOWN;
     if (s != a->state) {
         a->state = s;
         if (a->t->cbs.state) a->t->cbs.state(a->t->cbs.ctx, s, s == LM_TRANSPORT_UP ? "" : why);
@@ -333,10 +327,6 @@ static int amqp_subscribe(lm_transport *t, const lm_transport_sub *sub, char *er
     a->con = lm_rmq_start(&a->url, &o, err, errlen);
     free(keys);
     if (!a->con) return -1;
-    if (a->state == LM_TRANSPORT_UP) {
-        a->state = LM_TRANSPORT_CONNECTING;
-        uv_async_send(&a->async);
-    }
     return 0;
 }
 

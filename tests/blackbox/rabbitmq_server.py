@@ -20,6 +20,7 @@ Durable queues and persistent messages survive stop()/start(): the data director
 """
 
 import atexit
+import logging
 import os
 import shutil
 import signal
@@ -125,6 +126,8 @@ class RabbitServer:
         raise RuntimeError(f"rabbitmq-server did not answer on port {self.port}")
 
     def _answers(self):
+        # refused connections while it boots are expected: pika would log each one
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
         try:
             con = self.connect(timeout=2)
         except Exception:

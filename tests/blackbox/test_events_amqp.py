@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from harness import BIN_DIR, _live_pids, poll
+from harness import BIN_DIR, _live_pids, free_port, poll
 
 pika = pytest.importorskip("pika")
 
@@ -328,3 +328,153 @@ def test_broker_restart_during_publishing_loses_nothing(rabbitmq):
         con.close()
     assert seqs == set(range(1, n + 1)), f"missing {sorted(set(range(1, n + 1)) - seqs)[:20]}"
     assert total >= n
+
+
+# ---- the services on RabbitMQ ---------------------------------------------------------------
+
+
+def _patch(proc, path, doc, headers=None):
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    r = proc.request("PATCH", path, data=json.dumps(doc), headers=h)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_articles_events_on_the_exchange_are_the_feeds(start_process, rabbitmq):
+    """What articles publishes, read independently with pika: one message per committed
+    write, routing key = type, persistent, application/cloudevents+json, message_id = id,
+    traceparent header, and a body equal to the event its own feed serves."""
+    from events_util import all_events, create_article, wait_metric
+    from services_util import unique
+
+    rabbitmq.reset_queues("articles_api", "charges_api")
+    sink = Sink(rabbitmq, "#")
+    try:
+        a = start_process("articles", {"CHARGES_URL": "http://127.0.0.1:9",
+                                       "EVENT_BROKER_URL": rabbitmq.url})
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        unit = a.request("POST", "/api/v1/unit/create", data=json.dumps(
+            {"kuerzel": unique("u")[:16], "bezeichnung": "Kiste"}),
+            headers={"Content-Type": "application/json"}).json()
+        art = create_article(a, unique("MQ"), unit=unit["id"], headers={"traceparent": tp}).json()
+        _patch(a, f"/api/v1/article/{art['id']}", {"status": "gesperrt"})
+        assert a.request("DELETE", f"/api/v1/article/{art['id']}").status_code == 204
+        feed = {e["id"]: e for e in all_events(a)}
+        msgs = sink.drain(len(feed), timeout=30)
+    finally:
+        sink.close()
+    # the seeded units are announced first (migration 3), then the four writes
+    assert len(feed) >= 4 and len(msgs) == len(feed), (feed, msgs)
+    types = []
+    for m, p, body in msgs:
+        ev = json.loads(body)
+        assert ev == feed[p.message_id]           # the same envelope as the feed's
+        assert m.exchange == EXCHANGE and m.routing_key == ev["type"]
+        assert p.delivery_mode == 2 and p.content_type == "application/cloudevents+json"
+        assert (p.headers or {}).get("traceparent") == ev.get("traceparent")
+        types.append(ev["type"])
+    assert types[-4:] == ["einheit.created", "artikel.created", "artikel.updated",
+                          "artikel.deleted"]
+    assert [json.loads(b)["sequence"] for _, _, b in msgs] == sorted(
+        e["sequence"] for e in feed.values())
+    created = json.loads(msgs[-3][2])
+    assert created["traceparent"].split("-")[1] == tp.split("-")[1]
+    assert created["data"] == art
+    wait_metric(a, "lotmesh_events_published_total", lambda v: v == len(feed))
+
+
+@pytest.mark.parametrize("url", ["amqp://u:hunter2@h:0/v", "amqps://u:hunter2@h/v",
+                                 "amqp://u:hunter2@h/a/b", "amqp://u:hunter2@h/v?heartbeat=5"])
+def test_bad_broker_url_stops_with_one_line(run_process, url):
+    r = run_process("articles", {"EVENT_BROKER_URL": url})
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if "EVENT_BROKER_URL" in ln]
+    assert len(lines) == 1, r.stderr
+    assert "hunter2" not in r.stderr
+
+
+def test_malformed_message_to_a_service_is_dead_lettered(start_process, rabbitmq):
+    from events_util import metric, wait_metric
+    rabbitmq.reset_queues("charges_api")
+    c = start_process("charges", {"ARTICLES_URL": "http://127.0.0.1:9",
+                                  "EVENT_BROKER_URL": rabbitmq.url})
+    assert poll(lambda: metric(c, "lotmesh_events_transport_up") == 1 or
+                rabbitmq_queue_exists(rabbitmq, "charges_api.events"), timeout=30)
+    con = rabbitmq.connect()
+    try:
+        ch = con.channel()
+        ch.basic_publish(EXCHANGE, "artikel.created", b"\x00garbage",
+                         pika.BasicProperties(message_id="garbage-1", delivery_mode=2))
+        wait_metric(c, "lotmesh_events_consumed_total", lambda v: v == 1,
+                    {"outcome": "dead_lettered"}, timeout=15)
+        assert poll(lambda: ch.queue_declare("charges_api.events.dlq", passive=True)
+                    .method.message_count == 1, timeout=10)
+        assert ch.queue_declare("charges_api.events", passive=True).method.message_count == 0
+    finally:
+        con.close()
+
+
+def rabbitmq_queue_exists(rabbitmq, name):
+    con = rabbitmq.connect()
+    try:
+        con.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        try:
+            con.close()
+        except Exception:
+            pass
+
+
+def test_broker_restart_under_write_load_every_event_applied_once(start_process, rabbitmq):
+    """articles writes under load while the broker is SIGKILLed and started again; charges
+    consumes: every committed write's event arrives and is applied exactly once."""
+    from events_util import all_events, create_article, db_rows, metric, wait_metric
+    from services_util import unique
+
+    rabbitmq.reset_queues("articles_api", "charges_api")
+    a_port, c_port = free_port(), free_port()
+    env = {"EVENT_BROKER_URL": rabbitmq.url}
+    a = start_process("articles", {"PORT": a_port, "CHARGES_URL": f"http://127.0.0.1:{c_port}",
+                                   **env})
+    c = start_process("charges", {"PORT": c_port, "ARTICLES_URL": f"http://127.0.0.1:{a_port}",
+                                  "ARTICLES_TIMEOUT": "500ms", **env})
+    assert poll(lambda: rabbitmq_queue_exists(rabbitmq, "charges_api.events"), timeout=30)
+    created = []
+    stop = threading.Event()
+
+    def writer(k):
+        while not stop.is_set() and len(created) < 600:
+            created.append(create_article(a, unique(f"W{k}")).json()["id"])
+            time.sleep(0.01)
+
+    ts = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    for t in ts:
+        t.start()
+    try:
+        poll(lambda: len(created) >= 30, timeout=20)
+        rabbitmq.stop(signal.SIGKILL)
+        time.sleep(0.5)          # writes go on while the broker is away: the outbox holds them
+        rabbitmq.start()
+        poll(lambda: (metric(c, "lotmesh_events_consumed_total", {"outcome": "applied"}) or 0)
+             > 0 and len(created) >= 200, timeout=30)
+    finally:
+        stop.set()
+        for t in ts:
+            t.join()
+        if rabbitmq.proc is None:
+            rabbitmq.start()
+    events = all_events(a)
+    total = len(events)  # the seeded units' announcements and one per article
+    assert sorted(int(e["subject"]) for e in events if e["type"] == "artikel.created") == \
+        sorted(created)
+    wait_metric(c, "lotmesh_events_consumed_total", lambda v: v >= total,
+                {"outcome": "applied"}, timeout=90)
+    time.sleep(0.5)
+    assert metric(c, "lotmesh_events_consumed_total", {"outcome": "applied"}) == total
+    assert db_rows(c, "SELECT count(*) FROM event_inbox")[0][0] == total
+    assert db_rows(c, "SELECT count(*) FROM artikel_replica")[0][0] == len(created)
+    assert metric(a, "lotmesh_events_outbox_backlog") == 0

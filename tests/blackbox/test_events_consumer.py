@@ -19,8 +19,8 @@ import uuid
 import pytest
 
 import pg_server
-from events_util import (FEED, Transport, all_events, create_article, create_batch, db_rows, db_url,
-                         metric, wait_metric)
+from events_util import (FEED, Transport, all_events, create_article, create_batch, db_rows,
+                         db_url, metric, wait_metric)
 from harness import free_port, poll
 from services_util import unique
 
