@@ -7,7 +7,7 @@ TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge format lint clean
+.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge bench-events format lint clean
 
 all: build
 
@@ -113,6 +113,11 @@ bench-gateway: build
 bench-edge: build
 	@scripts/deps.sh bench
 	@bench/edge.sh $(BUILD)
+
+# Events: relay throughput with confirms vs a bare rabbitmq-c publisher, lag commit → applied.
+bench-events: build
+	@scripts/deps.sh bench
+	@bench/events.sh $(BUILD)
 
 format:
 	@clang-format -i lib/*/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c

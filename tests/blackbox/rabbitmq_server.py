@@ -210,3 +210,21 @@ def get():
         atexit.register(srv.cleanup)
         _server = srv.start()
     return _server
+
+
+if __name__ == "__main__":
+    # bench/: python3 rabbitmq_server.py serve PORTFILE — starts a broker, writes its URL to
+    # PORTFILE, runs until SIGTERM/SIGINT, then stops it (node and epmd by PID).
+    import sys
+    if len(sys.argv) != 3 or sys.argv[1] != "serve":
+        print("usage: rabbitmq_server.py serve URLFILE", file=sys.stderr)
+        sys.exit(2)
+    srv = get()
+    with open(sys.argv[2] + ".tmp", "w") as f:
+        f.write(srv.url + "\n")
+    os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
