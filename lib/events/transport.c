@@ -122,6 +122,11 @@ void lm_transport_get_stats(const lm_transport *t, lm_transport_stats *out)
     t->be->stats(t, out);
 }
 
+void lm_transport_metrics(const lm_transport *t, lm_buf *out)
+{
+    if (t->be->metrics) t->be->metrics(t, out);
+}
+
 void lm_transport_close(lm_transport *t, void (*closed)(void *arg), void *arg)
 {
     t->closed = closed;

@@ -175,6 +175,9 @@ void lm_transport_retry(lm_transport *t, lm_delivery *d, unsigned delay_ms);
 void lm_transport_reject(lm_transport *t, lm_delivery *d);
 
 void lm_transport_get_stats(const lm_transport *t, lm_transport_stats *out);
+/* Appends the backend's own Prometheus samples (the broker links' state and counters; the
+ * feed has none). Any thread, while t is open (the caller keeps it from closing meanwhile). */
+void lm_transport_metrics(const lm_transport *t, lm_buf *out);
 
 /* Stops publishing and consuming, closes handles and connections, and calls closed(arg) on
  * the loop once the transport is freed (unconfirmed publishes are neither confirmed nor
@@ -199,6 +202,8 @@ typedef struct lm_transport_backend {
     void (*retry)(lm_transport *t, lm_delivery *d, unsigned delay_ms);
     void (*reject)(lm_transport *t, lm_delivery *d);
     void (*stats)(const lm_transport *t, lm_transport_stats *out);
+    /* optional: lm_transport_metrics (any thread) */
+    void (*metrics)(const lm_transport *t, lm_buf *out);
     /* closes everything; calls lm_transport_closed(t) once done (on the loop) */
     void (*close)(lm_transport *t);
 } lm_transport_backend;

@@ -26,6 +26,7 @@
 #include "rmq.h"
 #include "amqp_url.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,9 @@ typedef struct amqp_dlv {
 typedef struct amqp_tr {
     lm_transport *t;
     lm_amqp_url url;
-    lm_rmq *pub, *con;
+    /* atomic: lm_transport_metrics reads them from the scraping thread */
+    lm_rmq *_Atomic pub;
+    lm_rmq *_Atomic con;
     char queue[300];
     uv_async_t async;
     unsigned open_handles; /* the async and retry timers not yet closed */
@@ -417,6 +420,67 @@ static void amqp_stats(const lm_transport *t, lm_transport_stats *out)
     }
 }
 
+static void amqp_metrics(const lm_transport *t, lm_buf *out)
+{
+    const amqp_tr *a = t->impl;
+    lm_rmq *links[2] = {a->pub, a->con};
+    static const char *const names[2] = {"publisher", "consumer"};
+    lm_rmq_stats st[2];
+    bool have[2] = {false, false};
+    for (int i = 0; i < 2; i++) {
+        if (links[i]) {
+            lm_rmq_get_stats(links[i], &st[i], NULL, 0);
+            have[i] = true;
+        }
+    }
+    lm_buf_printf(out, "# HELP lotmesh_events_broker_connected 1 while the link's connection to "
+                       "RabbitMQ is up (topology declared).\n"
+                       "# TYPE lotmesh_events_broker_connected gauge\n");
+    for (int i = 0; i < 2; i++)
+        if (have[i])
+            lm_buf_printf(out, "lotmesh_events_broker_connected{link=\"%s\"} %d\n", names[i],
+                          st[i].state == LM_RMQ_CONNECTED);
+    lm_buf_printf(out, "# HELP lotmesh_events_broker_connects_total Connections established "
+                       "(the first and every reconnect).\n"
+                       "# TYPE lotmesh_events_broker_connects_total counter\n");
+    for (int i = 0; i < 2; i++)
+        if (have[i])
+            lm_buf_printf(out, "lotmesh_events_broker_connects_total{link=\"%s\"} %llu\n", names[i],
+                          (unsigned long long)st[i].connects);
+    lm_buf_printf(out, "# HELP lotmesh_events_broker_connect_failures_total Connection attempts "
+                       "that failed (connect, login or declaring the topology).\n"
+                       "# TYPE lotmesh_events_broker_connect_failures_total counter\n");
+    for (int i = 0; i < 2; i++)
+        if (have[i])
+            lm_buf_printf(out, "lotmesh_events_broker_connect_failures_total{link=\"%s\"} %llu\n",
+                          names[i], (unsigned long long)st[i].connect_failures);
+    if (have[0])
+        lm_buf_printf(
+            out,
+            "# HELP lotmesh_events_broker_confirm_failures_total Messages the broker did not "
+            "take: nacked, or returned because no queue is bound for their type.\n"
+            "# TYPE lotmesh_events_broker_confirm_failures_total counter\n"
+            "lotmesh_events_broker_confirm_failures_total{reason=\"nack\"} %llu\n"
+            "lotmesh_events_broker_confirm_failures_total{reason=\"returned\"} %llu\n"
+            "# HELP lotmesh_events_broker_unconfirmed_lost_total Messages unconfirmed when "
+            "the connection dropped (published again).\n"
+            "# TYPE lotmesh_events_broker_unconfirmed_lost_total counter\n"
+            "lotmesh_events_broker_unconfirmed_lost_total %llu\n",
+            (unsigned long long)(st[0].confirm_failures - st[0].returned),
+            (unsigned long long)st[0].returned, (unsigned long long)st[0].lost);
+    if (have[1])
+        lm_buf_printf(out,
+                      "# HELP lotmesh_events_broker_dead_lettered_total Deliveries rejected "
+                      "into the dead-letter queue (malformed, or out of attempts).\n"
+                      "# TYPE lotmesh_events_broker_dead_lettered_total counter\n"
+                      "lotmesh_events_broker_dead_lettered_total %llu\n"
+                      "# HELP lotmesh_events_broker_requeued_total Deliveries sent back to the "
+                      "queue for another attempt.\n"
+                      "# TYPE lotmesh_events_broker_requeued_total counter\n"
+                      "lotmesh_events_broker_requeued_total %llu\n",
+                      (unsigned long long)st[1].dead_lettered, (unsigned long long)st[1].requeued);
+}
+
 static void async_closed(uv_handle_t *h)
 {
     handle_gone(h->data);
@@ -464,5 +528,6 @@ const lm_transport_backend lm_transport_amqp = {
     .retry = amqp_retry,
     .reject = amqp_reject,
     .stats = amqp_stats,
+    .metrics = amqp_metrics,
     .close = amqp_close,
 };

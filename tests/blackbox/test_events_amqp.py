@@ -413,6 +413,9 @@ def test_malformed_message_to_a_service_is_dead_lettered(start_process, rabbitmq
         assert ch.queue_declare("charges_api.events", passive=True).method.message_count == 0
     finally:
         con.close()
+    assert metric(c, "lotmesh_events_broker_dead_lettered_total") == 1
+    assert metric(c, "lotmesh_events_broker_connected", {"link": "consumer"}) == 1
+    assert metric(c, "lotmesh_events_broker_connected", {"link": "publisher"}) == 1
 
 
 def rabbitmq_queue_exists(rabbitmq, name):
@@ -478,3 +481,8 @@ def test_broker_restart_under_write_load_every_event_applied_once(start_process,
     assert db_rows(c, "SELECT count(*) FROM event_inbox")[0][0] == total
     assert db_rows(c, "SELECT count(*) FROM artikel_replica")[0][0] == len(created)
     assert metric(a, "lotmesh_events_outbox_backlog") == 0
+    # both links of both services reconnected after the broker came back
+    for proc in (a, c):
+        for link in ("publisher", "consumer"):
+            assert metric(proc, "lotmesh_events_broker_connects_total", {"link": link}) >= 2
+            assert metric(proc, "lotmesh_events_broker_connected", {"link": link}) == 1
