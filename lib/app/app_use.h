@@ -34,7 +34,8 @@ lm_guard *lm_app_use_guard(lm_app *app, lm_cfg *cfg);
  * (events.h); with produce the feed GET /api/v1/events and the outbox relay, woken by the
  * store's committed writes; with consume_from a consumer of that service's events, whose feed
  * is found at producer_url (read from the variable producer_url_env) or through disc, called
- * with a service token from guard. NULL when store is NULL. */
+ * with a service token from guard — unless EVENT_CONSUME=false, or neither a fixed URL nor
+ * a registry is there (one info line). NULL when store is NULL. */
 typedef struct lm_app_events_opts {
     bool produce;
     const char *consume_from; /* "articles_api", or NULL */

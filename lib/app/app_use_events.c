@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "url.h"
 
 typedef struct app_events {
@@ -55,17 +56,25 @@ lm_events *lm_app_use_events(lm_app *app, lm_cfg *cfg, lm_store *store, lm_disc 
     uint64_t retention = lm_cfg_duration_ms(cfg, "EVENT_RETENTION", 7ull * 24 * 3600 * 1000, 1000,
                                             365ull * 24 * 3600 * 1000);
     long long attempts = lm_cfg_int(cfg, "EVENT_MAX_ATTEMPTS", 5, 1, 100);
+    /* a consumer needs to know where its producer is: a fixed URL or discovery */
+    const char *consume_from = o->consume_from;
+    if (!lm_cfg_bool(cfg, "EVENT_CONSUME", true)) consume_from = NULL;
+    if (consume_from && !o->producer_url && (!disc || lm_disc_get_mode(disc) == LM_DISC_NONE)) {
+        lm_log_info("events: no registry and no %s: %s's events are not consumed",
+                    o->producer_url_env ? o->producer_url_env : "producer URL", consume_from);
+        consume_from = NULL;
+    }
     app_events *a = calloc(1, sizeof *a);
     a->disc = disc;
     a->guard = guard;
-    if (o->producer_url) {
+    if (consume_from && o->producer_url) {
         if (lm_url_parse(o->producer_url, &a->url, err, sizeof err) == 0)
             a->fixed = true;
         else
             lm_cfg_error(cfg, o->producer_url_env ? o->producer_url_env : "EVENT_FEED_URL",
                          "must be an http:// URL: %s", err);
-    } else if (o->consume_from && disc) {
-        lm_disc_watch(disc, o->consume_from);
+    } else if (consume_from && disc) {
+        lm_disc_watch(disc, consume_from);
     }
     if (!store) {
         free(a);
@@ -78,7 +87,7 @@ lm_events *lm_app_use_events(lm_app *app, lm_cfg *cfg, lm_store *store, lm_disc 
         .produce = o->produce,
         .consume =
             {
-                .producer = o->consume_from,
+                .producer = consume_from,
                 .patterns = o->patterns,
                 .n_patterns = o->n_patterns,
                 .apply = o->apply,

@@ -1,6 +1,7 @@
 /* envelope.c — CloudEvents 1.0 structured JSON: parse and write (envelope.h). */
 #include "envelope.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -159,8 +160,9 @@ static int env_from_json(json_t *o, const char *text, size_t len, lm_envelope *o
     if (!lm_envelope_type_ok(type))
         return env_fail(err, errlen, "type: must be dotted lower-case words");
     char *end = NULL;
+    errno = 0;
     long long sid = strtoll(subject, &end, 10);
-    if (*end != '\0' || sid < 1 || subject[0] < '1' || subject[0] > '9')
+    if (*end != '\0' || errno == ERANGE || sid < 1 || subject[0] < '1' || subject[0] > '9')
         return env_fail(err, errlen, "subject: must be the aggregate id (a decimal >= 1)");
     int64_t ms;
     if (!lm_timefmt_parse(time, false, &ms)) return env_fail(err, errlen, "time: not RFC 3339");

@@ -133,8 +133,9 @@ static void handle_patch(lm_req *req, void *ctx)
 static int delete_job(lm_db_conn *c, void *arg)
 {
     lm_rest_op *op = arg;
-    lm_db_st *st =
-        lm_db_stmt(c, "SELECT count(*) FROM charge_seen WHERE artikel_id = ? AND live = 1");
+    /* (a missing article is the delete job's 404, whatever batches still name it) */
+    lm_db_st *st = lm_db_stmt(c, "SELECT count(*) FROM charge_seen WHERE artikel_id = ?1"
+                                 " AND live = 1 AND EXISTS (SELECT 1 FROM artikel WHERE id = ?1)");
     if (!st) return LM_DB_EIO;
     lm_db_bind_int(st, 1, op->id);
     int rc = lm_db_step(st);

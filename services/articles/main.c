@@ -18,8 +18,6 @@ int main(void)
     /* produces artikel.* and einheit.*; keeps the live batches per article from charge.* */
     static const char *const patterns[] = {"charge.*"};
     const char *charges_url = lm_cfg_str(&cfg, "CHARGES_URL", NULL);
-    if (!charges_url && lm_disc_get_mode(disc) == LM_DISC_NONE)
-        charges_url = "http://127.0.0.1:8001"; /* standalone, no registry (as charges) */
     lm_app_use_events(app, &cfg, svc.store, disc, guard,
                       &(lm_app_events_opts){
                           .produce = true,

@@ -41,18 +41,16 @@ int main(void)
     svc.guard = lm_app_use_guard(app, &cfg);
     /* produces charge.*; keeps the article and unit replica from artikel.* and einheit.* */
     static const char *const patterns[] = {"artikel.*", "einheit.*"};
-    lm_app_use_events(
-        app, &cfg, svc.store, svc.reg, svc.guard,
-        &(lm_app_events_opts){
-            .produce = true,
-            .consume_from = "articles_api",
-            .patterns = patterns,
-            .n_patterns = 2,
-            .apply = charges_apply_article_event,
-            .producer_url =
-                svc.articles_fixed || lm_disc_get_mode(svc.reg) == LM_DISC_NONE ? url : NULL,
-            .producer_url_env = "ARTICLES_URL",
-        });
+    lm_app_use_events(app, &cfg, svc.store, svc.reg, svc.guard,
+                      &(lm_app_events_opts){
+                          .produce = true,
+                          .consume_from = "articles_api",
+                          .patterns = patterns,
+                          .n_patterns = 2,
+                          .apply = charges_apply_article_event,
+                          .producer_url = svc.articles_fixed ? url : NULL,
+                          .producer_url_env = "ARTICLES_URL",
+                      });
     lm_cfg_exit_on_error(&cfg);
     if (!svc.articles_fixed) lm_disc_watch(svc.reg, "articles_api");
 

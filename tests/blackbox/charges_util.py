@@ -66,8 +66,11 @@ class Stack:
     @staticmethod
     def envs(workdir, articles_port, charges_extra=None, both_extra=None):
         a = {"DATABASE_URL": str(workdir / "articles.db"), "WORKERS": "2", **(both_extra or {})}
+        # EVENT_CONSUME=false: these suites test what charges asks articles and its replica
+        # of those answers (events keep the replica in test_events_consumer.py)
         c = {"DATABASE_URL": str(workdir / "charges.db"), "WORKERS": "2",
              "ARTICLES_URL": f"http://127.0.0.1:{articles_port}", "ARTICLES_TIMEOUT": "1s",
+             "EVENT_CONSUME": "false",
              **(both_extra or {})}
         c.update(charges_extra or {})
         return a, c

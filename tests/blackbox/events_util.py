@@ -77,11 +77,10 @@ def metric(proc, name, labels=None):
 
 
 def wait_metric(proc, name, pred, labels=None, timeout=10.0):
-    v = poll(lambda: (lambda x: x if x is not None and pred(x) else None)(
+    got = poll(lambda: (lambda x: [x] if x is not None and pred(x) else None)(
         metric(proc, name, labels)), timeout=timeout)
-    assert v is not None and pred(v), \
-        f"{name}{labels or ''} of {proc.name} stayed {metric(proc, name, labels)}"
-    return v
+    assert got, f"{name}{labels or ''} of {proc.name} stayed {metric(proc, name, labels)}"
+    return got[0]
 
 
 def create_article(proc, nr, unit=1, headers=None, **extra):
