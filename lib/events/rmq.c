@@ -16,11 +16,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHANNEL        1
-#define HEARTBEAT_S    10
-#define IO_TIMEOUT_S   5
+#define CHANNEL      1
+#define HEARTBEAT_S  10
+#define IO_TIMEOUT_S 5
+/* declaring and consuming a quorum queue waits for its leader: after a broker restart on a
+ * busy machine that takes longer than a connect should */
+#define RPC_TIMEOUT_S  30
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define SEEN_SLOTS     8192
 #define GEN_SHIFT      48
 #define DTAG_MASK      ((UINT64_C(1) << GEN_SHIFT) - 1)
 
@@ -68,6 +72,10 @@ struct lm_rmq {
     size_t n_settles, cap_settles;
 
     /* link thread only */
+    struct {
+        uint64_t hash;
+        unsigned count;
+    } * seen; /* consumer on a classic queue: deliveries seen per message id */
     amqp_connection_state_t conn;
     uint64_t gen;
     uint64_t next_dtag;
@@ -238,19 +246,22 @@ static int declare_consumer(lm_rmq *a)
                     amqp_cstring_bytes(a->service), amqp_empty_table);
     if (!ok_reply(a, "binding the dead-letter queue")) return -1;
     amqp_table_entry_t args[4];
-    args[0].key = amqp_cstring_bytes("x-queue-type");
-    args[0].value.kind = AMQP_FIELD_KIND_UTF8;
-    args[0].value.value.bytes = amqp_cstring_bytes("quorum");
-    args[1].key = amqp_cstring_bytes("x-delivery-limit");
-    args[1].value.kind = AMQP_FIELD_KIND_I64;
-    args[1].value.value.i64 = (int64_t)a->o.delivery_limit;
-    args[2].key = amqp_cstring_bytes("x-dead-letter-exchange");
-    args[2].value.kind = AMQP_FIELD_KIND_UTF8;
-    args[2].value.value.bytes = amqp_cstring_bytes(LM_RMQ_DLX);
-    args[3].key = amqp_cstring_bytes("x-dead-letter-routing-key");
-    args[3].value.kind = AMQP_FIELD_KIND_UTF8;
-    args[3].value.value.bytes = amqp_cstring_bytes(a->service);
-    amqp_table_t t = {.num_entries = 4, .entries = args};
+    int n = 0;
+    args[n].key = amqp_cstring_bytes("x-dead-letter-exchange");
+    args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+    args[n++].value.value.bytes = amqp_cstring_bytes(LM_RMQ_DLX);
+    args[n].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+    args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+    args[n++].value.value.bytes = amqp_cstring_bytes(a->service);
+    if (a->o.quorum) {
+        args[n].key = amqp_cstring_bytes("x-queue-type");
+        args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        args[n++].value.value.bytes = amqp_cstring_bytes("quorum");
+        args[n].key = amqp_cstring_bytes("x-delivery-limit");
+        args[n].value.kind = AMQP_FIELD_KIND_I64;
+        args[n++].value.value.i64 = (int64_t)a->o.delivery_limit;
+    }
+    amqp_table_t t = {.num_entries = n, .entries = args};
     amqp_queue_declare(c, CHANNEL, amqp_cstring_bytes(a->queue), 0, 1, 0, 0, t);
     if (!ok_reply(a, "declaring the queue")) return -1;
     for (size_t i = 0; i < a->n_bindings; i++) {
@@ -286,7 +297,8 @@ static int connect_broker(lm_rmq *a)
         return -1;
     }
     amqp_set_handshake_timeout(a->conn, &tv);
-    amqp_set_rpc_timeout(a->conn, &tv);
+    struct timeval rpc = {.tv_sec = RPC_TIMEOUT_S};
+    amqp_set_rpc_timeout(a->conn, &rpc);
     char name[200];
     snprintf(name, sizeof name, "lotmesh-%s %s", a->service,
              a->o.role == LM_RMQ_PUBLISHER ? "relay" : "consumer");
@@ -468,6 +480,25 @@ static unsigned delivery_count(const amqp_table_t *h)
     return 0;
 }
 
+/* Classic queues count no deliveries: the link remembers, per message id (a direct-mapped
+ * cache, link thread only), how often it saw a message; a message redelivered after a
+ * consumer's restart counts as at least its second attempt. */
+static unsigned seen_attempt(lm_rmq *a, const char *id, bool redelivered)
+{
+    unsigned floor = redelivered ? 2 : 1;
+    if (!a->seen || !*id) return floor;
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    size_t i = (size_t)(h % SEEN_SLOTS);
+    if (a->seen[i].hash != h) {
+        a->seen[i].hash = h;
+        a->seen[i].count = 0;
+    }
+    unsigned n = ++a->seen[i].count;
+    return n > floor ? n : floor;
+}
+
 static int on_deliver(lm_rmq *a, amqp_basic_deliver_t *d)
 {
     uint64_t tag = (a->gen << GEN_SHIFT) | (d->delivery_tag & DTAG_MASK);
@@ -494,6 +525,7 @@ static int on_deliver(lm_rmq *a, amqp_basic_deliver_t *d)
         del->attempt = 1 + ((m.properties._flags & AMQP_BASIC_HEADERS_FLAG)
                                 ? delivery_count(&m.properties.headers)
                                 : 0);
+        if (!a->o.quorum) del->attempt = seen_attempt(a, del->message_id, redelivered);
     }
     amqp_destroy_message(&m);
     free(key);
@@ -675,6 +707,7 @@ static void *link_main(void *arg)
     lm_amqp_url_redacted(&a->url, where, sizeof where);
     int backoff = BACKOFF_MIN_MS;
     bool reported = false; /* the current outage was logged */
+    char logged[256] = ""; /* with this reason */
     while (!atomic_load(&a->stopping)) {
         a->gen++;
         a->next_dtag = 1;
@@ -682,9 +715,12 @@ static void *link_main(void *arg)
         if (connect_broker(a) != 0) {
             disconnect(a, false);
             set_state(a, LM_RMQ_DISCONNECTED, false, true);
-            if (!reported)
+            /* one line per outage, and another whenever the reason changes (a broker that
+             * accepts connections again but refuses the topology says why) */
+            if (!reported || strcmp(logged, a->last_err) != 0)
                 lm_log_warn("events: broker %s unreachable (%s); retrying with backoff", where,
                             a->last_err);
+            snprintf(logged, sizeof logged, "%s", a->last_err);
             reported = true;
             backoff_wait(a, backoff);
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -751,6 +787,8 @@ lm_rmq *lm_rmq_start(const lm_amqp_url *url, const lm_rmq_opts *opts, char *err,
         for (size_t i = 0; a->bindings && i < a->n_bindings; i++)
             a->bindings[i] = dups(opts->bindings[i]);
     }
+    if (opts->role == LM_RMQ_CONSUMER && !opts->quorum)
+        a->seen = calloc(SEEN_SLOTS, sizeof *a->seen);
     a->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&a->mu, NULL);
     atomic_init(&a->stopping, false);
@@ -783,6 +821,7 @@ void lm_rmq_stop(lm_rmq *a)
     free(a->results);
     free(a->settles);
     close(a->wakefd);
+    free(a->seen);
     pthread_mutex_destroy(&a->mu);
     for (size_t i = 0; i < a->n_bindings; i++)
         free(a->bindings[i]);

@@ -55,9 +55,11 @@ typedef struct lm_rmq_opts {
     const char *const *bindings; /* consumer: routing-key patterns, NULL-terminated */
     unsigned prefetch;           /* consumer: unacked deliveries at most (default 64) */
     unsigned delivery_limit;     /* consumer: the queue's x-delivery-limit (default 20) */
-    unsigned max_inflight;       /* publisher: unconfirmed messages at most (default 256) */
-    unsigned max_queued;         /* publisher: submitted, not yet sent (default 4096) */
-    void (*notify)(void *arg);   /* results or deliveries are waiting (link thread) */
+    bool quorum; /* consumer: a quorum queue (x-delivery-count, x-delivery-limit) instead of a
+                  * classic durable one */
+    unsigned max_inflight;     /* publisher: unconfirmed messages at most (default 256) */
+    unsigned max_queued;       /* publisher: submitted, not yet sent (default 4096) */
+    void (*notify)(void *arg); /* results or deliveries are waiting (link thread) */
     void *notify_arg;
 } lm_rmq_opts;
 

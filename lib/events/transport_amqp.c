@@ -219,6 +219,9 @@ static void report_state(amqp_tr *a)
     lm_transport_state s = st.state == LM_RMQ_CONNECTED    ? LM_TRANSPORT_UP
                            : st.state == LM_RMQ_CONNECTING ? LM_TRANSPORT_CONNECTING
                                                            : LM_TRANSPORT_DOWN;
+    /* a link backing off goes DOWN → CONNECTING → DOWN at every attempt: it stays DOWN
+     * until it is connected (one state line per outage, not one per attempt) */
+    if (a->state == LM_TRANSPORT_DOWN && s == LM_TRANSPORT_CONNECTING) return;
     if (s != a->state) {
         a->state = s;
         if (a->t->cbs.state) a->t->cbs.state(a->t->cbs.ctx, s, s == LM_TRANSPORT_UP ? "" : why);
@@ -318,6 +321,14 @@ static int amqp_subscribe(lm_transport *t, const lm_transport_sub *sub, char *er
     }
     for (size_t i = 0; i < sub->n_patterns; i++)
         keys[i] = sub->patterns[i];
+    /* EVENT_BROKER_QUEUE_TYPE: classic (default) or quorum */
+    const char *qt = getenv("EVENT_BROKER_QUEUE_TYPE");
+    bool quorum = qt && strcmp(qt, "quorum") == 0;
+    if (qt && *qt && !quorum && strcmp(qt, "classic") != 0) {
+        free(keys);
+        snprintf(err, errlen, "EVENT_BROKER_QUEUE_TYPE must be classic or quorum");
+        return -1;
+    }
     unsigned prefetch = sub->prefetch ? sub->prefetch : 100;
     if (prefetch > 1000) prefetch = 1000;
     lm_rmq_opts o = {.role = LM_RMQ_CONSUMER,
@@ -325,6 +336,7 @@ static int amqp_subscribe(lm_transport *t, const lm_transport_sub *sub, char *er
                      .bindings = keys,
                      .prefetch = prefetch,
                      .delivery_limit = LM_TRANSPORT_AMQP_DELIVERY_LIMIT,
+                     .quorum = quorum,
                      .notify = link_notify,
                      .notify_arg = a};
     a->con = lm_rmq_start(&a->url, &o, err, errlen);

@@ -214,7 +214,7 @@ def test_consumer_queue_bindings_retry_and_ack(rabbitmq):
     con = rabbitmq.connect()
     try:
         ch = con.channel()
-        # durable, quorum, dead-lettering; nothing left after the acks
+        # durable, dead-lettering; nothing left after the acks
         q = ch.queue_declare(f"{svc}.events", passive=True)
         assert q.method.message_count == 0
         assert ch.queue_declare(f"{svc}.events.dlq", passive=True).method.message_count == 0
@@ -222,7 +222,7 @@ def test_consumer_queue_bindings_retry_and_ack(rabbitmq):
         con.close()
     out = rabbitmq.ctl("list_queues", "-p", "lotmesh", "name", "durable", "type", "arguments")
     line = next(l for l in out.splitlines() if l.startswith(f"{svc}.events\t"))
-    assert "true" in line and "quorum" in line and "lotmesh.events.dlx" in line, line
+    assert "true" in line and "classic" in line and "lotmesh.events.dlx" in line, line
 
 
 def test_malformed_message_is_dead_lettered_and_does_not_block(rabbitmq):
