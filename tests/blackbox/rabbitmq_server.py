@@ -195,6 +195,24 @@ class RabbitServer:
         finally:
             con.close()
 
+    def declare_service_queue(self, service, patterns):
+        """Declares <service>.events (classic, durable, dead-lettering to lotmesh.events.dlx
+        with the routing key <service>, as lib/events/rmq.c does) bound to patterns: the
+        topology a deployment declares before its services start, so that no event published
+        before the consumer's first connection misses its queue."""
+        con = self.connect()
+        try:
+            ch = con.channel()
+            ch.exchange_declare("lotmesh.events", "topic", durable=True)
+            q = f"{service}.events"
+            ch.queue_declare(q, durable=True, arguments={
+                "x-dead-letter-exchange": "lotmesh.events.dlx",
+                "x-dead-letter-routing-key": service})
+            for p in patterns:
+                ch.queue_bind(q, "lotmesh.events", p)
+        finally:
+            con.close()
+
     def cleanup(self):
         self.stop()
         _stop_pid(self.epmd, signal.SIGTERM, 10)

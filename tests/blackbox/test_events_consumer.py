@@ -39,6 +39,10 @@ def transport(request):
         # the session's broker (rabbitmq_server.py); each test starts from empty queues
         rmq = request.getfixturevalue("rabbitmq")
         rmq.reset_queues("articles_api", "charges_api")
+        # declared before the services start, as a deployment does: events published before
+        # a consumer's first connection must not miss its queue
+        rmq.declare_service_queue("charges_api", ["artikel.*", "einheit.*"])
+        rmq.declare_service_queue("articles_api", ["charge.*"])
         return Transport("rabbitmq", {"EVENT_BROKER_URL": rmq.url})
     raise AssertionError(f"unknown transport {request.param}")
 
