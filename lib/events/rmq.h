@@ -10,10 +10,10 @@
  * Topology (DESIGN 3.6): durable topic exchange `lotmesh.events`; a publisher sends with the
  * routing key = the event type, persistent, content type application/cloudevents+json,
  * message_id = the event id, type = the event type, a `traceparent` header, mandatory.
- * A consumer declares the durable quorum queue `<service>.events` bound to its keys, with
- * `x-delivery-limit` = delivery_limit and dead-lettering into the direct exchange
- * `lotmesh.events.dlx` with the routing key `<service>`, to which the durable queue
- * `<service>.events.dlq` is bound; it consumes with manual acks and prefetch.
+ * A consumer declares the durable queue `<service>.events` (classic, or with opts.quorum a
+ * quorum queue with `x-delivery-limit` = delivery_limit) bound to its keys, dead-lettering
+ * into the direct exchange `lotmesh.events.dlx` with the routing key `<service>`, to which the
+ * durable queue `<service>.events.dlq` is bound; it consumes with manual acks and prefetch.
  *
  * Publisher: every submitted message gets exactly one result, in submission order: ok once the
  * broker confirmed it (basic.ack); failed when the broker nacked it or returned it as
@@ -22,12 +22,14 @@
  * least once). Up to max_inflight messages are unconfirmed at a time.
  *
  * Consumer: deliveries are handed out in broker order; the caller settles each one after its
- * own commit (ACK, RETRY: requeue, DEAD: dead-letter at once). The quorum queue counts every
+ * own commit (ACK, RETRY: requeue, DEAD: dead-letter at once). A quorum queue counts every
  * return (a RETRY, or a consumer that died holding the message) in x-delivery-count, which
  * gives each delivery its attempt number, and dead-letters a message returned more than
  * delivery_limit times by itself — so a poison message that kills its consumer before it can
- * settle is dead-lettered too. Deliveries of a connection that has since dropped cannot be
- * settled (the broker redelivers them); settling them is a no-op.
+ * settle is dead-lettered too. On a classic queue the link counts deliveries per message id
+ * itself (a direct-mapped cache; a redelivered message is at least attempt 2). Deliveries of a
+ * connection that has since dropped cannot be settled (the broker redelivers them); settling them
+ * is a no-op.
  *
  * Ownership: a link copies its options; deliveries taken belong to the caller
  * (lm_rmq_delivery_free). Threading: every function may be called from any thread except

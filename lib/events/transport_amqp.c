@@ -12,10 +12,10 @@
  * sequence as not published — FAIL_DELAY_MS later, so that the relay, which publishes it
  * again at once, does not spin while no queue is bound.
  *
- * Consuming: the quorum queue "<service>.events" (x-delivery-limit
- * LM_TRANSPORT_AMQP_DELIVERY_LIMIT, dead-lettering to lotmesh.events.dlx →
- * "<service>.events.dlq"), prefetch = sub.prefetch. The attempt of a delivery is the
- * queue's x-delivery-count + 1. ack → basic.ack; retry → after delay_ms (a timer holding the
+ * Consuming: the durable queue "<service>.events", classic or (EVENT_BROKER_QUEUE_TYPE=quorum)
+ * quorum with x-delivery-limit LM_TRANSPORT_AMQP_DELIVERY_LIMIT, dead-lettering to
+ * lotmesh.events.dlx → "<service>.events.dlq"), prefetch = sub.prefetch. The attempt of a
+ * delivery: rmq.h. ack → basic.ack; retry → after delay_ms (a timer holding the
  * delivery, so it still counts against the prefetch) basic.nack with requeue; reject →
  * basic.reject without requeue (dead-lettered).
  *
