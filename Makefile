@@ -50,13 +50,15 @@ PG_SUITES := tests/blackbox/test_articles.py tests/blackbox/test_charges.py \
              tests/blackbox/test_cache.py tests/blackbox/test_articles_contract.py \
              tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py \
              tests/blackbox/test_events_producer.py
-test: asan
-	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
-	@scripts/promtool.sh
-	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/blackbox
-	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PG_SUITES)
-	@$(MAKE) --no-print-directory fuzz
-	@$(MAKE) --no-print-directory delivery
+# Each part prints its wall time (scripts/timed.sh; collected in build/ci-times.txt).
+test:
+	@scripts/timed.sh build-asan $(MAKE) --no-print-directory asan
+	@scripts/timed.sh unit sh -c 'cd $(ASAN) && ctest --output-on-failure -j $(JOBS)'
+	@scripts/timed.sh promtool scripts/promtool.sh
+	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) scripts/timed.sh blackbox /usr/bin/python3 -m pytest -q tests/blackbox
+	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) scripts/timed.sh blackbox-pg /usr/bin/python3 -m pytest -q $(PG_SUITES)
+	@scripts/timed.sh fuzz $(MAKE) --no-print-directory fuzz
+	@scripts/timed.sh delivery $(MAKE) --no-print-directory delivery
 
 # Prometheus configuration and alert rules (deploy/prometheus/), with their unit tests.
 alerts:
@@ -88,8 +90,9 @@ images:
 # The delivery checks: the images brought up with podman-compose from deploy/compose.yaml
 # and driven, deploy/k8s rendered and schema-checked, .github/workflows linted; timings and
 # sizes in build/delivery/*.json.
-delivery: images
-	@/usr/bin/python3 -m pytest -q tests/delivery
+delivery:
+	@scripts/timed.sh images $(MAKE) --no-print-directory images
+	@scripts/timed.sh delivery-tests /usr/bin/python3 -m pytest -q tests/delivery
 	@/usr/bin/python3 -c 'import json,sys; d=json.load(open("build/delivery/compose.json")); \
 	  print("delivery: images (MB)", d.get("image_sizes_mb"), "| up to gateway answering", \
 	        d.get("up_to_gateway_answering_s"), "s | rolling restart", d.get("rolling_restart", {}).get("requests"), \

@@ -224,12 +224,15 @@ for case in $ENDPOINTS; do
     done
   done
 done
-# round trips on lotmesh-charges' writer per write job (every create of the run, seeding too;
-# BEGIN/COMMIT shared by a group commit's jobs, so this falls as batches grow)
+# statements and round trips on lotmesh-charges' writer per write job (every create of the run,
+# seeding too; BEGIN/COMMIT shared by a group commit's jobs, so this falls as batches grow; on
+# PostgreSQL transaction control travels in the pipeline with the next statement)
 metric() { curl -fsS -H "Authorization: Bearer $TOK_C" "http://127.0.0.1:$P_CHG/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 ws=$(metric lotmesh_db_write_statements_total); wj=$(metric lotmesh_db_write_jobs_total)
-cm=$(metric lotmesh_db_commits_total)
+cm=$(metric lotmesh_db_commits_total); wr=$(metric lotmesh_db_write_round_trips_total)
 meta write_statements_per_job "$(awk -v s="$ws" -v j="$wj" 'BEGIN {printf "%.2f", s / j}')"
+# builds before the round-trip counter: every statement was one
+meta write_round_trips_per_job "$(awk -v s="${wr:-$ws}" -v j="$wj" 'BEGIN {printf "%.2f", s / j}')"
 meta write_jobs_per_commit "$(awk -v c="$cm" -v j="$wj" 'BEGIN {printf "%.1f", j / c}')"
 meta rss_after_lotmesh-charges "$(rss_kb "$CHG")"
 meta rss_after_lotmesh-articles "$(rss_kb "$ART")"

@@ -435,7 +435,8 @@ def cmd_svc_report(meta_path, wrkdir):
     if meta.get("db") == "pg":
         p(f"- database: PostgreSQL {meta.get('postgres', '?')} on 127.0.0.1 (fsync and "
           "synchronous_commit on), one database per service; lotmesh's writer: "
-          f"{meta.get('write_statements_per_job', '?')} round trips per write job, "
+          f"{meta.get('write_round_trips_per_job', '?')} round trips and "
+          f"{meta.get('write_statements_per_job', '?')} statements per write job, "
           f"{meta.get('write_jobs_per_commit', '?')} jobs per commit (whole run)")
     p(f"- auth: lotmesh with SERVICE_AUTH={meta['auth']} (every request carries a service token, "
       "verified from a per-thread cache); the FastAPI service checks no token")

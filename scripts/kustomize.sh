@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # kustomize.sh DIR — renders a kustomization offline to stdout, as `kubectl kustomize DIR`.
-# Uses the machine's kubectl when its built-in kustomize is v4 or newer; otherwise the kubectl
-# of Debian's kubernetes-client package (kustomize v2), unpacked once into
-# $LOTMESH_CACHE_DIR/kubernetes-client (default /var/cache/lotmesh) without installing it, so
-# an existing kubectl is left alone. deploy/k8s is written to render the same with both.
+# deploy/k8s uses the current kustomize fields (`resources`, `patches`, `labels`), which need
+# kustomize v4 or newer: a kubectl of 1.21 or newer (built-in kustomize), else a standalone
+# `kustomize` on PATH. Debian bookworm's kubernetes-client (kubectl 1.20, kustomize v2) is too
+# old for them and is not used; without either, this fails with one line saying so.
 set -euo pipefail
 if command -v kubectl >/dev/null 2>&1; then
   v=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"kustomizeVersion": *"v\([0-9]*\).*/\1/p')
@@ -11,14 +11,11 @@ if command -v kubectl >/dev/null 2>&1; then
     exec kubectl kustomize "$@"
   fi
 fi
-cache=${LOTMESH_CACHE_DIR:-/var/cache/lotmesh}/kubernetes-client
-if [ ! -x "$cache/usr/bin/kubectl" ]; then
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && { apt-get download kubernetes-client >/dev/null 2>&1 ||
-                  { apt-get update -qq && apt-get download kubernetes-client >/dev/null; }; })
-  mkdir -p "$cache.part"
-  dpkg -x "$tmp"/kubernetes-client_*.deb "$cache.part"
-  rm -rf "$cache" && mv "$cache.part" "$cache"
+if command -v kustomize >/dev/null 2>&1; then
+  v=$(kustomize version 2>/dev/null | sed -n 's/^v\{0,1\}\([0-9][0-9]*\)\..*/\1/p; s/.*Version:[^0-9]*\([0-9][0-9]*\)\..*/\1/p' | head -n1)
+  if [ -n "$v" ] && [ "$v" -ge 4 ]; then
+    exec kustomize build "$@"
+  fi
 fi
-exec "$cache/usr/bin/kubectl" kustomize "$@"
+echo "kustomize.sh: needs kustomize v4 or newer: kubectl 1.21+ or a kustomize binary on PATH (Debian's kubectl 1.20 is too old for deploy/k8s)" >&2
+exit 2

@@ -4,6 +4,6 @@
 # Usage: scripts/promtool.sh    (make test runs it)
 set -euo pipefail
 cd "$(dirname "$0")/../deploy/prometheus"
-promtool check config --syntax-only prometheus.yml
+promtool check config --syntax-only prometheus.yml compose.yml
 promtool check rules rules/*.yml
 promtool test rules tests/*.yml

@@ -79,34 +79,33 @@ bool lm_cfg_bool(lm_cfg *cfg, const char *name, bool def)
     return def;
 }
 
-uint64_t lm_cfg_duration_ms(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min, uint64_t max)
+/* An unsigned setting in a unit: parse reads it, what describes the form in the message,
+ * lo_unit/hi_unit follow the bounds there ("ms"/"ms", ""/" bytes"). */
+static uint64_t cfg_unit(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min, uint64_t max,
+                         bool (*parse)(const char *, uint64_t *), const char *what,
+                         const char *lo_unit, const char *hi_unit)
 {
     const char *v = env(name);
     uint64_t x;
     if (!v) return def;
-    if (!lm_parse_duration_ms(v, &x) || x < min || x > max) {
-        lm_cfg_error(cfg, name,
-                     "must be a duration like 500ms, 5s or 2m from %" PRIu64 "ms to %" PRIu64
-                     "ms (got \"%.64s\")",
-                     min, max, v);
+    if (!parse(v, &x) || x < min || x > max) {
+        lm_cfg_error(cfg, name, "must be %s from %" PRIu64 "%s to %" PRIu64 "%s (got \"%.64s\")",
+                     what, min, lo_unit, max, hi_unit, v);
         return def;
     }
     return x;
 }
 
+uint64_t lm_cfg_duration_ms(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min, uint64_t max)
+{
+    return cfg_unit(cfg, name, def, min, max, lm_parse_duration_ms,
+                    "a duration like 500ms, 5s or 2m", "ms", "ms");
+}
+
 uint64_t lm_cfg_size(lm_cfg *cfg, const char *name, uint64_t def, uint64_t min, uint64_t max)
 {
-    const char *v = env(name);
-    uint64_t x;
-    if (!v) return def;
-    if (!lm_parse_size(v, &x) || x < min || x > max) {
-        lm_cfg_error(cfg, name,
-                     "must be a size like 65536, 64k or 1m from %" PRIu64 " to %" PRIu64
-                     " bytes (got \"%.64s\")",
-                     min, max, v);
-        return def;
-    }
-    return x;
+    return cfg_unit(cfg, name, def, min, max, lm_parse_size, "a size like 65536, 64k or 1m", "",
+                    " bytes");
 }
 
 int lm_cfg_enum(lm_cfg *cfg, const char *name, const char *def, const char *const choices[])

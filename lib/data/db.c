@@ -65,7 +65,7 @@ struct lm_db {
     uv_mutex_t health_lock;
     char why[256];
     atomic_ullong commits, write_jobs, reads, failed_commits, largest_batch, reconnects, statements,
-        write_statements;
+        write_statements, round_trips, write_round_trips;
     char instance[17]; /* this process among the database's writers (NOTIFY payload) */
     void *watch;       /* the backend's listener (lm_db_watch), or NULL */
 };
@@ -97,6 +97,13 @@ void lm_db_count_statement(lm_db_conn *c)
     if (!c->db) return;
     atomic_fetch_add_explicit(&c->db->statements, 1, memory_order_relaxed);
     if (c->writer) atomic_fetch_add_explicit(&c->db->write_statements, 1, memory_order_relaxed);
+}
+
+void lm_db_count_round_trip(lm_db_conn *c)
+{
+    if (!c->db) return;
+    atomic_fetch_add_explicit(&c->db->round_trips, 1, memory_order_relaxed);
+    if (c->writer) atomic_fetch_add_explicit(&c->db->write_round_trips, 1, memory_order_relaxed);
 }
 
 static void set_why(lm_db *db, const char *what, const char *msg)
@@ -649,4 +656,6 @@ void lm_db_get_stats(lm_db *db, lm_db_stats *out)
     out->reconnects = atomic_load(&db->reconnects);
     out->statements = atomic_load(&db->statements);
     out->write_statements = atomic_load(&db->write_statements);
+    out->round_trips = atomic_load(&db->round_trips);
+    out->write_round_trips = atomic_load(&db->write_round_trips);
 }

@@ -14,8 +14,11 @@
  *   reported as LM_DB_EIO: never acknowledged, so never "lost".
  * Why threads and not non-blocking libpq on the loops: job functions are ordinary sequential
  * code (load, check, write) shared by both backends; threads let the same job run on SQLite
- * and PostgreSQL, and the group commit gives the round-trip/fsync economy for concurrent
- * writes that pipelining would.
+ * and PostgreSQL, and the group commit gives the fsync economy for concurrent writes. On
+ * PostgreSQL the writer's transactions also run in libpq's pipeline mode: transaction
+ * control (BEGIN, SAVEPOINT, RELEASE, NOTIFY) is sent without waiting and travels with the
+ * next statement whose answer a job needs, so a batch of N creates costs N + 1 round trips
+ * (each INSERT … RETURNING, then COMMIT) instead of 3N + 2 (db_pg.c).
  *
  * Health: a connection that breaks (server restarted, network) marks the database down; the
  * writer thread reconnects with exponential backoff (100 ms .. 2 s) while it is down, jobs
@@ -176,8 +179,10 @@ bool lm_db_health(lm_db *db, lm_buf *why);
 typedef struct lm_db_stats {
     unsigned long long commits, write_jobs, reads, failed_commits;
     unsigned long long largest_batch, reconnects;
-    unsigned long long statements;       /* statements executed (round trips on PostgreSQL) */
-    unsigned long long write_statements; /* of those, on the writer's connection */
+    unsigned long long statements;        /* statements executed, transaction control too */
+    unsigned long long write_statements;  /* of those, on the writer's connection */
+    unsigned long long round_trips;       /* PostgreSQL: waits for the server's answers */
+    unsigned long long write_round_trips; /* of those, on the writer's connection */
 } lm_db_stats;
 void lm_db_get_stats(lm_db *db, lm_db_stats *out);
 

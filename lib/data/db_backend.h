@@ -79,8 +79,9 @@ struct lm_db_backend {
 extern const lm_db_backend lm_db_sqlite_backend;
 extern const lm_db_backend lm_db_pg_backend;
 
-/* db.c: counts a statement execution (statistics). */
+/* db.c: counts a statement execution / a round trip to the server (statistics). */
 void lm_db_count_statement(lm_db_conn *c);
+void lm_db_count_round_trip(lm_db_conn *c);
 /* db.c: this process's id among the writers of the database (16 hex digits). */
 const char *lm_db_instance(const lm_db *db);
 /* db.c: the instance id of c's database. */

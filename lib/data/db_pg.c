@@ -12,8 +12,8 @@
  * lm_casefold). */
 #include "db_backend.h"
 #include "log.h"
+#include "sqlparam.h"
 
-#include <ctype.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -22,7 +22,7 @@
 #include <string.h>
 
 #define STMT_CACHE 128
-#define MAX_PARAMS 32
+#define MAX_PARAMS LM_SQLPARAM_MAX
 /* NOTIFY channel of committed writes (payload: the writer's instance id) */
 #define CHANNEL "lotmesh_writes"
 /* pg_advisory_lock key of the migration step: "lotmesh" */
@@ -58,6 +58,13 @@ typedef struct pg_conn {
     size_t n_cache;
     unsigned next_name;
     char err[256];
+    /* pipeline mode: the writer's connection from BEGIN to COMMIT/ROLLBACK of a write
+     * transaction (see "pipeline" below) */
+    bool pipeline;
+    int n_deferred;   /* commands sent whose answers are not read yet */
+    bool poisoned;    /* a deferred command failed: the transaction cannot commit */
+    bool stmt_failed; /* a statement failed since the last SAVEPOINT */
+    bool lost;        /* the answers went out of step: the connection is unusable */
 } pg_conn;
 
 static pg_conn *PG(lm_db_conn *c)
@@ -105,7 +112,7 @@ static void pg_disconnect(lm_db_conn *c)
 
 static bool pg_broken(lm_db_conn *c)
 {
-    return PQstatus(PG(c)->h) == CONNECTION_BAD;
+    return PG(c)->lost || PQstatus(PG(c)->h) == CONNECTION_BAD;
 }
 
 static lm_db_conn *pg_connect(const char *url, const lm_db_opts *o, bool writer, char *err,
@@ -147,15 +154,192 @@ static lm_db_conn *pg_connect(const char *url, const lm_db_opts *o, bool writer,
     return &p->base;
 }
 
-/* A simple-protocol command that returns no rows we need. */
+/* ---- pipeline mode ----------------------------------------------------------------------
+ * The writer's connection runs each write transaction (a group commit) in libpq's pipeline
+ * mode, so transaction control costs no round trip of its own: BEGIN, SAVEPOINT, RELEASE,
+ * ROLLBACK TO and NOTIFY are sent without waiting ("deferred") and travel with the next
+ * statement whose answer a job needs, or with the COMMIT. A sync point follows every command
+ * whose answer is read, so a failing statement aborts nothing after it.
+ *
+ * Per job that makes one round trip per statement it executes (a create: its INSERT …
+ * RETURNING), plus one per batch for the COMMIT, instead of three per job and two per batch.
+ * The rules stay those of the synchronous code: a job whose statement failed is rolled back
+ * (RELEASE refuses while a statement failed since the SAVEPOINT); a deferred command that
+ * fails — not expected, the transaction is healthy when each is sent — poisons the
+ * transaction: it is rolled back, no job of the batch is acknowledged; answers that come out
+ * of step mark the connection lost (reconnected, nothing acknowledged). */
+
+static void count_round_trip(pg_conn *p)
+{
+    lm_db_count_round_trip(&p->base);
+}
+
+/* The answer of the next command of the pipeline, with the NULL that ends it consumed;
+ * NULL (and the connection lost) when the connection failed or the answers are out of
+ * step. */
+static PGresult *next_result(pg_conn *p)
+{
+    PGresult *r = PQgetResult(p->h);
+    if (!r || PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+        set_err(p, PQerrorMessage(p->h));
+        PQclear(r);
+        p->lost = true;
+        return NULL;
+    }
+    PGresult *end = PQgetResult(p->h);
+    if (end) {
+        PQclear(end);
+        PQclear(r);
+        set_err(p, "unexpected answer from PostgreSQL in pipeline mode");
+        p->lost = true;
+        return NULL;
+    }
+    return r;
+}
+
+/* Sends a command without waiting for its answer (read at the next sync point). */
+static bool defer(pg_conn *p, const char *sql)
+{
+    lm_db_count_statement(&p->base);
+    if (!PQsendQueryParams(p->h, sql, 0, NULL, NULL, NULL, NULL, 0)) {
+        set_err(p, PQerrorMessage(p->h));
+        p->lost = true;
+        return false;
+    }
+    p->n_deferred++;
+    return true;
+}
+
+/* Ends the segment with a sync point, sends it and reads every answer up to it: the deferred
+ * commands' (a failure poisons the transaction) and, when last, the answer of the command
+ * sent last, which is returned (the caller clears it). NULL when last is false, or when the
+ * connection failed (p->lost). */
+static PGresult *sync_point(pg_conn *p, bool last)
+{
+    int n = p->n_deferred;
+    p->n_deferred = 0;
+    count_round_trip(p);
+    if (!PQpipelineSync(p->h)) {
+        set_err(p, PQerrorMessage(p->h));
+        p->lost = true;
+        return NULL;
+    }
+    PGresult *res = NULL;
+    for (int i = 0; i < n + (last ? 1 : 0); i++) {
+        PGresult *r = next_result(p);
+        if (!r) {
+            PQclear(res);
+            return NULL;
+        }
+        if (i == n) {
+            res = r;
+            continue;
+        }
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            if (!p->poisoned)
+                set_err(p, PQresultStatus(r) == PGRES_FATAL_ERROR ? PQresultErrorMessage(r)
+                                                                  : "transaction was aborted");
+            p->poisoned = true;
+        }
+        PQclear(r);
+    }
+    PGresult *sync = PQgetResult(p->h);
+    bool ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!ok) {
+        set_err(p, "unexpected answer from PostgreSQL in pipeline mode");
+        p->lost = true;
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* Sends sql and waits for its answer (and the deferred commands'). */
+static PGresult *pipeline_exec(pg_conn *p, const char *sql)
+{
+    lm_db_count_statement(&p->base);
+    if (!PQsendQueryParams(p->h, sql, 0, NULL, NULL, NULL, NULL, 0)) {
+        set_err(p, PQerrorMessage(p->h));
+        p->lost = true;
+        return NULL;
+    }
+    return sync_point(p, true);
+}
+
+static bool enter_pipeline(pg_conn *p)
+{
+    if (!p->pipeline) {
+        if (!PQenterPipelineMode(p->h)) {
+            set_err(p, PQerrorMessage(p->h));
+            return false;
+        }
+        p->pipeline = true;
+    }
+    p->n_deferred = 0;
+    p->poisoned = p->stmt_failed = false;
+    return true;
+}
+
+/* Back to ordinary mode at the end of a transaction: every answer has been read. */
+static void leave_pipeline(pg_conn *p)
+{
+    if (!p->pipeline) return;
+    if (p->n_deferred && !p->lost) PQclear(sync_point(p, false));
+    if (!p->lost && !PQexitPipelineMode(p->h)) {
+        set_err(p, PQerrorMessage(p->h));
+        p->lost = true;
+    }
+    p->pipeline = false;
+    p->n_deferred = 0;
+}
+
+/* A command that returns no rows we need (simple protocol; in pipeline mode extended). */
 static bool exec(pg_conn *p, const char *sql)
 {
-    PGresult *r = PQexec(p->h, sql);
-    lm_db_count_statement(&p->base);
+    PGresult *r;
+    if (p->pipeline) {
+        if (p->lost) return false; /* answers out of step: nothing more on it */
+        r = pipeline_exec(p, sql);
+    } else {
+        r = PQexec(p->h, sql);
+        lm_db_count_statement(&p->base);
+        count_round_trip(p);
+    }
     ExecStatusType s = PQresultStatus(r);
-    bool ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
-    if (!ok) set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
+    bool ok = r && (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK);
+    if (!ok && !(p->pipeline && s == PGRES_PIPELINE_ABORTED))
+        set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
     PQclear(r);
+    return ok;
+}
+
+/* COMMIT (with NOTIFY first when notify): true only when PostgreSQL answered COMMIT — a
+ * COMMIT of a failed transaction "succeeds" as ROLLBACK, a lost answer is a failure. */
+static bool commit(pg_conn *p, bool notify)
+{
+    char sql[96] = "COMMIT";
+    if (notify) /* delivered only if it commits */
+        snprintf(sql, sizeof sql, "NOTIFY " CHANNEL ", '%s'%s", lm_db_conn_instance(&p->base),
+                 p->pipeline ? "" : "; COMMIT");
+    PGresult *r;
+    if (p->pipeline) {
+        if (p->poisoned) return false; /* why is in err; the caller rolls back */
+        if (notify && !defer(p, sql)) return false;
+        r = pipeline_exec(p, "COMMIT");
+    } else {
+        r = PQexec(p->h, sql); /* the NOTIFY travels with the COMMIT: one round trip */
+        lm_db_count_statement(&p->base);
+        count_round_trip(p);
+    }
+    bool ok =
+        PQresultStatus(r) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "COMMIT") && !p->poisoned;
+    if (!ok && !p->poisoned)
+        set_err(p, PQresultStatus(r) == PGRES_COMMAND_OK ? "transaction was aborted"
+                   : r                                   ? PQresultErrorMessage(r)
+                                                         : PQerrorMessage(p->h));
+    PQclear(r);
+    if (ok) leave_pipeline(p);
     return ok;
 }
 
@@ -164,40 +348,46 @@ static bool pg_tx(lm_db_conn *c, lm_db_tx what)
     pg_conn *p = PG(c);
     switch (what) {
     case LM_DB_TX_BEGIN_WRITE:
+        /* the writer's transactions run in pipeline mode (above) */
+        if (c->writer) return enter_pipeline(p) && defer(p, "BEGIN");
         return exec(p, "BEGIN");
     case LM_DB_TX_BEGIN_READ:
         return exec(p, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     case LM_DB_TX_COMMIT:
-    case LM_DB_TX_COMMIT_NOTIFY: {
-        /* the NOTIFY travels with the COMMIT (one round trip) and is delivered only if it
-         * commits; COMMIT of a failed transaction "succeeds" as ROLLBACK: a failure here */
-        char sql[96];
-        if (what == LM_DB_TX_COMMIT_NOTIFY)
-            snprintf(sql, sizeof sql, "NOTIFY " CHANNEL ", '%s'; COMMIT", lm_db_conn_instance(c));
-        PGresult *r = PQexec(p->h, what == LM_DB_TX_COMMIT_NOTIFY ? sql : "COMMIT");
-        lm_db_count_statement(c);
-        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "COMMIT");
-        if (!ok)
-            set_err(p, PQresultStatus(r) == PGRES_COMMAND_OK ? "transaction was aborted"
-                       : r                                   ? PQresultErrorMessage(r)
-                                                             : PQerrorMessage(p->h));
-        PQclear(r);
+    case LM_DB_TX_COMMIT_NOTIFY:
+        return commit(p, what == LM_DB_TX_COMMIT_NOTIFY);
+    case LM_DB_TX_ROLLBACK: {
+        /* the deferred commands first: after a failure among them the server skips the rest
+         * of their segment, a ROLLBACK in it too */
+        if (p->pipeline && p->n_deferred && !p->lost) PQclear(sync_point(p, false));
+        bool ok = exec(p, "ROLLBACK");
+        leave_pipeline(p);
         return ok;
     }
-    case LM_DB_TX_ROLLBACK:
-        return exec(p, "ROLLBACK");
     case LM_DB_TX_SAVEPOINT:
-        return exec(p, "SAVEPOINT job");
+        if (!p->pipeline) return exec(p, "SAVEPOINT job");
+        p->stmt_failed = false;
+        return !p->poisoned && defer(p, "SAVEPOINT job");
     case LM_DB_TX_ROLLBACK_TO:
-        return exec(p, "ROLLBACK TO SAVEPOINT job");
+        if (!p->pipeline) return exec(p, "ROLLBACK TO SAVEPOINT job");
+        p->stmt_failed = false;
+        return !p->poisoned && defer(p, "ROLLBACK TO SAVEPOINT job");
     case LM_DB_TX_RELEASE:
-        return exec(p, "RELEASE SAVEPOINT job");
+        if (!p->pipeline) return exec(p, "RELEASE SAVEPOINT job");
+        if (p->stmt_failed) {
+            /* what the server would answer: the job's statement failed, the transaction is
+             * aborted until the ROLLBACK TO that follows */
+            set_err(p, "a statement of the job failed");
+            return false;
+        }
+        return !p->poisoned && defer(p, "RELEASE SAVEPOINT job");
     }
     return false;
 }
 
 static bool pg_in_txn(lm_db_conn *c)
 {
+    if (PG(c)->pipeline) return true; /* a write transaction, perhaps with BEGIN not sent yet */
     PGTransactionStatusType t = PQtransactionStatus(PG(c)->h);
     return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
@@ -279,58 +469,6 @@ out:
 
 /* ---- statements ------------------------------------------------------------------------ */
 
-/* sql with ?, ?N and :name turned into $N (string literals and quoted names left alone);
- * the names are recorded in s. Returns the text (owned) or NULL when there are too many. */
-static char *translate(const char *sql, pg_st *s)
-{
-    lm_buf b = LM_BUF_INIT;
-    int max = 0;
-    for (const char *c = sql; *c;) {
-        if (*c == '\'' || *c == '"') {
-            char q = *c;
-            const char *e = strchr(c + 1, q);
-            size_t n = e ? (size_t)(e - c) + 1 : strlen(c);
-            lm_buf_append(&b, c, n);
-            c += n;
-            continue;
-        }
-        int idx = 0;
-        if (*c == '?') {
-            c++;
-            if (isdigit((unsigned char)*c)) {
-                idx = (int)strtol(c, (char **)&c, 10);
-            } else {
-                idx = max + 1;
-            }
-        } else if (*c == ':' && c[1] != ':' && (isalpha((unsigned char)c[1]) || c[1] == '_') &&
-                   (c == sql || c[-1] != ':')) {
-            const char *e = c + 1;
-            while (isalnum((unsigned char)*e) || *e == '_')
-                e++;
-            size_t n = (size_t)(e - c);
-            for (int i = 0; i < max && !idx; i++)
-                if (s->names[i] && strlen(s->names[i]) == n && !strncmp(s->names[i], c, n))
-                    idx = i + 1;
-            if (!idx) {
-                idx = max + 1;
-                if (idx <= MAX_PARAMS) s->names[idx - 1] = lm_xstrndup(c, n);
-            }
-            c = e;
-        } else {
-            lm_buf_append_char(&b, *c++);
-            continue;
-        }
-        if (idx < 1 || idx > MAX_PARAMS) {
-            lm_buf_free(&b);
-            return NULL;
-        }
-        if (idx > max) max = idx;
-        lm_buf_printf(&b, "$%d", idx);
-    }
-    s->n_params = max;
-    return lm_buf_steal(&b, NULL);
-}
-
 static lm_db_st *pg_stmt(lm_db_conn *c, const char *sql)
 {
     pg_conn *p = PG(c);
@@ -348,17 +486,34 @@ static lm_db_st *pg_stmt(lm_db_conn *c, const char *sql)
     s->base.conn = c;
     s->sql = sql;
     snprintf(s->name, sizeof s->name, "s%u", p->next_name++);
-    char *text = translate(sql, s);
+    lm_sqlparam params;
+    char *text = lm_sqlparam_translate(sql, &params);
+    if (text) {
+        s->n_params = params.n;
+        memcpy(s->names, params.names, sizeof s->names); /* s owns them now */
+    }
     if (!text) {
         set_err(p, "too many parameters");
         free_st(s);
         return NULL;
     }
-    PGresult *r = PQprepare(p->h, s->name, text, s->n_params, NULL);
+    PGresult *r;
+    if (p->pipeline) {
+        r = PQsendPrepare(p->h, s->name, text, s->n_params, NULL) ? sync_point(p, true) : NULL;
+        if (!r && !p->lost) set_err(p, PQerrorMessage(p->h));
+    } else {
+        r = PQprepare(p->h, s->name, text, s->n_params, NULL);
+        count_round_trip(p);
+    }
     lm_db_count_statement(c);
     free(text);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
+        p->stmt_failed = true;
+        if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
+            if (!p->poisoned) set_err(p, "transaction was aborted");
+        } else if (!p->lost) {
+            set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
+        }
         if (!pg_broken(c)) lm_log_error("database: cannot prepare a statement: %s", p->err);
         PQclear(r);
         free_st(s);
@@ -432,8 +587,20 @@ static int pg_step(lm_db_st *st)
         s->row++;
         return s->row < s->n_rows ? LM_DB_ROW : LM_DB_DONE;
     }
-    s->res =
-        PQexecPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL, 0);
+    if (p->pipeline) {
+        s->res = PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL,
+                                     NULL, 0)
+                     ? sync_point(p, true)
+                     : NULL;
+        if (!s->res && !p->lost) {
+            set_err(p, PQerrorMessage(p->h));
+            p->lost = true;
+        }
+    } else {
+        s->res =
+            PQexecPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL, 0);
+        count_round_trip(p);
+    }
     lm_db_count_statement(st->conn);
     switch (PQresultStatus(s->res)) {
     case PGRES_TUPLES_OK:
@@ -444,7 +611,12 @@ static int pg_step(lm_db_st *st)
         s->row = s->n_rows = 0;
         return LM_DB_DONE;
     default: {
-        set_err(p, s->res ? PQresultErrorMessage(s->res) : PQerrorMessage(p->h));
+        p->stmt_failed = true;
+        if (PQresultStatus(s->res) == PGRES_PIPELINE_ABORTED) /* a deferred command failed */
+        {
+            if (!p->poisoned) set_err(p, "transaction was aborted");
+        } else if (!p->lost)
+            set_err(p, s->res ? PQresultErrorMessage(s->res) : PQerrorMessage(p->h));
         int rc = s->res ? classify(s->res) : LM_DB_EIO;
         if (rc == LM_DB_EIO && !pg_broken(st->conn)) /* lost connections are logged once */
             lm_log_error("database: statement failed: %s", p->err);

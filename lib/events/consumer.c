@@ -31,6 +31,9 @@ struct lm_consumer {
     unsigned max_attempts;
     bool closing;
     int jobs;
+    unsigned prefetch;
+    uv_timer_t timer; /* retrying the checkpoint read */
+    bool timer_open, timer_closing;
     /* checkpoint writes: one at a time, the newest wins */
     char *cp_stream;
     long long cp_pending, cp_stored;
@@ -162,8 +165,11 @@ static void k_span(const lm_consumer *k, const lm_envelope *ev, uint64_t start, 
     lm_trace_ctx parent, ctx;
     if (!ev->traceparent || !lm_trace_parse(ev->traceparent, strlen(ev->traceparent), &parent))
         return;
-    lm_trace_child(&parent, &ctx);
+    /* a child of the writing request's span, linked to it (parse puts that span in
+     * parent_span_id: the link names it as the span) */
+    lm_trace_begin(&ctx, ev->traceparent, strlen(ev->traceparent));
     if (!(ctx.flags & 1)) return;
+    memcpy(parent.span_id, parent.parent_span_id, sizeof parent.span_id);
     lm_span s;
     char name[LM_SPAN_NAME];
     snprintf(name, sizeof name, "%s process", ev->type);
@@ -322,8 +328,10 @@ void lm_consumer_resync(lm_consumer *k, const char *stream, long long after, lon
 
 /* ---- life ---------------------------------------------------------------------------------- */
 
+/* The stored checkpoint is read by a read job before subscribing (never a blocking call on
+ * the loop: the database may be down at start, then it is tried again every second). */
 typedef struct k_load {
-    const char *stream;
+    lm_consumer *k;
     long long seq;
 } k_load;
 
@@ -332,21 +340,69 @@ static int k_load_job(lm_db_conn *c, void *arg)
     k_load *l = arg;
     lm_db_st *st = lm_db_stmt(c, "SELECT seq FROM event_checkpoint WHERE stream = ?");
     if (!st) return LM_DB_EIO;
-    lm_db_bind_text(st, 1, l->stream, -1);
+    lm_db_bind_text(st, 1, l->k->cp_stream, -1);
     int rc = lm_db_step(st);
     if (rc == LM_DB_ROW) l->seq = lm_db_col_int(st, 0);
     lm_db_reset(st);
     return rc == LM_DB_ROW || rc == LM_DB_DONE ? 0 : LM_DB_EIO;
 }
 
-lm_consumer *lm_consumer_new(uv_loop_t *loop, lm_db *db, lm_transport *t,
-                             const lm_consumer_cfg *cfg, char *err, size_t errlen)
+static void k_load_start(lm_consumer *k);
+
+static void k_load_retry(uv_timer_t *h)
 {
-    k_load l = {.stream = cfg->producer};
-    if (lm_db_exec_sync(db, k_load_job, &l) != 0) {
-        snprintf(err, errlen, "events: cannot read the checkpoint of %s", cfg->producer);
-        return NULL;
+    lm_consumer *k = h->data;
+    k_load_start(k);
+}
+
+static void k_timer_closed(uv_handle_t *h)
+{
+    lm_consumer *k = h->data;
+    k->timer_open = false;
+    k_maybe_free(k);
+}
+
+static void k_load_done(int rc, void *arg)
+{
+    k_load *l = arg;
+    lm_consumer *k = l->k;
+    long long seq = l->seq;
+    free(l);
+    k->jobs--;
+    if (k->closing) {
+        k_maybe_free(k);
+        return;
     }
+    if (rc != 0) {
+        lm_log_warn("events: cannot read the checkpoint of %s yet; trying again", k->producer);
+        uv_timer_start(&k->timer, k_load_retry, 1000, 0);
+        return;
+    }
+    k->cp_pending = k->cp_stored = seq;
+    atomic_store(&k->checkpoint, seq);
+    lm_transport_sub sub = {
+        .patterns = (const char *const *)k->patterns,
+        .n_patterns = k->n_patterns,
+        .producer = k->producer,
+        .after = seq,
+        .prefetch = k->prefetch,
+    };
+    char err[200];
+    if (lm_transport_subscribe(k->t, &sub, err, sizeof err) != 0)
+        lm_log_error("events: cannot consume %s: %s", k->producer, err);
+}
+
+static void k_load_start(lm_consumer *k)
+{
+    k_load *l = calloc(1, sizeof *l);
+    l->k = k;
+    k->jobs++;
+    lm_db_read(k->port, k_load_job, k_load_done, l);
+}
+
+lm_consumer *lm_consumer_new(uv_loop_t *loop, lm_db *db, lm_transport *t,
+                             const lm_consumer_cfg *cfg)
+{
     lm_consumer *k = calloc(1, sizeof *k);
     k->loop = loop;
     k->db = db;
@@ -360,21 +416,12 @@ lm_consumer *lm_consumer_new(uv_loop_t *loop, lm_db *db, lm_transport *t,
     k->apply = cfg->apply;
     k->ctx = cfg->ctx;
     k->max_attempts = cfg->max_attempts ? cfg->max_attempts : 5;
-    k->cp_pending = k->cp_stored = l.seq;
-    atomic_store(&k->checkpoint, l.seq);
+    k->prefetch = cfg->prefetch ? cfg->prefetch : 100;
     k->port = lm_db_attach(db, loop);
-    lm_transport_sub sub = {
-        .patterns = (const char *const *)k->patterns,
-        .n_patterns = k->n_patterns,
-        .producer = k->producer,
-        .after = l.seq,
-        .prefetch = cfg->prefetch ? cfg->prefetch : 100,
-    };
-    if (lm_transport_subscribe(t, &sub, err, errlen) != 0) {
-        k->closing = true;
-        lm_consumer_close(k, NULL, NULL);
-        return NULL;
-    }
+    uv_timer_init(loop, &k->timer);
+    k->timer.data = k;
+    k->timer_open = true;
+    k_load_start(k);
     return k;
 }
 
@@ -419,7 +466,7 @@ void lm_consumer_metrics(lm_consumer *k, lm_buf *out)
 
 static void k_maybe_free(lm_consumer *k)
 {
-    if (!k->closing || k->jobs > 0) return;
+    if (!k->closing || k->jobs > 0 || k->timer_open) return;
     if (k->port) {
         lm_db_detach(k->port);
         k->port = NULL;
@@ -440,5 +487,9 @@ void lm_consumer_close(lm_consumer *k, void (*done)(void *arg), void *arg)
     k->closing = true;
     k->done = done;
     k->done_arg = arg;
+    if (k->timer_open && !k->timer_closing) {
+        k->timer_closing = true;
+        uv_close((uv_handle_t *)&k->timer, k_timer_closed);
+    }
     k_maybe_free(k);
 }

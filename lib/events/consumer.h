@@ -43,10 +43,10 @@ typedef struct lm_consumer_cfg {
     unsigned prefetch;     /* default 100 */
 } lm_consumer_cfg;
 
-/* Reads the stored checkpoint (a blocking read: the control loop at start-up) and
- * subscribes. NULL and err on failure. */
+/* Reads the stored checkpoint (a read job; retried while the database is unavailable), then
+ * subscribes to the transport. */
 lm_consumer *lm_consumer_new(uv_loop_t *loop, lm_db *db, lm_transport *t,
-                             const lm_consumer_cfg *cfg, char *err, size_t errlen);
+                             const lm_consumer_cfg *cfg);
 /* The transport's consuming callbacks end here (events.c forwards them). */
 void lm_consumer_deliver(lm_consumer *k, lm_delivery *d);
 void lm_consumer_checkpoint(lm_consumer *k, const char *stream, long long seq);

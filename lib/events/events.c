@@ -108,9 +108,7 @@ static void ev_started(void *ctx, int port)
         uv_mutex_unlock(&ev->lock);
     }
     if (ev->cfg.consume.producer) {
-        lm_consumer *k =
-            lm_consumer_new(ev->control, ev->db, ev->t, &ev->cfg.consume, err, sizeof err);
-        if (!k) lm_log_error("%s", err);
+        lm_consumer *k = lm_consumer_new(ev->control, ev->db, ev->t, &ev->cfg.consume);
         uv_mutex_lock(&ev->lock);
         ev->consumer = k;
         uv_mutex_unlock(&ev->lock);

@@ -81,6 +81,12 @@ static int relay_read_job(lm_db_conn *c, void *arg)
     return lm_outbox_read(c, rd->r->source, rd->after, rd->limit, true, &rd->evs, &rd->n);
 }
 
+static int relay_flight_cmp(const void *a, const void *b)
+{
+    long long x = ((const relay_flight *)a)->seq, y = ((const relay_flight *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
 static relay_flight *relay_flight_add(lm_relay *r)
 {
     if (r->n_flights == r->cap_flights) {
@@ -110,7 +116,8 @@ static void relay_read_done(int rc, void *arg)
                 lm_trace_ctx parent, ctx;
                 if (e->traceparent &&
                     lm_trace_parse(e->traceparent, strlen(e->traceparent), &parent)) {
-                    lm_trace_child(&parent, &ctx);
+                    /* a child of the writing request's span (the traceparent's) */
+                    lm_trace_begin(&ctx, e->traceparent, strlen(e->traceparent));
                     if (ctx.flags & 1) {
                         char name[LM_SPAN_NAME];
                         snprintf(name, sizeof name, "%s publish", e->type);
@@ -128,6 +135,11 @@ static void relay_read_done(int rc, void *arg)
                 }
             }
             r->cursor = rd->evs[rd->n - 1].sequence;
+            /* after a failed confirm rows are sent again below flights still out: keep the
+             * flights sorted (relay_flight_find searches them) */
+            size_t first = r->n_flights - rd->n;
+            if (first > 0 && r->flights[first - 1].seq > r->flights[first].seq)
+                qsort(r->flights, r->n_flights, sizeof *r->flights, relay_flight_cmp);
         }
         free(ptrs);
     }

@@ -197,7 +197,8 @@ static void feed_on_kick(uv_timer_t *h)
     }
     if (f->subscribed && !f->closing) {
         feed_advance(f);
-        if (!f->poll && !f->backoff_on && f->outstanding < f->prefetch) feed_poll(f);
+        /* the next page once at least half the prefetch is free (not one event at a time) */
+        if (!f->poll && !f->backoff_on && f->outstanding <= f->prefetch / 2) feed_poll(f);
     }
 }
 

@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -523,8 +524,10 @@ int lm_rest_load(lm_db_conn *c, const lm_rest_resource *r, long long id, json_t 
     if (!st) return LM_DB_EIO;
     lm_db_bind_int(st, 1, id);
     int rc = lm_db_step(st);
-    if (rc == LM_DB_DONE) return 404;
-    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    if (rc != LM_DB_ROW) { /* ended on every path: a cached statement holds nothing */
+        lm_db_reset(st);
+        return rc == LM_DB_DONE ? 404 : LM_DB_EIO;
+    }
     *row = lm_rest_row(st, r->cols, r->n_cols);
     *version = r->has_version ? lm_db_col_int(st, r->n_cols) : 0;
     lm_db_reset(st);
@@ -543,8 +546,10 @@ int lm_rest_row_body(lm_db_conn *c, lm_rest_op *op, int status)
     if (!st) return LM_DB_EIO;
     lm_db_bind_int(st, 1, op->id);
     int rc = lm_db_step(st);
-    if (rc == LM_DB_DONE) return lm_rest_not_found(op);
-    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    if (rc != LM_DB_ROW) {
+        lm_db_reset(st);
+        return rc == LM_DB_DONE ? lm_rest_not_found(op) : LM_DB_EIO;
+    }
     lm_buf b = LM_BUF_INIT;
     lm_rest_row_write(&b, st, r->cols, r->n_cols);
     op->version = r->has_version ? lm_db_col_int(st, r->n_cols) : 0;
@@ -570,8 +575,10 @@ int lm_rest_delete_job(lm_db_conn *c, void *arg)
     if (!st) return LM_DB_EIO;
     lm_db_bind_int(st, 1, op->id);
     int rc = lm_db_step(st);
-    if (rc == LM_DB_DONE) return lm_rest_not_found(op);
-    if (rc != LM_DB_ROW) return LM_DB_EIO;
+    if (rc != LM_DB_ROW) {
+        lm_db_reset(st);
+        return rc == LM_DB_DONE ? lm_rest_not_found(op) : LM_DB_EIO;
+    }
     long long version = lm_db_col_int(st, 0);
     lm_db_reset(st);
     if ((rc = lm_rest_check_version(op, version))) return rc;
@@ -750,6 +757,7 @@ int lm_rest_insert(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *bo
 {
     (void)c;
     int rc = lm_db_step(st);
+    if (rc != LM_DB_ROW) lm_db_reset(st);
     if (rc == LM_DB_E_UNIQUE) return lm_rest_conflict(op, body);
     if (rc != LM_DB_ROW) return LM_DB_EIO;
     op->id = lm_db_col_int(st, 0); /* cols[0] is the id */
@@ -777,6 +785,7 @@ int lm_rest_update(lm_db_conn *c, lm_rest_op *op, lm_db_st *st, const json_t *bo
 {
     (void)c;
     int rc = lm_db_step(st);
+    if (rc != LM_DB_ROW) lm_db_reset(st);
     if (rc == LM_DB_E_UNIQUE) return lm_rest_conflict(op, body);
     if (rc == LM_DB_DONE) /* loaded in this transaction by the single writer: not expected */
         return lm_rest_fail(op, 412, NULL, "the %s changed meanwhile", op->resource->noun);
@@ -856,7 +865,8 @@ void lm_rest_declare(lm_rest_resource *r)
         lm_buf_printf(&b, "DELETE FROM %s WHERE id = ? RETURNING version", r->table);
         r->sql_delete = steal(&b);
     }
-    /* lists: a condition per filter column, then one for q over the search columns */
+    /* lists: a condition per filter column, two per range column, then one for q over the
+     * search columns; one ORDER BY per order (by id, by each sortable column) */
     static const char *conds_store[8][LM_DB_VARIANT_CONDS];
     static int n_declared;
     assert(n_declared < 8);
@@ -866,12 +876,21 @@ void lm_rest_declare(lm_rest_resource *r)
     for (int i = 0; i < r->n_columns; i++) {
         const lm_rest_col *col = &r->columns[i];
         if (col->flags & LM_COL_SEARCH) search = true;
-        if (!(col->flags & LM_COL_FILTER)) continue;
-        assert(nc < LM_DB_VARIANT_CONDS - 1);
-        lm_buf_printf(&b, "%s = :%s", col->name, col->name);
-        conds[nc++] = steal(&b);
+        if (col->flags & LM_COL_FILTER) {
+            assert(nc < LM_DB_VARIANT_CONDS);
+            lm_buf_printf(&b, "%s = :%s", col->name, col->name);
+            conds[nc++] = steal(&b);
+        }
+        if (col->flags & LM_COL_RANGE) {
+            assert(nc + 2 <= LM_DB_VARIANT_CONDS && col->below && col->above);
+            lm_buf_printf(&b, "%s < :%s", col->name, col->below);
+            conds[nc++] = steal(&b);
+            lm_buf_printf(&b, "%s > :%s", col->name, col->above);
+            conds[nc++] = steal(&b);
+        }
     }
     if (search) {
+        assert(nc < LM_DB_VARIANT_CONDS);
         int k = 0;
         lm_buf_append_char(&b, '(');
         for (int i = 0; i < r->n_columns; i++)
@@ -887,6 +906,20 @@ void lm_rest_declare(lm_rest_resource *r)
     r->sql_list->conds = conds;
     r->sql_list->n_conds = nc;
     r->sql_list->tail = " ORDER BY id LIMIT :limit OFFSET :offset";
+    for (int i = 0; i < r->n_columns; i++) {
+        const lm_rest_col *col = &r->columns[i];
+        if (!(col->flags & LM_COL_SORT)) continue;
+        assert(col->sort && strcmp(col->sort, "id") != 0);
+        lm_db_sql_variants *v = lm_xcalloc(1, sizeof *v);
+        v->head = head;
+        v->conds = conds;
+        v->n_conds = nc;
+        /* NULLs last on both backends (SQLite sorts them first, PostgreSQL last) */
+        lm_buf_printf(&b, " ORDER BY %s IS NULL, %s, id LIMIT :limit OFFSET :offset", col->name,
+                      col->name);
+        v->tail = steal(&b);
+        r->sql_list_by[i] = v;
+    }
     lm_buf_printf(&b, "SELECT count(*) FROM %s", r->table);
     r->sql_count->head = steal(&b);
     r->sql_count->conds = conds;
@@ -969,18 +1002,25 @@ void lm_rest_replace(lm_req *req, const lm_rest_resource *r, lm_store *store, bo
     if (op) lm_rest_write(op, lm_rest_declared_update_job, lm_rest_op_done);
 }
 
-/* A list's filter values (op->domain): by condition index, owned. */
+/* A list's filter values (op->domain): by condition index, owned; and its order. */
 typedef struct list_args {
-    char *vals[LM_DB_VARIANT_CONDS];
+    char *vals[LM_DB_VARIANT_CONDS];        /* text, or NULL: ints[i] */
+    long long ints[LM_DB_VARIANT_CONDS];    /* integer filters, range bounds (epoch ms) */
     const char *names[LM_DB_VARIANT_CONDS]; /* ":status", ":q" */
     unsigned mask;
+    lm_db_sql_variants *order; /* r->sql_list or one of r->sql_list_by */
 } list_args;
 
 static void bind_list_args(lm_db_st *st, const list_args *a)
 {
-    for (int i = 0; i < LM_DB_VARIANT_CONDS; i++)
-        if (a->mask & (1u << i))
-            lm_db_bind_text(st, lm_db_param_index(st, a->names[i]), a->vals[i], -1);
+    for (int i = 0; i < LM_DB_VARIANT_CONDS; i++) {
+        if (!(a->mask & (1u << i))) continue;
+        int idx = lm_db_param_index(st, a->names[i]);
+        if (a->vals[i])
+            lm_db_bind_text(st, idx, a->vals[i], -1);
+        else
+            lm_db_bind_int(st, idx, a->ints[i]);
+    }
 }
 
 static int declared_list_query(lm_db_conn *c, void *arg)
@@ -991,10 +1031,13 @@ static int declared_list_query(lm_db_conn *c, void *arg)
     lm_db_st *st = lm_db_stmt(c, lm_db_sql_variant(r->sql_count, a->mask));
     if (!st) return LM_DB_EIO;
     bind_list_args(st, a);
-    if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
+    if (lm_db_step(st) != LM_DB_ROW) {
+        lm_db_reset(st);
+        return LM_DB_EIO;
+    }
     op->total = lm_db_col_int(st, 0);
     lm_db_reset(st);
-    st = lm_db_stmt(c, lm_db_sql_variant(r->sql_list, a->mask));
+    st = lm_db_stmt(c, lm_db_sql_variant(a->order, a->mask));
     if (!st) return LM_DB_EIO;
     bind_list_args(st, a);
     lm_db_bind_int(st, lm_db_param_index(st, ":limit"), op->limit);
@@ -1031,9 +1074,19 @@ static const lm_field_spec *field_of(const lm_rest_resource *r, const char *name
     return NULL;
 }
 
-/* A filter value as its field allows it; adds an error otherwise. */
-static void check_filter(const lm_field_spec *f, const char *name, const char *v, lm_verrs *errs)
+/* A filter value as its field allows it, into a->vals[k] or a->ints[k]; adds an error
+ * otherwise. */
+static void check_filter(const lm_field_spec *f, const char *name, const char *v, list_args *a,
+                         int k, lm_verrs *errs)
 {
+    if (f && f->type == LM_F_INTEGER) {
+        long long min = f->has_min ? (long long)f->min : LLONG_MIN;
+        long long max = f->has_max ? (long long)f->max : LLONG_MAX;
+        if (!lm_parse_int(v, &a->ints[k]) || a->ints[k] < min || a->ints[k] > max)
+            lm_verrs_add(errs, name, "must be an integer from %lld to %lld", min, max);
+        return;
+    }
+    a->vals[k] = lm_xstrdup(v);
     if (f && f->one_of) {
         for (const char *const *s = f->one_of; *s; s++)
             if (!strcmp(*s, v)) return;
@@ -1048,16 +1101,38 @@ static void check_filter(const lm_field_spec *f, const char *name, const char *v
     if (len < 1 || len > max) lm_verrs_add(errs, name, "must have 1 to %zu characters", max);
 }
 
+/* ?name=D of a range column into a->ints[k] (epoch ms); adds an error when D is no date. */
+static void check_range(lm_req *req, const char *name, list_args *a, int k, lm_verrs *errs)
+{
+    lm_buf nm = LM_BUF_INIT;
+    lm_buf_printf(&nm, ":%s", name);
+    a->names[k] = steal(&nm);
+    const char *v = lm_req_query(req, name);
+    if (!v) return;
+    int64_t ms = 0;
+    if (!lm_timefmt_parse(v, true, &ms))
+        lm_verrs_add(errs, name, "must be an RFC 3339 date or date-time");
+    a->ints[k] = ms;
+    a->mask |= 1u << k;
+}
+
 void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store)
 {
-    const char *allowed[LM_DB_VARIANT_CONDS + 4];
+    const char *allowed[2 * LM_DB_VARIANT_CONDS + 5];
     int na = 0;
-    bool search = false;
+    bool search = false, sortable = false;
     for (int i = 0; i < r->n_columns; i++) {
-        if (r->columns[i].flags & LM_COL_FILTER) allowed[na++] = r->columns[i].name;
-        search |= (r->columns[i].flags & LM_COL_SEARCH) != 0;
+        const lm_rest_col *col = &r->columns[i];
+        if (col->flags & LM_COL_FILTER) allowed[na++] = col->name;
+        if (col->flags & LM_COL_RANGE) {
+            allowed[na++] = col->below;
+            allowed[na++] = col->above;
+        }
+        search |= (col->flags & LM_COL_SEARCH) != 0;
+        sortable |= (col->flags & LM_COL_SORT) != 0;
     }
     if (search) allowed[na++] = "q";
+    if (sortable) allowed[na++] = "sort";
     allowed[na++] = "limit";
     allowed[na++] = "offset";
     allowed[na] = NULL;
@@ -1074,16 +1149,20 @@ void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store)
     int k = 0;
     for (int i = 0; i < r->n_columns; i++) {
         const lm_rest_col *col = &r->columns[i];
-        if (!(col->flags & LM_COL_FILTER)) continue;
-        const char *v = lm_req_query(req, col->name);
-        if (v) {
-            check_filter(field_of(r, col->name), col->name, v, &errs);
-            a->mask |= 1u << k;
-            a->vals[k] = lm_xstrdup(v);
+        if (col->flags & LM_COL_FILTER) {
+            const char *v = lm_req_query(req, col->name);
+            if (v) {
+                check_filter(field_of(r, col->name), col->name, v, a, k, &errs);
+                a->mask |= 1u << k;
+            }
+            lm_buf nm = LM_BUF_INIT;
+            lm_buf_printf(&nm, ":%s", col->name);
+            a->names[k++] = steal(&nm);
         }
-        lm_buf nm = LM_BUF_INIT;
-        lm_buf_printf(&nm, ":%s", col->name);
-        a->names[k++] = steal(&nm);
+        if (col->flags & LM_COL_RANGE) {
+            check_range(req, col->below, a, k++, &errs);
+            check_range(req, col->above, a, k++, &errs);
+        }
     }
     const char *q = search ? lm_req_query(req, "q") : NULL;
     if (q) {
@@ -1093,6 +1172,24 @@ void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store)
         a->vals[k] = lm_xstrdup(q);
     }
     if (search) a->names[k] = lm_xstrdup(":q");
+    const char *sort = sortable ? lm_req_query(req, "sort") : NULL;
+    if (!sort) sort = r->default_sort ? r->default_sort : "id";
+    a->order = strcmp(sort, "id") == 0 ? r->sql_list : NULL;
+    for (int i = 0; i < r->n_columns && !a->order; i++)
+        if ((r->columns[i].flags & LM_COL_SORT) && !strcmp(r->columns[i].sort, sort))
+            a->order = r->sql_list_by[i];
+    if (!a->order) {
+        lm_buf list = LM_BUF_INIT;
+        lm_buf_printf(&list, "id%s", r->default_sort ? "" : " (default)");
+        for (int i = 0; i < r->n_columns; i++)
+            if (r->columns[i].flags & LM_COL_SORT)
+                lm_buf_printf(&list, ", %s%s", r->columns[i].sort,
+                              r->default_sort && !strcmp(r->default_sort, r->columns[i].sort)
+                                  ? " (default)"
+                                  : "");
+        lm_verrs_add(&errs, "sort", "must be one of: %s", lm_buf_cstr(&list));
+        lm_buf_free(&list);
+    }
     if (errs.n) {
         free_list_args(a);
         lm_rest_op_free(op);

@@ -50,11 +50,16 @@ enum {
     LM_COL_SEARCH = 16, /* lists: ?q= finds it case-insensitively (Unicode: casefold) */
     LM_COL_HIDDEN = 32, /* not in the representation (with LM_COL_WRITE: a derived column the
                          * before_write hook puts into the row, e.g. a date's epoch ms) */
+    LM_COL_SORT = 64,   /* lists: ?sort=<sort> orders by it (ascending, NULLs last, then id) */
+    LM_COL_RANGE = 128, /* lists: a date's epoch ms; ?<below>=D and ?<above>=D (RFC 3339 date
+                         * or date-time) find rows with the column before / after D */
 };
 typedef struct lm_rest_col {
     const char *name;
     unsigned flags;
-    const char *def; /* LM_COL_WRITE: text bound when the body has none (or null), or NULL */
+    const char *def;           /* LM_COL_WRITE: text bound when the body has none (or null) */
+    const char *sort;          /* LM_COL_SORT: the ?sort= value naming this order */
+    const char *below, *above; /* LM_COL_RANGE: the query parameters */
 } lm_rest_col;
 #define LM_REST_MAX_COLS 24
 
@@ -91,9 +96,13 @@ typedef struct lm_rest_resource {
      * checks, status transitions, numbering. Non-zero refuses the write (set op->errs or
      * lm_rest_fail) or is LM_DB_EIO. */
     int (*before_write)(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t *next);
+    /* Declared: the order of a list without ?sort= — a LM_COL_SORT column's sort, or NULL
+     * (by id). With any LM_COL_SORT column, ?sort= takes "id" or a column's sort. */
+    const char *default_sort;
     /* derived by lm_rest_declare */
     const char *sql_insert, *sql_update;
-    lm_db_sql_variants *sql_list, *sql_count;
+    lm_db_sql_variants *sql_list, *sql_count;          /* sql_list: by id */
+    lm_db_sql_variants *sql_list_by[LM_REST_MAX_COLS]; /* by column i (LM_COL_SORT), or NULL */
     const char *col_names[LM_REST_MAX_COLS];
 } lm_rest_resource;
 
@@ -101,9 +110,11 @@ typedef struct lm_rest_resource {
  * routes are served; once per resource). */
 void lm_rest_declare(lm_rest_resource *r);
 /* Whole handlers of a declared resource: POST create (Idempotency-Key honoured), PUT/PATCH
- * (partial) of /…/{id}, and the list: filters from the LM_COL_FILTER columns, q over the
- * LM_COL_SEARCH ones (1 to 100 characters), limit (1..500, default 50) and offset, ordered by
- * id, total in X-Total-Count; one snapshot for the count and the page. */
+ * (partial) of /…/{id}, and the list: filters from the LM_COL_FILTER columns (values checked
+ * by the field of the same name: one_of, integer range, string length), date ranges of the
+ * LM_COL_RANGE ones, q over the LM_COL_SEARCH ones (1 to 100 characters), limit (1..500,
+ * default 50) and offset, ordered by ?sort= (default_sort, or id), total in X-Total-Count;
+ * one snapshot for the count and the page. The same SQL on both backends. */
 void lm_rest_create(lm_req *req, const lm_rest_resource *r, lm_store *store);
 void lm_rest_replace(lm_req *req, const lm_rest_resource *r, lm_store *store, bool partial);
 void lm_rest_list_all(lm_req *req, const lm_rest_resource *r, lm_store *store);

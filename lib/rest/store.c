@@ -85,14 +85,22 @@ static void metrics(lm_buf *out, void *ctx)
                   "# HELP lotmesh_db_reads_total Read jobs.\n"
                   "# TYPE lotmesh_db_reads_total counter\n"
                   "lotmesh_db_reads_total %llu\n"
-                  "# HELP lotmesh_db_statements_total Statements executed (on PostgreSQL: "
-                  "round trips, transaction control included).\n"
+                  "# HELP lotmesh_db_statements_total Statements executed, transaction "
+                  "control included.\n"
                   "# TYPE lotmesh_db_statements_total counter\n"
                   "lotmesh_db_statements_total %llu\n"
                   "# HELP lotmesh_db_write_statements_total Of those, on the writer's "
-                  "connection (per write job: round trips per create).\n"
+                  "connection.\n"
                   "# TYPE lotmesh_db_write_statements_total counter\n"
                   "lotmesh_db_write_statements_total %llu\n"
+                  "# HELP lotmesh_db_round_trips_total Waits for the database server's answers "
+                  "(PostgreSQL; 0 on SQLite).\n"
+                  "# TYPE lotmesh_db_round_trips_total counter\n"
+                  "lotmesh_db_round_trips_total %llu\n"
+                  "# HELP lotmesh_db_write_round_trips_total Of those, on the writer's "
+                  "connection (per write job: round trips per create).\n"
+                  "# TYPE lotmesh_db_write_round_trips_total counter\n"
+                  "lotmesh_db_write_round_trips_total %llu\n"
                   "# HELP lotmesh_db_reconnects_total Reconnections after the database was "
                   "unreachable.\n"
                   "# TYPE lotmesh_db_reconnects_total counter\n"
@@ -101,7 +109,8 @@ static void metrics(lm_buf *out, void *ctx)
                   "# TYPE lotmesh_db_up gauge\n"
                   "lotmesh_db_up %d\n",
                   st.commits, st.write_jobs, st.failed_commits, st.reads, st.statements,
-                  st.write_statements, st.reconnects, lm_db_health(s->db, NULL) ? 1 : 0);
+                  st.write_statements, st.round_trips, st.write_round_trips, st.reconnects,
+                  lm_db_health(s->db, NULL) ? 1 : 0);
     if (s->l2) {
         lm_cache_redis_stats rs;
         lm_cache_redis_get_stats(s->l2, &rs);

@@ -1,6 +1,6 @@
 /* charge.c — the Charge (batch) resource of the seed's Chargen-API, declared (lm_rest_declare;
  * the service keeps its rules in before_write): create, read, list
- * (filters, FEFO order, pagination), replace, patch, delete. The rules of a batch ledger:
+ * (filters, FEFO order, pagination: declared), replace, patch, delete. The rules of a batch ledger:
  * positive finite quantity, a real article and unit (refcheck.c), MHD not before the
  * production date and defaulted from the article's shelf life, unique charge_nummer
  * (generated from a yearly number series when not given), a known status set with allowed
@@ -52,46 +52,27 @@ static const lm_field_spec fields[] = {
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
 /* The table, declared (lm_rest_declare): the two *_ms columns are derived from the dates by
- * before_write (FEFO order and range filters) and not part of the representation. */
+ * before_write and not part of the representation; the MHD's orders lists FEFO (expiry
+ * first, the default) and takes the date range filters. */
 static const lm_rest_col columns[] = {
     {.name = "id"},
-    {.name = "artikel_id", .flags = LM_COL_WRITE},
+    {.name = "artikel_id", .flags = LM_COL_WRITE | LM_COL_FILTER},
     {.name = "menge", .flags = LM_COL_WRITE},
     {.name = "einheit_id", .flags = LM_COL_WRITE},
     {.name = "herstellungsdatum", .flags = LM_COL_WRITE},
     {.name = "herstellungsdatum_ms", .flags = LM_COL_WRITE | LM_COL_HIDDEN},
     {.name = "mindesthaltbarkeitsdatum", .flags = LM_COL_WRITE},
-    {.name = "mindesthaltbarkeitsdatum_ms", .flags = LM_COL_WRITE | LM_COL_HIDDEN},
-    {.name = "charge_nummer", .flags = LM_COL_WRITE},
-    {.name = "status", .flags = LM_COL_WRITE, .def = "aktiv"},
+    {.name = "mindesthaltbarkeitsdatum_ms",
+     .flags = LM_COL_WRITE | LM_COL_HIDDEN | LM_COL_SORT | LM_COL_RANGE,
+     .sort = "fefo",
+     .below = "mhd_before",
+     .above = "mhd_after"},
+    {.name = "charge_nummer", .flags = LM_COL_WRITE | LM_COL_FILTER},
+    {.name = "status", .flags = LM_COL_WRITE | LM_COL_FILTER, .def = "aktiv"},
     {.name = "bemerkungen", .flags = LM_COL_WRITE},
     {.name = "erstellt_am", .flags = LM_COL_CREATED},
     {.name = "geaendert_am", .flags = LM_COL_CHANGED},
 };
-/* lists (FEFO order, date ranges) stay written out */
-#define SELECT_COLS                                                                                \
-    "SELECT id, artikel_id, menge, einheit_id, herstellungsdatum, mindesthaltbarkeitsdatum,"       \
-    " charge_nummer, status, bemerkungen, erstellt_am, geaendert_am, version FROM charge "
-
-/* Lists: the WHERE holds only the filters given (lm_db_sql_variants). */
-static const char *const list_conds[] = {
-    "artikel_id = :artikel_id", "status = :status", "charge_nummer = :nummer",
-    "mindesthaltbarkeitsdatum_ms < :before", "mindesthaltbarkeitsdatum_ms > :after"};
-#define N_LIST_CONDS 5
-static lm_db_sql_variants sql_list_fefo = {
-    .head = SELECT_COLS,
-    .conds = list_conds,
-    .n_conds = N_LIST_CONDS,
-    .tail = " ORDER BY mindesthaltbarkeitsdatum_ms IS NULL, mindesthaltbarkeitsdatum_ms, id"
-            " LIMIT :limit OFFSET :offset"};
-static lm_db_sql_variants sql_list_id = {.head = SELECT_COLS,
-                                         .conds = list_conds,
-                                         .n_conds = N_LIST_CONDS,
-                                         .tail = " ORDER BY id LIMIT :limit OFFSET :offset"};
-static lm_db_sql_variants sql_count = {.head = "SELECT count(*) FROM charge",
-                                       .conds = list_conds,
-                                       .n_conds = N_LIST_CONDS,
-                                       .tail = ""};
 static const char SQL_NEXT_NUMBER[] =
     "INSERT INTO nummernkreis (jahr, naechste) VALUES (?1, 2) ON CONFLICT(jahr)"
     " DO UPDATE SET naechste = nummernkreis.naechste + 1 RETURNING naechste - 1";
@@ -150,6 +131,7 @@ static lm_rest_resource charge = {
     .columns = columns,
     .n_columns = sizeof columns / sizeof columns[0],
     .before_write = before_write,
+    .default_sort = "fefo",
     .has_version = true,
     .fields = fields,
     .n_fields = N_FIELDS,
@@ -198,60 +180,6 @@ static int next_number(lm_db_conn *c, char *out, size_t outlen)
 }
 
 /* ---- jobs ------------------------------------------------------------------------------ */
-
-typedef struct list_filter {
-    long long artikel_id;
-    bool has_artikel;
-    char *status, *nummer;
-    int64_t before, after;
-    bool has_before, has_after, fefo;
-} list_filter;
-
-/* Which of list_conds the filter uses. */
-static unsigned filter_mask(const list_filter *f)
-{
-    return (f->has_artikel ? 1u : 0) | (f->status ? 2u : 0) | (f->nummer ? 4u : 0) |
-           (f->has_before ? 8u : 0) | (f->has_after ? 16u : 0);
-}
-
-static void bind_int(lm_db_st *st, const char *name, long long v)
-{
-    lm_db_bind_int(st, lm_db_param_index(st, name), v);
-}
-
-static void bind_filter(lm_db_st *st, const list_filter *f)
-{
-    if (f->has_artikel) bind_int(st, ":artikel_id", f->artikel_id);
-    if (f->status) lm_db_bind_text(st, lm_db_param_index(st, ":status"), f->status, -1);
-    if (f->nummer) lm_db_bind_text(st, lm_db_param_index(st, ":nummer"), f->nummer, -1);
-    if (f->has_before) bind_int(st, ":before", f->before);
-    if (f->has_after) bind_int(st, ":after", f->after);
-}
-
-/* The total and the page from one snapshot (list_job). */
-static int list_query(lm_db_conn *c, void *arg)
-{
-    lm_rest_op *op = arg;
-    list_filter *f = op->domain;
-    unsigned mask = filter_mask(f);
-    lm_db_st *st = lm_db_stmt(c, lm_db_sql_variant(&sql_count, mask));
-    if (!st) return LM_DB_EIO;
-    bind_filter(st, f);
-    if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
-    op->total = lm_db_col_int(st, 0);
-    lm_db_reset(st);
-    st = lm_db_stmt(c, lm_db_sql_variant(f->fefo ? &sql_list_fefo : &sql_list_id, mask));
-    if (!st) return LM_DB_EIO;
-    bind_filter(st, f);
-    bind_int(st, ":limit", op->limit);
-    bind_int(st, ":offset", op->offset);
-    return lm_rest_rows_body(op, st, charge.cols, charge.n_cols, NULL);
-}
-
-static int list_job(lm_db_conn *c, void *arg)
-{
-    return lm_db_snapshot(c, list_query, arg);
-}
 
 /* The rules of a write, in its transaction: the status transition and the kept number (an
  * update), dates normalised to UTC text with their epoch ms, the references recorded in the
@@ -315,65 +243,9 @@ static void handle_get(lm_req *req, void *ctx)
     lm_rest_get(req, &charge, svc_of(ctx)->store);
 }
 
-static void list_done(int rc, void *arg)
-{
-    lm_rest_op *op = arg;
-    list_filter *f = op->domain;
-    free(f->status);
-    free(f->nummer);
-    free(f);
-    op->domain = NULL;
-    lm_rest_op_done(rc, op);
-}
-
 static void handle_list(lm_req *req, void *ctx)
 {
-    static const char *const allowed[] = {"artikel_id", "status",    "charge_nummer",
-                                          "mhd_before", "mhd_after", "sort",
-                                          "limit",      "offset",    NULL};
-    if (!lm_rest_query_allowed(req, allowed)) return;
-    lm_rest_op *op = lm_rest_op_new(req, svc_of(ctx)->store);
-    if (!op) return;
-    if (!lm_rest_page(req, op, 50, 500)) {
-        lm_rest_op_free(op);
-        return;
-    }
-    list_filter *f = lm_xcalloc(1, sizeof *f);
-    lm_verrs errs = {0};
-    lm_rest_query_int(req, "artikel_id", 1, CHARGES_REF_ID_MAX, &f->artikel_id, &f->has_artikel,
-                      &errs);
-    const char *status = lm_req_query(req, "status"), *nummer = lm_req_query(req, "charge_nummer");
-    const char *before = lm_req_query(req, "mhd_before"), *after = lm_req_query(req, "mhd_after");
-    const char *sort = lm_req_query(req, "sort");
-    if (status) {
-        bool ok = false;
-        for (const char *const *s = statuses; *s; s++)
-            ok |= strcmp(*s, status) == 0;
-        if (!ok)
-            lm_verrs_add(&errs, "status",
-                         "must be one of: aktiv, gesperrt, verbraucht, abgelaufen");
-    }
-    if (nummer && (!*nummer || lm_json_utf8_length(nummer) > 64))
-        lm_verrs_add(&errs, "charge_nummer", "must have 1 to 64 characters");
-    if (before && !lm_timefmt_parse(before, true, &f->before))
-        lm_verrs_add(&errs, "mhd_before", "must be an RFC 3339 date or date-time");
-    if (after && !lm_timefmt_parse(after, true, &f->after))
-        lm_verrs_add(&errs, "mhd_after", "must be an RFC 3339 date or date-time");
-    if (sort && strcmp(sort, "fefo") != 0 && strcmp(sort, "id") != 0)
-        lm_verrs_add(&errs, "sort", "must be fefo (expiry first, default) or id");
-    if (errs.n) {
-        free(f);
-        lm_rest_op_free(op);
-        lm_verrs_send(req, &errs, 400, "invalid query parameters");
-        return;
-    }
-    f->has_before = before != NULL;
-    f->has_after = after != NULL;
-    f->fefo = !sort || strcmp(sort, "fefo") == 0;
-    f->status = status ? lm_xstrdup(status) : NULL;
-    f->nummer = nummer ? lm_xstrdup(nummer) : NULL;
-    op->domain = f;
-    lm_rest_list(op, list_job, list_done);
+    lm_rest_list_all(req, &charge, svc_of(ctx)->store);
 }
 
 /* After the references were checked: refuse, or write. */

@@ -60,6 +60,37 @@ def db_rows(proc, sql, params=()):
     return pg_server.query(db_url(proc), sql, params)
 
 
+def db_exec(proc, sql, params=()):
+    """Writes to the database of proc (SQLite file or PostgreSQL), as another program would."""
+    url = db_url(proc)
+    if url.startswith("postgres"):
+        import psycopg2
+        con = psycopg2.connect(url, connect_timeout=5)
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql.replace("?", "%s"), params)
+            con.commit()
+        finally:
+            con.close()
+        return
+    import sqlite3
+    con = sqlite3.connect(url[len("sqlite:"):] if url.startswith("sqlite:") else url, timeout=10)
+    try:
+        con.execute(sql, params)
+        con.commit()
+    finally:
+        con.close()
+
+
+def pruned_feed(proc, timeout=15):
+    """Waits until retention pruned proc's outbox (EVENT_RETENTION short) and returns the
+    410 answer to after=0."""
+    r = poll(lambda: (lambda r: [r] if r.status_code == 410 else None)(
+        proc.get("/api/v1/events?after=0")), timeout=timeout)
+    assert r, "the outbox was not pruned"
+    return r[0]
+
+
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 
 

@@ -1108,6 +1108,47 @@ def test_concurrent_creates_same_number_one_wins(svc):
     assert count(svc, body["artikelnummer"]) == 1
 
 
+
+def test_failing_creates_in_a_group_commit_roll_back_only_themselves(svc):
+    """Forty creates at once, so they share group commits: every third takes a number that
+    exists (409), every seventh names no unit (422); each failing one rolls back only itself,
+    every other one is there as acknowledged. On PostgreSQL the writer's transaction control
+    travels in the pipeline with the next statement, so a failed statement must still end its
+    own job only."""
+    taken = new_body("TAKEN-")
+    assert post_json(svc, CREATE, taken).status_code == 201
+    bodies = []
+    for i in range(40):
+        if i % 3 == 0:
+            bodies.append(dict(taken, bezeichnung=f"doppelt {i}"))
+        elif i % 7 == 0:
+            bodies.append(new_body("NOUNIT-", einheit_id=999999))
+        else:
+            bodies.append(new_body("GROUP-"))
+    results = [None] * len(bodies)
+    barrier = threading.Barrier(len(bodies))
+
+    def worker(i):
+        barrier.wait()
+        results[i] = post_json(svc, CREATE, bodies[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=IO_TIMEOUT * 2)
+    for i, (body, r) in enumerate(zip(bodies, results)):
+        if i % 3 == 0:
+            assert r.status_code == 409, r.text
+        elif i % 7 == 0:
+            assert r.status_code == 422, r.text
+            assert count(svc, body["artikelnummer"]) == 0
+        else:
+            assert r.status_code == 201, r.text
+            assert svc.get(r.headers["Location"]).json() == r.json()
+    assert count(svc, taken["artikelnummer"]) == 1
+
+
 # ---- routing, methods, runtime endpoints ----------------------------------------------------------
 
 @pytest.mark.parametrize("method,path,allowed", [

@@ -16,6 +16,7 @@ from contract_checks import (METHODS, ajv_samples, assert_ajv, assert_live_respo
                              assert_rejected, assert_routes, assert_served_document,
                              assert_statuses_exercised, assert_valid_openapi, exchange)
 
+from events_util import db_exec, pruned_feed
 from services_util import (AUTH_ENV, REPO, Contract, assert_full_problem, bearer,
                            module_process, post_json, service_token, unique)
 
@@ -29,6 +30,7 @@ ROUTES = {
     "/api/v1/units": {"GET", "HEAD"},
     "/api/v1/unit/create": {"POST"},
     "/api/v1/unit/{id}": {"GET", "HEAD"},
+    "/api/v1/events": {"GET", "HEAD"},
     "/health": {"GET", "HEAD"},
     "/ready": {"GET", "HEAD"},
     "/metrics": {"GET", "HEAD"},
@@ -40,8 +42,9 @@ NOT_PRODUCIBLE = {"503"}
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    yield from module_process(tmp_path_factory, "articles", {"WORKERS": "2"},
-                              tag="articles-contract")
+    # EVENT_RETENTION=1s: the feed's 410 (a pruned position) is among the exchanges
+    yield from module_process(tmp_path_factory, "articles",
+                              {"WORKERS": "2", "EVENT_RETENTION": "1s"}, tag="articles-contract")
 
 
 @pytest.fixture(scope="module")
@@ -402,6 +405,24 @@ def exchanges(svc, svc_auth, doc):
     # errors outside any operation: the document's "default" problem
     assert add("GET", "/health", svc.request("DELETE", "/health")).status_code == 405
     assert add("GET", AI, svc.request("POST", ai)).status_code == 405
+    # the event feed: a page, a bad parameter, a pruned position (410, EVENT_RETENTION=1s)
+    E = "/api/v1/events"
+    r = add("GET", E, svc.get(E + "?after=0&limit=1000&wait=0"))
+    assert r.status_code in (200, 410)
+    assert add("GET", E, svc.get(E + "?limit=0")).status_code == 400
+    assert add("HEAD", E, svc.request("HEAD", E + "?limit=0")).status_code == 400
+    add("GET", E, pruned_feed(svc))
+    assert add("HEAD", E, svc.request("HEAD", E + "?after=0")).status_code == 410
+    last = pruned_feed(svc).json()["pruned_through"]
+    assert add("GET", E, svc.get(f"{E}?after={last}")).status_code == 200
+    assert add("HEAD", E, svc.request("HEAD", f"{E}?after={last}")).status_code == 200
+    # an article with live batches (as articles learnt them from charge.* events: the row
+    # written here as the consumer would) is not deleted: 409
+    doomed = add("POST", AC, post_json(svc, AC, body())).json()
+    db_exec(svc, "INSERT INTO charge_seen (id, artikel_id, live) VALUES (?, ?, 1)",
+            (900000 + doomed["id"], doomed["id"]))
+    r = add("DELETE", AI, svc.request("DELETE", f"/api/v1/article/{doomed['id']}"))
+    assert r.status_code == 409 and "1 live batch" in r.json()["detail"], r.text
     return out
 
 

@@ -1500,7 +1500,12 @@ def test_a_version_1_database_is_migrated_with_its_batches(start_process, tmp_pa
         db.executescript("BEGIN;" + CHARGE_V1 + "INSERT INTO charge_v1 SELECT * FROM charge;"
                          "DROP TABLE charge; ALTER TABLE charge_v1 RENAME TO charge;"
                          "DELETE FROM sqlite_sequence WHERE name = 'charge';"
-                         "DELETE FROM schema_migrations WHERE version = 2; COMMIT;")
+                         "DELETE FROM schema_migrations WHERE version >= 2;"
+                         # migration 3's event tables go too: back to exactly version 1
+                         "DROP TABLE outbox; DROP TABLE event_meta; DROP TABLE event_inbox;"
+                         "DROP TABLE event_version; DROP TABLE event_checkpoint;"
+                         "DROP TABLE event_dead; DELETE FROM sqlite_sequence WHERE name IN"
+                         " ('outbox', 'event_dead'); COMMIT;")
         assert "AUTOINCREMENT" not in db.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'charge'").fetchone()[0]
     finally:

@@ -20,6 +20,7 @@ from contract_checks import (METHODS, ajv_samples, assert_ajv, assert_live_respo
                              assert_rejected, assert_routes, assert_served_document,
                              assert_statuses_exercised, assert_valid_openapi, exchange)
 
+from events_util import pruned_feed
 from charges_util import (CREATE, LIST, UNIT_LITER, Stack, assert_full_problem, charge_path,
                           module_stack, send_json, unique)
 from services_util import AUTH_ENV, REPO, Contract, bearer, run_contract_check, service_token
@@ -32,6 +33,7 @@ ROUTES = {
     LIST: {"GET", "HEAD"},
     CREATE: {"POST"},
     ONE: {"GET", "HEAD", "PUT", "PATCH", "DELETE"},
+    "/api/v1/events": {"GET", "HEAD"},
     "/health": {"GET", "HEAD"},
     "/ready": {"GET", "HEAD"},
     "/metrics": {"GET", "HEAD"},
@@ -44,7 +46,8 @@ NOT_PRODUCIBLE = {"503"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    yield from module_stack(tmp_path_factory)
+    # EVENT_RETENTION=1s: the feed's 410 (a pruned position) is among the exchanges
+    yield from module_stack(tmp_path_factory, charges_extra={"EVENT_RETENTION": "1s"})
 
 
 @pytest.fixture(scope="module")
@@ -368,6 +371,17 @@ def exchanges(stack):
     assert add("GET", "/health", svc.request("DELETE", "/health")).status_code == 405
     assert add("GET", ONE, svc.request("POST", ci)).status_code == 405
     assert add("GET", LIST, svc.request("PUT", LIST)).status_code == 405
+    # the event feed: a page, a bad parameter, a pruned position (410, EVENT_RETENTION=1s)
+    E = "/api/v1/events"
+    r = add("GET", E, svc.get(E + "?after=0&limit=1000"))
+    assert r.status_code in (200, 410)
+    assert add("GET", E, svc.get(E + "?wait=99")).status_code == 400
+    assert add("HEAD", E, svc.request("HEAD", E + "?wait=99")).status_code == 400
+    add("GET", E, pruned_feed(svc))
+    assert add("HEAD", E, svc.request("HEAD", E + "?after=0")).status_code == 410
+    last = pruned_feed(svc).json()["pruned_through"]
+    assert add("GET", E, svc.get(f"{E}?after={last}")).status_code == 200
+    assert add("HEAD", E, svc.request("HEAD", f"{E}?after={last}")).status_code == 200
     return out
 
 
@@ -428,7 +442,8 @@ def auth_exchanges(auth_stack):
     ops = [("GET", LIST, LIST, None), ("HEAD", LIST, LIST, None),
            ("POST", CREATE, CREATE, s.body(art)), ("GET", ONE, ci, None),
            ("HEAD", ONE, ci, None), ("PUT", ONE, ci, full), ("PATCH", ONE, ci, {"menge": 2}),
-           ("DELETE", ONE, ci, None)]
+           ("DELETE", ONE, ci, None), ("GET", "/api/v1/events", "/api/v1/events", None),
+           ("HEAD", "/api/v1/events", "/api/v1/events", None)]
     out = []
 
     def send(method, path, doc, headers):

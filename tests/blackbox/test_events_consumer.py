@@ -7,7 +7,8 @@ producer SIGKILLed right after its commit, a feed consumer behind a pruned posit
 
 Adding a transport: add its name to TRANSPORTS and a branch in the `transport` fixture that
 returns an events_util.Transport (its env() — e.g. EVENT_BROKER_URL — goes into every service
-started here; inject() puts a raw event in the producer's stream)."""
+started here). inject() puts a raw event into the producer's outbox, so the relay carries it on
+whatever transport runs."""
 
 import json
 import signal

@@ -63,8 +63,8 @@ def test_article_writes_append_their_events_with_the_representation(articles):
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     assert len({e["id"] for e in evs}) == 3
     # the rows are in the database itself, one per event
-    rows = db_rows(articles, "SELECT seq, type FROM outbox WHERE subject = ? AND type LIKE"
-                   " 'artikel.%' ORDER BY seq", (aid,))
+    rows = db_rows(articles, "SELECT seq, type FROM outbox WHERE subject = ? AND type LIKE ?"
+                   " ORDER BY seq", (aid, "artikel.%"))
     assert [(s, t) for s, t in rows] == [(e["sequence"], e["type"]) for e in evs]
 
 

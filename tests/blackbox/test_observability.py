@@ -115,6 +115,10 @@ def store_spans(gw, trace_id):
 
 # ---- the span tree ----------------------------------------------------------------------------
 
+KINDS = {"SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4,
+         "SPAN_KIND_CONSUMER": 5}
+
+
 def check_tree(spans, trace_id, parent, port_of, article):
     """spans: dicts with span_id, parent_span_id, name, kind (2 server, 3 client), service,
     attributes. The request under test: client span `parent` -> gateway SERVER -> gateway
@@ -143,8 +147,20 @@ def check_tree(spans, trace_id, parent, port_of, article):
     [c] = children(gc["span_id"])
     assert (c["service"], c["kind"], c["name"]) == ("charges_api", 2, "POST /api/v1/charge/create")
     assert c["attributes"]["http.route"] == "/api/v1/charge/create"
-    calls = children(c["span_id"])
-    assert calls and all(x["kind"] == 3 and x["service"] == "charges_api" for x in calls)
+    calls = children(c["span_id"], 3)
+    assert calls and all(x["service"] == "charges_api" for x in calls)
+    # the batch's event (issue 11): charges' relay publishes it (PRODUCER) and articles, when it
+    # consumes charge.*, applies it (CONSUMER); both children of the writing request's span
+    messaging = [s for s in children(c["span_id"]) if s["kind"] in (4, 5)]
+    assert len(children(c["span_id"])) == len(calls) + len(messaging)
+    pub = [s for s in messaging if s["kind"] == 4]
+    assert len(pub) == 1 and (pub[0]["service"], pub[0]["name"]) == \
+        ("charges_api", "charge.created publish"), messaging
+    assert pub[0]["attributes"]["messaging.destination.name"] == "charge.created"
+    for s in messaging:
+        assert s["kind"] == 4 or (s["service"], s["name"]) == ("articles_api",
+                                                                "charge.created process")
+        assert not children(s["span_id"])
     assert any(x["attributes"]["url.full"].endswith(f"/api/v1/article/{article}") for x in calls)
     for x in calls:
         assert x["attributes"]["server.port"] == port_of["articles"]
@@ -152,11 +168,12 @@ def check_tree(spans, trace_id, parent, port_of, article):
         assert a["service"] == "articles_api" and a["kind"] == 2
         assert a["attributes"]["http.response.status_code"] == 200
         assert not children(a["span_id"])
-    assert len(spans) == 3 + 2 * len(calls)
-    # nested in time: a child lies within its parent
+    assert len(spans) == 3 + 2 * len(calls) + len(messaging)
+    # nested in time: a child lies within its parent (the event's spans come after the
+    # request, by design: published and applied after its commit)
     for s in spans:
         p = by_id.get(s["parent_span_id"])
-        if p:
+        if p and s["kind"] not in (4, 5):
             assert int(p["start"]) <= int(s["start"]) and int(s["end"]) <= int(p["end"]) + 1000
 
 
@@ -346,7 +363,7 @@ class Receiver:
                             out.append({"span_id": sp["spanId"],
                                         "parent_span_id": sp.get("parentSpanId", ""),
                                         "name": sp["name"],
-                                        "kind": {"SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3}.get(sp["kind"], 0),
+                                        "kind": KINDS.get(sp["kind"], 0),
                                         "service": attrs.get("service.name"),
                                         "attributes": sp.get("attributes", {}),
                                         "start": sp["startTimeUnixNano"], "end": sp["endTimeUnixNano"]})
