@@ -7,7 +7,7 @@ TSAN      := build/tsan
 FUZZ      := build/fuzz
 FUZZ_SECS ?= 20
 
-.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge bench-events format lint clean
+.PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge bench-events bench-events-amqp format lint clean
 
 all: build
 
@@ -121,7 +121,14 @@ bench-edge: build
 # End-to-end event lag (commit to applied) at 1,000 and 5,000 events/s (EVENT_BROKER_URL
 # selects RabbitMQ; unset: the built-in feed).
 bench-events: build
+	@scripts/deps.sh bench
 	@bench/events.sh $(BUILD)
+
+# RabbitMQ: relay throughput with confirms vs a bare rabbitmq-c publisher on the same broker,
+# then the lag bench (bench/events.sh) over that broker; one broker for the run.
+bench-events-amqp: build
+	@scripts/deps.sh bench
+	@bench/events_amqp.sh $(BUILD)
 
 format:
 	@clang-format -i lib/*/*.[ch] services/*/*.[ch] tests/unit/*.c fuzz/*.c

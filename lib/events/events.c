@@ -92,7 +92,10 @@ static void ev_started(void *ctx, int port)
         .resync = ev_resync,
     };
     char err[256];
-    ev->t = lm_transport_open(ev->control, &tc, &cbs, err, sizeof err);
+    lm_transport *t = lm_transport_open(ev->control, &tc, &cbs, err, sizeof err);
+    uv_mutex_lock(&ev->lock); /* ev_metrics reads ev->t from the scraping thread */
+    ev->t = t;
+    uv_mutex_unlock(&ev->lock);
     if (!ev->t) {
         lm_log_error("events: %s", err);
         return;
@@ -123,7 +126,9 @@ static void ev_relay_closed(void *arg)
     ev->relay = NULL;
     if (ev->t) {
         lm_transport *t = ev->t;
+        uv_mutex_lock(&ev->lock);
         ev->t = NULL;
+        uv_mutex_unlock(&ev->lock);
         lm_transport_close(t, ev_transport_closed, ev);
     }
 }
@@ -177,6 +182,7 @@ static void ev_metrics(lm_buf *out, void *ctx)
     uv_mutex_lock(&ev->lock);
     if (ev->relay) lm_relay_metrics(ev->relay, out);
     if (ev->consumer) lm_consumer_metrics(ev->consumer, out);
+    if (ev->t) lm_transport_metrics(ev->t, out);
     uv_mutex_unlock(&ev->lock);
 }
 

@@ -9,6 +9,7 @@
 /* The first backend whose accepts() says yes serves the URL. */
 static const lm_transport_backend *const lm_transport_backends[] = {
     &lm_transport_feed,
+    &lm_transport_amqp,
 };
 
 const char *lm_transport_state_name(lm_transport_state s)
@@ -45,9 +46,13 @@ static void tr_no_backend(const char *url, char *err, size_t errlen)
 
 bool lm_transport_url_ok(const char *url, char *err, size_t errlen)
 {
-    if (!url || !*url || tr_backend(url)) return true;
-    tr_no_backend(url, err, errlen);
-    return false;
+    if (!url || !*url) return true;
+    const lm_transport_backend *be = tr_backend(url);
+    if (!be) {
+        tr_no_backend(url, err, errlen);
+        return false;
+    }
+    return !be->check || be->check(url, err, errlen);
 }
 
 lm_transport *lm_transport_open(uv_loop_t *loop, const lm_transport_cfg *cfg,
@@ -115,6 +120,11 @@ void lm_transport_get_stats(const lm_transport *t, lm_transport_stats *out)
 {
     memset(out, 0, sizeof *out);
     t->be->stats(t, out);
+}
+
+void lm_transport_metrics(const lm_transport *t, lm_buf *out)
+{
+    if (t->be->metrics) t->be->metrics(t, out);
 }
 
 void lm_transport_close(lm_transport *t, void (*closed)(void *arg), void *arg)

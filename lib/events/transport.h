@@ -156,7 +156,8 @@ typedef struct lm_transport_stats {
  * build lacks. */
 lm_transport *lm_transport_open(uv_loop_t *loop, const lm_transport_cfg *cfg,
                                 const lm_transport_cbs *cbs, char *err, size_t errlen);
-/* true when a backend of this build serves url; otherwise false and one line why. */
+/* true when a backend of this build serves url and finds it well-formed; otherwise false and
+ * one line why. */
 bool lm_transport_url_ok(const char *url, char *err, size_t errlen);
 /* "feed" or "amqp" */
 const char *lm_transport_name(const lm_transport *t);
@@ -174,6 +175,9 @@ void lm_transport_retry(lm_transport *t, lm_delivery *d, unsigned delay_ms);
 void lm_transport_reject(lm_transport *t, lm_delivery *d);
 
 void lm_transport_get_stats(const lm_transport *t, lm_transport_stats *out);
+/* Appends the backend's own Prometheus samples (the broker links' state and counters; the
+ * feed has none). Any thread, while t is open (the caller keeps it from closing meanwhile). */
+void lm_transport_metrics(const lm_transport *t, lm_buf *out);
 
 /* Stops publishing and consuming, closes handles and connections, and calls closed(arg) on
  * the loop once the transport is freed (unconfirmed publishes are neither confirmed nor
@@ -186,6 +190,9 @@ typedef struct lm_transport_backend {
     const char *name;
     /* true when this backend serves url (NULL/"" is the feed's) */
     bool (*accepts)(const char *url);
+    /* optional: validates an accepted url fully (lm_transport_url_ok, at start-up); true, or
+     * false and one line in err */
+    bool (*check)(const char *url, char *err, size_t errlen);
     /* allocates its state into t->impl; t->loop, t->cfg, t->cbs are set. 0 or -1 and err */
     int (*open)(lm_transport *t, char *err, size_t errlen);
     int (*publish)(lm_transport *t, const lm_envelope *const *evs, size_t n);
@@ -195,6 +202,8 @@ typedef struct lm_transport_backend {
     void (*retry)(lm_transport *t, lm_delivery *d, unsigned delay_ms);
     void (*reject)(lm_transport *t, lm_delivery *d);
     void (*stats)(const lm_transport *t, lm_transport_stats *out);
+    /* optional: lm_transport_metrics (any thread) */
+    void (*metrics)(const lm_transport *t, lm_buf *out);
     /* closes everything; calls lm_transport_closed(t) once done (on the loop) */
     void (*close)(lm_transport *t);
 } lm_transport_backend;
@@ -215,5 +224,6 @@ void lm_transport_closed(lm_transport *t);
 /* The backends this build has: transport.c lists them in lm_transport_backends (the first
  * whose accepts() says yes is used); a backend adds its extern here and one line there. */
 extern const lm_transport_backend lm_transport_feed;
+extern const lm_transport_backend lm_transport_amqp;
 
 #endif

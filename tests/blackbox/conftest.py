@@ -110,6 +110,17 @@ def redis_server(tmp_path_factory):
     srv.stop(signal.SIGTERM)
 
 
+@pytest.fixture(scope="session")
+def rabbitmq():
+    """One RabbitMQ for the whole test session (rabbitmq_server.RabbitServer, started on first
+    use: it boots in 8-10 s); a test that stops it starts it again before it ends."""
+    import rabbitmq_server
+    try:
+        return rabbitmq_server.get()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
 # ---- shared by the gateway suites: one recording upstream per module, a fleet per test ----
 
 

@@ -20,8 +20,8 @@ import uuid
 import pytest
 
 import pg_server
-from events_util import (FEED, all_events, create_article, create_batch, db_rows, db_url,
-                         metric, wait_metric)
+from events_util import (FEED, Transport, all_events, create_article, create_batch, db_rows,
+                         db_url, metric, wait_metric)
 from harness import free_port, poll
 from services_util import unique
 
@@ -29,13 +29,22 @@ pytestmark = pytest.mark.skipif(pg_server.BACKEND == "pg",
                                 reason="the consumer suite runs on SQLite (producer tests "
                                        "cover both backends)")
 
-TRANSPORTS = ["feed"]
+TRANSPORTS = ["feed", "rabbitmq"]
 
 
 @pytest.fixture(params=TRANSPORTS)
 def transport(request):
     if request.param == "feed":
         return FEED
+    if request.param == "rabbitmq":
+        # the session's broker (rabbitmq_server.py); each test starts from empty queues
+        rmq = request.getfixturevalue("rabbitmq")
+        rmq.reset_queues("articles_api", "charges_api")
+        # declared before the services start, as a deployment does: events published before
+        # a consumer's first connection must not miss its queue
+        rmq.declare_service_queue("charges_api", ["artikel.*", "einheit.*"])
+        rmq.declare_service_queue("articles_api", ["charge.*"])
+        return Transport("rabbitmq", {"EVENT_BROKER_URL": rmq.url})
     raise AssertionError(f"unknown transport {request.param}")
 
 
