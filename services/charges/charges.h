@@ -69,6 +69,12 @@ void charges_check_refs(charges_svc *svc, lm_req *req, charges_refs *refs, charg
 /* In a write job: records what the articles service said in the replica (what refs says
  * is already there, per charges_refs_committed, is not written again). */
 int charges_refs_remember(lm_db_conn *c, charges_refs *refs);
+/* In a write job: the replica's row of an article (shelf_life_days < 0: none) or a unit,
+ * inserted or replaced; 0 or LM_DB_EIO. Strings are copied. */
+int charges_replica_put_article(lm_db_conn *c, long long id, const char *artikelnummer,
+                                long long einheit_id, long long shelf_life_days, const char *status,
+                                int64_t seen_ms);
+int charges_replica_put_unit(lm_db_conn *c, long long id, const char *kuerzel, int64_t seen_ms);
 /* artikel.* / einheit.* events into the replica (replica.c; lib/events/consumer.h's apply). */
 int charges_apply_article_event(lm_db_conn *c, const lm_envelope *ev, void *ctx);
 /* After that job committed (refs->remembered), on the request's loop: remembers what the

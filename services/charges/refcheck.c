@@ -512,34 +512,13 @@ static void ask_both(refcheck *rc)
 int charges_refs_remember(lm_db_conn *c, charges_refs *r)
 {
     int64_t now = r->checked_ms;
-    if (r->article_fresh && r->article_found && !r->article_replica_current) {
-        lm_db_st *st =
-            lm_db_stmt(c, "INSERT INTO artikel_replica (id, artikelnummer, einheit_id,"
-                          " mindesthaltbarkeit_tage, status, gesehen_ms) VALUES (?, ?, ?, ?, ?, ?)"
-                          " ON CONFLICT(id) DO UPDATE SET artikelnummer = excluded.artikelnummer,"
-                          " einheit_id = excluded.einheit_id,"
-                          " mindesthaltbarkeit_tage = excluded.mindesthaltbarkeit_tage,"
-                          " status = excluded.status, gesehen_ms = excluded.gesehen_ms");
-        if (!st) return LM_DB_EIO;
-        lm_db_bind_int(st, 1, r->artikel_id);
-        lm_db_bind_text(st, 2, r->artikelnummer, -1);
-        lm_db_bind_int(st, 3, r->article_unit);
-        if (r->shelf_life_days >= 0) lm_db_bind_int(st, 4, r->shelf_life_days);
-        lm_db_bind_text(st, 5, r->article_status, -1);
-        lm_db_bind_int(st, 6, now);
-        if (lm_db_step(st) != LM_DB_DONE) return LM_DB_EIO;
-    }
-    if (r->unit_fresh && r->unit_found) {
-        lm_db_st *st =
-            lm_db_stmt(c, "INSERT INTO einheit_replica (id, kuerzel, gesehen_ms) VALUES (?, ?, ?)"
-                          " ON CONFLICT(id) DO UPDATE SET kuerzel = excluded.kuerzel,"
-                          " gesehen_ms = excluded.gesehen_ms");
-        if (!st) return LM_DB_EIO;
-        lm_db_bind_int(st, 1, r->einheit_id);
-        lm_db_bind_text(st, 2, r->unit_kuerzel, -1);
-        lm_db_bind_int(st, 3, now);
-        if (lm_db_step(st) != LM_DB_DONE) return LM_DB_EIO;
-    }
+    if (r->article_fresh && r->article_found && !r->article_replica_current &&
+        charges_replica_put_article(c, r->artikel_id, r->artikelnummer, r->article_unit,
+                                    r->shelf_life_days, r->article_status, now) != 0)
+        return LM_DB_EIO;
+    if (r->unit_fresh && r->unit_found &&
+        charges_replica_put_unit(c, r->einheit_id, r->unit_kuerzel, now) != 0)
+        return LM_DB_EIO;
     r->remembered = true; /* the job may still roll back: charges_refs_committed decides */
     return 0;
 }
