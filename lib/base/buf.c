@@ -92,6 +92,17 @@ void lm_buf_printf(lm_buf *b, const char *fmt, ...)
     va_end(ap);
 }
 
+int lm_buf_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
 /* Length of a valid UTF-8 sequence starting at s (at most n bytes), or 0 if invalid. */
 static size_t utf8_seq_len(const unsigned char *s, size_t n)
 {

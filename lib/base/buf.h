@@ -53,6 +53,10 @@ static inline void lm_buf_append_char(lm_buf *b, char c)
 #define LM_BUF_APPEND_LIT(b, lit) lm_buf_append((b), (lit), sizeof(lit) - 1)
 void lm_buf_append_u64(lm_buf *b, unsigned long long v);
 void lm_buf_printf(lm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A one-line error into a caller's fixed buffer err[errlen] (err may be NULL): for parsers
+ * that return their reason. Returns -1, so a parser can `return lm_buf_errf(…)`. */
+int lm_buf_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void lm_buf_vprintf(lm_buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0))); /* clang's -Wformat-nonliteral needs it */
 /* Appends s as the inside of a JSON string (no surrounding quotes), escaping as RFC 8259

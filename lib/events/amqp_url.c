@@ -3,24 +3,11 @@
 
 #include "url.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
+#include "buf.h"
 
 /* Decodes in[0..n) into out (size cap <= 256); false when the result does not fit or the
  * text has a bad escape. Each decoded byte takes at most 3 encoded ones. */
@@ -50,18 +37,20 @@ static bool ipv6_ok(const char *h)
 int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    if (!url || !*url) return fail(err, errlen, "EVENT_BROKER_URL is empty");
+    if (!url || !*url) return lm_buf_errf(err, errlen, "EVENT_BROKER_URL is empty");
     static const char scheme[] = "amqp://";
     if (strncmp(url, "amqps://", 8) == 0)
-        return fail(err, errlen, "EVENT_BROKER_URL: amqps (TLS) is not supported, use amqp://");
+        return lm_buf_errf(err, errlen,
+                           "EVENT_BROKER_URL: amqps (TLS) is not supported, use amqp://");
     if (strncmp(url, scheme, sizeof scheme - 1) != 0)
-        return fail(err, errlen, "EVENT_BROKER_URL must start with amqp://");
+        return lm_buf_errf(err, errlen, "EVENT_BROKER_URL must start with amqp://");
     const char *p = url + sizeof scheme - 1;
     for (const char *c = p; *c; c++) {
         if ((unsigned char)*c <= 0x20 || *c == 0x7f)
-            return fail(err, errlen, "EVENT_BROKER_URL contains a space or control character");
+            return lm_buf_errf(err, errlen,
+                               "EVENT_BROKER_URL contains a space or control character");
         if (*c == '?' || *c == '#')
-            return fail(err, errlen, "EVENT_BROKER_URL: no query or fragment allowed");
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: no query or fragment allowed");
     }
     const char *slash = strchr(p, '/');
     const char *auth_end = slash ? slash : p + strlen(p);
@@ -75,12 +64,13 @@ int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errle
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *uend = colon ? colon : at;
-        if (uend == p) return fail(err, errlen, "EVENT_BROKER_URL: empty user name before '@'");
+        if (uend == p)
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: empty user name before '@'");
         if (!decode(p, (size_t)(uend - p), out->user, sizeof out->user))
-            return fail(err, errlen, "EVENT_BROKER_URL: bad or too long user name");
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: bad or too long user name");
         if (colon) {
             if (!decode(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password))
-                return fail(err, errlen, "EVENT_BROKER_URL: bad or too long password");
+                return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: bad or too long password");
         } else {
             out->password[0] = '\0';
         }
@@ -92,42 +82,43 @@ int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errle
     if (*host == '[') {
         const char *close = memchr(host, ']', (size_t)(auth_end - host));
         if (!close || close == host + 1)
-            return fail(err, errlen, "EVENT_BROKER_URL: bad IPv6 address (expected [addr])");
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: bad IPv6 address (expected [addr])");
         if ((size_t)(close - host - 1) >= sizeof out->host)
-            return fail(err, errlen, "EVENT_BROKER_URL: host name too long");
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: host name too long");
         memcpy(out->host, host + 1, (size_t)(close - host - 1));
         if (!ipv6_ok(out->host))
-            return fail(err, errlen, "EVENT_BROKER_URL: bad IPv6 address (expected [addr])");
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: bad IPv6 address (expected [addr])");
         hend = close + 1;
         if (hend < auth_end) {
             if (*hend != ':')
-                return fail(err, errlen, "EVENT_BROKER_URL: unexpected text after ']'");
+                return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: unexpected text after ']'");
             port_s = hend + 1;
         }
     } else {
         const char *colon = memchr(host, ':', (size_t)(auth_end - host));
         hend = colon ? colon : auth_end;
         if ((size_t)(hend - host) >= sizeof out->host)
-            return fail(err, errlen, "EVENT_BROKER_URL: host name too long");
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: host name too long");
         memcpy(out->host, host, (size_t)(hend - host));
         for (const char *c = host; c < hend; c++)
             if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
                   (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_'))
-                return fail(err, errlen, "EVENT_BROKER_URL: bad character in the host");
+                return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: bad character in the host");
         if (colon) port_s = colon + 1;
     }
-    if (!out->host[0]) return fail(err, errlen, "EVENT_BROKER_URL: no host");
+    if (!out->host[0]) return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: no host");
     out->port = 5672;
     if (port_s) {
-        if (port_s == auth_end) return fail(err, errlen, "EVENT_BROKER_URL: empty port after ':'");
+        if (port_s == auth_end)
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: empty port after ':'");
         long v = 0;
         for (const char *c = port_s; c < auth_end; c++) {
             if (*c < '0' || *c > '9' || v > 65535)
-                return fail(err, errlen, "EVENT_BROKER_URL: the port must be 1..65535");
+                return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: the port must be 1..65535");
             v = v * 10 + (*c - '0');
         }
         if (v < 1 || v > 65535)
-            return fail(err, errlen, "EVENT_BROKER_URL: the port must be 1..65535");
+            return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: the port must be 1..65535");
         out->port = (int)v;
     }
     /* vhost: one segment; "%2f" encodes "/" */
@@ -137,14 +128,15 @@ int lm_amqp_url_parse(const char *url, lm_amqp_url *out, char *err, size_t errle
     }
     const char *v = slash + 1;
     if (strchr(v, '/'))
-        return fail(err, errlen,
-                    "EVENT_BROKER_URL: the vhost is one path segment (write '/' as %%2f)");
+        return lm_buf_errf(err, errlen,
+                           "EVENT_BROKER_URL: the vhost is one path segment (write '/' as %%2f)");
     if (!*v)
-        return fail(err, errlen,
-                    "EVENT_BROKER_URL: empty vhost after '/' (leave the '/' out, or use %%2f "
-                    "for the default vhost)");
+        return lm_buf_errf(
+            err, errlen,
+            "EVENT_BROKER_URL: empty vhost after '/' (leave the '/' out, or use %%2f "
+            "for the default vhost)");
     if (!decode(v, strlen(v), out->vhost, sizeof out->vhost))
-        return fail(err, errlen, "EVENT_BROKER_URL: bad or too long vhost");
+        return lm_buf_errf(err, errlen, "EVENT_BROKER_URL: bad or too long vhost");
     return 0;
 }
 

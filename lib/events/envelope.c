@@ -8,21 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+
 #include "timefmt.h"
 #include "trace.h"
-
-static int env_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int env_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 bool lm_envelope_type_ok(const char *type)
 {
@@ -117,17 +106,17 @@ static const char *env_str(json_t *o, const char *key, size_t max, char *err, si
 {
     json_t *v = json_object_get(o, key);
     if (!v) {
-        env_fail(err, errlen, "%s: missing", key);
+        lm_buf_errf(err, errlen, "%s: missing", key);
         return NULL;
     }
     if (!json_is_string(v)) {
-        env_fail(err, errlen, "%s: must be a string", key);
+        lm_buf_errf(err, errlen, "%s: must be a string", key);
         return NULL;
     }
     size_t n = json_string_length(v);
     const char *s = json_string_value(v);
     if (n == 0 || n > max || strlen(s) != n) {
-        env_fail(err, errlen, "%s: must be 1 to %zu bytes without NUL", key, max);
+        lm_buf_errf(err, errlen, "%s: must be 1 to %zu bytes without NUL", key, max);
         return NULL;
     }
     return s;
@@ -136,9 +125,9 @@ static const char *env_str(json_t *o, const char *key, size_t max, char *err, si
 static int env_int(json_t *o, const char *key, long long *out, char *err, size_t errlen)
 {
     json_t *v = json_object_get(o, key);
-    if (!v) return env_fail(err, errlen, "%s: missing", key);
+    if (!v) return lm_buf_errf(err, errlen, "%s: missing", key);
     if (!json_is_integer(v) || json_integer_value(v) < 1)
-        return env_fail(err, errlen, "%s: must be an integer >= 1", key);
+        return lm_buf_errf(err, errlen, "%s: must be an integer >= 1", key);
     *out = (long long)json_integer_value(v);
     return 0;
 }
@@ -147,10 +136,10 @@ static int env_from_json(json_t *o, const char *text, size_t len, lm_envelope *o
                          size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    if (!json_is_object(o)) return env_fail(err, errlen, "event: must be a JSON object");
+    if (!json_is_object(o)) return lm_buf_errf(err, errlen, "event: must be a JSON object");
     const char *sv = env_str(o, "specversion", 16, err, errlen);
     if (!sv) return -1;
-    if (strcmp(sv, "1.0") != 0) return env_fail(err, errlen, "specversion: must be \"1.0\"");
+    if (strcmp(sv, "1.0") != 0) return lm_buf_errf(err, errlen, "specversion: must be \"1.0\"");
     const char *id = env_str(o, "id", 200, err, errlen);
     const char *source = id ? env_str(o, "source", 200, err, errlen) : NULL;
     const char *type = source ? env_str(o, "type", 120, err, errlen) : NULL;
@@ -158,17 +147,17 @@ static int env_from_json(json_t *o, const char *text, size_t len, lm_envelope *o
     const char *time = subject ? env_str(o, "time", 64, err, errlen) : NULL;
     if (!time) return -1;
     if (!lm_envelope_type_ok(type))
-        return env_fail(err, errlen, "type: must be dotted lower-case words");
+        return lm_buf_errf(err, errlen, "type: must be dotted lower-case words");
     char *end = NULL;
     errno = 0;
     long long sid = strtoll(subject, &end, 10);
     if (*end != '\0' || errno == ERANGE || sid < 1 || subject[0] < '1' || subject[0] > '9')
-        return env_fail(err, errlen, "subject: must be the aggregate id (a decimal >= 1)");
+        return lm_buf_errf(err, errlen, "subject: must be the aggregate id (a decimal >= 1)");
     int64_t ms;
-    if (!lm_timefmt_parse(time, false, &ms)) return env_fail(err, errlen, "time: not RFC 3339");
+    if (!lm_timefmt_parse(time, false, &ms)) return lm_buf_errf(err, errlen, "time: not RFC 3339");
     json_t *dct = json_object_get(o, "datacontenttype");
     if (dct && (!json_is_string(dct) || strcmp(json_string_value(dct), "application/json") != 0))
-        return env_fail(err, errlen, "datacontenttype: must be \"application/json\"");
+        return lm_buf_errf(err, errlen, "datacontenttype: must be \"application/json\"");
     long long seq, ver;
     if (env_int(o, "sequence", &seq, err, errlen) != 0) return -1;
     if (env_int(o, "aggregateversion", &ver, err, errlen) != 0) return -1;
@@ -178,14 +167,14 @@ static int env_from_json(json_t *o, const char *text, size_t len, lm_envelope *o
         lm_trace_ctx ctx;
         if (!json_is_string(tp) ||
             !lm_trace_parse(json_string_value(tp), json_string_length(tp), &ctx))
-            return env_fail(err, errlen, "traceparent: not a W3C traceparent");
+            return lm_buf_errf(err, errlen, "traceparent: not a W3C traceparent");
         tps = json_string_value(tp);
     }
     json_t *data = json_object_get(o, "data");
-    if (!data) return env_fail(err, errlen, "data: missing");
-    if (!json_is_object(data)) return env_fail(err, errlen, "data: must be a JSON object");
+    if (!data) return lm_buf_errf(err, errlen, "data: missing");
+    if (!json_is_object(data)) return lm_buf_errf(err, errlen, "data: must be a JSON object");
     char *dtext = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
-    if (!dtext) return env_fail(err, errlen, "data: cannot be encoded");
+    if (!dtext) return lm_buf_errf(err, errlen, "data: cannot be encoded");
     out->sequence = seq;
     out->aggregateversion = ver;
     out->subject_id = sid;
@@ -212,12 +201,12 @@ int lm_envelope_parse(const char *text, size_t len, lm_envelope *out, char *err,
 {
     memset(out, 0, sizeof *out);
     if (len > LM_ENVELOPE_MAX_BYTES)
-        return env_fail(err, errlen, "event: larger than %u bytes", LM_ENVELOPE_MAX_BYTES);
+        return lm_buf_errf(err, errlen, "event: larger than %u bytes", LM_ENVELOPE_MAX_BYTES);
     json_error_t je;
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!o)
-        return env_fail(err, errlen, "event: not JSON (line %d, column %d: %s)", je.line, je.column,
-                        je.text);
+        return lm_buf_errf(err, errlen, "event: not JSON (line %d, column %d: %s)", je.line,
+                           je.column, je.text);
     int rc = env_from_json(o, text, len, out, err, errlen);
     json_decref(o);
     if (rc != 0) lm_envelope_clear(out);
@@ -232,11 +221,11 @@ int lm_envelope_parse_array(const char *text, size_t len, lm_envelope **out, siz
     json_error_t je;
     json_t *a = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!a)
-        return env_fail(err, errlen, "feed: not JSON (line %d, column %d: %s)", je.line, je.column,
-                        je.text);
+        return lm_buf_errf(err, errlen, "feed: not JSON (line %d, column %d: %s)", je.line,
+                           je.column, je.text);
     if (!json_is_array(a)) {
         json_decref(a);
-        return env_fail(err, errlen, "feed: must be a JSON array");
+        return lm_buf_errf(err, errlen, "feed: must be a JSON array");
     }
     size_t cnt = json_array_size(a);
     lm_envelope *evs = cnt ? calloc(cnt, sizeof *evs) : NULL;
@@ -254,7 +243,7 @@ int lm_envelope_parse_array(const char *text, size_t len, lm_envelope **out, siz
                 lm_envelope_clear(&evs[j]);
             free(evs);
             json_decref(a);
-            return env_fail(err, errlen, "feed[%zu]: %s", i, sub);
+            return lm_buf_errf(err, errlen, "feed[%zu]: %s", i, sub);
         }
     }
     json_decref(a);
