@@ -183,6 +183,7 @@ lm_outcome lm_policy_classify(lm_client_err err, const lm_client_response *resp)
         return LM_OUT_IGNORED;
     }
     if (!resp) return LM_OUT_OK;
+    if (resp->status == 408) return LM_OUT_REFUSED; /* RFC 9110 15.5.9: no complete request */
     if (resp->status == 502 || resp->status == 503 || resp->status == 504) {
         const char *ct = lm_client_response_header(resp, "content-type");
         /* a problem document is the service's considered answer (policy.h) */
@@ -194,8 +195,8 @@ lm_outcome lm_policy_classify(lm_client_err err, const lm_client_response *resp)
 
 const char *lm_outcome_name(lm_outcome o)
 {
-    static const char *const n[] = {"ok",      "connect", "reset",  "timeout",
-                                    "gateway", "broken",  "ignored"};
+    static const char *const n[] = {"ok",      "connect", "reset",   "timeout",
+                                    "gateway", "broken",  "ignored", "refused"};
     return (unsigned)o < sizeof n / sizeof n[0] ? n[o] : "?";
 }
 
@@ -489,7 +490,8 @@ static bool retryable(const lm_call *c, lm_outcome o)
 {
     switch (o) {
     case LM_OUT_CONNECT:
-        return true; /* nothing was sent: not a repeat */
+    case LM_OUT_REFUSED:
+        return true; /* nothing was sent, or nothing was taken: not a repeat */
     case LM_OUT_RESET:
     case LM_OUT_TIMEOUT:
     case LM_OUT_GATEWAY:
