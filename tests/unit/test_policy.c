@@ -52,6 +52,12 @@ static void test_classify(void **state)
     assert_int_equal(lm_policy_classify(LM_CLIENT_OK, &r), LM_OUT_GATEWAY);
     r.status = 500; /* a bug answered, not an unhealthy instance */
     assert_int_equal(lm_policy_classify(LM_CLIENT_OK, &r), LM_OUT_OK);
+    r.status = 408; /* no complete request received: a draining instance's refusal */
+    assert_int_equal(lm_policy_classify(LM_CLIENT_OK, &r), LM_OUT_REFUSED);
+    r.headers = prob;
+    r.n_headers = 1;
+    assert_int_equal(lm_policy_classify(LM_CLIENT_OK, &r), LM_OUT_REFUSED);
+    r.n_headers = 0;
     assert_int_equal(lm_policy_classify(LM_CLIENT_ERR_CONNECT, NULL), LM_OUT_CONNECT);
     assert_int_equal(lm_policy_classify(LM_CLIENT_ERR_CONNECT_TIMEOUT, NULL), LM_OUT_CONNECT);
     assert_int_equal(lm_policy_classify(LM_CLIENT_ERR_CLOSED, NULL), LM_OUT_RESET);
@@ -108,6 +114,14 @@ static void test_what_is_never_retried(void **state)
     assert_false(lm_policy_next(&c, LM_OUT_TIMEOUT, 0, false, true, set, false, 1, &nx));
     /* … but a refused connection sent nothing */
     assert_true(lm_policy_next(&c, LM_OUT_CONNECT, 0, false, true, set, false, 1, &nx));
+    lm_policy_try_done(&c, LM_OUT_OK, 2);
+    lm_policy_end(&c, LM_OUT_OK, 2);
+    /* … and a 408 says no request was taken */
+    lm_policy_begin(p, &c, 0, 10000, false);
+    lm_policy_pick(&c, set, false, 0);
+    lm_policy_try_done(&c, LM_OUT_REFUSED, 1);
+    assert_true(lm_policy_next(&c, LM_OUT_REFUSED, 0, false, true, set, false, 1, &nx));
+    assert_false(lm_policy_next(&c, LM_OUT_REFUSED, 0, false, false, set, false, 1, &nx));
     lm_policy_try_done(&c, LM_OUT_OK, 2);
     lm_policy_end(&c, LM_OUT_OK, 2);
     /* safe, but the head reached the client, or the body cannot be sent again */
