@@ -348,7 +348,8 @@ lm_policy_verdict lm_policy_begin(lm_policy *p, lm_call *c, uint64_t now, uint64
         atomic_fetch_add_explicit(&p->bulkhead_rejected, 1, memory_order_relaxed);
         return LM_POLICY_BULKHEAD;
     }
-    char log[256] = "";
+    char log[256];
+    log[0] = '\0';
     lm_breaker_transition t = LM_BREAKER_NO_CHANGE;
     bool permit = true;
     if (!atomic_load_explicit(&p->svc_closed, memory_order_acquire)) {
@@ -406,7 +407,8 @@ bool lm_policy_permits(lm_policy *p, uint64_t now)
 
 int lm_policy_pick(lm_call *c, const lm_disc_set *set, bool least_outstanding, uint64_t now)
 {
-    char log[512] = "";
+    char log[512];
+    log[0] = '\0';
     pthread_mutex_lock(&c->pol->lock);
     int i = pick_locked(c, set, least_outstanding, now, log, sizeof log);
     pthread_mutex_unlock(&c->pol->lock);
@@ -434,7 +436,8 @@ static void try_done_locked(lm_call *c, lm_policy_inst *k, lm_outcome o, uint64_
 {
     lm_policy *p = c->pol;
     bool failed = lm_outcome_failed(o);
-    char why[160] = "";
+    char why[160];
+    why[0] = '\0';
     atomic_fetch_sub_explicit(&k->in_flight, 1, memory_order_relaxed);
     if (o == LM_OUT_IGNORED) {
         lm_breaker_release(&k->breaker);
@@ -479,7 +482,8 @@ void lm_policy_try_done(lm_call *c, lm_outcome o, uint64_t now)
     if (!k) return;
     c->cur = NULL;
     if (lm_outcome_failed(o)) atomic_fetch_add_explicit(&k->failures, 1, memory_order_relaxed);
-    char log[640] = "";
+    char log[640];
+    log[0] = '\0';
     pthread_mutex_lock(&p->lock);
     try_done_locked(c, k, o, now, log, sizeof log);
     pthread_mutex_unlock(&p->lock);
@@ -546,7 +550,8 @@ bool lm_policy_next(lm_call *c, lm_outcome o, uint64_t retry_after_ms, bool sent
 static void end_locked(lm_call *c, lm_outcome final, uint64_t now, char *log, size_t loglen)
 {
     lm_policy *p = c->pol;
-    char why[160] = "";
+    char why[160];
+    why[0] = '\0';
     bool slow = now - c->start_ms >= p->pc.breaker.slow_call_ms;
     lm_breaker_transition t;
     if (final == LM_OUT_IGNORED) {
@@ -593,7 +598,8 @@ void lm_policy_end(lm_call *c, lm_outcome final, uint64_t now)
         return;
     }
     if (!c->svc_permit) return;
-    char log[512] = "";
+    char log[512];
+    log[0] = '\0';
     pthread_mutex_lock(&p->lock);
     end_locked(c, final, now, log, sizeof log);
     pthread_mutex_unlock(&p->lock);
@@ -617,7 +623,8 @@ void lm_policy_finish(lm_call *c, lm_outcome o, uint64_t now)
     c->begun = false;
     if (lm_outcome_failed(o)) atomic_fetch_add_explicit(&k->failures, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&p->in_flight, 1, memory_order_relaxed);
-    char log1[640] = "", log2[512] = "";
+    char log1[640], log2[512]; /* not zero-filled: per request */
+    log1[0] = log2[0] = '\0';
     pthread_mutex_lock(&p->lock);
     try_done_locked(c, k, o, now, log1, sizeof log1);
     end_locked(c, o, now, log2, sizeof log2);
