@@ -34,6 +34,12 @@ struct lm_policy {
     lm_policy_inst *inst[LM_POLICY_MAX_TRACKED];
     int n_inst;
     int known; /* instances in the last set picked from (the ejection cap's base) */
+    /* the last set picked from, referenced, and its instances' entries by index: a pick from
+     * the same set (every pick while discovery has not changed) finds them without comparing
+     * ids. Held, the set cannot be freed, so no other set can appear at its address. */
+    lm_disc_set *cset;
+    lm_policy_inst *cinst[LM_POLICY_MAX_INSTANCES];
+    bool recycled; /* inst_of recycled an entry: an index's entry may have changed */
     atomic_ullong rr;
     atomic_int in_flight, retries_in_flight;
     atomic_ullong calls, tries, retries, budget_exhausted, bulkhead_rejected, open_rejected,
@@ -145,6 +151,7 @@ lm_policy *lm_policy_new(const char *service, const lm_policy_config *pc)
 void lm_policy_free(lm_policy *p)
 {
     if (!p) return;
+    lm_disc_set_release(p->cset);
     for (int i = 0; i < p->n_inst; i++)
         free(p->inst[i]);
     pthread_mutex_destroy(&p->lock);
@@ -223,6 +230,7 @@ static lm_policy_inst *inst_of(lm_policy *p, const char *id, uint64_t now)
                 e = k;
         }
         if (!e) return NULL; /* all busy or open: the caller skips this one */
+        p->recycled = true;
     }
     snprintf(e->id, sizeof e->id, "%s", id);
     atomic_store_explicit(&e->in_flight, 0, memory_order_relaxed);
@@ -261,6 +269,22 @@ static uint64_t eject_ms(const lm_policy *p, int ejections)
     return ms < p->pc.eject_max_ms ? ms : p->pc.eject_max_ms;
 }
 
+/* The entries of the set's first n instances, by index (NULL: none could be made). Under the
+ * lock. */
+static lm_policy_inst *const *entries_of(lm_policy *p, const lm_disc_set *set, int n, uint64_t now)
+{
+    if (set && set == p->cset) return p->cinst;
+    lm_disc_set_release(p->cset);
+    p->cset = NULL;
+    p->recycled = false;
+    for (int i = 0; i < n; i++)
+        p->cinst[i] = inst_of(p, lm_disc_set_get(set, (size_t)i)->id, now);
+    /* recycling may have given an entry made for an earlier index to a later one: then the
+     * entries are this pick's only, and the next one looks them up again */
+    if (!p->recycled) p->cset = lm_disc_set_retain((lm_disc_set *)set); /* a count, not data */
+    return p->cinst;
+}
+
 /* Picks among the set's instances whose circuits let a call through, preferring those not
  * tried in this call; takes the permission. Under the lock. */
 static int pick_locked(lm_call *c, const lm_disc_set *set, bool least_outstanding, uint64_t now,
@@ -271,7 +295,7 @@ static int pick_locked(lm_call *c, const lm_disc_set *set, bool least_outstandin
     if (n > LM_POLICY_MAX_INSTANCES) n = LM_POLICY_MAX_INSTANCES;
     p->known = n;
     int ready[LM_POLICY_MAX_INSTANCES], m = 0;
-    lm_policy_inst *e[LM_POLICY_MAX_INSTANCES];
+    lm_policy_inst *const *e = entries_of(p, set, n, now);
     /* in order, the first pass that finds any: untried and let through by its circuit;
      * untried whatever its circuit says (a retry goes to another instance where there is
      * one, and with every circuit closed to calls — the others ejected, the rest busy with
@@ -283,9 +307,8 @@ static int pick_locked(lm_call *c, const lm_disc_set *set, bool least_outstandin
         bool want_tried = pass >= 2, need_ready = pass % 2 == 0;
         for (int i = 0; i < n; i++) {
             if (((c->tried >> i & 1) != 0) != want_tried) continue;
-            lm_policy_inst *k = inst_of(p, lm_disc_set_get(set, (size_t)i)->id, now);
+            lm_policy_inst *k = e[i];
             if (!k || (need_ready && !lm_breaker_ready(&k->breaker, &p->pc.breaker, now))) continue;
-            e[i] = k;
             ready[m++] = i;
         }
         panic = !need_ready;
