@@ -179,6 +179,54 @@ static void one_call(lm_policy *p, lm_disc_set *set, lm_outcome o, uint64_t now)
     lm_policy_end(&c, o, now);
 }
 
+/* A set of instances named by ids, in that order. */
+static lm_disc_set *set_named(const char *const *ids, int n)
+{
+    char body[2048] = "[";
+    for (int i = 0; i < n; i++)
+        snprintf(body + strlen(body), sizeof body - strlen(body),
+                 "%s{\"Node\":{\"Address\":\"127.0.0.1\"},\"Service\":{\"ID\":\"%s\","
+                 "\"Service\":\"s\",\"Address\":\"127.0.0.1\",\"Port\":%d},\"Checks\":[]}",
+                 i ? "," : "", ids[i], 9100 + i);
+    strcat(body, "]");
+    char err[128];
+    lm_disc_set *s = lm_disc_set_from_health(body, strlen(body), err, sizeof err);
+    assert_non_null(s);
+    return s;
+}
+
+/* The policy finds the entries of the set it picked from last by index: a new set (discovery
+ * changed, another order, one more instance) must map each index to its own instance. */
+static void test_new_set_maps_instances_by_id(void **state)
+{
+    (void)state;
+    lm_policy_config pc = cfg();
+    pc.breaker.consecutive_failures = 1;
+    lm_policy *p = lm_policy_new("s", &pc);
+    const char *ab[] = {"a", "b"}, *cba[] = {"c", "b", "a"};
+    lm_disc_set *s1 = set_named(ab, 2);
+    lm_call c;
+    lm_policy_begin(p, &c, 0, 10000, true);
+    c.tried = 2; /* steer the pick to "a" */
+    assert_int_equal(lm_policy_pick(&c, s1, false, 0), 0);
+    lm_policy_try_done(&c, LM_OUT_CONNECT, 0); /* "a" ejected */
+    lm_policy_end(&c, LM_OUT_OK, 0);
+    lm_disc_set *s2 = set_named(cba, 3);
+    lm_disc_set_release(s1);      /* the policy still holds it until it picks from another */
+    for (int i = 0; i < 6; i++) { /* "a" is index 2 now: never picked while ejected */
+        lm_policy_begin(p, &c, 10, 10000, true);
+        int k = lm_policy_pick(&c, s2, false, 10);
+        assert_true(k == 0 || k == 1);
+        lm_policy_try_done(&c, LM_OUT_OK, 10);
+        lm_policy_end(&c, LM_OUT_OK, 10);
+    }
+    long long n;
+    assert_string_equal(lm_policy_instance_state(p, "a", &n), "open");
+    assert_string_equal(lm_policy_instance_state(p, "c", &n), "closed");
+    lm_disc_set_release(s2);
+    lm_policy_free(p);
+}
+
 static void test_ejection_grows_and_is_capped(void **state)
 {
     (void)state;
@@ -397,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_what_is_never_retried),
         cmocka_unit_test(test_deadline_and_try_timeout),
         cmocka_unit_test(test_ejection_grows_and_is_capped),
+        cmocka_unit_test(test_new_set_maps_instances_by_id),
         cmocka_unit_test(test_retry_prefers_an_untried_ejected_instance),
         cmocka_unit_test(test_service_circuit_and_considered_answers),
         cmocka_unit_test(test_bulkhead_and_budget),
