@@ -178,3 +178,23 @@ def test_every_transition_is_logged_once_with_its_reason(start_process, creds, r
         "circuit of service svc half-open: open wait over, 1 trial calls"]
     assert lines("circuit of service svc closed") == [
         "circuit of service svc closed (1 of 1 trial calls succeeded)"]
+
+
+def test_retry_budget_bounds_the_retries(start_process, creds, rec):
+    """Retries in flight are at most RETRY_BUDGET % of the calls in flight, but always
+    RETRY_BUDGET_MIN: with both 0 a failing GET is never tried again (each refusal counted),
+    with the floor at 1 a lone GET gets its two retries."""
+    t = unique("budget-")
+    rec.on(t, lambda h, r: reply(h, 503, b"down", ctype="text/plain"))
+    policy = {"UPSTREAM_BREAKER_THRESHOLD": "0", "UPSTREAM_BREAKER_MIN_CALLS": "100000",
+              "UPSTREAM_RETRY_BACKOFF": "1ms", "UPSTREAM_RETRY_BACKOFF_MAX": "1ms"}
+    for floor, tries_per_call in (("0", 1), ("1", 3)):
+        g = start_gw(start_process, creds, rec, UPSTREAM_RETRY_BUDGET="0",
+                     UPSTREAM_RETRY_BUDGET_MIN=floor, **policy)
+        for _ in range(5):
+            assert g.api("GET", f"/api/svc/api/{t}").status_code == 503
+        calls = g.proc.metric("lotmesh_upstream_calls_total", service="svc")
+        tries = g.proc.metric("lotmesh_upstream_tries_total", service="svc")
+        refused = g.proc.metric("lotmesh_upstream_retry_budget_exhausted_total", service="svc")
+        assert (calls, tries) == (5, 5 * tries_per_call), (floor, calls, tries)
+        assert refused == (5 if floor == "0" else 0), (floor, refused)
