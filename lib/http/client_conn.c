@@ -143,10 +143,23 @@ static void resume_list_remove(cconn *k)
     k->resume_queued = false;
 }
 
+/* Sends r again on a fresh connection to its origin, once (k is detached from r already). */
+static void resend(cconn *k, creq *r, const char *why)
+{
+    lm_client *c = k->c;
+    origin *o = k->o;
+    lm_client_conn_close(k, false);
+    r->retried = true;
+    STAT_ADD(c, retries, 1);
+    lm_log_debug("http client: %s:%d %s; sending the request again on a fresh connection", o->host,
+                 o->port, why);
+    lm_client_conn_new(o, r); /* takes the slot just freed, ahead of the queue */
+    lm_client_pool_origin_pump(o);
+}
+
 static void conn_failed(cconn *k, lm_client_err err)
 {
     creq *r = k->req;
-    origin *o = k->o;
     lm_client *c = k->c;
     if (!r) {
         lm_client_conn_close(k, true);
@@ -156,14 +169,7 @@ static void conn_failed(cconn *k, lm_client_err err)
     lm_client_conn_detach(k, r);
     if (err == LM_CLIENT_ERR_CLOSED && !k->any_bytes && r->reused && r->retriable && !r->retried &&
         !r->abort_pending && !c->closing) {
-        lm_client_conn_close(k, false);
-        r->retried = true;
-        STAT_ADD(c, retries, 1);
-        lm_log_debug("http client: %s:%d closed a pooled connection as it was reused; "
-                     "sending the request again on a fresh one",
-                     o->host, o->port);
-        lm_client_conn_new(o, r); /* takes the slot just freed, ahead of the queue */
-        lm_client_pool_origin_pump(o);
+        resend(k, r, "closed a pooled connection as it was reused");
         return;
     }
     lm_client_conn_close(k, true);
@@ -357,6 +363,14 @@ static int p_headers_complete(llhttp_t *p)
         return 0;
     }
     if (llhttp_get_http_major(p) != 1) return fail_parse(k, LM_CLIENT_ERR_PROTOCOL);
+    /* 408: the server says it did not receive a complete request (RFC 9110 15.5.9) — a
+     * draining lotmesh server sends it on its idle keep-alive connections, where a request
+     * may cross it. Nothing was processed, so the request goes again on a fresh connection,
+     * whatever its method, when its bytes were kept (not streamed). */
+    if (status == 408 && !r->stream && !r->retried && !r->abort_pending && !k->c->closing) {
+        k->refused = true;
+        return HPE_USER;
+    }
     r->hdrs = lm_xrealloc(r->hdrs, (r->n_h ? r->n_h : 1) * sizeof *r->hdrs);
     for (size_t i = 0; i < r->n_h; i++) {
         r->hdrs[i].name = r->rhead.data + r->hoffs[i].name_off;
@@ -465,6 +479,11 @@ static bool conn_parse(cconn *k, const char *data, size_t len)
             return false;
         }
         lm_buf_append(&k->pending_in, data + used, len - used); /* user pause */
+        return false;
+    }
+    if (k->refused && !r->abort_pending) {
+        lm_client_conn_detach(k, r);
+        resend(k, r, "answered 408 (the request was not taken)");
         return false;
     }
     /* a callback's own verdict wins, whatever errno llhttp wraps it in */
@@ -615,7 +634,7 @@ void lm_client_conn_dispatch(cconn *k, creq *r)
     lm_client_conn_set_ref(k, true);
     llhttp_init(&k->parser, HTTP_RESPONSE, &settings);
     k->parser.data = k;
-    k->any_bytes = k->msg_complete = k->informational = k->complete_held = false;
+    k->any_bytes = k->msg_complete = k->informational = k->complete_held = k->refused = false;
     k->keep_alive = false;
     k->fail_err = LM_CLIENT_OK;
     lm_buf_reset(&k->out);
@@ -629,8 +648,11 @@ void lm_client_conn_dispatch(cconn *k, creq *r)
     lm_client_conn_update_reading(k);
     uv_buf_t wb = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
     if (r->wire.len && !lm_client_conn_sendv(k, &wb, 1)) {
-        if (r->reused && r->retriable && !r->retried) {
-            /* the pooled connection is already dead: same as a reset before the response */
+        bool nothing_sent = k->out.len == 0 || k->out.len == r->wire.len;
+        if (r->reused && !r->retried && (r->retriable || (!r->stream && nothing_sent))) {
+            /* the pooled connection is already dead: an idempotent request goes again, any
+             * other only when not a byte of it went out — then it certainly was not processed
+             * (nginx retries a POST only before request_sent) */
             lm_client_conn_detach(k, r);
             lm_client_conn_close(k, false);
             r->retried = true;

@@ -130,6 +130,7 @@ struct cconn {
     cconn *resume_next;     /* client's resume list */
     cconn *a_next, *a_prev; /* client's list of all connections */
     bool any_bytes, msg_complete, informational, keep_alive, complete_held;
+    bool refused; /* a 408 answered the request: the server did not take it, resend it */
     lm_client_err fail_err;
 };
 

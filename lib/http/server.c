@@ -542,10 +542,11 @@ static void on_accept_failed_closed(uv_handle_t *h)
     free(h->data); /* the srv_conn */
 }
 
+static void conn_accepted(lm_worker *w, srv_conn *sc);
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     lm_worker *w = listener->data;
-    lm_server *s = w->server;
     if (status < 0) {
         lm_log_warn("accept failed: %s", uv_strerror(status));
         return;
@@ -566,6 +567,13 @@ static void on_connection(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)&sc->tcp, on_accept_failed_closed);
         return;
     }
+    conn_accepted(w, sc);
+}
+
+/* A connection just accepted (sc->tcp open): limits, then it joins the worker. */
+static void conn_accepted(lm_worker *w, srv_conn *sc)
+{
+    lm_server *s = w->server;
     peer_name(sc);
     if (!addr_acquire(s, sc->peer_ip)) {
         w->refused_addr++;
@@ -622,6 +630,23 @@ static void close_worker_handles(lm_worker *w)
     uv_close((uv_handle_t *)&w->log_flush, NULL);
 }
 
+/* Ends an idle keep-alive connection of a draining server so that its client can tell that
+ * nothing was processed. Closing it bare races a request the client sends on it at that
+ * moment: the client sees the connection closed before any byte of a response and cannot know
+ * whether the request ran (a create without Idempotency-Key could not be repeated). Instead
+ * the connection gets a 408 with Connection: close (RFC 9110 15.5.9: no complete request was
+ * received) before anything was read from it, then the lingering close, which discards what
+ * arrives. A pool reading its idle connection drops it; a request that crossed the 408 gets
+ * it as its answer and is certain it was not processed (lm_client sends it again on a fresh
+ * connection; the call policy counts 408 as a refusal, retried for any method). */
+static void drain_idle(srv_conn *sc)
+{
+    lm_conn_fail(&sc->http, 408, "the server is shutting down; no request was read");
+    note_state(sc);
+    conn_flush(sc);
+    update_reading(sc);
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     lm_worker *w = t->data;
@@ -641,7 +666,10 @@ static void on_sweep(uv_timer_t *t)
         } else if (sc->shut) {
             if (now >= sc->linger_until) conn_close(sc);
         } else if (c->state == LM_CONN_IDLE && !sc->writing && !c->out.len) {
-            if (w->stopping || age > s->cfg.idle_timeout_ms) conn_close(sc);
+            if (w->stopping)
+                drain_idle(sc);
+            else if (age > s->cfg.idle_timeout_ms)
+                conn_close(sc);
         } else if (c->state == LM_CONN_HEAD && age > s->cfg.header_timeout_ms) {
             lm_conn_fail(c, 408, "request headers not received in time");
             note_state(sc);
@@ -664,11 +692,34 @@ static void on_wake(uv_async_t *a)
     if (w->stopping) return;
     w->stopping = true;
     w->stop_deadline = uv_now(&w->loop) + w->server->shutdown_deadline_ms;
+    /* Connections the kernel completed but nobody accepted yet would be reset when the
+     * listening socket closes — after their clients may have sent a request, which they then
+     * cannot tell from one that ran. They are taken in first and end as idle ones do. */
+    uv_os_fd_t lfd;
+    if (uv_fileno((uv_handle_t *)&w->listener, &lfd) == 0) {
+        int fd;
+        while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+            srv_conn *sc = lm_xcalloc(1, sizeof *sc);
+            sc->w = w;
+            uv_tcp_init(&w->loop, &sc->tcp);
+            sc->tcp.data = sc;
+            if (uv_tcp_open(&sc->tcp, fd) != 0) {
+                close(fd);
+                uv_close((uv_handle_t *)&sc->tcp, on_accept_failed_closed);
+                continue;
+            }
+            conn_accepted(w, sc);
+        }
+    }
     uv_close((uv_handle_t *)&w->listener, NULL);
-    for (srv_conn *sc = w->conns; sc; sc = sc->next) {
+    srv_conn *next;
+    for (srv_conn *sc = w->conns; sc; sc = next) {
+        next = sc->next; /* a failed write may close sc */
+        /* a request in progress is answered with Connection: close (http_resp.c) */
         sc->http.draining = true;
-        /* idle keep-alive connections close now: no response is owed, nothing to linger for */
-        if (sc->http.state == LM_CONN_IDLE && !sc->writing && !sc->http.out.len) conn_close(sc);
+        if (sc->http.state == LM_CONN_IDLE && !sc->writing && !sc->http.out.len && !sc->closing &&
+            !sc->shut)
+            drain_idle(sc);
     }
     uv_timer_start(&w->sweep, on_sweep, 0, 50);
 }

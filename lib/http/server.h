@@ -74,9 +74,11 @@ void lm_server_on_worker(lm_server *s, lm_worker_hook start, lm_worker_hook stop
  * On failure returns -errno and writes a one-line reason into err. */
 int lm_server_start(lm_server *s, char *err, size_t errlen);
 int lm_server_port(const lm_server *s);
-/* Graceful stop: listeners close, idle connections close, in-flight requests finish with
- * Connection: close; whatever is left after deadline_ms is closed. Blocks until every
- * worker thread has ended. */
+/* Graceful stop: connections completed but not yet accepted are taken in, listeners close,
+ * idle keep-alive connections get a 408 with Connection: close before anything is read from
+ * them (a request crossing it is certain not to have run; a bare close would leave its
+ * client in doubt) and a lingering close, in-flight requests finish with Connection: close;
+ * whatever is left after deadline_ms is closed. Blocks until every worker thread has ended. */
 void lm_server_shutdown(lm_server *s, uint64_t deadline_ms);
 void lm_server_free(lm_server *s);
 

@@ -115,6 +115,12 @@ static lm_disc_set *set_ref(lm_disc_set *s)
     return s;
 }
 
+lm_disc_set *lm_disc_set_retain(lm_disc_set *s)
+{
+    if (s) atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
 void lm_disc_set_release(lm_disc_set *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;

@@ -93,6 +93,8 @@ bool lm_disc_pick(lm_disc *d, const char *service, lm_disc_addr *out);
 lm_disc_set *lm_disc_instances(lm_disc *d, const char *service);
 size_t lm_disc_set_count(const lm_disc_set *s);
 const lm_disc_instance *lm_disc_set_get(const lm_disc_set *s, size_t i);
+/* Another reference to a set the caller holds (any thread); NULL stays NULL. */
+lm_disc_set *lm_disc_set_retain(lm_disc_set *s);
 void lm_disc_set_release(lm_disc_set *s);
 
 /* ---- pure parsers (exposed for tests) --------------------------------------------------- */

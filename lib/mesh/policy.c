@@ -34,6 +34,12 @@ struct lm_policy {
     lm_policy_inst *inst[LM_POLICY_MAX_TRACKED];
     int n_inst;
     int known; /* instances in the last set picked from (the ejection cap's base) */
+    /* the last set picked from, referenced, and its instances' entries by index: a pick from
+     * the same set (every pick while discovery has not changed) finds them without comparing
+     * ids. Held, the set cannot be freed, so no other set can appear at its address. */
+    lm_disc_set *cset;
+    lm_policy_inst *cinst[LM_POLICY_MAX_INSTANCES];
+    bool recycled; /* inst_of recycled an entry: an index's entry may have changed */
     atomic_ullong rr;
     atomic_int in_flight, retries_in_flight;
     atomic_ullong calls, tries, retries, budget_exhausted, bulkhead_rejected, open_rejected,
@@ -145,6 +151,7 @@ lm_policy *lm_policy_new(const char *service, const lm_policy_config *pc)
 void lm_policy_free(lm_policy *p)
 {
     if (!p) return;
+    lm_disc_set_release(p->cset);
     for (int i = 0; i < p->n_inst; i++)
         free(p->inst[i]);
     pthread_mutex_destroy(&p->lock);
@@ -183,6 +190,7 @@ lm_outcome lm_policy_classify(lm_client_err err, const lm_client_response *resp)
         return LM_OUT_IGNORED;
     }
     if (!resp) return LM_OUT_OK;
+    if (resp->status == 408) return LM_OUT_REFUSED; /* RFC 9110 15.5.9: no complete request */
     if (resp->status == 502 || resp->status == 503 || resp->status == 504) {
         const char *ct = lm_client_response_header(resp, "content-type");
         /* a problem document is the service's considered answer (policy.h) */
@@ -194,8 +202,8 @@ lm_outcome lm_policy_classify(lm_client_err err, const lm_client_response *resp)
 
 const char *lm_outcome_name(lm_outcome o)
 {
-    static const char *const n[] = {"ok",      "connect", "reset",  "timeout",
-                                    "gateway", "broken",  "ignored"};
+    static const char *const n[] = {"ok",      "connect", "reset",   "timeout",
+                                    "gateway", "broken",  "ignored", "refused"};
     return (unsigned)o < sizeof n / sizeof n[0] ? n[o] : "?";
 }
 
@@ -222,6 +230,7 @@ static lm_policy_inst *inst_of(lm_policy *p, const char *id, uint64_t now)
                 e = k;
         }
         if (!e) return NULL; /* all busy or open: the caller skips this one */
+        p->recycled = true;
     }
     snprintf(e->id, sizeof e->id, "%s", id);
     atomic_store_explicit(&e->in_flight, 0, memory_order_relaxed);
@@ -260,6 +269,22 @@ static uint64_t eject_ms(const lm_policy *p, int ejections)
     return ms < p->pc.eject_max_ms ? ms : p->pc.eject_max_ms;
 }
 
+/* The entries of the set's first n instances, by index (NULL: none could be made). Under the
+ * lock. */
+static lm_policy_inst *const *entries_of(lm_policy *p, const lm_disc_set *set, int n, uint64_t now)
+{
+    if (set && set == p->cset) return p->cinst;
+    lm_disc_set_release(p->cset);
+    p->cset = NULL;
+    p->recycled = false;
+    for (int i = 0; i < n; i++)
+        p->cinst[i] = inst_of(p, lm_disc_set_get(set, (size_t)i)->id, now);
+    /* recycling may have given an entry made for an earlier index to a later one: then the
+     * entries are this pick's only, and the next one looks them up again */
+    if (!p->recycled) p->cset = lm_disc_set_retain((lm_disc_set *)set); /* a count, not data */
+    return p->cinst;
+}
+
 /* Picks among the set's instances whose circuits let a call through, preferring those not
  * tried in this call; takes the permission. Under the lock. */
 static int pick_locked(lm_call *c, const lm_disc_set *set, bool least_outstanding, uint64_t now,
@@ -270,7 +295,7 @@ static int pick_locked(lm_call *c, const lm_disc_set *set, bool least_outstandin
     if (n > LM_POLICY_MAX_INSTANCES) n = LM_POLICY_MAX_INSTANCES;
     p->known = n;
     int ready[LM_POLICY_MAX_INSTANCES], m = 0;
-    lm_policy_inst *e[LM_POLICY_MAX_INSTANCES];
+    lm_policy_inst *const *e = entries_of(p, set, n, now);
     /* in order, the first pass that finds any: untried and let through by its circuit;
      * untried whatever its circuit says (a retry goes to another instance where there is
      * one, and with every circuit closed to calls — the others ejected, the rest busy with
@@ -282,9 +307,8 @@ static int pick_locked(lm_call *c, const lm_disc_set *set, bool least_outstandin
         bool want_tried = pass >= 2, need_ready = pass % 2 == 0;
         for (int i = 0; i < n; i++) {
             if (((c->tried >> i & 1) != 0) != want_tried) continue;
-            lm_policy_inst *k = inst_of(p, lm_disc_set_get(set, (size_t)i)->id, now);
+            lm_policy_inst *k = e[i];
             if (!k || (need_ready && !lm_breaker_ready(&k->breaker, &p->pc.breaker, now))) continue;
-            e[i] = k;
             ready[m++] = i;
         }
         panic = !need_ready;
@@ -347,7 +371,8 @@ lm_policy_verdict lm_policy_begin(lm_policy *p, lm_call *c, uint64_t now, uint64
         atomic_fetch_add_explicit(&p->bulkhead_rejected, 1, memory_order_relaxed);
         return LM_POLICY_BULKHEAD;
     }
-    char log[256] = "";
+    char log[256];
+    log[0] = '\0';
     lm_breaker_transition t = LM_BREAKER_NO_CHANGE;
     bool permit = true;
     if (!atomic_load_explicit(&p->svc_closed, memory_order_acquire)) {
@@ -405,7 +430,8 @@ bool lm_policy_permits(lm_policy *p, uint64_t now)
 
 int lm_policy_pick(lm_call *c, const lm_disc_set *set, bool least_outstanding, uint64_t now)
 {
-    char log[512] = "";
+    char log[512];
+    log[0] = '\0';
     pthread_mutex_lock(&c->pol->lock);
     int i = pick_locked(c, set, least_outstanding, now, log, sizeof log);
     pthread_mutex_unlock(&c->pol->lock);
@@ -433,7 +459,8 @@ static void try_done_locked(lm_call *c, lm_policy_inst *k, lm_outcome o, uint64_
 {
     lm_policy *p = c->pol;
     bool failed = lm_outcome_failed(o);
-    char why[160] = "";
+    char why[160];
+    why[0] = '\0';
     atomic_fetch_sub_explicit(&k->in_flight, 1, memory_order_relaxed);
     if (o == LM_OUT_IGNORED) {
         lm_breaker_release(&k->breaker);
@@ -478,7 +505,8 @@ void lm_policy_try_done(lm_call *c, lm_outcome o, uint64_t now)
     if (!k) return;
     c->cur = NULL;
     if (lm_outcome_failed(o)) atomic_fetch_add_explicit(&k->failures, 1, memory_order_relaxed);
-    char log[640] = "";
+    char log[640];
+    log[0] = '\0';
     pthread_mutex_lock(&p->lock);
     try_done_locked(c, k, o, now, log, sizeof log);
     pthread_mutex_unlock(&p->lock);
@@ -489,7 +517,8 @@ static bool retryable(const lm_call *c, lm_outcome o)
 {
     switch (o) {
     case LM_OUT_CONNECT:
-        return true; /* nothing was sent: not a repeat */
+    case LM_OUT_REFUSED:
+        return true; /* nothing was sent, or nothing was taken: not a repeat */
     case LM_OUT_RESET:
     case LM_OUT_TIMEOUT:
     case LM_OUT_GATEWAY:
@@ -544,7 +573,8 @@ bool lm_policy_next(lm_call *c, lm_outcome o, uint64_t retry_after_ms, bool sent
 static void end_locked(lm_call *c, lm_outcome final, uint64_t now, char *log, size_t loglen)
 {
     lm_policy *p = c->pol;
-    char why[160] = "";
+    char why[160];
+    why[0] = '\0';
     bool slow = now - c->start_ms >= p->pc.breaker.slow_call_ms;
     lm_breaker_transition t;
     if (final == LM_OUT_IGNORED) {
@@ -591,7 +621,8 @@ void lm_policy_end(lm_call *c, lm_outcome final, uint64_t now)
         return;
     }
     if (!c->svc_permit) return;
-    char log[512] = "";
+    char log[512];
+    log[0] = '\0';
     pthread_mutex_lock(&p->lock);
     end_locked(c, final, now, log, sizeof log);
     pthread_mutex_unlock(&p->lock);
@@ -615,7 +646,8 @@ void lm_policy_finish(lm_call *c, lm_outcome o, uint64_t now)
     c->begun = false;
     if (lm_outcome_failed(o)) atomic_fetch_add_explicit(&k->failures, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&p->in_flight, 1, memory_order_relaxed);
-    char log1[640] = "", log2[512] = "";
+    char log1[640], log2[512]; /* not zero-filled: per request */
+    log1[0] = log2[0] = '\0';
     pthread_mutex_lock(&p->lock);
     try_done_locked(c, k, o, now, log1, sizeof log1);
     end_locked(c, o, now, log2, sizeof log2);

@@ -20,9 +20,10 @@
  *   lm_policy_end(&c, o, now)                    → once, whatever happened
  *
  * What counts against an instance (and is retried where the method allows): a connection
- * refused or timed out (nothing was sent: retried for any method whose body can be sent
- * again), a reset or close before the response, no response within the try's time, a
- * malformed response, and a 502/503/504 that is NOT a problem document
+ * refused or timed out, or a 408 (the instance says it received no complete request: a
+ * draining server answers so on its idle connections) — nothing was processed: retried for
+ * any method whose body can be sent again —, a reset or close before the response, no response
+ * within the try's time, a malformed response, and a 502/503/504 that is NOT a problem document
  * (application/problem+json) — a bare gateway error from the instance's side of the network.
  * A problem document is the service's considered answer (charges' 503
  * dependency-unavailable while articles is down, a 503 for a full disk, a 504 for a spent
@@ -89,6 +90,8 @@ typedef enum {
     LM_OUT_GATEWAY, /* 502/503/504 that is not a problem document */
     LM_OUT_BROKEN,  /* malformed or oversized response */
     LM_OUT_IGNORED, /* cancelled, the caller's own pool full: says nothing of the callee */
+    LM_OUT_REFUSED, /* 408: the instance took no request (a draining server's notice on an
+                     * idle keep-alive connection): nothing was processed */
 } lm_outcome;
 
 /* What a try's end says of the instance. resp may be NULL. */
@@ -151,7 +154,8 @@ typedef struct lm_next {
 
 /* THE retry decision (as nginx's ngx_http_upstream_next): after a failed try, whether to try
  * again and where. Yes only when the outcome is one DESIGN 3.8 names (connect failure: any
- * method whose body can be resent; reset, timeout, gateway error: safe calls only), nothing
+ * method whose body can be resent, and so is a 408 refusal; reset, timeout, gateway error:
+ * safe calls only), nothing
  * reached the client (sent_to_client false), the body can be sent again (repeatable), tries
  * are left, the retry budget allows it, the backoff (or retry_after_ms, when longer) ends
  * before the deadline, and an instance may be called — another one than those tried, where

@@ -69,6 +69,7 @@ typedef struct fwd {
     uint64_t try_due;
     bool in_tries;
     bool try_timed_out; /* the per-try timeout cancelled the try */
+    bool refused;       /* the instance answered 408 (took no request): the try was cancelled */
     bool retry_on_head; /* on_head chose a retry: the cancel that follows is not an end */
     lm_next next;       /* where the retry goes */
     lm_buf body;        /* the request body so far, for a repeat (streamed requests) */
@@ -270,11 +271,16 @@ static bool stale_key(const fwd *f, char *out, size_t n)
     return true;
 }
 
+static bool is_get(const lm_req *req)
+{
+    return req->method_id == LM_METHOD_GET;
+}
+
 /* A GET that cannot be answered by the service: its last good answer when there is one recent
  * enough (stale-if-error, RFC 5861). True when it answered (f freed). */
 static bool answer_stale(fwd *f)
 {
-    if (!f->gw->stale || strcmp(f->req->method, "GET") != 0 || f->head_sent) return false;
+    if (!f->gw->stale || !is_get(f->req) || f->head_sent) return false;
     char key[1200];
     if (!stale_key(f, key, sizeof key) ||
         !gw_stale_answer(f->gw->stale, f->req, key, uv_now(f->loop)))
@@ -284,18 +290,32 @@ static bool answer_stale(fwd *f)
     return true;
 }
 
-/* Decimal, without printf's machinery (per request). out: at least 21 bytes. */
-static void format_u64(char *out, uint64_t v)
+/* Decimal, without printf's machinery (per request): written from the end, two digits a
+ * step. out: at least 21 bytes. Returns the length. */
+static size_t format_u64(char *out, uint64_t v)
 {
-    char tmp[21];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (int i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
+    static const char pairs[201] = "000102030405060708091011121314151617181920212223242526272829"
+                                   "303132333435363738394041424344454647484950515253545556575859"
+                                   "606162636465666768697071727374757677787980818283848586878889"
+                                   "90919293949596979899";
+    char tmp[20];
+    char *p = tmp + sizeof tmp;
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        *--p = pairs[d + 1];
+        *--p = pairs[d];
+    }
+    if (v >= 10) {
+        *--p = pairs[v * 2 + 1];
+        *--p = pairs[v * 2];
+    } else {
+        *--p = (char)('0' + v);
+    }
+    size_t n = (size_t)(tmp + sizeof tmp - p);
+    memcpy(out, p, n);
     out[n] = '\0';
+    return n;
 }
 
 /* A request header by name of known length (the length compared first). */
@@ -305,11 +325,6 @@ static const char *req_header(const lm_req *req, const char *name, size_t len)
         if (req->headers[i].name_len == len && !strcasecmp(req->headers[i].name, name))
             return req->headers[i].value;
     return NULL;
-}
-
-static bool is_get(const lm_req *req)
-{
-    return req->method[0] == 'G' && !strcmp(req->method, "GET");
 }
 
 /* Should this GET's 200 be kept now? A per-worker memo of keys this worker asked about in the
@@ -331,6 +346,11 @@ static void on_head(lm_client_req *creq, const lm_client_response *resp, void *u
     lm_req *req = f->req;
     try_disarm(f); /* the answer is here: the per-try timeout is over */
     lm_outcome o = lm_policy_classify(LM_CLIENT_OK, resp);
+    if (o == LM_OUT_REFUSED) { /* not an answer for the client: on_done decides, as for a reset */
+        f->refused = true;
+        lm_client_cancel(creq);
+        return;
+    }
     if (o == LM_OUT_GATEWAY) { /* a bare 502/503/504: another instance may answer */
         uint64_t now = uv_now(f->loop);
         lm_policy_try_done(&f->call, o, now);
@@ -456,7 +476,7 @@ static void on_timer(uv_timer_t *t);
 static void retry(fwd *f)
 {
     f->chosen = f->next.index;
-    f->try_timed_out = false;
+    f->try_timed_out = f->refused = false;
     if (f->req_paused) { /* the failed try held the client's body back */
         f->req_paused = false;
         lm_req_resume_body(f->req);
@@ -492,7 +512,9 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
         fwd_free(f); /* answered from the stale copy */
         return;
     }
-    lm_outcome o = f->try_timed_out ? LM_OUT_TIMEOUT : lm_policy_classify(err, resp);
+    lm_outcome o = f->try_timed_out ? LM_OUT_TIMEOUT
+                   : f->refused     ? LM_OUT_REFUSED
+                                    : lm_policy_classify(err, resp);
     f->last = o;
     if (err == LM_CLIENT_OK) {
         lm_policy_finish(&f->call, o, now); /* the try and the call in one step */
@@ -544,6 +566,17 @@ static void on_done(lm_client_req *creq, lm_client_err err, const lm_client_resp
         return;
     }
     if (lm_outcome_failed(o) && answer_stale(f)) return;
+    if (o == LM_OUT_REFUSED) { /* nothing was processed: the client may send it again */
+        lm_problem p = {.status = 503,
+                        .type = "urn:lotmesh:problem:upstream",
+                        .detail = "the service's instance is shutting down and took no request; "
+                                  "retry shortly"};
+        lm_resp_header(req, "Retry-After", "1");
+        f->status = 503;
+        lm_resp_problem_full(req, &p);
+        fwd_free(f);
+        return;
+    }
     char detail[256];
     int status = 502;
     if (o == LM_OUT_TIMEOUT || err == LM_CLIENT_ERR_QUEUE_TIMEOUT) status = 504;
@@ -719,13 +752,14 @@ static void send_upstream(fwd *f)
     if (xff.len) lm_buf_append_str(&xff, ", ");
     lm_buf_append_str(&xff, peer);
     char budget[24];
-    format_u64(budget, left);
+    size_t budget_len = format_u64(budget, left);
     lm_outbound ob; /* each try is its own client span */
     n = lm_outbound_headers(&ob, req, tok, hs, n);
     hs[n++] = (lm_header){.name = "X-Forwarded-For", .value = lm_buf_cstr(&xff)};
     hs[n++] = (lm_header){.name = "X-Forwarded-Proto", .value = "http"};
     if (host) hs[n++] = (lm_header){.name = "X-Forwarded-Host", .value = host};
-    hs[n++] = (lm_header){.name = "X-Request-Timeout", .value = budget};
+    hs[n++] = (lm_header){
+        .name = "X-Request-Timeout", .value = budget, .name_len = 17, .value_len = budget_len};
     /* Host: the instance's authority, as the client would write it (given here, the client
      * skips formatting it) */
     char authority[300];
@@ -868,9 +902,16 @@ static uint64_t route_timeout(const gateway *gw, const char *service, const lm_r
  * Idempotency-Key. */
 static bool repeat_safe(const lm_req *req)
 {
-    const char *m = req->method;
-    return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "PUT") || !strcmp(m, "DELETE") ||
-           !strcmp(m, "OPTIONS") || req_header(req, "idempotency-key", 15) != NULL;
+    switch (req->method_id) {
+    case LM_METHOD_GET:
+    case LM_METHOD_HEAD:
+    case LM_METHOD_PUT:
+    case LM_METHOD_DELETE:
+    case LM_METHOD_OPTIONS:
+        return true;
+    default:
+        return req_header(req, "idempotency-key", 15) != NULL;
+    }
 }
 
 /* After the limits: the policy's admission (circuits, bulkhead, deadline), an instance, send. */

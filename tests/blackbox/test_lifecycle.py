@@ -45,6 +45,11 @@ def test_signal_closes_idle_connections_and_exits_0(start_process, sig):
         # clients never close their side: the server's lingering close ends after 2 s)
         assert time.monotonic() - t0 < 5
         for c in conns:
+            # a 408 before anything was read: a request that crossed it was not processed,
+            # which a bare close could not tell its client (README, "Draining")
+            r = c.read_response()
+            assert r.status == 408 and r.closes, r.raw
+            assert "no request was read" in r.json()["detail"], r.raw
             assert c.wait_closed(2)
             assert c.buf == b""
     finally:
@@ -65,7 +70,8 @@ def test_stalled_client_does_not_hold_shutdown_past_deadline(start_process):
         assert idle.read_response().status == 200
         t0 = time.monotonic()
         p.signal(signal.SIGTERM)
-        assert idle.wait_closed(2), "idle connections are closed at once"
+        assert idle.read_response().status == 408, "idle connections are ended at once"
+        assert idle.wait_closed(2)
         # the process is still draining the slow client, but takes no new connections
         assert poll(lambda: refused(p.port), 2)
         assert p.alive()

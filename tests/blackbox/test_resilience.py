@@ -124,3 +124,77 @@ def test_gateway_not_ready_before_discovery(start_process, creds, rec):
     assert wait_until(lambda: g.proc.get("/ready").status_code == 200, timeout=10), \
         g.proc.get("/ready").text
     assert g.api("GET", f"/api/svc/api/{unique('rd-')}").status_code == 200
+
+
+@pytest.mark.parametrize("bad,variable", [
+    ({"UPSTREAM_BREAKER_WINDOW": "0"}, "UPSTREAM_BREAKER_WINDOW"),
+    ({"UPSTREAM_BREAKER_WINDOW": "1500ms"}, "UPSTREAM_BREAKER_WINDOW"),
+    ({"UPSTREAM_BREAKER_WINDOW": "129"}, "UPSTREAM_BREAKER_WINDOW"),
+    ({"UPSTREAM_BREAKER_FAILURE_RATE": "101"}, "UPSTREAM_BREAKER_FAILURE_RATE"),
+    ({"UPSTREAM_BREAKER_SLOW_RATE": "0"}, "UPSTREAM_BREAKER_SLOW_RATE"),
+    ({"UPSTREAM_BREAKER_MIN_CALLS": "-1"}, "UPSTREAM_BREAKER_MIN_CALLS"),
+    ({"UPSTREAM_BREAKER_HALF_OPEN_CALLS": "0"}, "UPSTREAM_BREAKER_HALF_OPEN_CALLS"),
+    ({"UPSTREAM_BREAKER_RESET": "soon"}, "UPSTREAM_BREAKER_RESET"),
+    ({"UPSTREAM_RETRIES": "11"}, "UPSTREAM_RETRIES"),
+    ({"UPSTREAM_RETRY_BACKOFF": "100ms", "UPSTREAM_RETRY_BACKOFF_MAX": "50ms"},
+     "UPSTREAM_RETRY_BACKOFF_MAX"),
+    ({"UPSTREAM_RETRY_BUDGET": "120"}, "UPSTREAM_RETRY_BUDGET"),
+    ({"UPSTREAM_EJECT_MAX_PERCENT": "101"}, "UPSTREAM_EJECT_MAX_PERCENT"),
+    ({"GATEWAY_STALE_IF_ERROR": "forever"}, "GATEWAY_STALE_IF_ERROR"),
+])
+def test_policy_configuration_is_validated(run_process, creds, bad, variable):
+    """A bad policy variable stops the gateway at start-up: exit 2, one line naming it."""
+    env = gateway_env(creds, "static:svc=http://127.0.0.1:9", GATEWAY_SERVICES="svc",
+                      WORKERS="1", **bad)
+    res = run_process("gateway", env)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr_lines if "configuration error" in ln]
+    assert len(lines) == 1 and variable in lines[0], res.stderr
+
+
+def test_every_transition_is_logged_once_with_its_reason(start_process, creds, rec):
+    """Closed → open → half-open → closed: one warning line each, with the reason."""
+    g = start_gw(start_process, creds, rec, UPSTREAM_BREAKER_THRESHOLD="3",
+                 UPSTREAM_BREAKER_RESET="300ms", UPSTREAM_BREAKER_HALF_OPEN_CALLS="1",
+                 UPSTREAM_RETRIES="0")
+    t = unique("tr-")
+    state = {"down": True}
+    rec.on(t, lambda h, r: reply(h, 503, b"down", ctype="text/plain") if state["down"]
+           else reply(h, 200, b"{}"))
+    assert [g.api("GET", f"/api/svc/api/{t}").status_code for _ in range(3)] == [503] * 3
+    r = g.api("GET", f"/api/svc/api/{t}")
+    assert r.json()["type"] == "urn:lotmesh:problem:circuit-open", r.text
+    state["down"] = False
+    time.sleep(0.4)
+    assert g.api("GET", f"/api/svc/api/{t}").status_code == 200
+    assert wait_until(lambda: admin_policy(g)["circuit"]["state"] == "closed")
+
+    def lines(text):
+        return [ln["msg"] for ln in g.proc.log_lines() if text in ln.get("msg", "")]
+    assert wait_until(lambda: len(lines("circuit of service svc closed")) == 1)
+    assert lines("circuit of service svc opened") == [
+        "circuit of service svc opened (3 failures in a row): calls fail fast for 300 ms"]
+    assert lines("circuit of service svc half-open") == [
+        "circuit of service svc half-open: open wait over, 1 trial calls"]
+    assert lines("circuit of service svc closed") == [
+        "circuit of service svc closed (1 of 1 trial calls succeeded)"]
+
+
+def test_retry_budget_bounds_the_retries(start_process, creds, rec):
+    """Retries in flight are at most RETRY_BUDGET % of the calls in flight, but always
+    RETRY_BUDGET_MIN: with both 0 a failing GET is never tried again (each refusal counted),
+    with the floor at 1 a lone GET gets its two retries."""
+    t = unique("budget-")
+    rec.on(t, lambda h, r: reply(h, 503, b"down", ctype="text/plain"))
+    policy = {"UPSTREAM_BREAKER_THRESHOLD": "0", "UPSTREAM_BREAKER_MIN_CALLS": "100000",
+              "UPSTREAM_RETRY_BACKOFF": "1ms", "UPSTREAM_RETRY_BACKOFF_MAX": "1ms"}
+    for floor, tries_per_call in (("0", 1), ("1", 3)):
+        g = start_gw(start_process, creds, rec, UPSTREAM_RETRY_BUDGET="0",
+                     UPSTREAM_RETRY_BUDGET_MIN=floor, **policy)
+        for _ in range(5):
+            assert g.api("GET", f"/api/svc/api/{t}").status_code == 503
+        calls = g.proc.metric("lotmesh_upstream_calls_total", service="svc")
+        tries = g.proc.metric("lotmesh_upstream_tries_total", service="svc")
+        refused = g.proc.metric("lotmesh_upstream_retry_budget_exhausted_total", service="svc")
+        assert (calls, tries) == (5, 5 * tries_per_call), (floor, calls, tries)
+        assert refused == (5 if floor == "0" else 0), (floor, refused)

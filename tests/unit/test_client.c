@@ -1510,6 +1510,67 @@ static void test_stale_connection_retried(void **state)
     loop_end(c);
 }
 
+/* A draining server: the first request of a connection answered, a later one refused with
+ * 408 (no complete request received) and the connection closed. */
+static void rh_408_when_reused(raw_conn *rc)
+{
+    if (rc->n_req == 1)
+        raw_send(rc, OK_RESP, AFTER_NONE);
+    else
+        raw_send(rc,
+                 "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0"
+                 "\r\n\r\n",
+                 AFTER_CLOSE);
+}
+
+static void test_408_request_sent_again_whatever_its_method(void **state)
+{
+    (void)state;
+    loop_begin();
+    raw_srv s;
+    raw_start(&s, rh_408_when_reused);
+    lm_client *c = lm_client_new(&loop, NULL);
+    result a = {0}, p = {0}, q = {0};
+    get(c, s.port, "/", &a);
+    RUN_UNTIL(a.done && S(c).conns_idle == 1, 2000);
+    /* a POST on the pooled connection: the 408 says it was not taken, so it goes again on a
+     * fresh connection, where it is answered */
+    lm_client_send(c, &(lm_client_opts){.method = "POST",
+                                        .host = "127.0.0.1",
+                                        .port = s.port,
+                                        .path = "/",
+                                        .body = "x",
+                                        .body_len = 1,
+                                        .on_done = on_done_rec,
+                                        .ud = &p});
+    RUN_UNTIL(p.done, 2000);
+    assert_int_equal(p.err, LM_CLIENT_OK);
+    assert_int_equal(p.status, 200);
+    assert_int_equal(S(c).retries, 1);
+    assert_int_equal(s.accepted, 2);
+    /* streamed, its body is not kept: the 408 is the caller's to judge */
+    RUN_UNTIL(S(c).conns_idle == 1, 2000);
+    lm_client_req *sr = lm_client_send(c, &(lm_client_opts){.method = "POST",
+                                                            .host = "127.0.0.1",
+                                                            .port = s.port,
+                                                            .path = "/",
+                                                            .stream_body = true,
+                                                            .stream_length = 1,
+                                                            .on_done = on_done_rec,
+                                                            .ud = &q});
+    lm_client_write(sr, "y", 1);
+    lm_client_end(sr);
+    RUN_UNTIL(q.done, 2000);
+    assert_int_equal(q.err, LM_CLIENT_OK);
+    assert_int_equal(q.status, 408);
+    assert_int_equal(S(c).retries, 1);
+    result_free(&a);
+    result_free(&p);
+    result_free(&q);
+    raw_stop(&s);
+    loop_end(c);
+}
+
 /* Second request sent from the first one's on_done, racing the server's close. */
 typedef struct chain {
     lm_client *c;
@@ -2151,6 +2212,7 @@ int main(void)
         cmocka_unit_test(test_eof_mid_response),
         cmocka_unit_test(test_server_closes_idle_connection),
         cmocka_unit_test(test_stale_connection_retried),
+        cmocka_unit_test(test_408_request_sent_again_whatever_its_method),
         cmocka_unit_test(test_reuse_racing_server_close),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_idle_connections_do_not_hold_loop),

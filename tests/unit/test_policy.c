@@ -52,6 +52,12 @@ static void test_classify(void **state)
     assert_int_equal(lm_policy_classify(LM_CLIENT_OK, &r), LM_OUT_GATEWAY);
     r.status = 500; /* a bug answered, not an unhealthy instance */
     assert_int_equal(lm_policy_classify(LM_CLIENT_OK, &r), LM_OUT_OK);
+    r.status = 408; /* no complete request received: a draining instance's refusal */
+    assert_int_equal(lm_policy_classify(LM_CLIENT_OK, &r), LM_OUT_REFUSED);
+    r.headers = prob;
+    r.n_headers = 1;
+    assert_int_equal(lm_policy_classify(LM_CLIENT_OK, &r), LM_OUT_REFUSED);
+    r.n_headers = 0;
     assert_int_equal(lm_policy_classify(LM_CLIENT_ERR_CONNECT, NULL), LM_OUT_CONNECT);
     assert_int_equal(lm_policy_classify(LM_CLIENT_ERR_CONNECT_TIMEOUT, NULL), LM_OUT_CONNECT);
     assert_int_equal(lm_policy_classify(LM_CLIENT_ERR_CLOSED, NULL), LM_OUT_RESET);
@@ -110,6 +116,14 @@ static void test_what_is_never_retried(void **state)
     assert_true(lm_policy_next(&c, LM_OUT_CONNECT, 0, false, true, set, false, 1, &nx));
     lm_policy_try_done(&c, LM_OUT_OK, 2);
     lm_policy_end(&c, LM_OUT_OK, 2);
+    /* … and a 408 says no request was taken */
+    lm_policy_begin(p, &c, 0, 10000, false);
+    lm_policy_pick(&c, set, false, 0);
+    lm_policy_try_done(&c, LM_OUT_REFUSED, 1);
+    assert_true(lm_policy_next(&c, LM_OUT_REFUSED, 0, false, true, set, false, 1, &nx));
+    assert_false(lm_policy_next(&c, LM_OUT_REFUSED, 0, false, false, set, false, 1, &nx));
+    lm_policy_try_done(&c, LM_OUT_OK, 2);
+    lm_policy_end(&c, LM_OUT_OK, 2);
     /* safe, but the head reached the client, or the body cannot be sent again */
     lm_policy_begin(p, &c, 0, 10000, true);
     lm_policy_pick(&c, set, false, 0);
@@ -163,6 +177,54 @@ static void one_call(lm_policy *p, lm_disc_set *set, lm_outcome o, uint64_t now)
     if (lm_policy_begin(p, &c, now, now + 10000, true) != LM_POLICY_GO) return;
     if (lm_policy_pick(&c, set, false, now) >= 0) lm_policy_try_done(&c, o, now);
     lm_policy_end(&c, o, now);
+}
+
+/* A set of instances named by ids, in that order. */
+static lm_disc_set *set_named(const char *const *ids, int n)
+{
+    char body[2048] = "[";
+    for (int i = 0; i < n; i++)
+        snprintf(body + strlen(body), sizeof body - strlen(body),
+                 "%s{\"Node\":{\"Address\":\"127.0.0.1\"},\"Service\":{\"ID\":\"%s\","
+                 "\"Service\":\"s\",\"Address\":\"127.0.0.1\",\"Port\":%d},\"Checks\":[]}",
+                 i ? "," : "", ids[i], 9100 + i);
+    strcat(body, "]");
+    char err[128];
+    lm_disc_set *s = lm_disc_set_from_health(body, strlen(body), err, sizeof err);
+    assert_non_null(s);
+    return s;
+}
+
+/* The policy finds the entries of the set it picked from last by index: a new set (discovery
+ * changed, another order, one more instance) must map each index to its own instance. */
+static void test_new_set_maps_instances_by_id(void **state)
+{
+    (void)state;
+    lm_policy_config pc = cfg();
+    pc.breaker.consecutive_failures = 1;
+    lm_policy *p = lm_policy_new("s", &pc);
+    const char *ab[] = {"a", "b"}, *cba[] = {"c", "b", "a"};
+    lm_disc_set *s1 = set_named(ab, 2);
+    lm_call c;
+    lm_policy_begin(p, &c, 0, 10000, true);
+    c.tried = 2; /* steer the pick to "a" */
+    assert_int_equal(lm_policy_pick(&c, s1, false, 0), 0);
+    lm_policy_try_done(&c, LM_OUT_CONNECT, 0); /* "a" ejected */
+    lm_policy_end(&c, LM_OUT_OK, 0);
+    lm_disc_set *s2 = set_named(cba, 3);
+    lm_disc_set_release(s1);      /* the policy still holds it until it picks from another */
+    for (int i = 0; i < 6; i++) { /* "a" is index 2 now: never picked while ejected */
+        lm_policy_begin(p, &c, 10, 10000, true);
+        int k = lm_policy_pick(&c, s2, false, 10);
+        assert_true(k == 0 || k == 1);
+        lm_policy_try_done(&c, LM_OUT_OK, 10);
+        lm_policy_end(&c, LM_OUT_OK, 10);
+    }
+    long long n;
+    assert_string_equal(lm_policy_instance_state(p, "a", &n), "open");
+    assert_string_equal(lm_policy_instance_state(p, "c", &n), "closed");
+    lm_disc_set_release(s2);
+    lm_policy_free(p);
 }
 
 static void test_ejection_grows_and_is_capped(void **state)
@@ -383,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_what_is_never_retried),
         cmocka_unit_test(test_deadline_and_try_timeout),
         cmocka_unit_test(test_ejection_grows_and_is_capped),
+        cmocka_unit_test(test_new_set_maps_instances_by_id),
         cmocka_unit_test(test_retry_prefers_an_untried_ejected_instance),
         cmocka_unit_test(test_service_circuit_and_considered_answers),
         cmocka_unit_test(test_bulkhead_and_budget),
