@@ -10,22 +10,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SCRIPT_GET, SCRIPT_PUT, SCRIPT_INVALIDATE };
+enum { SCRIPT_GET, SCRIPT_PUT, SCRIPT_INVALIDATE, SCRIPT_FENCE };
 
-/* KEYS: gen, entry; ARGV: the era now. Returns {gen} (miss) or {gen, value}. */
+/* KEYS: gen, era, entry. Returns {gen} (miss) or {gen, value}. */
 static const char get_script[] = "local g = redis.call('GET', KEYS[1]) or '0'\n"
-                                 "local v = redis.call('GET', KEYS[2])\n"
+                                 "local e = redis.call('GET', KEYS[2]) or '0'\n"
+                                 "local v = redis.call('GET', KEYS[3])\n"
                                  "if not v then return {g} end\n"
                                  "local ve, vg, vf = string.match(v, '^(%d+) (%d+) (%d+) ')\n"
-                                 "if ve ~= ARGV[1] or (vf == '1' and vg ~= g) then return {g} end\n"
+                                 "if ve ~= e or (vf == '1' and vg ~= g) then return {g} end\n"
                                  "return {g, v}\n";
 
-/* KEYS: gen, entry; ARGV: the generation seen, the era seen, "flags version total\n", body,
- * ttl ms. Returns 1 when stored, 0 when a write happened since (stale). */
+/* KEYS: gen, era, entry; ARGV: the generation seen, "flags version total\n", body, ttl ms.
+ * Returns 1 when stored, 0 when a write or a fence happened since (stale). */
 static const char put_script[] =
     "local g = redis.call('GET', KEYS[1]) or '0'\n"
     "if g ~= ARGV[1] then return 0 end\n"
-    "redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3] .. ARGV[4], 'PX', ARGV[5])\n"
+    "local e = redis.call('GET', KEYS[2]) or '0'\n"
+    "redis.call('SET', KEYS[3], e .. ' ' .. g .. ' ' .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])\n"
     "return 1\n";
 
 /* KEYS: gen[, entry]. */
@@ -33,10 +35,14 @@ static const char invalidate_script[] = "redis.call('INCR', KEYS[1])\n"
                                         "if KEYS[2] then redis.call('DEL', KEYS[2]) end\n"
                                         "return 1\n";
 
+/* KEYS: gen, era. Voids every entry (their era is past) and every put in flight (gen). */
+static const char fence_script[] = "redis.call('INCR', KEYS[1])\n"
+                                   "return redis.call('INCR', KEYS[2])\n";
+
 struct lm_cache_redis {
     lm_redis_addr addr;
     char ns[128];
-    char gen_key[160];
+    char gen_key[160], era_key[160];
     uint64_t timeout_ms, ttl_ms;
     lm_redis **conns; /* by worker */
     struct conn_ctx {
@@ -46,7 +52,7 @@ struct lm_cache_redis {
     int workers;
     lm_cache_redis_state_cb on_state;
     void *state_ud;
-    atomic_ullong hits, misses, puts, stale_puts, invalidations, errors;
+    atomic_ullong hits, misses, puts, stale_puts, invalidations, fences, errors;
     atomic_int up_conns;
 };
 
@@ -63,6 +69,7 @@ lm_cache_redis *lm_cache_redis_new(const lm_redis_addr *addr, const char *ns, ui
     c->addr = *addr;
     snprintf(c->ns, sizeof c->ns, "%s", ns);
     snprintf(c->gen_key, sizeof c->gen_key, "%sgen", c->ns);
+    snprintf(c->era_key, sizeof c->era_key, "%sera", c->ns);
     c->timeout_ms = timeout_ms;
     c->ttl_ms = ttl_ms;
     c->workers = workers;
@@ -89,10 +96,10 @@ static void on_conn_state(void *ud, bool up, const char *why)
 
 void lm_cache_redis_attach(lm_cache_redis *c, int worker, uv_loop_t *loop)
 {
-    static const char *const scripts[] = {get_script, put_script, invalidate_script};
+    static const char *const scripts[] = {get_script, put_script, invalidate_script, fence_script};
     c->ctxs[worker] = (struct conn_ctx){.c = c, .worker = worker};
     c->conns[worker] =
-        lm_redis_new(loop, &c->addr, c->timeout_ms, scripts, 3, on_conn_state, &c->ctxs[worker]);
+        lm_redis_new(loop, &c->addr, c->timeout_ms, scripts, 4, on_conn_state, &c->ctxs[worker]);
 }
 
 void lm_cache_redis_detach(lm_cache_redis *c, int worker)
@@ -106,6 +113,11 @@ static size_t entry_key(const lm_cache_redis *c, const char *key, size_t klen, c
 {
     int n = snprintf(out, outlen, "%se:%.*s", c->ns, (int)klen, key);
     return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
+}
+
+bool lm_cache_redis_up(lm_cache_redis *c, int worker)
+{
+    return lm_redis_up(c->conns[worker]);
 }
 
 static bool usable(lm_cache_redis *c, int worker)
@@ -152,7 +164,7 @@ static void on_get(void *ud, const struct redisReply *r)
     free(g);
 }
 
-int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen, uint64_t era,
+int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen,
                        lm_cache_redis_get_cb cb, void *ud)
 {
     if (!usable(c, worker)) return -1;
@@ -163,11 +175,9 @@ int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t kl
     g->c = c;
     g->cb = cb;
     g->ud = ud;
-    char e[32];
-    snprintf(e, sizeof e, "%llu", (unsigned long long)era);
-    const char *argv[] = {c->gen_key, ek, e};
-    size_t lens[] = {strlen(c->gen_key), ekl, strlen(e)};
-    if (lm_redis_eval(c->conns[worker], SCRIPT_GET, on_get, g, 2, 3, argv, lens) != 0) {
+    const char *argv[] = {c->gen_key, c->era_key, ek};
+    size_t lens[] = {strlen(c->gen_key), strlen(c->era_key), ekl};
+    if (lm_redis_eval(c->conns[worker], SCRIPT_GET, on_get, g, 3, 3, argv, lens) != 0) {
         free(g);
         return -1;
     }
@@ -187,20 +197,20 @@ static void on_put(void *ud, const struct redisReply *r)
 
 void lm_cache_redis_put(lm_cache_redis *c, int worker, const char *key, size_t klen,
                         const char *body, size_t len, long long version, long long total,
-                        unsigned flags, uint64_t gen, uint64_t era)
+                        unsigned flags, uint64_t gen)
 {
     if (gen == UINT64_MAX || !usable(c, worker)) return;
-    char ek[1024], g[32], e[32], meta[80], ttl[32];
+    char ek[1024], g[32], meta[80], ttl[32];
     size_t ekl = entry_key(c, key, klen, ek, sizeof ek);
     if (!ekl) return;
     snprintf(g, sizeof g, "%llu", (unsigned long long)gen);
-    snprintf(e, sizeof e, "%llu", (unsigned long long)era);
     snprintf(meta, sizeof meta, "%u %lld %lld\n", (flags & LM_CACHE_ANY_WRITE) ? 1u : 0u, version,
              total);
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)c->ttl_ms);
-    const char *argv[] = {c->gen_key, ek, g, e, meta, body, ttl};
-    size_t lens[] = {strlen(c->gen_key), ekl, strlen(g), strlen(e), strlen(meta), len, strlen(ttl)};
-    lm_redis_eval(c->conns[worker], SCRIPT_PUT, on_put, c, 2, 7, argv, lens);
+    const char *argv[] = {c->gen_key, c->era_key, ek, g, meta, body, ttl};
+    size_t lens[] = {strlen(c->gen_key), strlen(c->era_key), ekl, strlen(g), strlen(meta), len,
+                     strlen(ttl)};
+    lm_redis_eval(c->conns[worker], SCRIPT_PUT, on_put, c, 3, 7, argv, lens);
 }
 
 /* ---- invalidate ------------------------------------------------------------------------------ */
@@ -241,6 +251,37 @@ int lm_cache_redis_invalidate(lm_cache_redis *c, int worker, const char *key, si
     return 0;
 }
 
+/* ---- fence ---------------------------------------------------------------------------------- */
+
+typedef struct fence_req {
+    lm_cache_redis *c;
+    lm_cache_redis_done_cb done;
+    void *ud;
+} fence_req;
+
+static void on_fenced(void *ud, const struct redisReply *r)
+{
+    fence_req *q = ud;
+    bool ok = r && r->type == REDIS_REPLY_INTEGER;
+    bump(ok ? &q->c->fences : &q->c->errors);
+    q->done(q->ud, ok);
+    free(q);
+}
+
+int lm_cache_redis_fence(lm_cache_redis *c, int worker, lm_cache_redis_done_cb done, void *ud)
+{
+    fence_req *q = lm_xcalloc(1, sizeof *q);
+    *q = (fence_req){.c = c, .done = done, .ud = ud};
+    const char *argv[] = {c->gen_key, c->era_key};
+    size_t lens[] = {strlen(c->gen_key), strlen(c->era_key)};
+    if (!usable(c, worker) ||
+        lm_redis_eval(c->conns[worker], SCRIPT_FENCE, on_fenced, q, 2, 2, argv, lens) != 0) {
+        free(q);
+        return -1;
+    }
+    return 0;
+}
+
 void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out)
 {
     out->hits = atomic_load(&c->hits);
@@ -248,5 +289,6 @@ void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out)
     out->puts = atomic_load(&c->puts);
     out->stale_puts = atomic_load(&c->stale_puts);
     out->invalidations = atomic_load(&c->invalidations);
+    out->fences = atomic_load(&c->fences);
     out->errors = atomic_load(&c->errors);
 }

@@ -174,10 +174,39 @@ static void invalidate_local(lm_rest_op *op)
     if (op->cache) invalidate(op);
 }
 
+/* The announcement of a missed invalidation (lm_store_l2_announce_job) committed or failed:
+ * the write's own caches, then its response. A failed announcement (the database lost just
+ * after the write's commit) leaves the other hosts to their listener, which flushes and stops
+ * trusting Redis once it is back (LM_DB_NOTE_MISSED). */
+static void after_l2_announce(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    (void)rc;
+    invalidate_local(op);
+    finish(op, op->done_rc);
+}
+
+/* The write's invalidation did not reach Redis: no instance may trust Redis before it was
+ * fenced, so this one and those on its host stop at once, and the other hosts are told
+ * through the database before the write is answered. */
+static void l2_missed(lm_rest_op *op)
+{
+    lm_store_l2_lost(op->store);
+    if (lm_store_l2_announces(op->store)) {
+        lm_rest_write(op, lm_store_l2_announce_job, after_l2_announce);
+        return;
+    }
+    invalidate_local(op);
+    finish(op, op->done_rc);
+}
+
 static void after_l2_invalidate(void *ud, bool ok)
 {
     lm_rest_op *op = ud;
-    if (!ok) lm_store_l2_lost(op->store); /* no process trusts what Redis holds now */
+    if (!ok) {
+        l2_missed(op);
+        return;
+    }
     invalidate_local(op);
     finish(op, op->done_rc);
 }
@@ -199,9 +228,9 @@ void lm_rest_op_done(int rc, void *arg)
                 op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
             op->done_rc = rc;
             if (lm_cache_redis_invalidate(l2, lm_req_worker_index(req), klen ? key : NULL, klen,
-                                          after_l2_invalidate, op) == 0)
-                return;
-            lm_store_l2_lost(op->store);
+                                          after_l2_invalidate, op) != 0)
+                l2_missed(op);
+            return;
         }
         invalidate_local(op);
     }
@@ -229,10 +258,10 @@ static void finish(lm_rest_op *op, int rc)
             lm_cache_put(op->cache, op->cache_key, op->cache_klen, op->body, len, op->version,
                          op->total, op->cache_flags, op->cache_epoch);
             lm_cache_redis *l2 = lm_store_l2(op->store);
-            if (l2 && !op->l2_hit)
+            if (l2 && !op->l2_hit && lm_store_l2_still(op->store, op->l2_mark))
                 lm_cache_redis_put(l2, lm_req_worker_index(req), op->cache_key, op->cache_klen,
                                    op->body, len, op->version, op->total, op->cache_flags,
-                                   op->l2_gen, op->l2_era);
+                                   op->l2_gen);
         }
         send_ok(op, op->body ? op->body : "null", len, op->version);
     }
@@ -288,13 +317,11 @@ static void cached_read(lm_rest_op *op, const char *key, size_t klen, unsigned f
         op->cache_klen = klen;
         op->cache_flags = flags;
         lm_cache_redis *l2 = lm_store_l2(op->store);
-        if (l2) {
+        int w = lm_req_worker_index(op->req);
+        if (l2 && lm_store_l2_ready(op->store, w, &op->l2_mark)) {
             op->l2_fn = fn;
             op->l2_done = done;
-            op->l2_era = lm_store_l2_era(op->store);
-            if (lm_cache_redis_get(l2, lm_req_worker_index(op->req), key, klen, op->l2_era, on_l2,
-                                   op) == 0)
-                return;
+            if (lm_cache_redis_get(l2, w, key, klen, on_l2, op) == 0) return;
         }
     }
     lm_rest_read(op, fn, done);

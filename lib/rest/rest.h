@@ -135,7 +135,7 @@ struct lm_rest_op {
     const lm_cache_val *cached; /* a hit being sent (a reference), or NULL */
     /* the second level (CACHE_URL=redis://): the generation at the miss (UINT64_MAX: do not
      * store there), whether the body came from it, and the read to run on a miss */
-    uint64_t l2_gen, l2_era;
+    uint64_t l2_gen, l2_mark; /* the generation at the miss; lm_store_l2_ready's mark */
     bool l2_hit;
     lm_db_fn l2_fn;
     lm_db_done l2_done;

@@ -6,6 +6,7 @@ what one read, the other answers from Redis without its database; a write throug
 never followed by a stale read through the other; Redis killed and restarted under load
 causes no 5xx and no stale read; python3-redis looks at the keys. Bad settings: one line."""
 
+import os
 import threading
 
 import pytest
@@ -192,6 +193,75 @@ def test_redis_killed_and_restarted_under_load_no_5xx_no_stale(pair, article, re
     down = [ln for ln in a.stderr().splitlines() if "cache: Redis unavailable" in ln]
     assert 1 <= len(down) <= 3, down
     assert len(down) < l2(a, "any", "error") + 1
+
+
+ON_PG = os.environ.get("LOTMESH_TEST_DB") == "pg"
+
+
+@pytest.mark.parametrize("hosts", [
+    "one",
+    pytest.param("two", marks=pytest.mark.skipif(
+        not ON_PG, reason="instances on two hosts share a database only on PostgreSQL")),
+])
+def test_a_write_cut_off_from_redis_is_never_read_back_stale(start_process, tmp_path, article,
+                                                             redis_server, hosts):
+    """a reaches Redis through a path the test cuts; b directly. After a's write whose
+    invalidation cannot reach Redis, b never serves the older copy from Redis or its own
+    cache: on one host at once (the host counter), on two hosts (TMPDIR apart: no shared
+    counter) once the database's notification arrived (milliseconds). a fences Redis when it
+    is back and uses it again."""
+    from faultproxy import TcpCut
+    proc, art_id = article
+    path = TcpCut(redis_server.port)
+    env = {"DATABASE_URL": str(tmp_path / "charges.db"), "WORKERS": "2",
+           "ARTICLES_URL": proc.base_url, "CACHE_TIMEOUT": "200ms"}
+    tmp_a, tmp_b = tmp_path / "host-a", tmp_path / "host-b"
+    tmp_a.mkdir()
+    tmp_b.mkdir()
+    apart = {"TMPDIR": str(tmp_a)} if hosts == "two" else {}
+    a = start_process("charges", {**env, **apart,
+                                  "CACHE_URL": f"redis://127.0.0.1:{path.port}"})
+    apart = {"TMPDIR": str(tmp_b)} if hosts == "two" else {}
+    b = start_process("charges", {**env, **apart, "CACHE_URL": redis_server.url})
+    rc = redis_server.client()
+    try:
+        c = create(a, art_id)
+        key = NS + "e:" + charge(c["id"])
+        assert a.get(charge(c["id"])).json() == c  # a: read, put in Redis
+        assert poll(lambda: rc.exists(key))
+        assert b.get(charge(c["id"])).json() == c  # b: from Redis (now in b's own level too)
+        assert l2(b, "get", "hit") == 1  # shared across hosts too: one era in Redis
+        era = int(rc.get(NS + "era") or 0)
+
+        path.cut()
+        r = post_json(a, charge(c["id"]), {"bemerkungen": "after the cut"}, method="PATCH")
+        assert r.status_code == 200, r.text
+        assert rc.exists(key)  # a could not delete it: Redis still holds the older copy
+        assert a.get(charge(c["id"])).json()["bemerkungen"] == "after the cut"
+        new = lambda: b.get(charge(c["id"])).json()["bemerkungen"] == "after the cut"
+        if hosts == "one":
+            assert new()
+        else:
+            assert poll(new, timeout=5)
+        assert poll(lambda: new() and l2(b, "fence", "done") >= 1, timeout=5)
+        assert int(rc.get(NS + "era")) > era  # b fenced: every older entry is void
+        assert all(new() for _ in range(5))
+        assert b.metric("lotmesh_cache_redis_trusted") == 1
+
+        path.heal()  # a reconnects, fences before it trusts Redis again, and uses it
+        assert poll(lambda: a.get(charge(c["id"])).status_code == 200
+                    and a.metric("lotmesh_cache_redis_up") == 1
+                    and a.metric("lotmesh_cache_redis_trusted") == 1, timeout=15)
+        assert l2(a, "fence", "done") >= 1
+        d = create(b, art_id)
+        hits = l2(a, "get", "hit")
+        assert b.get(charge(d["id"])).json() == d
+        assert poll(lambda: rc.exists(NS + "e:" + charge(d["id"])))
+        assert a.get(charge(d["id"])).json() == d
+        assert l2(a, "get", "hit") == hits + 1
+        assert any("did not reach Redis" in ln for ln in a.stderr().splitlines())
+    finally:
+        path.close()
 
 
 def test_unreachable_redis_at_start_means_misses_not_errors(start_process, tmp_path, article):
