@@ -20,7 +20,12 @@
  *   (lib/rest/store.h, README "Redis as the shared cache").
  * - Redis down means misses, never errors: get/put/invalidate answer at once (lm_redis).
  *
- * Keys: "<ns>gen", "<ns>era", "<ns>e:<key>"; an entry's value is
+ * - A write marks itself before it starts (lm_cache_redis_begin): its item's entry is deleted
+ *   and puts of it (and of lists) are refused until the write's invalidation or a lease ends,
+ *   so a writer that dies between its commit and its invalidation leaves no older copy.
+ *
+ * Keys: "<ns>gen", "<ns>era", "<ns>busy" (writes in flight: tokens by deadline), "<ns>w:<key>"
+ * (writes of key in flight), "<ns>e:<key>"; an entry's value is
  * "<era> <gen> <flags> <version> <total>\n<body>".
  *
  * Ownership: copies what it is given; a hit's body is valid during the callback only.
@@ -76,11 +81,25 @@ int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t kl
 void lm_cache_redis_put(lm_cache_redis *c, int worker, const char *key, size_t klen,
                         const char *body, size_t len, long long version, long long total,
                         unsigned flags, uint64_t gen);
-/* After a committed write: bumps the generation and deletes key (may be NULL). 0: done is
- * called once it is done (ok) or failed; -1: could not be sent, done is not called. After a
+/* Before a write (of item key, or NULL for none): the generation moves, key's entry goes,
+ * and until the write ended (lm_cache_redis_invalidate with w) or its lease ran
+ * out (30 s: the writer died), no list and no entry of key is stored — so an instance killed
+ * between its commit and its invalidation leaves nothing older than its write behind. 0: done
+ * is called with the outcome; -1: not sent, done is not called (the write goes on without).
+ * Fills w (the caller's, until the invalidation). */
+typedef struct lm_cache_redis_write {
+    char token[48]; /* this write's, among every instance's */
+    bool begun;     /* the mark is (believed) taken */
+    bool item;      /* … with the item key */
+} lm_cache_redis_write;
+int lm_cache_redis_begin(lm_cache_redis *c, int worker, const char *key, size_t klen,
+                         lm_cache_redis_write *w, lm_cache_redis_done_cb done, void *ud);
+/* After a write (committed, or failed when it had begun): bumps the generation, deletes key
+ * (may be NULL), and gives back what w (may be NULL) took. 0: done is called once it is done
+ * (ok) or failed; -1: could not be sent, done is not called. After a committed write's
  * failure the caller must fence before trusting Redis again (see above). */
 int lm_cache_redis_invalidate(lm_cache_redis *c, int worker, const char *key, size_t klen,
-                              lm_cache_redis_done_cb done, void *ud);
+                              const lm_cache_redis_write *w, lm_cache_redis_done_cb done, void *ud);
 /* Voids everything stored so far (new era, new generation). Same contract as invalidate. */
 int lm_cache_redis_fence(lm_cache_redis *c, int worker, lm_cache_redis_done_cb done, void *ud);
 void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out);

@@ -200,6 +200,12 @@ static void l2_missed(lm_rest_op *op)
     finish(op, op->done_rc);
 }
 
+static void l2_released(void *ud, bool ok)
+{
+    (void)ud; /* not given back: the lease ends the marks */
+    (void)ok;
+}
+
 static void after_l2_invalidate(void *ud, bool ok)
 {
     lm_rest_op *op = ud;
@@ -220,19 +226,24 @@ void lm_rest_op_done(int rc, void *arg)
      * its answer; Redis down: at once, see cache_redis.h), the in-process ones after it: a
      * read that meanwhile fetched the old value from Redis into an in-process cache is
      * dropped by that invalidation, never left behind it. */
+    lm_cache_redis *l2 = lm_store_l2(op->store);
     if (!is_read(req) && rc == 0 && op->status >= 200 && op->status < 300) {
-        lm_cache_redis *l2 = lm_store_l2(op->store);
         if (l2) {
             char key[192];
             size_t klen =
                 op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
             op->done_rc = rc;
             if (lm_cache_redis_invalidate(l2, lm_req_worker_index(req), klen ? key : NULL, klen,
-                                          after_l2_invalidate, op) != 0)
+                                          &op->l2_write, after_l2_invalidate, op) != 0)
                 l2_missed(op);
             return;
         }
         invalidate_local(op);
+    } else if (l2 && op->l2_write.begun) { /* nothing changed: give the write's marks back */
+        char key[192];
+        size_t klen = op->l2_write.item ? item_key(op->resource, op->id, key, sizeof key) : 0;
+        lm_cache_redis_invalidate(l2, lm_req_worker_index(req), klen ? key : NULL, klen,
+                                  &op->l2_write, l2_released, NULL);
     }
     finish(op, rc);
 }
@@ -273,9 +284,31 @@ void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
     lm_db_read(lm_store_port(op->store, lm_req_worker_index(op->req)), fn, done, op);
 }
 
+/* The write marked in Redis (or not: Redis unusable, the write goes on without): now run. */
+static void after_l2_begin(void *ud, bool ok)
+{
+    lm_rest_op *op = ud;
+    if (!ok) op->l2_write.begun = false; /* not known to have happened: the lease ends it */
+    lm_db_write(lm_store_port(op->store, lm_req_worker_index(op->req)), op->l2_fn, op->l2_done, op);
+}
+
 void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 {
-    lm_db_write(lm_store_port(op->store, lm_req_worker_index(op->req)), fn, done, op);
+    int w = lm_req_worker_index(op->req);
+    lm_cache_redis *l2 = lm_store_l2(op->store);
+    /* before a write through the rest flows: marked in Redis (cache_redis.h), so that this
+     * process dying between its commit and its invalidation leaves no older copy there */
+    if (l2 && !op->l2_write.begun && fn != lm_store_l2_announce_job) {
+        char key[192];
+        size_t klen =
+            op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
+        op->l2_fn = fn;
+        op->l2_done = done;
+        if (lm_cache_redis_begin(l2, w, klen ? key : NULL, klen, &op->l2_write, after_l2_begin,
+                                 op) == 0)
+            return;
+    }
+    lm_db_write(lm_store_port(op->store, w), fn, done, op);
 }
 
 /* The shared level answered: a hit is sent (and put in the process's cache by

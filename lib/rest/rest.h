@@ -137,6 +137,7 @@ struct lm_rest_op {
      * store there), whether the body came from it, and the read to run on a miss */
     uint64_t l2_gen, l2_mark; /* the generation at the miss; lm_store_l2_ready's mark */
     bool l2_hit;
+    lm_cache_redis_write l2_write; /* a write's mark in Redis (lm_cache_redis_begin) */
     lm_db_fn l2_fn;
     lm_db_done l2_done;
     int done_rc; /* a write's outcome while its invalidation reaches Redis */

@@ -99,7 +99,7 @@ def test_lists_are_shared_and_dropped_by_any_write(pair, article, redis_server):
     assert a.get(charge(c["id"])).json() == r.json()
 
 
-def test_writes_through_either_are_never_read_back_stale(pair, article):
+def test_writes_through_either_are_never_read_back_stale(pair, article, redis_server):
     a, b = pair
     ids = [create(a, article[1])["id"] for _ in range(2)]
     errors = []
@@ -125,6 +125,8 @@ def test_writes_through_either_are_never_read_back_stale(pair, article):
         t.join(120)
     assert not errors, errors[:3]
     assert l2(a, "invalidate", "done") + l2(b, "invalidate", "done") >= 50
+    rc = redis_server.client()  # every write gave its marks back
+    assert rc.zcard(NS + "busy") == 0 and not list(rc.scan_iter(NS + "w:*"))
 
 
 def test_redis_killed_and_restarted_under_load_no_5xx_no_stale(pair, article, redis_server):
@@ -262,6 +264,56 @@ def test_a_write_cut_off_from_redis_is_never_read_back_stale(start_process, tmp_
         assert any("did not reach Redis" in ln for ln in a.stderr().splitlines())
     finally:
         path.close()
+
+
+@pytest.mark.skipif(ON_PG, reason="holds the SQLite file's write lock to keep a write in flight")
+def test_a_write_in_flight_leaves_no_older_copy_even_if_its_writer_dies(pair, article,
+                                                                        redis_server, tmp_path):
+    """A write marks itself in Redis before it starts: its item's copy is deleted and no copy
+    of it is stored until the write ended — or, when its writer died between its commit and
+    its invalidation, until the mark's lease ran out. Here a's write waits for the database
+    file's lock the test holds; a read meanwhile answers the committed (old) value and does not
+    store it; a is killed with its write in flight; the mark stays, with its lease."""
+    import signal
+    import sqlite3
+    a, b = pair
+    c = create(b, article[1])
+    key, mark = NS + "e:" + charge(c["id"]), NS + "w:" + charge(c["id"])
+    rc = redis_server.client()
+    assert b.get(charge(c["id"])).json() == c
+    assert poll(lambda: rc.exists(key))
+    lock = sqlite3.connect(str(tmp_path / "charges.db"), isolation_level=None, timeout=5)
+    lock.execute("BEGIN IMMEDIATE")  # a's write now waits (its busy timeout: 5 s)
+    codes = []
+
+    def patch():
+        try:
+            codes.append(post_json(a, charge(c["id"]), {"bemerkungen": "in flight"},
+                                   method="PATCH").status_code)
+        except requests.RequestException as e:
+            codes.append(repr(e))
+
+    t = threading.Thread(target=patch)
+    t.start()
+    try:
+        assert poll(lambda: rc.get(mark) == b"1", timeout=5)
+        assert rc.zcard(NS + "busy") == 1  # lists are not stored either
+        assert not rc.exists(key)  # the copy from before the write is gone
+        assert 0 < rc.pttl(mark) <= 30_000
+        stale = l2(a, "put", "stale")
+        assert a.get(charge(c["id"])).json() == c  # nothing committed yet: the old value …
+        assert poll(lambda: l2(a, "put", "stale") == stale + 1)  # … not stored
+        assert not rc.exists(key)
+        a.kill()
+        a.expected_exit = -signal.SIGKILL
+    finally:
+        lock.rollback()
+        lock.close()
+        t.join(30)
+    assert codes and codes[0] != 200, codes
+    assert rc.exists(mark) and 0 < rc.pttl(mark) <= 30_000  # held until its lease ends
+    assert rc.zcard(NS + "busy") == 1
+    assert b.get(charge(c["id"])).json() == c  # the write never committed
 
 
 def test_unreachable_redis_at_start_means_misses_not_errors(start_process, tmp_path, article):
