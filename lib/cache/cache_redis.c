@@ -89,7 +89,7 @@ struct lm_cache_redis {
     int workers;
     lm_cache_redis_state_cb on_state;
     void *state_ud;
-    atomic_ullong hits, misses, puts, stale_puts, invalidations, fences, errors;
+    atomic_ullong hits, misses, puts, stale_puts, begins, invalidations, fences, errors;
     atomic_int up_conns;
     char token_prefix[24]; /* this process's writes' tokens: "<prefix>:<n>" */
     atomic_ullong next_token;
@@ -272,6 +272,7 @@ void lm_cache_redis_put(lm_cache_redis *c, int worker, const char *key, size_t k
 
 typedef struct inv_req {
     lm_cache_redis *c;
+    atomic_ullong *done_count; /* counted when it was done */
     lm_cache_redis_done_cb done;
     void *ud;
 } inv_req;
@@ -280,7 +281,7 @@ static void on_invalidated(void *ud, const struct redisReply *r)
 {
     inv_req *q = ud;
     bool ok = r && r->type == REDIS_REPLY_INTEGER; /* else: it may or may not have happened */
-    bump(ok ? &q->c->invalidations : &q->c->errors);
+    bump(ok ? q->done_count : &q->c->errors);
     q->done(q->ud, ok);
     free(q);
 }
@@ -291,6 +292,7 @@ static int send_done(lm_cache_redis *c, int worker, size_t script, int numkeys, 
     lm_redis *r = c->conns[worker];
     inv_req *q = lm_xcalloc(1, sizeof *q);
     q->c = c;
+    q->done_count = script == SCRIPT_BEGIN ? &c->begins : &c->invalidations;
     q->done = done;
     q->ud = ud;
     if (!lm_redis_up(r) || lm_redis_eval(r, script, on_invalidated, q, numkeys, argc, argv, lens)) {
@@ -378,6 +380,7 @@ void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out)
     out->misses = atomic_load(&c->misses);
     out->puts = atomic_load(&c->puts);
     out->stale_puts = atomic_load(&c->stale_puts);
+    out->begins = atomic_load(&c->begins);
     out->invalidations = atomic_load(&c->invalidations);
     out->fences = atomic_load(&c->fences);
     out->errors = atomic_load(&c->errors);

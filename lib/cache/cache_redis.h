@@ -56,7 +56,7 @@ typedef void (*lm_cache_redis_get_cb)(void *ud, const lm_cache_redis_hit *h);
 typedef void (*lm_cache_redis_done_cb)(void *ud, bool ok);
 
 typedef struct lm_cache_redis_stats {
-    unsigned long long hits, misses, puts, stale_puts, invalidations, fences, errors;
+    unsigned long long hits, misses, puts, stale_puts, begins, invalidations, fences, errors;
 } lm_cache_redis_stats;
 
 /* A worker's connection became usable or was lost (on that worker's loop). */

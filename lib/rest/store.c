@@ -132,6 +132,7 @@ static void metrics(lm_buf *out, void *ctx)
                       "lotmesh_cache_redis_total{op=\"get\",outcome=\"miss\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"put\",outcome=\"stored\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"put\",outcome=\"stale\"} %llu\n"
+                      "lotmesh_cache_redis_total{op=\"begin\",outcome=\"done\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"invalidate\",outcome=\"done\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"fence\",outcome=\"done\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"any\",outcome=\"error\"} %llu\n"
@@ -142,8 +143,8 @@ static void metrics(lm_buf *out, void *ctx)
                       "missed Redis is known and Redis was not fenced since.\n"
                       "# TYPE lotmesh_cache_redis_trusted gauge\n"
                       "lotmesh_cache_redis_trusted %d\n",
-                      rs.hits, rs.misses, rs.puts, rs.stale_puts, rs.invalidations, rs.fences,
-                      rs.errors, atomic_load(&s->l2_down) == 0 ? 1 : 0,
+                      rs.hits, rs.misses, rs.puts, rs.stale_puts, rs.begins, rs.invalidations,
+                      rs.fences, rs.errors, atomic_load(&s->l2_down) == 0 ? 1 : 0,
                       atomic_load(&s->l2_fenced) >= atomic_load(&s->l2_lost) ? 1 : 0);
     }
     if (!s->cache) return;
