@@ -180,7 +180,8 @@ int lm_rest_check_version(lm_rest_op *op, long long current_version);
  * result, sends the outcome, frees the op. */
 void lm_rest_op_done(int rc, void *arg);
 /* Runs fn for op on the store's reader pool / group-committing writer; done ends in
- * lm_rest_op_done. */
+ * lm_rest_op_done. With the Redis level, a write first marks itself there
+ * (lm_cache_redis_begin; lm_rest_op_done gives the mark back). */
 void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done);
 void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done);
 /* A list read: answered from the cache (keyed by path and query; any write drops it) when
