@@ -46,5 +46,9 @@ bool lm_sharedgen_sync(lm_sharedgen *g);
  * file is created, so a lost or reset file counts as a move as well. */
 uint64_t lm_sharedgen_era(lm_sharedgen *g);
 void lm_sharedgen_bump_era(lm_sharedgen *g);
+/* The era the last fence of that level covered (0: none yet), and recording one: a process
+ * starting while they differ knows a missed invalidation may not be fenced yet. */
+uint64_t lm_sharedgen_fenced(lm_sharedgen *g);
+void lm_sharedgen_set_fenced(lm_sharedgen *g, uint64_t era);
 
 #endif

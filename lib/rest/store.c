@@ -320,6 +320,9 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
     /* other hosts' instances on the same PostgreSQL database: their commits NOTIFY */
     if (pg && cache_on) s->watched = lm_db_watch(s->db, on_db_change, s);
     atomic_init(&s->host_era_seen, lm_sharedgen_era(s->writes));
+    /* a missed invalidation on this host not fenced yet (or a new counter file): this process
+     * fences before it trusts Redis, as the others on the host do */
+    if (lm_sharedgen_fenced(s->writes) != lm_sharedgen_era(s->writes)) atomic_init(&s->l2_lost, 1);
     s->n_ports = env->workers;
     s->ports = lm_xcalloc((size_t)s->n_ports, sizeof *s->ports);
     if (redis && cache_on) {
@@ -354,7 +357,8 @@ lm_cache_redis *lm_store_l2(lm_store *s)
 
 typedef struct fence_ctx {
     lm_store *s;
-    uint64_t covers; /* l2_lost when it was sent */
+    uint64_t covers;   /* l2_lost when it was sent */
+    uint64_t host_era; /* the host counter's era then */
 } fence_ctx;
 
 static void on_fenced(void *ud, bool ok)
@@ -362,6 +366,7 @@ static void on_fenced(void *ud, bool ok)
     fence_ctx *f = ud;
     lm_store *s = f->s;
     if (ok) {
+        lm_sharedgen_set_fenced(s->writes, f->host_era);
         uint64_t was = atomic_load(&s->l2_fenced);
         while (was < f->covers && !atomic_compare_exchange_weak(&s->l2_fenced, &was, f->covers)) {
         }
@@ -386,7 +391,7 @@ bool lm_store_l2_ready(lm_store *s, int worker, uint64_t *mark)
     if (lm_cache_redis_up(s->l2, worker) &&
         atomic_compare_exchange_strong(&s->l2_fencing, &idle, true)) {
         fence_ctx *f = lm_xcalloc(1, sizeof *f);
-        *f = (fence_ctx){.s = s, .covers = lost};
+        *f = (fence_ctx){.s = s, .covers = lost, .host_era = era};
         if (lm_cache_redis_fence(s->l2, worker, on_fenced, f) != 0) {
             free(f);
             atomic_store(&s->l2_fencing, false);
