@@ -760,18 +760,18 @@ static void watch_main(void *arg)
     if (c) pg_disconnect(c);
 }
 
+/* A note in the job's transaction: a statement like the job's own (pipeline mode included),
+ * delivered with its COMMIT. */
 static bool pg_notify(lm_db_conn *c, const char *note)
 {
-    pg_conn *p = PG(c);
     char payload[96];
     snprintf(payload, sizeof payload, "%s:%.63s", lm_db_conn_instance(c), note);
-    const char *vals[] = {CHANNEL, payload};
-    PGresult *r = PQexecParams(p->h, "SELECT pg_notify($1, $2)", 2, NULL, vals, NULL, NULL, 0);
-    lm_db_count_statement(c);
-    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok) set_err(p, r ? PQresultErrorMessage(r) : PQerrorMessage(p->h));
-    PQclear(r);
-    return ok;
+    lm_db_st *st = lm_db_stmt(c, "SELECT pg_notify('" CHANNEL "', ?)");
+    if (!st) return false;
+    lm_db_bind_text(st, 1, payload, -1);
+    int rc = lm_db_step(st);
+    lm_db_reset(st);
+    return rc == LM_DB_ROW || rc == LM_DB_DONE;
 }
 
 static void *pg_watch_start(lm_db *db, const char *url, const lm_db_opts *o, lm_db_changed fn,
