@@ -76,6 +76,8 @@ lm_sharedgen *lm_sharedgen_open(const char *path, lm_sharedgen_flush flush, void
         random_nonce(&nonce);
         uint64_t zero = 0;
         atomic_compare_exchange_strong(&g->counter[2], &zero, nonce);
+        /* a new file: no missed invalidation is known, nothing to fence */
+        atomic_store(&g->counter[3], lm_sharedgen_era(g));
     }
     return g;
 }
