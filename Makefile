@@ -49,7 +49,8 @@ run: build
 PG_SUITES := tests/blackbox/test_articles.py tests/blackbox/test_charges.py \
              tests/blackbox/test_cache.py tests/blackbox/test_articles_contract.py \
              tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py \
-             tests/blackbox/test_events_producer.py
+             tests/blackbox/test_events_producer.py \
+             tests/blackbox/test_cache_redis.py
 # Each part prints its wall time (scripts/timed.sh; collected in build/ci-times.txt).
 test:
 	@scripts/timed.sh build-asan $(MAKE) --no-print-directory asan

@@ -23,7 +23,8 @@
 #define MAP_BYTES 4096
 
 struct lm_sharedgen {
-    _Atomic uint64_t *counter; /* in the shared mapping: [0] writes, [1] era, [2] file nonce */
+    _Atomic uint64_t *counter; /* in the shared mapping: [0] writes, [1] era, [2] file nonce,
+                                * [3] the era the last fence covered */
     _Atomic uint64_t seen;
     void *map;
     lm_sharedgen_flush flush;
@@ -75,6 +76,8 @@ lm_sharedgen *lm_sharedgen_open(const char *path, lm_sharedgen_flush flush, void
         random_nonce(&nonce);
         uint64_t zero = 0;
         atomic_compare_exchange_strong(&g->counter[2], &zero, nonce);
+        /* a new file: no missed invalidation is known, nothing to fence */
+        atomic_store(&g->counter[3], lm_sharedgen_era(g));
     }
     return g;
 }
@@ -87,6 +90,16 @@ uint64_t lm_sharedgen_era(lm_sharedgen *g)
 void lm_sharedgen_bump_era(lm_sharedgen *g)
 {
     atomic_fetch_add(&g->counter[1], 1);
+}
+
+uint64_t lm_sharedgen_fenced(lm_sharedgen *g)
+{
+    return atomic_load(&g->counter[3]);
+}
+
+void lm_sharedgen_set_fenced(lm_sharedgen *g, uint64_t era)
+{
+    atomic_store(&g->counter[3], era);
 }
 
 void lm_sharedgen_close(lm_sharedgen *g)

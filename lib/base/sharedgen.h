@@ -40,11 +40,15 @@ void lm_sharedgen_bump(lm_sharedgen *g);
 bool lm_sharedgen_sync(lm_sharedgen *g);
 
 /* A second shared number, the era of a cache level shared beyond these processes (the Redis
- * level): entries carry the era they were read in and count only while it is current.
- * lm_sharedgen_bump_era voids them all — after a write whose invalidation could not reach
- * that level, before the write's response. The era includes a random number drawn when the
- * file is created, so a lost or reset file voids them as well. */
+ * level): lm_sharedgen_bump_era after a write whose invalidation could not reach that level,
+ * before the write's response; a process that sees the era move stops trusting that level
+ * until it has voided it (lib/rest/store.h). The era includes a random number drawn when the
+ * file is created, so a lost or reset file counts as a move as well. */
 uint64_t lm_sharedgen_era(lm_sharedgen *g);
 void lm_sharedgen_bump_era(lm_sharedgen *g);
+/* The era the last fence of that level covered (0: none yet), and recording one: a process
+ * starting while they differ knows a missed invalidation may not be fenced yet. */
+uint64_t lm_sharedgen_fenced(lm_sharedgen *g);
+void lm_sharedgen_set_fenced(lm_sharedgen *g, uint64_t era);
 
 #endif

@@ -11,13 +11,21 @@
  * - A reader takes the generation with its miss (lm_cache_redis_get returns it) and stores
  *   its result only if the generation is still the same (lm_cache_redis_put checks in the
  *   script): a row read before a commit is never stored after that commit's invalidation.
- * - Entries carry an era, given by the caller (the processes sharing the database share it:
- *   sharedgen.h), and count only while it is the caller's current one. A write whose
- *   invalidation could not reach Redis (down, timed out, this worker's connection not back
- *   yet) bumps that era before its response, so no process trusts an entry from before it.
+ * - Entries carry the era of the namespace ("<ns>era", in Redis, so shared by every instance
+ *   on every host) at their put and count only while it is current. lm_cache_redis_fence
+ *   bumps it (and the generation): every entry and every put in flight are void at once.
+ * - Writes whose invalidation could not reach Redis (down, timed out, cut off from this
+ *   instance only) are the caller's to fence: an instance that knows of one (its own, or
+ *   another's told through the database) neither reads nor stores here until it has fenced
+ *   (lib/rest/store.h, README "Redis as the shared cache").
  * - Redis down means misses, never errors: get/put/invalidate answer at once (lm_redis).
  *
- * Keys: "<ns>gen", "<ns>e:<key>"; an entry's value is
+ * - A write marks itself before it starts (lm_cache_redis_begin): its item's entry is deleted
+ *   and puts of it (and of lists) are refused until the write's invalidation or a lease ends,
+ *   so a writer that dies between its commit and its invalidation leaves no older copy.
+ *
+ * Keys: "<ns>gen", "<ns>era", "<ns>busy" (writes in flight: tokens by deadline), "<ns>w:<key>"
+ * (writes of key in flight), "<ns>e:<key>"; an entry's value is
  * "<era> <gen> <flags> <version> <total>\n<body>".
  *
  * Ownership: copies what it is given; a hit's body is valid during the callback only.
@@ -48,7 +56,7 @@ typedef void (*lm_cache_redis_get_cb)(void *ud, const lm_cache_redis_hit *h);
 typedef void (*lm_cache_redis_done_cb)(void *ud, bool ok);
 
 typedef struct lm_cache_redis_stats {
-    unsigned long long hits, misses, puts, stale_puts, invalidations, errors;
+    unsigned long long hits, misses, puts, stale_puts, begins, invalidations, fences, errors;
 } lm_cache_redis_stats;
 
 /* A worker's connection became usable or was lost (on that worker's loop). */
@@ -62,20 +70,38 @@ void lm_cache_redis_free(lm_cache_redis *c);
 void lm_cache_redis_attach(lm_cache_redis *c, int worker, uv_loop_t *loop);
 void lm_cache_redis_detach(lm_cache_redis *c, int worker);
 
-/* era: the current one. 0: cb will be called once (hit or miss with the generation); -1:
- * Redis is not usable now, nothing will be called — read the database and do not put. */
-int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen, uint64_t era,
+/* Whether worker's connection is up now. */
+bool lm_cache_redis_up(lm_cache_redis *c, int worker);
+/* 0: cb will be called once (hit or miss with the generation); -1: Redis is not usable now,
+ * nothing will be called — read the database and do not put. */
+int lm_cache_redis_get(lm_cache_redis *c, int worker, const char *key, size_t klen,
                        lm_cache_redis_get_cb cb, void *ud);
-/* Stores body under key with era if the generation is still gen (fire and forget); gen and
- * era as taken before the read. */
+/* Stores body under key, stamped with the current era, if the generation is still gen (fire
+ * and forget); gen as taken at the miss. */
 void lm_cache_redis_put(lm_cache_redis *c, int worker, const char *key, size_t klen,
                         const char *body, size_t len, long long version, long long total,
-                        unsigned flags, uint64_t gen, uint64_t era);
-/* After a committed write: bumps the generation and deletes key (may be NULL). 0: done is
- * called once it is done (ok) or failed; -1: could not be sent, done is not called. After a
- * failure the caller bumps the era before it responds. */
+                        unsigned flags, uint64_t gen);
+/* Before a write (of item key, or NULL for none): the generation moves, key's entry goes,
+ * and until the write ended (lm_cache_redis_invalidate with w) or its lease ran
+ * out (30 s: the writer died), no list and no entry of key is stored — so an instance killed
+ * between its commit and its invalidation leaves nothing older than its write behind. 0: done
+ * is called with the outcome; -1: not sent, done is not called (the write goes on without).
+ * Fills w (the caller's, until the invalidation). */
+typedef struct lm_cache_redis_write {
+    char token[48]; /* this write's, among every instance's */
+    bool begun;     /* the mark is (believed) taken */
+    bool item;      /* … with the item key */
+} lm_cache_redis_write;
+int lm_cache_redis_begin(lm_cache_redis *c, int worker, const char *key, size_t klen,
+                         lm_cache_redis_write *w, lm_cache_redis_done_cb done, void *ud);
+/* After a write (committed, or failed when it had begun): bumps the generation, deletes key
+ * (may be NULL), and gives back what w (may be NULL) took. 0: done is called once it is done
+ * (ok) or failed; -1: could not be sent, done is not called. After a committed write's
+ * failure the caller must fence before trusting Redis again (see above). */
 int lm_cache_redis_invalidate(lm_cache_redis *c, int worker, const char *key, size_t klen,
-                              lm_cache_redis_done_cb done, void *ud);
+                              const lm_cache_redis_write *w, lm_cache_redis_done_cb done, void *ud);
+/* Voids everything stored so far (new era, new generation). Same contract as invalidate. */
+int lm_cache_redis_fence(lm_cache_redis *c, int worker, lm_cache_redis_done_cb done, void *ud);
 void lm_cache_redis_get_stats(lm_cache_redis *c, lm_cache_redis_stats *out);
 
 #endif

@@ -92,6 +92,12 @@ bool lm_db_watch(lm_db *db, lm_db_changed fn, void *ctx)
     return db->watch != NULL;
 }
 
+int lm_db_notify(lm_db_conn *c, const char *note)
+{
+    if (!c->be->notify) return 0;
+    return c->be->notify(c, note) ? 0 : LM_DB_EIO;
+}
+
 void lm_db_count_statement(lm_db_conn *c)
 {
     if (!c->db) return;

@@ -159,15 +159,23 @@ int lm_db_snapshot(lm_db_conn *conn, lm_db_fn fn, void *arg);
 
 /* ---- change notifications ------------------------------------------------------------ */
 
-/* Called on a data-layer thread when another process committed writes to this database. */
-typedef void (*lm_db_changed)(void *ctx);
+/* Called on a data-layer thread when another process committed writes to this database.
+ * note: NULL for a plain commit; LM_DB_NOTE_MISSED when the listener was not listening for a
+ * while (notifications may have been missed); otherwise the note another process sent with
+ * lm_db_notify. */
+typedef void (*lm_db_changed)(void *ctx, const char *note);
+#define LM_DB_NOTE_MISSED ""
 /* Asks to be told of other processes' writes: on PostgreSQL every commit of a write batch
  * sends NOTIFY (in the same round trip as its COMMIT, delivered only if it commits) and a
  * listener thread with its own connection (LISTEN) calls fn, typically within milliseconds;
- * after its connection was lost it calls fn once more when it is back. Returns false when
- * the backend has no notifications (SQLite: processes share a file; see sharedgen.h). Main
- * thread, after lm_db_open; at most once. */
+ * after its connection was lost it calls fn(LM_DB_NOTE_MISSED) once when it is back. Returns
+ * false when the backend has no notifications (SQLite: processes share a file; see
+ * sharedgen.h). Main thread, after lm_db_open; at most once. */
 bool lm_db_watch(lm_db *db, lm_db_changed fn, void *ctx);
+/* In a write job: tells the other processes' lm_db_watch listeners note (at most 63 bytes,
+ * no ':'), delivered only if the job's transaction commits. 0, LM_DB_EIO; 0 and nothing sent
+ * on a backend without notifications. */
+int lm_db_notify(lm_db_conn *conn, const char *note);
 
 /* ---- state ------------------------------------------------------------------------------ */
 

@@ -69,11 +69,15 @@ struct lm_db_backend {
     size_t (*col_bytes)(lm_db_st *st, int i);
     const char *(*errmsg)(lm_db_conn *c);
     /* Optional (NULL: the backend has no notifications): a thread with its own connection
-     * that calls fn(ctx) whenever another process (another instance id) committed a write,
-     * and once after each reconnect (notifications may have been missed). */
+     * that calls fn(ctx, NULL) whenever another process (another instance id) committed a
+     * write, fn(ctx, note) for each note another process sent (notify), and
+     * fn(ctx, LM_DB_NOTE_MISSED) once after each reconnect (notifications may have been
+     * missed). */
     void *(*watch_start)(lm_db *db, const char *url, const lm_db_opts *o, lm_db_changed fn,
                          void *ctx);
     void (*watch_stop)(void *watch);
+    /* Optional, with watch_start: sends note in c's transaction (lm_db_notify). */
+    bool (*notify)(lm_db_conn *c, const char *note);
 };
 
 extern const lm_db_backend lm_db_sqlite_backend;

@@ -23,7 +23,8 @@
 
 #define STMT_CACHE 128
 #define MAX_PARAMS LM_SQLPARAM_MAX
-/* NOTIFY channel of committed writes (payload: the writer's instance id) */
+/* NOTIFY channel of committed writes (payload: the writer's instance id, or
+ * "<instance id>:<note>" for lm_db_notify) */
 #define CHANNEL "lotmesh_writes"
 /* pg_advisory_lock key of the migration step: "lotmesh" */
 #define MIGRATION_LOCK 0x6c6f746d657368LL
@@ -724,7 +725,7 @@ static void watch_main(void *arg)
                 continue;
             }
             backoff_ms = 0;
-            if (!first) w->fn(w->ctx); /* writes while we were not listening */
+            if (!first) w->fn(w->ctx, LM_DB_NOTE_MISSED); /* writes while not listening */
             first = false;
         }
         PGconn *h = PG(c)->h;
@@ -738,17 +739,39 @@ static void watch_main(void *arg)
         }
         bool other = false;
         PGnotify *note;
+        const char *me = lm_db_instance(w->db);
+        size_t mlen = strlen(me);
         while ((note = PQnotifies(h))) {
-            other |= strcmp(note->extra, lm_db_instance(w->db)) != 0;
+            const char *x = note->extra;
+            bool mine = !strncmp(x, me, mlen) && (x[mlen] == '\0' || x[mlen] == ':');
+            const char *colon = strchr(x, ':');
+            if (!mine && colon && colon[1])
+                w->fn(w->ctx, colon + 1);
+            else
+                other |= !mine;
             PQfreemem(note);
         }
-        if (other) w->fn(w->ctx);
+        if (other) w->fn(w->ctx, NULL);
         if (PQstatus(h) == CONNECTION_BAD) {
             pg_disconnect(c);
             c = NULL;
         }
     }
     if (c) pg_disconnect(c);
+}
+
+/* A note in the job's transaction: a statement like the job's own (pipeline mode included),
+ * delivered with its COMMIT. */
+static bool pg_notify(lm_db_conn *c, const char *note)
+{
+    char payload[96];
+    snprintf(payload, sizeof payload, "%s:%.63s", lm_db_conn_instance(c), note);
+    lm_db_st *st = lm_db_stmt(c, "SELECT pg_notify('" CHANNEL "', ?)");
+    if (!st) return false;
+    lm_db_bind_text(st, 1, payload, -1);
+    int rc = lm_db_step(st);
+    lm_db_reset(st);
+    return rc == LM_DB_ROW || rc == LM_DB_DONE;
 }
 
 static void *pg_watch_start(lm_db *db, const char *url, const lm_db_opts *o, lm_db_changed fn,
@@ -798,4 +821,5 @@ const lm_db_backend lm_db_pg_backend = {
     .errmsg = pg_errmsg,
     .watch_start = pg_watch_start,
     .watch_stop = pg_watch_stop,
+    .notify = pg_notify,
 };

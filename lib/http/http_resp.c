@@ -50,11 +50,19 @@ bool lm_req_abandoned(const lm_req *req)
     return req->abandoned_;
 }
 
+/* RFC 9110 tchar (letters and digits first: every response header's name passes here) */
+static bool tchar(unsigned char ch)
+{
+    static const char ok[] = "!#$%&'*+-.^_`|~";
+    return (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'z') ||
+           (ch && memchr(ok, ch, sizeof ok - 1));
+}
+
 static bool valid_token(const char *s)
 {
     if (!*s) return false;
     for (; *s; s++)
-        if (*s <= ' ' || *s >= 127 || strchr("()<>@,;:\\\"/[]?={}", *s)) return false;
+        if (!tchar((unsigned char)*s)) return false;
     return true;
 }
 

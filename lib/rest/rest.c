@@ -174,10 +174,45 @@ static void invalidate_local(lm_rest_op *op)
     if (op->cache) invalidate(op);
 }
 
+/* The announcement of a missed invalidation (lm_store_l2_announce_job) committed or failed:
+ * the write's own caches, then its response. A failed announcement (the database lost just
+ * after the write's commit) leaves the other hosts to their listener, which flushes and stops
+ * trusting Redis once it is back (LM_DB_NOTE_MISSED). */
+static void after_l2_announce(int rc, void *arg)
+{
+    lm_rest_op *op = arg;
+    (void)rc;
+    invalidate_local(op);
+    finish(op, op->done_rc);
+}
+
+/* The write's invalidation did not reach Redis: no instance may trust Redis before it was
+ * fenced, so this one and those on its host stop at once, and the other hosts are told
+ * through the database before the write is answered. */
+static void l2_missed(lm_rest_op *op)
+{
+    lm_store_l2_lost(op->store);
+    if (lm_store_l2_announces(op->store)) {
+        lm_rest_write(op, lm_store_l2_announce_job, after_l2_announce);
+        return;
+    }
+    invalidate_local(op);
+    finish(op, op->done_rc);
+}
+
+static void l2_released(void *ud, bool ok)
+{
+    (void)ud; /* not given back: the lease ends the marks */
+    (void)ok;
+}
+
 static void after_l2_invalidate(void *ud, bool ok)
 {
     lm_rest_op *op = ud;
-    if (!ok) lm_store_l2_lost(op->store); /* no process trusts what Redis holds now */
+    if (!ok) {
+        l2_missed(op);
+        return;
+    }
     invalidate_local(op);
     finish(op, op->done_rc);
 }
@@ -191,19 +226,24 @@ void lm_rest_op_done(int rc, void *arg)
      * its answer; Redis down: at once, see cache_redis.h), the in-process ones after it: a
      * read that meanwhile fetched the old value from Redis into an in-process cache is
      * dropped by that invalidation, never left behind it. */
+    lm_cache_redis *l2 = lm_store_l2(op->store);
     if (!is_read(req) && rc == 0 && op->status >= 200 && op->status < 300) {
-        lm_cache_redis *l2 = lm_store_l2(op->store);
         if (l2) {
             char key[192];
             size_t klen =
                 op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
             op->done_rc = rc;
             if (lm_cache_redis_invalidate(l2, lm_req_worker_index(req), klen ? key : NULL, klen,
-                                          after_l2_invalidate, op) == 0)
-                return;
-            lm_store_l2_lost(op->store);
+                                          &op->l2_write, after_l2_invalidate, op) != 0)
+                l2_missed(op);
+            return;
         }
         invalidate_local(op);
+    } else if (l2 && op->l2_write.begun) { /* nothing changed: give the write's marks back */
+        char key[192];
+        size_t klen = op->l2_write.item ? item_key(op->resource, op->id, key, sizeof key) : 0;
+        lm_cache_redis_invalidate(l2, lm_req_worker_index(req), klen ? key : NULL, klen,
+                                  &op->l2_write, l2_released, NULL);
     }
     finish(op, rc);
 }
@@ -229,10 +269,10 @@ static void finish(lm_rest_op *op, int rc)
             lm_cache_put(op->cache, op->cache_key, op->cache_klen, op->body, len, op->version,
                          op->total, op->cache_flags, op->cache_epoch);
             lm_cache_redis *l2 = lm_store_l2(op->store);
-            if (l2 && !op->l2_hit)
+            if (l2 && !op->l2_hit && lm_store_l2_still(op->store, op->l2_mark))
                 lm_cache_redis_put(l2, lm_req_worker_index(req), op->cache_key, op->cache_klen,
                                    op->body, len, op->version, op->total, op->cache_flags,
-                                   op->l2_gen, op->l2_era);
+                                   op->l2_gen);
         }
         send_ok(op, op->body ? op->body : "null", len, op->version);
     }
@@ -244,9 +284,31 @@ void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
     lm_db_read(lm_store_port(op->store, lm_req_worker_index(op->req)), fn, done, op);
 }
 
+/* The write marked in Redis (or not: Redis unusable, the write goes on without): now run. */
+static void after_l2_begin(void *ud, bool ok)
+{
+    lm_rest_op *op = ud;
+    if (!ok) op->l2_write.begun = false; /* not known to have happened: the lease ends it */
+    lm_db_write(lm_store_port(op->store, lm_req_worker_index(op->req)), op->l2_fn, op->l2_done, op);
+}
+
 void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 {
-    lm_db_write(lm_store_port(op->store, lm_req_worker_index(op->req)), fn, done, op);
+    int w = lm_req_worker_index(op->req);
+    lm_cache_redis *l2 = lm_store_l2(op->store);
+    /* before a write through the rest flows: marked in Redis (cache_redis.h), so that this
+     * process dying between its commit and its invalidation leaves no older copy there */
+    if (l2 && !op->l2_write.begun && fn != lm_store_l2_announce_job) {
+        char key[192];
+        size_t klen =
+            op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
+        op->l2_fn = fn;
+        op->l2_done = done;
+        if (lm_cache_redis_begin(l2, w, klen ? key : NULL, klen, &op->l2_write, after_l2_begin,
+                                 op) == 0)
+            return;
+    }
+    lm_db_write(lm_store_port(op->store, w), fn, done, op);
 }
 
 /* The shared level answered: a hit is sent (and put in the process's cache by
@@ -288,13 +350,11 @@ static void cached_read(lm_rest_op *op, const char *key, size_t klen, unsigned f
         op->cache_klen = klen;
         op->cache_flags = flags;
         lm_cache_redis *l2 = lm_store_l2(op->store);
-        if (l2) {
+        int w = lm_req_worker_index(op->req);
+        if (l2 && lm_store_l2_ready(op->store, w, &op->l2_mark)) {
             op->l2_fn = fn;
             op->l2_done = done;
-            op->l2_era = lm_store_l2_era(op->store);
-            if (lm_cache_redis_get(l2, lm_req_worker_index(op->req), key, klen, op->l2_era, on_l2,
-                                   op) == 0)
-                return;
+            if (lm_cache_redis_get(l2, w, key, klen, on_l2, op) == 0) return;
         }
     }
     lm_rest_read(op, fn, done);

@@ -135,8 +135,9 @@ struct lm_rest_op {
     const lm_cache_val *cached; /* a hit being sent (a reference), or NULL */
     /* the second level (CACHE_URL=redis://): the generation at the miss (UINT64_MAX: do not
      * store there), whether the body came from it, and the read to run on a miss */
-    uint64_t l2_gen, l2_era;
+    uint64_t l2_gen, l2_mark; /* the generation at the miss; lm_store_l2_ready's mark */
     bool l2_hit;
+    lm_cache_redis_write l2_write; /* a write's mark in Redis (lm_cache_redis_begin) */
     lm_db_fn l2_fn;
     lm_db_done l2_done;
     int done_rc; /* a write's outcome while its invalidation reaches Redis */
@@ -179,7 +180,8 @@ int lm_rest_check_version(lm_rest_op *op, long long current_version);
  * result, sends the outcome, frees the op. */
 void lm_rest_op_done(int rc, void *arg);
 /* Runs fn for op on the store's reader pool / group-committing writer; done ends in
- * lm_rest_op_done. */
+ * lm_rest_op_done. With the Redis level, a write first marks itself there
+ * (lm_cache_redis_begin; lm_rest_op_done gives the mark back). */
 void lm_rest_read(lm_rest_op *op, lm_db_fn fn, lm_db_done done);
 void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done);
 /* A list read: answered from the cache (keyed by path and query; any write drops it) when

@@ -19,20 +19,30 @@ struct lm_store {
     lm_db *db;
     lm_db_port **ports; /* by worker index */
     int n_ports;
-    lm_cache *cache;      /* NULL: CACHE_URL=none */
-    lm_cache_redis *l2;   /* CACHE_URL=redis://…, or NULL */
-    int *l2_state;        /* by worker: 0 not known yet, 1 up, 2 down (its loop only) */
-    atomic_int l2_down;   /* workers whose Redis connection is down */
-    lm_sharedgen *writes; /* counts every process's writes to this database */
+    lm_cache *cache;    /* NULL: CACHE_URL=none */
+    lm_cache_redis *l2; /* CACHE_URL=redis://…, or NULL */
+    int *l2_state;      /* by worker: 0 not known yet, 1 up, 2 down (its loop only) */
+    atomic_int l2_down; /* workers whose Redis connection is down */
+    /* writes whose Redis invalidation may have failed, as known here (l2_lost), and how many
+     * of them a fence has covered (l2_fenced); Redis is trusted while they are equal */
+    _Atomic uint64_t l2_lost, l2_fenced;
+    _Atomic uint64_t host_era_seen; /* the host counter's era as last accounted for */
+    atomic_bool l2_fencing;         /* a fence is in flight */
+    bool watched;                   /* PostgreSQL: other hosts hear notes (lm_db_watch) */
+    lm_sharedgen *writes;           /* counts every process's writes to this database */
     void (*on_wrote)(void *ctx);
     void *on_wrote_ctx;
     lm_component comp;
 };
 
-/* One log line per outage: the first worker losing Redis, the last one getting it back. */
+/* One log line per outage: the first worker losing Redis, the last one getting it back. A
+ * connection back while a missed write is known fences at once (not at the next read that
+ * gets past the in-process level). */
 static void on_l2_state(void *ud, int worker, bool up, const char *why)
 {
     lm_store *s = ud;
+    uint64_t mark;
+    if (up) lm_store_l2_ready(s, worker, &mark);
     int was = s->l2_state[worker];
     s->l2_state[worker] = up ? 1 : 2;
     if (up) {
@@ -122,13 +132,20 @@ static void metrics(lm_buf *out, void *ctx)
                       "lotmesh_cache_redis_total{op=\"get\",outcome=\"miss\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"put\",outcome=\"stored\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"put\",outcome=\"stale\"} %llu\n"
+                      "lotmesh_cache_redis_total{op=\"begin\",outcome=\"done\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"invalidate\",outcome=\"done\"} %llu\n"
+                      "lotmesh_cache_redis_total{op=\"fence\",outcome=\"done\"} %llu\n"
                       "lotmesh_cache_redis_total{op=\"any\",outcome=\"error\"} %llu\n"
                       "# HELP lotmesh_cache_redis_up 1 while every worker reaches Redis.\n"
                       "# TYPE lotmesh_cache_redis_up gauge\n"
-                      "lotmesh_cache_redis_up %d\n",
-                      rs.hits, rs.misses, rs.puts, rs.stale_puts, rs.invalidations, rs.errors,
-                      atomic_load(&s->l2_down) == 0 ? 1 : 0);
+                      "lotmesh_cache_redis_up %d\n"
+                      "# HELP lotmesh_cache_redis_trusted 0 while a write whose invalidation "
+                      "missed Redis is known and Redis was not fenced since.\n"
+                      "# TYPE lotmesh_cache_redis_trusted gauge\n"
+                      "lotmesh_cache_redis_trusted %d\n",
+                      rs.hits, rs.misses, rs.puts, rs.stale_puts, rs.begins, rs.invalidations,
+                      rs.fences, rs.errors, atomic_load(&s->l2_down) == 0 ? 1 : 0,
+                      atomic_load(&s->l2_fenced) >= atomic_load(&s->l2_lost) ? 1 : 0);
     }
     if (!s->cache) return;
     lm_cache_stats cs;
@@ -168,6 +185,18 @@ static void flush_cache(void *ctx)
 {
     lm_store *s = ctx;
     if (s->cache) lm_cache_invalidate_all(s->cache);
+}
+
+#define NOTE_L2_LOST "cache-redis-lost"
+
+/* Another process's commit (PostgreSQL's listener thread). A note that its Redis invalidation
+ * failed, or notifications missed while not listening: Redis is not trusted until fenced. */
+static void on_db_change(void *ctx, const char *note)
+{
+    lm_store *s = ctx;
+    if (s->l2 && note && (!strcmp(note, NOTE_L2_LOST) || !strcmp(note, LM_DB_NOTE_MISSED)))
+        atomic_fetch_add(&s->l2_lost, 1);
+    flush_cache(s);
 }
 
 static void on_stopped(void *ctx)
@@ -289,7 +318,11 @@ lm_store *lm_store_open(lm_cfg *cfg, const lm_component_env *env, const char *na
         return NULL;
     }
     /* other hosts' instances on the same PostgreSQL database: their commits NOTIFY */
-    if (pg && cache_on) lm_db_watch(s->db, flush_cache, s);
+    if (pg && cache_on) s->watched = lm_db_watch(s->db, on_db_change, s);
+    atomic_init(&s->host_era_seen, lm_sharedgen_era(s->writes));
+    /* a missed invalidation on this host not fenced yet (or a new counter file): this process
+     * fences before it trusts Redis, as the others on the host do */
+    if (lm_sharedgen_fenced(s->writes) != lm_sharedgen_era(s->writes)) atomic_init(&s->l2_lost, 1);
     s->n_ports = env->workers;
     s->ports = lm_xcalloc((size_t)s->n_ports, sizeof *s->ports);
     if (redis && cache_on) {
@@ -322,14 +355,77 @@ lm_cache_redis *lm_store_l2(lm_store *s)
     return s->l2;
 }
 
-uint64_t lm_store_l2_era(lm_store *s)
+typedef struct fence_ctx {
+    lm_store *s;
+    uint64_t covers;   /* l2_lost when it was sent */
+    uint64_t host_era; /* the host counter's era then */
+} fence_ctx;
+
+static void on_fenced(void *ud, bool ok)
 {
-    return lm_sharedgen_era(s->writes);
+    fence_ctx *f = ud;
+    lm_store *s = f->s;
+    if (ok) {
+        lm_sharedgen_set_fenced(s->writes, f->host_era);
+        uint64_t was = atomic_load(&s->l2_fenced);
+        while (was < f->covers && !atomic_compare_exchange_weak(&s->l2_fenced, &was, f->covers)) {
+        }
+        if (was < f->covers && atomic_load(&s->l2_fenced) >= atomic_load(&s->l2_lost))
+            lm_log_info("cache: Redis fenced (every entry from before a write it missed is "
+                        "void); the shared cache is in use again");
+    }
+    atomic_store(&s->l2_fencing, false);
+    free(f);
+}
+
+bool lm_store_l2_ready(lm_store *s, int worker, uint64_t *mark)
+{
+    uint64_t era = lm_sharedgen_era(s->writes);
+    uint64_t seen = atomic_load(&s->host_era_seen);
+    if (era != seen && atomic_compare_exchange_strong(&s->host_era_seen, &seen, era))
+        atomic_fetch_add(&s->l2_lost, 1); /* a process on this host missed an invalidation */
+    uint64_t lost = atomic_load(&s->l2_lost);
+    *mark = lost;
+    if (atomic_load(&s->l2_fenced) >= lost) return true;
+    bool idle = false;
+    if (lm_cache_redis_up(s->l2, worker) &&
+        atomic_compare_exchange_strong(&s->l2_fencing, &idle, true)) {
+        fence_ctx *f = lm_xcalloc(1, sizeof *f);
+        *f = (fence_ctx){.s = s, .covers = lost, .host_era = era};
+        if (lm_cache_redis_fence(s->l2, worker, on_fenced, f) != 0) {
+            free(f);
+            atomic_store(&s->l2_fencing, false);
+        }
+    }
+    return false;
+}
+
+bool lm_store_l2_still(lm_store *s, uint64_t mark)
+{
+    return atomic_load(&s->l2_lost) == mark &&
+           lm_sharedgen_era(s->writes) == atomic_load(&s->host_era_seen);
 }
 
 void lm_store_l2_lost(lm_store *s)
 {
-    lm_sharedgen_bump_era(s->writes);
+    bool trusted = atomic_load(&s->l2_fenced) >= atomic_load(&s->l2_lost);
+    lm_sharedgen_bump_era(s->writes); /* the other processes on this host: at their next read */
+    atomic_fetch_add(&s->l2_lost, 1);
+    if (trusted)
+        lm_log_warn("cache: a write's invalidation did not reach Redis; the shared cache is not "
+                    "used until Redis is fenced%s",
+                    s->watched ? " (other hosts are told through the database)" : "");
+}
+
+bool lm_store_l2_announces(lm_store *s)
+{
+    return s->watched;
+}
+
+int lm_store_l2_announce_job(lm_db_conn *c, void *arg)
+{
+    (void)arg;
+    return lm_db_notify(c, NOTE_L2_LOST);
 }
 
 lm_cache *lm_store_cache(lm_store *s)

@@ -41,12 +41,24 @@ const lm_component *lm_store_component(lm_store *s);
 lm_db *lm_store_db(lm_store *s);
 /* The response cache, or NULL when CACHE_URL=none. */
 lm_cache *lm_store_cache(lm_store *s);
-/* The shared second level (CACHE_URL=redis://…), or NULL; its era (shared by the processes
- * of this database), and after a write whose invalidation did not reach it, before the
- * write's response: a new era, which voids every entry there (cache_redis.h). */
+/* The shared second level (CACHE_URL=redis://…), or NULL. */
 lm_cache_redis *lm_store_l2(lm_store *s);
-uint64_t lm_store_l2_era(lm_store *s);
+/* Whether worker may read from and store into the shared level now. False while this process
+ * knows of a committed write whose Redis invalidation may not have happened — its own, one
+ * of a process sharing its host counter (sharedgen.h era), or one another host announced
+ * through the database (PostgreSQL: lm_db_notify; also after the listener missed
+ * notifications) — and has not fenced Redis since (lm_cache_redis_fence, started here on
+ * worker's connection). *mark: give it to lm_store_l2_still before a put. Worker thread. */
+bool lm_store_l2_ready(lm_store *s, int worker, uint64_t *mark);
+/* True if no such write became known since mark was taken (then the put may be sent). */
+bool lm_store_l2_still(lm_store *s, uint64_t mark);
+/* After a write whose Redis invalidation failed, before its response: this process and the
+ * processes sharing its host counter stop trusting Redis until one of them fenced it. Then,
+ * if lm_store_l2_announces, run lm_store_l2_announce_job as a write job before responding:
+ * it tells the other hosts' instances through the database. */
 void lm_store_l2_lost(lm_store *s);
+bool lm_store_l2_announces(lm_store *s);
+int lm_store_l2_announce_job(lm_db_conn *c, void *arg);
 /* Before using the cache: flushes it when another process wrote the database. */
 void lm_store_cache_sync(lm_store *s);
 /* After a committed write, before its response (with or without a cache). */

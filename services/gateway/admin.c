@@ -16,6 +16,7 @@ static void handle_services(lm_req *req, void *ctx)
 {
     gateway *gw = ctx;
     gw_principal who;
+    gw_cors_actual(gw, req);
     if (!gw_clientauth_check(gw, req, &who)) return;
     if (!lm_token_has_scope(who.scope, "admin")) {
         lm_resp_problem(req, 403, "the admin scope is required");

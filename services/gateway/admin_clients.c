@@ -59,6 +59,7 @@ typedef struct admin_job {
 static bool admin(gateway *gw, lm_req *req)
 {
     gw_principal who;
+    gw_cors_actual(gw, req); /* errors too: the page must be able to read them */
     if (!gw_clientauth_check(gw, req, &who)) return false;
     if (!lm_token_has_scope(who.scope, "admin")) {
         lm_resp_problem(req, 403, "the admin scope is required");

@@ -3,9 +3,11 @@
  * compared exactly, or "*").
  *
  * Preflights (OPTIONS with Origin and Access-Control-Request-Method) are answered here with
- * 204, without a credential and without reaching a service. An allowed origin gets
- * Access-Control-Allow-Origin (the origin itself; "*" only when every origin is allowed and
- * credentials are not), -Methods, -Headers, -Max-Age and, when configured, -Credentials; a
+ * 204, without a credential and without reaching a service, on every path a page may call
+ * with a credential: /api/{service}/… (proxy.c), /auth/token, /admin/clients[/{id}],
+ * /admin/services and /openapi.json (their handlers add the actual requests' headers). An allowed
+ * origin gets Access-Control-Allow-Origin (the origin itself; "*" only when every origin is allowed
+ * and credentials are not), -Methods, -Headers, -Max-Age and, when configured, -Credentials; a
  * disallowed origin, a method or a header not allowed gets no CORS header at all (the browser
  * then refuses). Actual requests from an allowed origin get Allow-Origin and
  * Access-Control-Expose-Headers. Responses on CORS paths carry Vary: Origin whenever the
@@ -16,6 +18,7 @@
 
 #include "config.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,16 +174,36 @@ bool gw_cors_preflight(gateway *gw, lm_req *req)
     return true;
 }
 
+/* The gateway's own paths a browser page may call with a credential (the proxied
+ * /api/{service}/… paths answer preflights in proxy.c) and the methods each serves. */
+static const struct cors_path {
+    const char *path, *allow;
+} cors_paths[] = {
+    {"/auth/token", "POST"},
+    {"/admin/clients", "GET, POST"},
+    {"/admin/clients/{id}", "GET, PATCH, DELETE"},
+    {"/admin/services", "GET"},
+    {"/openapi.json", "GET"},
+};
+
+/* The gateway of this process: set once by gw_cors_routes on the main thread before the
+ * workers start, only read afterwards. */
+static gateway *cors_gw;
+
 static void handle_preflight(lm_req *req, void *ctx)
 {
-    gateway *gw = ctx;
-    if (!gw_cors_preflight(gw, req)) {
-        lm_resp_header(req, "Allow", "POST");
-        lm_resp_problem(req, 405, "only POST is allowed here");
+    const struct cors_path *p = ctx;
+    if (!gw_cors_preflight(cors_gw, req)) { /* OPTIONS that is no preflight */
+        lm_resp_header(req, "Allow", p->allow);
+        lm_resp_problem(req, 405, "OPTIONS here is answered only as a CORS preflight");
     }
 }
 
 void gw_cors_routes(lm_router *r, gateway *gw)
 {
-    if (gw->cors.enabled) lm_router_add(r, "OPTIONS", "/auth/token", handle_preflight, gw);
+    if (!gw->cors.enabled) return;
+    cors_gw = gw;
+    for (size_t i = 0; i < sizeof cors_paths / sizeof cors_paths[0]; i++)
+        lm_router_add(r, "OPTIONS", cors_paths[i].path, handle_preflight,
+                      (void *)(uintptr_t)&cors_paths[i]);
 }

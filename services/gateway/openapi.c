@@ -281,6 +281,7 @@ static void handle_openapi(lm_req *req, void *ctx)
 {
     gateway *gw = ctx;
     gw_openapi *o = gw->openapi;
+    gw_cors_actual(gw, req);
     uint64_t now = uv_now(lm_req_loop(req));
     pthread_mutex_lock(&o->mu);
     bool fresh = o->doc && now - o->made_ms < OPENAPI_TTL_MS;

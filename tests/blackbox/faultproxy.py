@@ -205,3 +205,95 @@ class FaultProxy:
             if up is not None:
                 up.writer.close()
             writer.close()
+
+
+class TcpCut:
+    """A byte-level TCP relay to 127.0.0.1:upstream_port for protocols that are not HTTP
+    (Redis's RESP): one client's own network path, which the test can cut.
+
+        t = TcpCut(redis_port)   # listens on t.port
+        t.cut()                  # nothing relayed any more, either way, on every connection,
+                                 # new ones included (taken, never answered): the client's
+                                 # commands time out as behind a broken path
+        t.heal()                 # the cut connections are closed; new ones relay again
+        t.close()
+
+    One thread accepts; each connection has one thread relaying both ways with select()."""
+
+    def __init__(self, upstream_port, upstream_host="127.0.0.1"):
+        self.upstream = (upstream_host, upstream_port)
+        self._lock = threading.Lock()
+        self._cut = False
+        self._conns = []  # [client socket, upstream socket or None]
+        self._closed = False
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self):
+        with self._lock:
+            self._cut = True
+
+    def heal(self):
+        with self._lock:
+            self._cut = False
+            dead, self._conns = self._conns, []
+        for pair in dead:
+            for s in pair:
+                if s is not None:
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def close(self):
+        self._closed = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self.heal()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                c, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(c,), daemon=True).start()
+
+    def _relay(self, c):
+        import select
+        with self._lock:
+            cut = self._cut
+        u = None
+        if not cut:
+            try:
+                u = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                c.close()
+                return
+        pair = [c, u]
+        dead = cut  # once a byte was dropped, this connection's stream is broken for good
+        with self._lock:
+            self._conns.append(pair)
+        try:
+            while True:
+                r, _, _ = select.select([s for s in pair if s is not None], [], [], 0.2)
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    with self._lock:
+                        dead = dead or self._cut
+                    if not dead:
+                        (u if s is c else c).sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for s in pair:
+                if s is not None:
+                    s.close()

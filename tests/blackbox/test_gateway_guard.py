@@ -208,6 +208,48 @@ def test_cors_actual_requests(fleet, creds, rec):
     assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
 
 
+@pytest.mark.parametrize("path, method", [
+    ("/admin/clients", "POST"),
+    ("/admin/clients/reader", "PATCH"),
+    ("/admin/clients/reader", "DELETE"),
+    ("/admin/services", "GET"),
+    ("/openapi.json", "GET"),
+    ("/auth/token", "POST"),
+])
+def test_cors_on_the_gateways_own_paths(fleet, creds, rec, path, method):
+    """Every path a page may call with a credential: preflight answered without one (allowed
+    origin: the headers; other origins: none), actual answers (errors too) readable by an
+    allowed origin only, Vary: Origin on both."""
+    gw = start_gw(fleet, creds, rec, **CORS_ENV)
+    ok = preflight(gw, path, "https://app.example", method)
+    assert ok.status_code == 204, ok.text
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert method in ok.headers["Access-Control-Allow-Methods"].split(",")
+    assert ok.headers["Vary"] == "Origin"
+    evil = preflight(gw, path, "https://evil.example", method)
+    assert evil.status_code == 204 and evil.headers["Vary"] == "Origin"
+    assert not [h for h in evil.headers if h.lower().startswith("access-control-")]
+    if path == "/auth/token":
+        return
+    # the read of each path with a credential, and without one (the error must be readable)
+    read = path if method == "GET" else "/admin/clients"
+    r = gw.api("GET", read, api_key=True, headers={"Origin": "https://app.example"})
+    assert r.status_code == 200, r.text
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Origin" in r.headers["Vary"]
+    if read != "/openapi.json":
+        denied = requests.get(gw.url(read), headers={"Origin": "https://app.example"},
+                              timeout=IO_TIMEOUT)
+        assert denied.status_code == 401
+        assert denied.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = gw.api("GET", read, api_key=True, headers={"Origin": "https://evil.example"})
+    assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
+    assert "Origin" in other.headers["Vary"]
+    # an OPTIONS that is no preflight is refused with the methods the path serves
+    plain = requests.options(gw.url(path), timeout=IO_TIMEOUT)
+    assert plain.status_code == 405 and method in plain.headers["Allow"]
+
+
 def test_cors_any_origin_with_credentials_echoes_the_origin(fleet, creds, rec):
     gw = start_gw(fleet, creds, rec, GATEWAY_CORS_ORIGINS="*", GATEWAY_CORS_CREDENTIALS="true")
     r = preflight(gw, "/api/rec/api/x", "https://anything.example", "GET", None)

@@ -74,8 +74,15 @@ static void test_era_is_shared_and_a_new_file_starts_another(void **state)
     assert_true(e0 == lm_sharedgen_era(b));
     lm_sharedgen_bump(a); /* writes do not move it */
     assert_true(lm_sharedgen_era(b) == e0);
+    /* the fenced era: a new file has nothing to fence; recorded by one, seen by the other */
+    assert_true(lm_sharedgen_fenced(a) == e0);
+    lm_sharedgen_set_fenced(a, e0 + 7);
+    assert_true(lm_sharedgen_fenced(b) == e0 + 7);
+    lm_sharedgen_set_fenced(a, e0);
+    assert_true(lm_sharedgen_fenced(b) == e0);
     lm_sharedgen_bump_era(b);
     assert_true(lm_sharedgen_era(a) == e0 + 1);
+    assert_true(lm_sharedgen_fenced(a) != lm_sharedgen_era(a)); /* a new starter fences */
     lm_sharedgen_close(a);
     lm_sharedgen_close(b);
     unlink(path);
