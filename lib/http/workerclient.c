@@ -12,6 +12,10 @@ struct lm_workerclient {
     lm_client_config cc;
     int n;
     _Atomic(lm_client *) *clients; /* [worker]; set and cleared by that worker */
+    /* held by lm_workerclient_stats while it reads a client and by worker_stop while it
+     * takes its client away, so a reader on another thread never reads one being closed
+     * (the get path stays lock-free: a worker only reads its own) */
+    uv_mutex_t retire;
 };
 
 static void worker_start(lm_worker *w, void *ctx)
@@ -26,13 +30,16 @@ static void worker_stop(lm_worker *w, void *ctx)
     lm_workerclient *wc = ctx;
     int i = lm_worker_index(w);
     if (i >= wc->n) return;
+    uv_mutex_lock(&wc->retire);
     lm_client *c = atomic_exchange(&wc->clients[i], NULL);
+    uv_mutex_unlock(&wc->retire);
     if (c) lm_client_close(c, NULL, NULL);
 }
 
 static void on_stopped(void *ctx)
 {
     lm_workerclient *wc = ctx;
+    uv_mutex_destroy(&wc->retire);
     free(wc->clients);
     free(wc);
 }
@@ -46,6 +53,7 @@ lm_workerclient *lm_workerclient_new(const lm_component_env *env, const lm_clien
         lm_client_config_default(&wc->cc);
     wc->n = env->workers;
     wc->clients = lm_xcalloc((size_t)wc->n, sizeof *wc->clients);
+    if (uv_mutex_init(&wc->retire) != 0) abort();
     wc->comp = (lm_component){
         .ctx = wc, .worker_start = worker_start, .worker_stop = worker_stop, .stopped = on_stopped};
     return wc;
@@ -66,6 +74,7 @@ lm_client *lm_workerclient_get(lm_workerclient *wc, int worker)
 void lm_workerclient_stats(const lm_workerclient *wc, lm_client_stats *t)
 {
     memset(t, 0, sizeof *t);
+    uv_mutex_lock(&((lm_workerclient *)wc)->retire);
     for (int w = 0; w < wc->n; w++) {
         lm_client *c = atomic_load(&((lm_workerclient *)wc)->clients[w]);
         if (!c) continue;
@@ -85,4 +94,5 @@ void lm_workerclient_stats(const lm_workerclient *wc, lm_client_stats *t)
         t->resolves += st.resolves;
         t->resolve_cache_hits += st.resolve_cache_hits;
     }
+    uv_mutex_unlock(&((lm_workerclient *)wc)->retire);
 }

@@ -6,7 +6,8 @@
  * Ownership: the process owns it once its component is installed (the stopped hook frees
  * it). A client from lm_workerclient_get is the worker's; do not keep it past the worker.
  * Threading: lm_workerclient_new on main before the process runs; lm_workerclient_get on the
- * worker's own thread; lm_workerclient_stats from any thread. */
+ * worker's own thread; lm_workerclient_stats from any thread (it holds a lock against a
+ * worker taking its client away meanwhile). */
 #ifndef LM_WORKERCLIENT_H
 #define LM_WORKERCLIENT_H
 
