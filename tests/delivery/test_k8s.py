@@ -111,7 +111,7 @@ def test_objects_carry_the_design(overlay, overlays):
         assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == name
     # the event settings every pod gets (validated at start-up by the test below)
     assert config["EVENT_BROKER_QUEUE_TYPE"] == "classic"
-    assert config["EVENT_RETENTION"] == ("30d" if overlay == "prod" else "7d")
+    assert config["EVENT_RETENTION"] == ("720h" if overlay == "prod" else "168h")
     assert config["EVENT_MAX_ATTEMPTS"] == "5"
     # the broker's definitions: deploy/rabbitmq/definitions.json, which Compose loads, and
     # classic queues, as EVENT_BROKER_QUEUE_TYPE declares them
