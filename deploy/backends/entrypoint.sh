@@ -6,7 +6,8 @@
 #                           /docker-entrypoint-initdb.d/*.sql), then runs postgres as user
 #                           postgres, listening on every address with scram-sha-256
 #   rabbitmq-server         the broker, node rabbit@$(hostname), user $RABBITMQ_DEFAULT_USER
-#                           with $RABBITMQ_DEFAULT_PASS; SIGINT/SIGTERM stop it cleanly
+#                           with $RABBITMQ_DEFAULT_PASS, /etc/rabbitmq/conf.d/*.conf added to
+#                           its configuration; SIGINT/SIGTERM stop it cleanly
 #   anything else           run as given (redis-server …) as user redis when it is a Redis tool
 # The servers are exec'd with setpriv (not runuser, which stays PID 1 as their parent and lets
 # the stop signal go nowhere), so the stop signal reaches them.
@@ -53,6 +54,11 @@ rabbit() {
     echo "default_pass = ${RABBITMQ_DEFAULT_PASS:-guest}"
     echo "log.console = true"
     echo "log.file = false"
+    # fragments such as deploy/rabbitmq/start.sh's load_definitions, as the official image
+    # reads /etc/rabbitmq/conf.d
+    for f in /etc/rabbitmq/conf.d/*.conf; do
+      if [ -e "$f" ]; then cat "$f"; fi
+    done
   } > /etc/rabbitmq/rabbitmq.conf
   chmod 0644 /etc/rabbitmq/rabbitmq.conf
   echo '[].' > /etc/rabbitmq/enabled_plugins

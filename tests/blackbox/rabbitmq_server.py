@@ -54,7 +54,10 @@ def _stop_pid(proc, sig, timeout):
 
 
 class RabbitServer:
-    def __init__(self):
+    def __init__(self, vhost=VHOST, extra_conf=""):
+        """vhost: the one the URL and connect() use; extra_conf: lines added to rabbitmq.conf
+        (test_rabbitmq_definitions.py: load_definitions, whose users replace the default)."""
+        self.vhost = vhost
         self.dir = tempfile.mkdtemp(prefix="lotmesh-rmq-")
         self.port = _free_port()
         self.dist_port = _free_port()
@@ -71,7 +74,7 @@ class RabbitServer:
                     "loopback_users = none\n"
                     # tests fill no disk; the default 50 MB free-disk alarm must not block
                     "disk_free_limit.absolute = 1MB\n"
-                    "vm_memory_high_watermark.relative = 0.8\n")
+                    "vm_memory_high_watermark.relative = 0.8\n" + extra_conf)
         with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
             f.write("[].\n")
         self.epmd = None
@@ -79,7 +82,8 @@ class RabbitServer:
 
     @property
     def url(self):
-        return f"amqp://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{VHOST}"
+        vhost = "%2F" if self.vhost == "/" else self.vhost
+        return f"amqp://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{vhost}"
 
     def env(self):
         d = self.dir
@@ -139,7 +143,7 @@ class RabbitServer:
         """A pika.BlockingConnection to the test vhost."""
         import pika
         params = pika.ConnectionParameters(
-            host="127.0.0.1", port=self.port, virtual_host=VHOST,
+            host="127.0.0.1", port=self.port, virtual_host=self.vhost,
             credentials=pika.PlainCredentials(USER, PASSWORD), socket_timeout=timeout,
             blocked_connection_timeout=timeout, connection_attempts=1, heartbeat=0)
         return pika.BlockingConnection(params)

@@ -16,7 +16,11 @@ first and waits for their health checks, as Docker Compose would, then the rest.
 Drives: up (timed until the gateway answers through to a service), every container healthy by
 its image's HEALTHCHECK, non-root and read-only, the seed's flow through the gateway (token,
 article, batch, list) with the rows in PostgreSQL's per-service databases, Redis holding the
-cache and the gateway's shared limit state, RabbitMQ accepting the configured user, the flow's spans in the
+cache and the gateway's shared limit state, RabbitMQ accepting the configured user, the events
+over RabbitMQ (articles refusing to delete an article with live batches once charge.created
+arrived; with articles stopped, a batch still created from charges' replica, its event
+arriving after articles' restart; the queues, pre-declared by deploy/rabbitmq's definitions,
+left with nothing unacknowledged or dead-lettered), the flow's spans in the
 gateway's trace store (OTLP from every service), one charges container killed (SIGKILL) under
 read load and started again, every instance of charges restarted in turn with SIGTERM (exit 0
 as PID 1), the registry and articles restarted too, then down, leaving no container, volume or
@@ -56,6 +60,9 @@ def derive_compose(port, secret_file):
     # the init script, as the user's file mounts it (relative to deploy/)
     pg_vols = services["postgres"]["volumes"]
     pg_vols[:] = [v.replace("./postgres/", str(DEPLOY / "postgres") + "/", 1) for v in pg_vols]
+    # and RabbitMQ's start script with the definitions it loads at boot
+    mq_vols = services["rabbitmq"]["volumes"]
+    mq_vols[:] = [v.replace("./rabbitmq:", str(DEPLOY / "rabbitmq") + ":", 1) for v in mq_vols]
     for svc in services.values():
         svc.pop("build", None)
         env = svc.get("environment") or {}
@@ -281,6 +288,8 @@ def test_seed_flow_through_the_gateway(system):
         assert r.status_code == 200 and r.json()["charge_nummer"] == charge["charge_nummer"]
     s.charge_id = charge["id"]
     s.article_nr = nr
+    s.article_id = art
+    s.unit_id = unit
 
 
 def psql(s, db, sql):
@@ -317,6 +326,78 @@ def test_the_flow_is_stored_in_postgres_and_redis_and_rabbitmq_is_up(system):
     assert r.returncode == 0, r.stdout + r.stderr
     report["backends"] = {"postgres_databases": sorted(dbs - {"postgres", "template0", "template1"}),
                           "redis_keys": {"cache_db1": keys(1), "rate_limit_db2": keys(2)}}
+
+
+def test_events_reach_the_other_service_over_rabbitmq(system):
+    """The file's EVENT_BROKER_URL at work (issue 11) on the topology the broker loaded at boot
+    (deploy/rabbitmq): articles learns the flow's batch from charge.created and refuses to
+    delete its article (409 naming the live batches); charges knows the article from
+    artikel.created and, with articles stopped, still accepts a batch for it (its replica);
+    the event of that batch waits in articles_api.events and arrives once articles is back;
+    the queues end with nothing unacknowledged and nothing dead-lettered."""
+    s, _ = system
+    art, t0 = s.article_id, time.monotonic()
+
+    def live_batches():
+        return int(psql(s, "articles", "SELECT count(*) FROM charge_seen"
+                                       f" WHERE artikel_id = {int(art)} AND live = 1") or 0)
+
+    def delete_article():
+        return requests.delete(f"{s.url}/api/articles_api/api/v1/article/{art}",
+                               headers=s.headers(), timeout=10)
+
+    wait_until(lambda: live_batches() == 1, 30, "articles learning the batch (charge.created)")
+    report["events"] = {"batch_known_to_articles_s": round(time.monotonic() - t0, 2)}
+    r = delete_article()
+    assert r.status_code == 409, r.text
+    assert "has 1 live batch " in r.json()["detail"], r.text
+    wait_until(lambda: psql(s, "charges", "SELECT count(*) FROM artikel_replica"
+                                          f" WHERE id = {int(art)}") == "1",
+               30, "charges' replica holding the article (artikel.created)")
+    articles = s.containers()["articles"]
+    podman("stop", "-t", "20", articles, timeout=60)
+    try:
+        c = s.post("/api/charges_api/api/v1/charge/create",
+                   {"artikel_id": art, "menge": 3, "einheit_id": s.unit_id,
+                    "herstellungsdatum": "2026-11-25"})
+        assert c.status_code == 201, c.text
+    finally:
+        podman("start", articles)
+    wait_until(lambda: s.healthy(articles), 60, "articles healthy again")
+    wait_until(lambda: live_batches() == 2, 60,
+               "articles learning the batch created while it was stopped")
+    r = delete_article()
+    assert r.status_code == 409 and "has 2 live batches" in r.json()["detail"], r.text
+
+    def queues():
+        out = s.exec("rabbitmq", "rabbitmqctl", "-q", "list_queues", "name", "messages_ready",
+                     "messages_unacknowledged", "consumers").stdout
+        rows = {}
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) == 4 and f[0] != "name":
+                rows[f[0]] = tuple(int(x) for x in f[1:])
+        return rows
+
+    def settled():
+        q = queues()
+        if set(q) != {"articles_api.events", "articles_api.events.dlq",
+                      "charges_api.events", "charges_api.events.dlq"}:
+            return None
+        idle = all(q[n][:2] == (0, 0) for n in q)
+        # articles consumes its queue, both charges instances theirs
+        consuming = q["articles_api.events"][2] == 1 and q["charges_api.events"][2] == 2
+        return q if idle and consuming else None
+
+    last = {}
+    try:
+        q = wait_until(lambda: last.update(q=queues()) or settled(), 30,
+                       "the event queues consumed, acknowledged, nothing dead-lettered", 1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; queues: {last.get('q')}") from None
+    report["events"].update({"queues": {n: dict(zip(("ready", "unacked", "consumers"), v))
+                                        for n, v in q.items()},
+                             "check_s": round(time.monotonic() - t0, 2)})
 
 
 def test_spans_of_every_service_reach_the_gateways_trace_store(system):

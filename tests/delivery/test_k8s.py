@@ -3,6 +3,7 @@ kustomize v4+, or a standalone kustomize) with no deprecated field, and every ob
 kubernetes-models plus a strict unknown-field check (tools/k8s-check.mjs); the rendered
 objects carry what DESIGN 3.9 asks for; broken manifests fail."""
 
+import json
 import shutil
 import subprocess
 import time
@@ -53,7 +54,7 @@ def test_every_overlay_validates(overlays):
     v = check(*(path for path, _ in overlays.values()))
     assert v.returncode == 0, v.stdout + v.stderr
     for path, _ in overlays.values():
-        assert f"{path}: 23 objects checked" in v.stdout, v.stdout
+        assert f"{path}: 24 objects checked" in v.stdout, v.stdout
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -98,7 +99,9 @@ def test_objects_carry_the_design(overlay, overlays):
             "lotmesh-secrets"
         if name != "gateway":
             assert "secretKeyRef" in env["DATABASE_URL"]["valueFrom"]
-            assert "secretKeyRef" in env["EVENT_BROKER_URL"]["valueFrom"]
+            broker = env["EVENT_BROKER_URL"]["valueFrom"]["secretKeyRef"]
+            assert (broker["name"], broker["key"]) == ("lotmesh-secrets", "event-broker-url")
+            assert not broker.get("optional"), broker  # no silent fallback to the feed
         image = c["image"]
         if overlay == "prod":
             assert image.startswith(f"ghcr.io/lotmesh/{name}:") and not image.endswith(":latest")
@@ -106,6 +109,15 @@ def test_objects_carry_the_design(overlay, overlays):
         assert hpa["spec"]["scaleTargetRef"]["name"] == name
         pdb = by[("PodDisruptionBudget", name)]
         assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == name
+    # the event settings every pod gets (validated at start-up by the test below)
+    assert config["EVENT_BROKER_QUEUE_TYPE"] == "classic"
+    assert config["EVENT_RETENTION"] == ("720h" if overlay == "prod" else "168h")
+    assert config["EVENT_MAX_ATTEMPTS"] == "5"
+    # the broker's definitions: deploy/rabbitmq/definitions.json, which Compose loads, and
+    # classic queues, as EVENT_BROKER_QUEUE_TYPE declares them
+    defs = json.loads(by[("ConfigMap", "lotmesh-rabbitmq-definitions")]["data"]["definitions.json"])
+    assert defs == json.loads((DEPLOY / "rabbitmq" / "definitions.json").read_text())
+    assert not [q for q in defs["queues"] if "x-queue-type" in q["arguments"]]
     # clients balance over pod addresses: the services the gateway and charges call are headless
     for svc in ("articles-api", "charges-api"):
         assert by[("Service", svc)]["spec"]["clusterIP"] == "None"
@@ -188,7 +200,8 @@ def test_each_process_starts_with_its_pods_configuration(overlay, overlays):
     images` built, without a network: its configuration is accepted (a bad value is one line at
     start-up and exit 2) and it gets to listening, the backends being unreachable."""
     _, objs = overlays[overlay]
-    config = next(o for o in objs if o["kind"] == "ConfigMap")["data"]
+    config = next(o for o in objs if o["kind"] == "ConfigMap"
+                  and o["metadata"]["name"] == "lotmesh-config")["data"]
     secrets = {"service-token": "k8s-test-" + uuid.uuid4().hex + uuid.uuid4().hex,
                "articles-database-url": "sqlite:/data/articles.db",
                "charges-database-url": "sqlite:/data/charges.db",
