@@ -5,7 +5,7 @@ BUILD     := build/release
 ASAN      := build/asan
 TSAN      := build/tsan
 FUZZ      := build/fuzz
-FUZZ_SECS ?= 20
+FUZZ_SECS ?= 8
 
 .PHONY: all deps build asan tsan-build tsan chaos run test unit blackbox alerts fuzz fuzz-long images delivery bench bench-services bench-gateway bench-edge bench-events bench-events-amqp format lint clean
 
