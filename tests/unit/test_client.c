@@ -507,6 +507,21 @@ static lm_client_req *get(lm_client *c, int port, const char *path, result *r)
     return q;
 }
 
+/* A POST of body (a C string) to path. */
+static lm_client_req *post(lm_client *c, int port, const char *path, const char *body, result *r)
+{
+    lm_client_req *q = lm_client_send(c, &(lm_client_opts){.method = "POST",
+                                                           .host = "127.0.0.1",
+                                                           .port = port,
+                                                           .path = path,
+                                                           .body = body,
+                                                           .body_len = strlen(body),
+                                                           .on_done = on_done_rec,
+                                                           .ud = r});
+    assert_non_null(q);
+    return q;
+}
+
 /* A POST to /echo whose body is streamed: length bytes, or chunked when length is -1. */
 static lm_client_req *stream_post(lm_client *c, int64_t length, result *r)
 {
@@ -1476,14 +1491,7 @@ static void test_stale_connection_retried(void **state)
     assert_int_equal(s.accepted, 2);
 
     /* POST is not idempotent: not retried */
-    lm_client_send(c, &(lm_client_opts){.method = "POST",
-                                        .host = "127.0.0.1",
-                                        .port = s.port,
-                                        .path = "/",
-                                        .body = "x",
-                                        .body_len = 1,
-                                        .on_done = on_done_rec,
-                                        .ud = &p});
+    post(c, s.port, "/", "x", &p);
     RUN_UNTIL(p.done, 2000);
     assert_int_equal(p.err, LM_CLIENT_ERR_CLOSED);
     assert_int_equal(S(c).retries, 1);
@@ -1535,14 +1543,7 @@ static void test_408_request_sent_again_whatever_its_method(void **state)
     RUN_UNTIL(a.done && S(c).conns_idle == 1, 2000);
     /* a POST on the pooled connection: the 408 says it was not taken, so it goes again on a
      * fresh connection, where it is answered */
-    lm_client_send(c, &(lm_client_opts){.method = "POST",
-                                        .host = "127.0.0.1",
-                                        .port = s.port,
-                                        .path = "/",
-                                        .body = "x",
-                                        .body_len = 1,
-                                        .on_done = on_done_rec,
-                                        .ud = &p});
+    post(c, s.port, "/", "x", &p);
     RUN_UNTIL(p.done, 2000);
     assert_int_equal(p.err, LM_CLIENT_OK);
     assert_int_equal(p.status, 200);
