@@ -183,6 +183,13 @@ int lm_db_step(lm_db_st *st)
 {
     return st->be->step(st);
 }
+int lm_db_send(lm_db_st *st)
+{
+    if (st->be->send) return st->be->send(st);
+    int rc = st->be->step(st);
+    st->be->reset(st);
+    return rc == LM_DB_DONE || rc == LM_DB_ROW ? 0 : rc;
+}
 void lm_db_reset(lm_db_st *st)
 {
     st->be->reset(st);

@@ -127,6 +127,15 @@ void lm_db_bind_null(lm_db_st *st, int idx);
 int lm_db_param_index(lm_db_st *st, const char *name);
 /* Executes (first call) or advances: LM_DB_ROW, LM_DB_DONE or an error (LM_DB_E_*, EIO). */
 int lm_db_step(lm_db_st *st);
+/* Executes st, a statement whose rows the job does not read and whose failure no job
+ * expects (an event's outbox row, a replica's upsert, a lock): in the PostgreSQL writer's
+ * transaction it is sent without waiting, and its answer is read with the next statement
+ * whose answer a job needs, or with the COMMIT; should it fail, the whole batch rolls back
+ * and no job of it is acknowledged (LM_DB_EIO, as for a failed COMMIT). Elsewhere (SQLite,
+ * reads) it runs at once. Returns 0, or an error known now (LM_DB_E_*, LM_DB_EIO); st is
+ * reset either way. For a statement whose failure a job handles (a unique key it reports
+ * as a conflict), use lm_db_step. */
+int lm_db_send(lm_db_st *st);
 /* Ends the current execution; bindings stay. */
 void lm_db_reset(lm_db_st *st);
 int lm_db_col_type(lm_db_st *st, int i);

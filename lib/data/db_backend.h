@@ -61,6 +61,8 @@ struct lm_db_backend {
     void (*bind_null)(lm_db_st *st, int idx);
     int (*param_index)(lm_db_st *st, const char *name);
     int (*step)(lm_db_st *st);
+    /* Optional (NULL: step and reset): lm_db_send. */
+    int (*send)(lm_db_st *st);
     void (*reset)(lm_db_st *st);
     int (*col_type)(lm_db_st *st, int i);
     long long (*col_int)(lm_db_st *st, int i);

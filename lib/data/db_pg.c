@@ -236,7 +236,8 @@ static PGresult *sync_point(pg_conn *p, bool last)
             res = r;
             continue;
         }
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
             if (!p->poisoned)
                 set_err(p, PQresultStatus(r) == PGRES_FATAL_ERROR ? PQresultErrorMessage(r)
                                                                   : "transaction was aborted");
@@ -580,6 +581,8 @@ static int classify(PGresult *r)
     return LM_DB_EIO;
 }
 
+static void pg_reset(lm_db_st *st);
+
 static int pg_step(lm_db_st *st)
 {
     pg_st *s = ST(st);
@@ -626,6 +629,30 @@ static int pg_step(lm_db_st *st)
         return rc;
     }
     }
+}
+
+/* lm_db_send: in the writer's transaction the statement is deferred like transaction
+ * control (its parameters are copied into libpq's output buffer at once); a failure poisons
+ * the transaction (sync_point), so the batch rolls back and nothing of it is acknowledged. */
+static int pg_send(lm_db_st *st)
+{
+    pg_st *s = ST(st);
+    pg_conn *p = PG(st->conn);
+    if (!p->pipeline) {
+        int rc = pg_step(st);
+        pg_reset(st);
+        return rc == LM_DB_DONE || rc == LM_DB_ROW ? 0 : rc;
+    }
+    if (p->lost || p->poisoned) return LM_DB_EIO;
+    lm_db_count_statement(st->conn);
+    if (!PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL,
+                             0)) {
+        set_err(p, PQerrorMessage(p->h));
+        p->lost = true;
+        return LM_DB_EIO;
+    }
+    p->n_deferred++;
+    return 0;
 }
 
 static void pg_reset(lm_db_st *st)
@@ -769,9 +796,7 @@ static bool pg_notify(lm_db_conn *c, const char *note)
     lm_db_st *st = lm_db_stmt(c, "SELECT pg_notify('" CHANNEL "', ?)");
     if (!st) return false;
     lm_db_bind_text(st, 1, payload, -1);
-    int rc = lm_db_step(st);
-    lm_db_reset(st);
-    return rc == LM_DB_ROW || rc == LM_DB_DONE;
+    return lm_db_send(st) == 0;
 }
 
 static void *pg_watch_start(lm_db *db, const char *url, const lm_db_opts *o, lm_db_changed fn,
@@ -812,6 +837,7 @@ const lm_db_backend lm_db_pg_backend = {
     .bind_null = pg_bind_null,
     .param_index = pg_param_index,
     .step = pg_step,
+    .send = pg_send,
     .reset = pg_reset,
     .col_type = pg_col_type,
     .col_int = pg_col_int,

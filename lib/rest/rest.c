@@ -752,10 +752,7 @@ int lm_rest_outbox_append(lm_db_conn *c, const char *type, long long subject, lo
 {
     if (strcmp(lm_db_conn_backend_name(c), "postgresql") == 0) {
         lm_db_st *lk = lm_db_stmt(c, "SELECT pg_advisory_xact_lock(7100311)");
-        if (!lk) return LM_DB_EIO;
-        int rc = lm_db_step(lk);
-        lm_db_reset(lk);
-        if (rc != LM_DB_ROW) return LM_DB_EIO;
+        if (!lk || lm_db_send(lk) != 0) return LM_DB_EIO;
     }
     uint8_t raw[16];
     char id[33];
@@ -776,9 +773,7 @@ int lm_rest_outbox_append(lm_db_conn *c, const char *type, long long subject, lo
     else
         lm_db_bind_null(st, 6);
     lm_db_bind_text(st, 7, data, -1);
-    int rc = lm_db_step(st);
-    lm_db_reset(st);
-    return rc == LM_DB_DONE ? 0 : LM_DB_EIO;
+    return lm_db_send(st) == 0 ? 0 : LM_DB_EIO;
 }
 
 static int after_write(lm_db_conn *c, lm_rest_op *op, lm_rest_change what)

@@ -73,10 +73,19 @@ static const lm_rest_col columns[] = {
     {.name = "erstellt_am", .flags = LM_COL_CREATED},
     {.name = "geaendert_am", .flags = LM_COL_CHANGED},
 };
+/* The yearly series (nummernkreis): naechste is the next number to hand out; hand_max is at
+ * least every number of the series' own form (CH-YYYY-NNNNNN) that was typed in by hand, so
+ * a generated number above it is free without looking (one statement, one round trip per
+ * create), and one at or below it is checked against the batches. */
 static const char SQL_NEXT_NUMBER[] =
     "INSERT INTO nummernkreis (jahr, naechste) VALUES (?1, 2) ON CONFLICT(jahr)"
-    " DO UPDATE SET naechste = nummernkreis.naechste + 1 RETURNING naechste - 1";
+    " DO UPDATE SET naechste = nummernkreis.naechste + 1 RETURNING naechste - 1, hand_max";
 static const char SQL_NUMBER_USED[] = "SELECT 1 FROM charge WHERE charge_nummer = ?";
+static const char SQL_HAND_TYPED[] =
+    "INSERT INTO nummernkreis (jahr, naechste, hand_max) VALUES (?1, 1, ?2) ON CONFLICT(jahr)"
+    " DO UPDATE SET hand_max = CASE WHEN nummernkreis.hand_max < excluded.hand_max"
+    " THEN excluded.hand_max ELSE nummernkreis.hand_max END";
+#define NUMBER_FORMAT "CH-%04d-%06lld"
 
 /* The domain part of an op: the batch being written and its references. */
 typedef struct charge_op {
@@ -165,9 +174,10 @@ static int next_number(lm_db_conn *c, char *out, size_t outlen)
         if (!st) return LM_DB_EIO;
         lm_db_bind_int(st, 1, tm.tm_year + 1900);
         if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
-        long long n = lm_db_col_int(st, 0);
+        long long n = lm_db_col_int(st, 0), hand_max = lm_db_col_int(st, 1);
         lm_db_reset(st);
-        snprintf(out, outlen, "CH-%04d-%06lld", tm.tm_year + 1900, n);
+        snprintf(out, outlen, NUMBER_FORMAT, tm.tm_year + 1900, n);
+        if (n > hand_max) return 0;
         st = lm_db_stmt(c, SQL_NUMBER_USED); /* a number typed in by hand may be taken */
         if (!st) return LM_DB_EIO;
         lm_db_bind_text(st, 1, out, -1);
@@ -177,6 +187,33 @@ static int next_number(lm_db_conn *c, char *out, size_t outlen)
         if (rc != LM_DB_ROW) return LM_DB_EIO;
     }
     return LM_DB_EIO;
+}
+
+/* A number written by hand that has the series' own form (the text NUMBER_FORMAT would make
+ * of its year and number) raises that year's hand_max, so the series checks before handing
+ * it out. Sent without waiting: it changes no answer of this job. */
+static int note_hand_typed(lm_db_conn *c, const char *nr)
+{
+    int year = 0;
+    long long n = 0;
+    size_t len = nr ? strlen(nr) : 0;
+    if (len < 14 || len > 26 || strncmp(nr, "CH-", 3) != 0 || nr[7] != '-') return 0;
+    for (size_t i = 3; i < len; i++) {
+        if (i == 7) continue;
+        if (nr[i] < '0' || nr[i] > '9') return 0;
+        if (i < 7)
+            year = year * 10 + (nr[i] - '0');
+        else
+            n = n * 10 + (nr[i] - '0');
+    }
+    char canon[48];
+    snprintf(canon, sizeof canon, NUMBER_FORMAT, year, n);
+    if (strcmp(canon, nr) != 0) return 0; /* 0-padded otherwise: never generated */
+    lm_db_st *st = lm_db_stmt(c, SQL_HAND_TYPED);
+    if (!st) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, year);
+    lm_db_bind_int(st, 2, n);
+    return lm_db_send(st) == 0 ? 0 : LM_DB_EIO;
 }
 
 /* ---- jobs ------------------------------------------------------------------------------ */
@@ -212,10 +249,14 @@ static int before_write(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t
                         no_mhd ? json_null() : json_integer(mhd));
     int rc = charges_refs_remember(c, &co->refs);
     if (rc) return rc;
-    if (!cur && !json_object_get(next, "charge_nummer")) {
-        char nr[32];
-        if ((rc = next_number(c, nr, sizeof nr))) return rc;
-        json_object_set_new(next, "charge_nummer", json_string(nr));
+    const char *nr = json_string_value(json_object_get(next, "charge_nummer"));
+    if (!nr) { /* a create without a number */
+        char gen[48];
+        if ((rc = next_number(c, gen, sizeof gen))) return rc;
+        json_object_set_new(next, "charge_nummer", json_string(gen));
+    } else if (!cur || !lm_json_str(cur, "charge_nummer") ||
+               strcmp(nr, lm_json_str(cur, "charge_nummer")) != 0) {
+        if ((rc = note_hand_typed(c, nr))) return rc;
     }
     return 0;
 }

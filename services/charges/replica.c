@@ -31,9 +31,7 @@ int charges_replica_put_article(lm_db_conn *c, long long id, const char *artikel
         lm_db_bind_null(st, 4);
     lm_db_bind_text(st, 5, status, -1);
     lm_db_bind_int(st, 6, seen_ms);
-    int rc = lm_db_step(st);
-    lm_db_reset(st);
-    return rc == LM_DB_DONE ? 0 : LM_DB_EIO;
+    return lm_db_send(st) == 0 ? 0 : LM_DB_EIO;
 }
 
 int charges_replica_put_unit(lm_db_conn *c, long long id, const char *kuerzel, int64_t seen_ms)
@@ -46,9 +44,7 @@ int charges_replica_put_unit(lm_db_conn *c, long long id, const char *kuerzel, i
     lm_db_bind_int(st, 1, id);
     lm_db_bind_text(st, 2, kuerzel, -1);
     lm_db_bind_int(st, 3, seen_ms);
-    int rc = lm_db_step(st);
-    lm_db_reset(st);
-    return rc == LM_DB_DONE ? 0 : LM_DB_EIO;
+    return lm_db_send(st) == 0 ? 0 : LM_DB_EIO;
 }
 
 static int replica_article(lm_db_conn *c, const lm_envelope *ev, json_t *d)

@@ -80,6 +80,14 @@ static const char *const charges_migrations_sqlite[] = {
     " 'mindesthaltbarkeitsdatum', mindesthaltbarkeitsdatum, 'charge_nummer', charge_nummer,"
     " 'status', status, 'bemerkungen', bemerkungen, 'erstellt_am', erstellt_am,"
     " 'geaendert_am', geaendert_am) FROM charge ORDER BY id;",
+    /* 4: the series' hand_max (charge.c): at least every number of the form CH-YYYY-N…
+     * already written, so a generated number above it needs no look-up */
+    "ALTER TABLE nummernkreis ADD COLUMN hand_max INTEGER NOT NULL DEFAULT 0;"
+    "INSERT INTO nummernkreis (jahr, naechste, hand_max)"
+    " SELECT CAST(substr(charge_nummer, 4, 4) AS INTEGER), 1,"
+    " max(CAST(substr(charge_nummer, 9) AS INTEGER)) FROM charge"
+    " WHERE charge_nummer GLOB 'CH-[0-9][0-9][0-9][0-9]-[0-9]*' AND length(charge_nummer) <= 26"
+    " GROUP BY 1 ON CONFLICT(jahr) DO UPDATE SET hand_max = excluded.hand_max;",
 };
 
 /* PostgreSQL: the same tables; identity ids are never reused. */
@@ -123,6 +131,12 @@ static const char *const charges_migrations_pg[] = {
     " mindesthaltbarkeitsdatum, 'charge_nummer', charge_nummer, 'status', status,"
     " 'bemerkungen', bemerkungen, 'erstellt_am', erstellt_am, 'geaendert_am',"
     " geaendert_am)::text FROM charge ORDER BY id;",
+    /* 3: as SQLite's 4 */
+    "ALTER TABLE nummernkreis ADD COLUMN hand_max bigint NOT NULL DEFAULT 0;"
+    "INSERT INTO nummernkreis (jahr, naechste, hand_max)"
+    " SELECT substr(charge_nummer, 4, 4)::bigint, 1, max(substr(charge_nummer, 9)::bigint)"
+    " FROM charge WHERE charge_nummer ~ '^CH-[0-9]{4}-[0-9]{1,18}$'"
+    " GROUP BY 1 ON CONFLICT(jahr) DO UPDATE SET hand_max = excluded.hand_max;",
 };
 
 const lm_db_migrations charges_migrations = {

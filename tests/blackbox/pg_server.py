@@ -173,6 +173,27 @@ def query(url, sql, params=()):
         con.close()
 
 
+def execute(url, script):
+    """Runs script (statements separated by ';', in one transaction) on the database url
+    names, as an operator's tool would: a SQLite file or PostgreSQL."""
+    if url.startswith("postgres"):
+        import psycopg2
+        con = psycopg2.connect(url, connect_timeout=5)
+        try:
+            with con, con.cursor() as cur:
+                cur.execute(script)
+        finally:
+            con.close()
+        return
+    import sqlite3
+    path = url[len("sqlite:"):] if url.startswith("sqlite:") else url
+    con = sqlite3.connect(path, isolation_level=None, timeout=5)
+    try:
+        con.executescript("BEGIN;" + script + ";COMMIT;")
+    finally:
+        con.close()
+
+
 if __name__ == "__main__":
     # bench/: python3 pg_server.py serve PORTFILE DB... — starts a server, creates the
     # databases, writes the port to PORTFILE, runs until SIGTERM/SIGINT, then stops it.

@@ -370,6 +370,19 @@ def test_generated_numbers_follow_the_yearly_series_and_skip_taken_ones(stack):
     assert c["charge_nummer"] == f"CH-{YEAR}-{n + 3:06d}"
 
 
+def test_a_number_of_the_series_given_by_patch_is_skipped_too(stack):
+    art = stack.article()
+    a = stack.charge(art)
+    n = int(NUMBER.match(a["charge_nummer"]).group(1))
+    other = stack.charge(art, charge_nummer=unique("HAND-"))
+    r = stack.patch(other["id"], {"charge_nummer": f"CH-{YEAR}-{n + 2:06d}"})
+    assert r.status_code == 200, r.text
+    # the same number with another padding is another text: it takes nothing of the series
+    stack.charge(art, charge_nummer=f"CH-{YEAR}-0{n + 3:06d}")
+    assert stack.charge(art)["charge_nummer"] == f"CH-{YEAR}-{n + 1:06d}"
+    assert stack.charge(art)["charge_nummer"] == f"CH-{YEAR}-{n + 3:06d}"
+
+
 def test_concurrent_creates_get_distinct_consecutive_numbers(stack):
     art = stack.article()
     results, barrier = [], threading.Barrier(8)
@@ -1505,7 +1518,8 @@ def test_a_version_1_database_is_migrated_with_its_batches(start_process, tmp_pa
                          "DROP TABLE outbox; DROP TABLE event_meta; DROP TABLE event_inbox;"
                          "DROP TABLE event_version; DROP TABLE event_checkpoint;"
                          "DROP TABLE event_dead; DELETE FROM sqlite_sequence WHERE name IN"
-                         " ('outbox', 'event_dead'); COMMIT;")
+                         " ('outbox', 'event_dead');"
+                         "ALTER TABLE nummernkreis DROP COLUMN hand_max; COMMIT;")
         assert "AUTOINCREMENT" not in db.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'charge'").fetchone()[0]
     finally:
@@ -1516,6 +1530,30 @@ def test_a_version_1_database_is_migrated_with_its_batches(start_process, tmp_pa
     newest = before[-1]
     assert stack.charges.request("DELETE", charge_path(newest["id"])).status_code == 204
     assert stack.charge(art)["id"] > newest["id"]
+
+
+def test_numbers_typed_by_hand_before_the_series_learned_of_them_are_skipped(start_process,
+                                                                            tmp_path):
+    """The migration that adds the series' hand_max (SQLite 4, PostgreSQL 3) finds the
+    numbers of the series' form already written, so the series still skips them."""
+    aport = free_port()
+    a_env, c_env = Stack.envs(tmp_path, aport)
+    stack = Stack(start_process("articles", a_env, port=aport), start_process("charges", c_env),
+                  a_env, c_env)
+    art = stack.article()
+    n = int(NUMBER.match(stack.charge(art)["charge_nummer"]).group(1))
+    stack.charge(art, charge_nummer=f"CH-{YEAR}-{n + 2:06d}")
+    stack.charge(art, charge_nummer=f"CH-{YEAR + 1}-000001")
+    url = stack.charges.env["DATABASE_URL"]
+    stack.charges.terminate()
+    before = 3 if url.startswith("postgres") else 4
+    pg_server.execute(url, "ALTER TABLE nummernkreis DROP COLUMN hand_max;"
+                           f"DELETE FROM schema_migrations WHERE version >= {before}")
+    stack.charges = start_process("charges", {**c_env, "DATABASE_URL": url})
+    assert [stack.charge(art)["charge_nummer"] for _ in range(2)] == \
+        [f"CH-{YEAR}-{n + 1:06d}", f"CH-{YEAR}-{n + 3:06d}"]
+    assert pg_server.query(url, "SELECT hand_max FROM nummernkreis WHERE jahr = ?",
+                           (YEAR + 1,)) == [(1,)]
 
 
 # ---- configuration ----------------------------------------------------------------------------
