@@ -190,6 +190,10 @@ int lm_db_send(lm_db_st *st)
     st->be->reset(st);
     return rc == LM_DB_DONE || rc == LM_DB_ROW ? 0 : rc;
 }
+int lm_db_lock(lm_db_conn *c, long long key)
+{
+    return c->be->lock ? c->be->lock(c, key) : 0;
+}
 void lm_db_reset(lm_db_st *st)
 {
     st->be->reset(st);

@@ -136,6 +136,12 @@ int lm_db_step(lm_db_st *st);
  * reset either way. For a statement whose failure a job handles (a unique key it reports
  * as a conflict), use lm_db_step. */
 int lm_db_send(lm_db_st *st);
+/* In a write job: holds the lock named key until the transaction ends, so writers of other
+ * processes that take it too commit one after the other (the outbox's sequence order).
+ * PostgreSQL: pg_advisory_xact_lock(key), sent without waiting (as lm_db_send), once per
+ * transaction while it is held; SQLite: nothing, one writer holds the whole file. 0 or
+ * LM_DB_EIO. */
+int lm_db_lock(lm_db_conn *conn, long long key);
 /* Ends the current execution; bindings stay. */
 void lm_db_reset(lm_db_st *st);
 int lm_db_col_type(lm_db_st *st, int i);

@@ -63,6 +63,8 @@ struct lm_db_backend {
     int (*step)(lm_db_st *st);
     /* Optional (NULL: step and reset): lm_db_send. */
     int (*send)(lm_db_st *st);
+    /* Optional (NULL: nothing to do): lm_db_lock. */
+    int (*lock)(lm_db_conn *c, long long key);
     void (*reset)(lm_db_st *st);
     int (*col_type)(lm_db_st *st, int i);
     long long (*col_int)(lm_db_st *st, int i);

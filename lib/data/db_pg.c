@@ -66,6 +66,10 @@ typedef struct pg_conn {
     bool poisoned;    /* a deferred command failed: the transaction cannot commit */
     bool stmt_failed; /* a statement failed since the last SAVEPOINT */
     bool lost;        /* the answers went out of step: the connection is unusable */
+    /* lm_db_lock: the key asked for in this transaction, and by whom: 0 nobody, 1 the
+     * current job (gone with its ROLLBACK TO), 2 the transaction (a job released) */
+    long long lock_key;
+    int lock_held;
 } pg_conn;
 
 static pg_conn *PG(lm_db_conn *c)
@@ -348,6 +352,18 @@ static bool commit(pg_conn *p, bool notify)
 static bool pg_tx(lm_db_conn *c, lm_db_tx what)
 {
     pg_conn *p = PG(c);
+    switch (what) { /* a lock taken in a savepoint that is rolled back is released */
+    case LM_DB_TX_RELEASE:
+        if (p->lock_held == 1 && !p->stmt_failed) p->lock_held = 2;
+        break;
+    case LM_DB_TX_ROLLBACK_TO:
+        if (p->lock_held == 1) p->lock_held = 0;
+        break;
+    case LM_DB_TX_SAVEPOINT:
+        break;
+    default: /* the transaction begins or ends */
+        p->lock_held = 0;
+    }
     switch (what) {
     case LM_DB_TX_BEGIN_WRITE:
         /* the writer's transactions run in pipeline mode (above) */
@@ -655,6 +671,21 @@ static int pg_send(lm_db_st *st)
     return 0;
 }
 
+static int pg_lock(lm_db_conn *c, long long key)
+{
+    pg_conn *p = PG(c);
+    if (p->pipeline && p->lock_held && p->lock_key == key) return 0;
+    lm_db_st *st = lm_db_stmt(c, "SELECT pg_advisory_xact_lock(?)");
+    if (!st) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, key);
+    if (pg_send(st) != 0) return LM_DB_EIO;
+    if (p->pipeline) {
+        p->lock_key = key;
+        p->lock_held = 1;
+    }
+    return 0;
+}
+
 static void pg_reset(lm_db_st *st)
 {
     PQclear(ST(st)->res);
@@ -838,6 +869,7 @@ const lm_db_backend lm_db_pg_backend = {
     .param_index = pg_param_index,
     .step = pg_step,
     .send = pg_send,
+    .lock = pg_lock,
     .reset = pg_reset,
     .col_type = pg_col_type,
     .col_int = pg_col_int,

@@ -81,17 +81,29 @@ int lm_outbox_pruned_through(lm_db_conn *c, long long *seq)
     return rc == LM_DB_ROW || rc == LM_DB_DONE ? 0 : LM_DB_EIO;
 }
 
-int lm_outbox_mark_published(lm_db_conn *c, const long long *seqs, size_t n, long long now_ms)
+static int cmp_seq(const void *a, const void *b)
 {
-    lm_db_st *st = lm_db_stmt(c, "UPDATE outbox SET published_at = ? WHERE seq = ?"
-                                 " AND published_at IS NULL");
-    if (!st) return LM_DB_EIO;
-    for (size_t i = 0; i < n; i++) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+int lm_outbox_mark_published(lm_db_conn *c, long long *seqs, size_t n, long long now_ms)
+{
+    /* one statement per run of consecutive sequences (confirms come in any order, mostly
+     * as runs), none waiting for its answer */
+    qsort(seqs, n, sizeof *seqs, cmp_seq);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && seqs[j] <= seqs[j - 1] + 1)
+            j++;
+        lm_db_st *st = lm_db_stmt(c, "UPDATE outbox SET published_at = ?"
+                                     " WHERE seq BETWEEN ? AND ? AND published_at IS NULL");
+        if (!st) return LM_DB_EIO;
         lm_db_bind_int(st, 1, now_ms);
         lm_db_bind_int(st, 2, seqs[i]);
-        int rc = lm_db_step(st);
-        lm_db_reset(st);
-        if (rc != LM_DB_DONE) return LM_DB_EIO;
+        lm_db_bind_int(st, 3, seqs[j - 1]);
+        if (lm_db_send(st) != 0) return LM_DB_EIO;
+        i = j;
     }
     return 0;
 }

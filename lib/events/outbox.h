@@ -23,8 +23,8 @@ int lm_outbox_read(lm_db_conn *c, const char *source, long long after, int limit
 /* The highest sequence retention removed (0: none). 0 or LM_DB_EIO. */
 int lm_outbox_pruned_through(lm_db_conn *c, long long *seq);
 
-/* Marks sequences published at now_ms (a write job). 0 or LM_DB_EIO. */
-int lm_outbox_mark_published(lm_db_conn *c, const long long *seqs, size_t n, long long now_ms);
+/* Marks sequences published at now_ms (a write job); sorts seqs in place. 0 or LM_DB_EIO. */
+int lm_outbox_mark_published(lm_db_conn *c, long long *seqs, size_t n, long long now_ms);
 
 /* Removes the oldest published rows whose publication is older than cutoff_ms — only a
  * prefix of the outbox, so "pruned through N" means every sequence <= N is gone — and

@@ -750,10 +750,7 @@ int lm_rest_conflict(lm_rest_op *op, const json_t *body)
 int lm_rest_outbox_append(lm_db_conn *c, const char *type, long long subject, long long version,
                           const char *data, const char *traceparent)
 {
-    if (strcmp(lm_db_conn_backend_name(c), "postgresql") == 0) {
-        lm_db_st *lk = lm_db_stmt(c, "SELECT pg_advisory_xact_lock(7100311)");
-        if (!lk || lm_db_send(lk) != 0) return LM_DB_EIO;
-    }
+    if (lm_db_lock(c, 7100311) != 0) return LM_DB_EIO; /* sequences commit in order */
     uint8_t raw[16];
     char id[33];
     lm_trace_random_bytes(raw, sizeof raw);
