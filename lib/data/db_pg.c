@@ -70,6 +70,7 @@ typedef struct pg_conn {
      * current job (gone with its ROLLBACK TO), 2 the transaction (a job released) */
     long long lock_key;
     int lock_held;
+    bool tx_prepared; /* TX_SQL is prepared on it (the writer's) */
 } pg_conn;
 
 static pg_conn *PG(lm_db_conn *c)
@@ -120,6 +121,8 @@ static bool pg_broken(lm_db_conn *c)
     return PG(c)->lost || PQstatus(PG(c)->h) == CONNECTION_BAD;
 }
 
+static bool prepare_tx(PGconn *h);
+
 static lm_db_conn *pg_connect(const char *url, const lm_db_opts *o, bool writer, char *err,
                               size_t errlen)
 {
@@ -156,6 +159,7 @@ static lm_db_conn *pg_connect(const char *url, const lm_db_opts *o, bool writer,
     pg_conn *p = lm_xcalloc(1, sizeof *p);
     p->base.be = &lm_db_pg_backend;
     p->h = h;
+    p->tx_prepared = writer && prepare_tx(h); /* else each is parsed: slower, as correct */
     return &p->base;
 }
 
@@ -202,11 +206,43 @@ static PGresult *next_result(pg_conn *p)
     return r;
 }
 
+/* The writer's transaction control, prepared once per connection (pg_connect), so the
+ * server does not parse it again for every job. */
+static const char *const TX_SQL[] = {"BEGIN", "SAVEPOINT job", "RELEASE SAVEPOINT job",
+                                     "ROLLBACK TO SAVEPOINT job", "COMMIT"};
+#define N_TX_SQL (sizeof TX_SQL / sizeof TX_SQL[0])
+
+static bool prepare_tx(PGconn *h)
+{
+    for (size_t i = 0; i < N_TX_SQL; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "lm_tx%zu", i);
+        PGresult *r = PQprepare(h, name, TX_SQL[i], 0, NULL);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) return false;
+    }
+    return true;
+}
+
+/* Queues sql (no parameters) in the pipeline: a prepared one when it is transaction control. */
+static int send_command(pg_conn *p, const char *sql)
+{
+    if (p->tx_prepared)
+        for (size_t i = 0; i < N_TX_SQL; i++)
+            if (!strcmp(sql, TX_SQL[i])) {
+                char name[16];
+                snprintf(name, sizeof name, "lm_tx%zu", i);
+                return PQsendQueryPrepared(p->h, name, 0, NULL, NULL, NULL, 0);
+            }
+    return PQsendQueryParams(p->h, sql, 0, NULL, NULL, NULL, NULL, 0);
+}
+
 /* Sends a command without waiting for its answer (read at the next sync point). */
 static bool defer(pg_conn *p, const char *sql)
 {
     lm_db_count_statement(&p->base);
-    if (!PQsendQueryParams(p->h, sql, 0, NULL, NULL, NULL, NULL, 0)) {
+    if (!send_command(p, sql)) {
         set_err(p, PQerrorMessage(p->h));
         p->lost = true;
         return false;
@@ -265,7 +301,7 @@ static PGresult *sync_point(pg_conn *p, bool last)
 static PGresult *pipeline_exec(pg_conn *p, const char *sql)
 {
     lm_db_count_statement(&p->base);
-    if (!PQsendQueryParams(p->h, sql, 0, NULL, NULL, NULL, NULL, 0)) {
+    if (!send_command(p, sql)) {
         set_err(p, PQerrorMessage(p->h));
         p->lost = true;
         return NULL;
