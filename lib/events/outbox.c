@@ -6,11 +6,10 @@
 
 #include "timefmt.h"
 
-static const char SQL_ALL[] = "SELECT seq, event_id, type, subject, aggregateversion, time,"
-                              " traceparent, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?";
-static const char SQL_UNPUB[] =
-    "SELECT seq, event_id, type, subject, aggregateversion, time, traceparent, data FROM outbox"
-    " WHERE published_at IS NULL AND seq > ? ORDER BY seq LIMIT ?";
+static const char SQL_READ[] = "SELECT seq, event_id, type, subject, aggregateversion, time,"
+                               " traceparent, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?";
+/* the relay's watermark: every sequence up to it is published */
+#define PUBLISHED_THROUGH "(SELECT coalesce(max(v), 0) FROM event_meta WHERE k = 'published_through')"
 
 static char *ob_dup(const char *s)
 {
@@ -18,11 +17,11 @@ static char *ob_dup(const char *s)
 }
 
 int lm_outbox_read(lm_db_conn *c, const char *source, long long after, int limit,
-                   bool unpublished_only, lm_envelope **out, size_t *n)
+                   lm_envelope **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    lm_db_st *st = lm_db_stmt(c, unpublished_only ? SQL_UNPUB : SQL_ALL);
+    lm_db_st *st = lm_db_stmt(c, SQL_READ);
     if (!st) return LM_DB_EIO;
     lm_db_bind_int(st, 1, after);
     lm_db_bind_int(st, 2, limit);
@@ -81,42 +80,44 @@ int lm_outbox_pruned_through(lm_db_conn *c, long long *seq)
     return rc == LM_DB_ROW || rc == LM_DB_DONE ? 0 : LM_DB_EIO;
 }
 
-static int cmp_seq(const void *a, const void *b)
+int lm_outbox_published_through(lm_db_conn *c, long long *seq)
 {
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return (x > y) - (x < y);
+    *seq = 0;
+    lm_db_st *st = lm_db_stmt(c, "SELECT " PUBLISHED_THROUGH);
+    if (!st) return LM_DB_EIO;
+    int rc = lm_db_step(st);
+    if (rc == LM_DB_ROW) *seq = lm_db_col_int(st, 0);
+    lm_db_reset(st);
+    return rc == LM_DB_ROW ? 0 : LM_DB_EIO;
 }
 
-int lm_outbox_mark_published(lm_db_conn *c, long long *seqs, size_t n, long long now_ms)
+int lm_outbox_mark_published(lm_db_conn *c, long long through)
 {
-    /* one statement per run of consecutive sequences (confirms come in any order, mostly
-     * as runs), none waiting for its answer */
-    qsort(seqs, n, sizeof *seqs, cmp_seq);
-    for (size_t i = 0; i < n;) {
-        size_t j = i + 1;
-        while (j < n && seqs[j] <= seqs[j - 1] + 1)
-            j++;
-        lm_db_st *st = lm_db_stmt(c, "UPDATE outbox SET published_at = ?"
-                                     " WHERE seq BETWEEN ? AND ? AND published_at IS NULL");
-        if (!st) return LM_DB_EIO;
-        lm_db_bind_int(st, 1, now_ms);
-        lm_db_bind_int(st, 2, seqs[i]);
-        lm_db_bind_int(st, 3, seqs[j - 1]);
-        if (lm_db_send(st) != 0) return LM_DB_EIO;
-        i = j;
-    }
-    return 0;
+    lm_db_st *st = lm_db_stmt(c, "INSERT INTO event_meta (k, v) VALUES ('published_through', ?)"
+                                 " ON CONFLICT(k) DO UPDATE SET v = excluded.v"
+                                 " WHERE excluded.v > event_meta.v");
+    if (!st) return LM_DB_EIO;
+    lm_db_bind_int(st, 1, through);
+    return lm_db_send(st) == 0 ? 0 : LM_DB_EIO;
 }
 
 int lm_outbox_prune(lm_db_conn *c, long long cutoff_ms, long long *removed)
 {
     if (removed) *removed = 0;
-    /* the end of the prefix: the row before the first one that must stay */
+    /* the end of the prefix: the row before the first one that must stay (not published
+     * yet, or not older than the cutoff). Times are RFC 3339 UTC text and compare as text,
+     * but a whole second is written without ".000" and sorts after its own fractions: a
+     * cutoff with a fraction makes every such error keep a row (< 1 s longer), never drop one
+     * early. */
+    if (cutoff_ms % 1000 == 0) cutoff_ms--;
+    char cutoff[LM_TIME_STRLEN];
+    lm_timefmt_format(cutoff_ms, cutoff);
     lm_db_st *st = lm_db_stmt(
-        c, "SELECT max(seq) FROM outbox WHERE seq < (SELECT coalesce(min(seq), 9223372036854775807)"
-           " FROM outbox WHERE published_at IS NULL OR published_at >= ?)");
+        c, "SELECT max(seq) FROM outbox WHERE seq <= " PUBLISHED_THROUGH
+           " AND seq < (SELECT coalesce(min(seq), 9223372036854775807) FROM outbox"
+           " WHERE time >= ?)");
     if (!st) return LM_DB_EIO;
-    lm_db_bind_int(st, 1, cutoff_ms);
+    lm_db_bind_text(st, 1, cutoff, -1);
     int rc = lm_db_step(st);
     long long upto =
         rc == LM_DB_ROW && lm_db_col_type(st, 0) != LM_DB_NULL ? lm_db_col_int(st, 0) : 0;
@@ -146,7 +147,7 @@ int lm_outbox_backlog(lm_db_conn *c, long long now_ms, long long *count, long lo
     *count = 0;
     *oldest_age_ms = 0;
     lm_db_st *st =
-        lm_db_stmt(c, "SELECT count(*), min(seq) FROM outbox WHERE published_at IS NULL");
+        lm_db_stmt(c, "SELECT count(*), min(seq) FROM outbox WHERE seq > " PUBLISHED_THROUGH);
     if (!st) return LM_DB_EIO;
     int rc = lm_db_step(st);
     long long first = 0;

@@ -38,10 +38,10 @@ struct lm_relay {
     int open_handles;
     relay_flight *flights; /* in sequence order */
     size_t n_flights, cap_flights;
-    /* confirmed sequences waiting to be marked */
-    long long *marks;
-    size_t n_marks, cap_marks;
-    bool marking;
+    /* the watermark stored (event_meta published_through): every sequence up to it is
+     * published; read at the start, raised as confirms come */
+    long long marked;
+    bool started, starting, marking;
     bool maintaining;
     unsigned ticks, prune_every; /* prune every prune_every-th tick */
     void (*done)(void *);
@@ -62,8 +62,7 @@ typedef struct relay_read {
 
 typedef struct relay_mark {
     lm_relay *r;
-    long long *seqs;
-    size_t n;
+    long long through;
 } relay_mark;
 
 typedef struct relay_maint {
@@ -78,7 +77,7 @@ static void relay_maybe_free(lm_relay *r);
 static int relay_read_job(lm_db_conn *c, void *arg)
 {
     relay_read *rd = arg;
-    return lm_outbox_read(c, rd->r->source, rd->after, rd->limit, true, &rd->evs, &rd->n);
+    return lm_outbox_read(c, rd->r->source, rd->after, rd->limit, &rd->evs, &rd->n);
 }
 
 static int relay_flight_cmp(const void *a, const void *b)
@@ -157,7 +156,7 @@ static void relay_read_done(int rc, void *arg)
 
 static void relay_pump(lm_relay *r)
 {
-    if (r->closing) return;
+    if (r->closing || !r->started) return;
     if (r->reading) {
         r->dirty = true;
         return;
@@ -176,10 +175,19 @@ static void relay_pump(lm_relay *r)
 
 /* ---- confirms ------------------------------------------------------------------------------ */
 
+/* Where the watermark can stand: below the lowest sequence still in flight, at most the
+ * cursor (lowered after a failed confirm). */
+static long long relay_watermark(const lm_relay *r)
+{
+    long long w = r->cursor;
+    if (r->n_flights && r->flights[0].seq - 1 < w) w = r->flights[0].seq - 1;
+    return w;
+}
+
 static int relay_mark_job(lm_db_conn *c, void *arg)
 {
     relay_mark *m = arg;
-    return lm_outbox_mark_published(c, m->seqs, m->n, lm_timefmt_now_ms());
+    return lm_outbox_mark_published(c, m->through);
 }
 
 static void relay_mark_done(int rc, void *arg)
@@ -188,33 +196,73 @@ static void relay_mark_done(int rc, void *arg)
     lm_relay *r = m->r;
     r->jobs--;
     r->marking = false;
-    if (rc != 0 && !r->closing) {
-        /* not marked: they are still unpublished and will be published again */
-        lm_log_warn("events: marking %zu published events failed; they will be sent again", m->n);
-        r->cursor = m->seqs[0] - 1 < r->cursor ? m->seqs[0] - 1 : r->cursor;
-    }
-    free(m->seqs);
+    if (rc == 0 && m->through > r->marked) r->marked = m->through;
+    if (rc != 0 && !r->closing) /* tried again on the next tick */
+        lm_log_warn("events: storing the published watermark (%lld) failed; after a restart"
+                    " the events above %lld are sent again",
+                    m->through, r->marked);
+    bool again = rc == 0;
     free(m);
     if (r->closing) {
         relay_maybe_free(r);
         return;
     }
-    if (r->n_marks) relay_mark_start(r);
-    relay_pump(r);
+    if (again) relay_mark_start(r);
 }
 
+/* Stores the watermark when confirms raised it (one write job at a time). */
 static void relay_mark_start(lm_relay *r)
 {
-    if (r->marking || r->n_marks == 0 || r->closing) return;
+    if (r->marking || r->closing || !r->started) return;
+    long long w = relay_watermark(r);
+    if (w <= r->marked) return;
     relay_mark *m = malloc(sizeof *m);
     m->r = r;
-    m->seqs = r->marks;
-    m->n = r->n_marks;
-    r->marks = NULL;
-    r->n_marks = r->cap_marks = 0;
+    m->through = w;
     r->marking = true;
     r->jobs++;
     lm_db_write(r->port, relay_mark_job, relay_mark_done, m);
+}
+
+/* ---- the start: the watermark stored, where publishing goes on ------------------------- */
+
+typedef struct relay_start {
+    lm_relay *r;
+    long long through;
+} relay_start;
+
+static int relay_start_job(lm_db_conn *c, void *arg)
+{
+    relay_start *st = arg;
+    return lm_outbox_published_through(c, &st->through);
+}
+
+static void relay_start_done(int rc, void *arg)
+{
+    relay_start *st = arg;
+    lm_relay *r = st->r;
+    r->jobs--;
+    r->starting = false;
+    if (rc == 0 && !r->closing) { /* else the next tick asks again */
+        r->cursor = r->marked = st->through;
+        r->started = true;
+    }
+    free(st);
+    if (r->closing) {
+        relay_maybe_free(r);
+        return;
+    }
+    relay_pump(r);
+}
+
+static void relay_begin(lm_relay *r)
+{
+    if (r->started || r->starting || r->closing) return;
+    relay_start *st = calloc(1, sizeof *st);
+    st->r = r;
+    r->starting = true;
+    r->jobs++;
+    lm_db_read(r->port, relay_start_job, relay_start_done, st);
 }
 
 static relay_flight *relay_flight_find(lm_relay *r, long long seq)
@@ -251,15 +299,6 @@ void lm_relay_confirmed(lm_relay *r, const long long *seqs, size_t n, bool ok)
         if (r->flights[i].seq >= 0) r->flights[k++] = r->flights[i];
     r->n_flights = k;
     if (ok) {
-        if (r->n_marks + n > r->cap_marks) {
-            size_t cap = r->cap_marks ? r->cap_marks : 256;
-            while (cap < r->n_marks + n)
-                cap *= 2;
-            r->marks = realloc(r->marks, cap * sizeof *r->marks);
-            r->cap_marks = cap;
-        }
-        memcpy(r->marks + r->n_marks, seqs, n * sizeof *seqs);
-        r->n_marks += n;
         atomic_fetch_add(&r->published, n);
         relay_mark_start(r);
     } else {
@@ -318,6 +357,8 @@ static void relay_maint_done(int rc, void *arg)
 static void relay_on_tick(uv_timer_t *h)
 {
     lm_relay *r = h->data;
+    relay_begin(r);
+    relay_mark_start(r);
     if (!r->maintaining && !r->closing) {
         relay_maint *m = calloc(1, sizeof *m);
         m->r = r;
@@ -406,7 +447,6 @@ static void relay_maybe_free(lm_relay *r)
     void (*done)(void *) = r->done;
     void *arg = r->done_arg;
     free(r->flights);
-    free(r->marks);
     free(r->source);
     free(r);
     if (done) done(arg);

@@ -1,16 +1,18 @@
-/* relay.h — the outbox relay (lm_relay): reads unpublished outbox rows in sequence order,
- * hands them to the transport (several batches in flight, as the transport's window
- * allows), and marks a row published only when the transport confirmed it; a failed confirm
- * puts the relay's cursor back so the row is published again (at least once, in order per
- * aggregate since sequences follow commit order).
+/* relay.h — the outbox relay (lm_relay): reads outbox rows above its watermark in sequence
+ * order, hands them to the transport (several batches in flight, as the transport's window
+ * allows), and raises the watermark — event_meta's "published_through": every sequence up
+ * to it is published — only over sequences the transport confirmed; a failed confirm puts
+ * the relay's cursor back so the row is published again (at least once, in order per
+ * aggregate since sequences follow commit order). One small write per confirmed batch keeps
+ * the watermark (not one per row), and a restart goes on from it (rows confirmed above it
+ * but not yet stored are published again: at least once).
  *
  * What "published" means: with RabbitMQ, the broker confirmed the message (publisher
  * confirm). With the built-in feed there is no broker: consumers read the outbox itself
  * through GET /api/v1/events, so a committed row is available to them at once and the feed
- * transport confirms every row immediately; "published" then marks the moment the relay saw
- * it, from which EVENT_RETENTION counts. Retention: published rows older than the retention
- * are pruned, oldest first (lm_outbox_prune); a feed consumer behind that point is told
- * (410).
+ * transport confirms every row immediately. Retention: published rows whose event time is
+ * older than EVENT_RETENTION are pruned, oldest first (lm_outbox_prune); a feed consumer
+ * behind that point is told (410).
  *
  * Metrics (lm_relay_metrics): lotmesh_events_outbox_backlog, lotmesh_events_outbox_oldest_
  * unpublished_seconds, lotmesh_events_published_total, lotmesh_events_confirm_failures_total,

@@ -73,6 +73,8 @@ static const char *const articles_migrations_sqlite[] = {
     " 'einheit_id', einheit_id, 'beschreibung', beschreibung, 'mindesthaltbarkeit_tage',"
     " mindesthaltbarkeit_tage, 'status', status, 'erstellt_am', erstellt_am,"
     " 'geaendert_am', geaendert_am) FROM artikel ORDER BY id;",
+    /* 4: the relay's watermark instead of a mark per row (rest.h) */
+    LM_OUTBOX_WATERMARK_MIGRATION ";",
 };
 
 /* PostgreSQL: the same tables; identity ids are never reused (as AUTOINCREMENT). */
@@ -122,6 +124,8 @@ static const char *const articles_migrations_pg[] = {
     " 'bezeichnung', bezeichnung, 'einheit_id', einheit_id, 'beschreibung', beschreibung,"
     " 'mindesthaltbarkeit_tage', mindesthaltbarkeit_tage, 'status', status, 'erstellt_am',"
     " erstellt_am, 'geaendert_am', geaendert_am)::text FROM artikel ORDER BY id;",
+    /* 3: as SQLite's 4 */
+    LM_OUTBOX_WATERMARK_MIGRATION ";",
 };
 
 const lm_db_migrations articles_migrations = {

@@ -88,6 +88,8 @@ static const char *const charges_migrations_sqlite[] = {
     " max(CAST(substr(charge_nummer, 9) AS INTEGER)) FROM charge"
     " WHERE charge_nummer GLOB 'CH-[0-9][0-9][0-9][0-9]-[0-9]*' AND length(charge_nummer) <= 26"
     " GROUP BY 1 ON CONFLICT(jahr) DO UPDATE SET hand_max = excluded.hand_max;",
+    /* 5: the relay's watermark instead of a mark per row (rest.h) */
+    LM_OUTBOX_WATERMARK_MIGRATION ";",
 };
 
 /* PostgreSQL: the same tables; identity ids are never reused. */
@@ -137,6 +139,8 @@ static const char *const charges_migrations_pg[] = {
     " SELECT substr(charge_nummer, 4, 4)::bigint, 1, max(substr(charge_nummer, 9)::bigint)"
     " FROM charge WHERE charge_nummer ~ '^CH-[0-9]{4}-[0-9]{1,18}$'"
     " GROUP BY 1 ON CONFLICT(jahr) DO UPDATE SET hand_max = excluded.hand_max;",
+    /* 4: as SQLite's 5 */
+    LM_OUTBOX_WATERMARK_MIGRATION ";",
 };
 
 const lm_db_migrations charges_migrations = {

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+import pg_server
 from events_util import (HEX32, TRACEPARENT, all_events, create_article, create_batch, db_rows,
-                         feed, metric, wait_metric)
+                         db_url, feed, metric, wait_metric)
 from harness import poll
 from services_util import assert_full_problem, unique
 
@@ -217,6 +218,32 @@ def test_retention_prunes_published_events_and_the_feed_says_so(start_process):
     page = feed(a, after=body["pruned_through"])
     assert [(e["type"], e["subject"]) for e in page] == [("artikel.created", str(aid))]
     assert metric(a, "lotmesh_events_outbox_backlog") is not None
+
+
+def test_a_database_from_before_the_watermark_goes_on_where_its_marks_ended(start_process):
+    """The relay keeps one watermark (event_meta published_through) instead of marking each
+    row published; the migration that brings it (articles: SQLite 4, PostgreSQL 3) starts it
+    below the first row the old relay had not marked, so only those are published again."""
+    a = start_process("articles", {"CHARGES_URL": "http://127.0.0.1:9"})
+    for _ in range(3):
+        create_article(a, unique("WM"))
+    seqs = [s for (s,) in db_rows(a, "SELECT seq FROM outbox ORDER BY seq")]
+    wait_metric(a, "lotmesh_events_published_total", lambda v: v == len(seqs))
+    assert db_rows(a, "SELECT v FROM event_meta WHERE k = 'published_through'") == [(seqs[-1],)]
+    url, env = db_url(a), dict(a.env)
+    a.terminate()
+    marked = seqs[4]  # what the relay before the watermark had marked: the first five rows
+    version = 3 if url.startswith("postgres") else 4
+    pg_server.execute(url, "DELETE FROM event_meta WHERE k = 'published_through';"
+                           "CREATE INDEX outbox_unpublished ON outbox(seq)"
+                           " WHERE published_at IS NULL;"
+                           f"UPDATE outbox SET published_at = 1 WHERE seq <= {marked};"
+                           f"DELETE FROM schema_migrations WHERE version >= {version}")
+    b = start_process("articles", env)
+    assert poll(lambda: db_rows(b, "SELECT v FROM event_meta WHERE k = 'published_through'")
+                == [(seqs[-1],)], timeout=10)
+    assert metric(b, "lotmesh_events_published_total") == len(seqs) - 5
+    assert db_rows(b, "SELECT count(*) FROM outbox") == [(len(seqs),)]
 
 
 @pytest.mark.parametrize("env,var", [({"EVENT_RETENTION": "0s"}, "EVENT_RETENTION"),
