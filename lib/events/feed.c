@@ -132,8 +132,7 @@ static int feed_snapshot(lm_db_conn *c, void *arg)
     if (rc || p->after < p->pruned) return rc;
     lm_envelope *evs;
     size_t n;
-    if ((rc = lm_outbox_read(c, p->w->feed->source, p->after, p->limit, &evs, &n)))
-        return rc;
+    if ((rc = lm_outbox_read(c, p->w->feed->source, p->after, p->limit, &evs, &n))) return rc;
     p->body.len = 0;
     lm_buf_append(&p->body, "[", 1);
     for (size_t i = 0; i < n; i++) {

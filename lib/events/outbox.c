@@ -9,15 +9,16 @@
 static const char SQL_READ[] = "SELECT seq, event_id, type, subject, aggregateversion, time,"
                                " traceparent, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?";
 /* the relay's watermark: every sequence up to it is published */
-#define PUBLISHED_THROUGH "(SELECT coalesce(max(v), 0) FROM event_meta WHERE k = 'published_through')"
+#define PUBLISHED_THROUGH                                                                          \
+    "(SELECT coalesce(max(v), 0) FROM event_meta WHERE k = 'published_through')"
 
 static char *ob_dup(const char *s)
 {
     return s ? strdup(s) : NULL;
 }
 
-int lm_outbox_read(lm_db_conn *c, const char *source, long long after, int limit,
-                   lm_envelope **out, size_t *n)
+int lm_outbox_read(lm_db_conn *c, const char *source, long long after, int limit, lm_envelope **out,
+                   size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -112,10 +113,10 @@ int lm_outbox_prune(lm_db_conn *c, long long cutoff_ms, long long *removed)
     if (cutoff_ms % 1000 == 0) cutoff_ms--;
     char cutoff[LM_TIME_STRLEN];
     lm_timefmt_format(cutoff_ms, cutoff);
-    lm_db_st *st = lm_db_stmt(
-        c, "SELECT max(seq) FROM outbox WHERE seq <= " PUBLISHED_THROUGH
-           " AND seq < (SELECT coalesce(min(seq), 9223372036854775807) FROM outbox"
-           " WHERE time >= ?)");
+    lm_db_st *st =
+        lm_db_stmt(c, "SELECT max(seq) FROM outbox WHERE seq <= " PUBLISHED_THROUGH
+                      " AND seq < (SELECT coalesce(min(seq), 9223372036854775807) FROM outbox"
+                      " WHERE time >= ?)");
     if (!st) return LM_DB_EIO;
     lm_db_bind_text(st, 1, cutoff, -1);
     int rc = lm_db_step(st);

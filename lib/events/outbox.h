@@ -17,8 +17,8 @@
 /* Rows with sequence > after, in order, at most limit. Each becomes an envelope with source
  * (e.g. "/lotmesh/articles_api"). *out: a malloc'd array of *n (free each with
  * lm_envelope_clear, then the array); NULL when none. 0 or LM_DB_EIO. */
-int lm_outbox_read(lm_db_conn *c, const char *source, long long after, int limit,
-                   lm_envelope **out, size_t *n);
+int lm_outbox_read(lm_db_conn *c, const char *source, long long after, int limit, lm_envelope **out,
+                   size_t *n);
 
 /* The highest sequence retention removed (0: none). 0 or LM_DB_EIO. */
 int lm_outbox_pruned_through(lm_db_conn *c, long long *seq);

@@ -78,7 +78,7 @@ static const char *const articles_migrations_sqlite[] = {
 };
 
 /* PostgreSQL: the same tables; identity ids are never reused (as AUTOINCREMENT). */
-#define PG_NOW "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define PG_NOW    "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 #define PG_NOW_MS "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 static const char *const articles_migrations_pg[] = {
     /* 1 */

@@ -72,7 +72,8 @@ static const char *const charges_migrations_sqlite[] = {
     "CREATE INDEX charge_status ON charge(status);",
     /* 3: events (DESIGN 3.6): the outbox, inbox and checkpoints; the batches that exist
      * already are announced once (charge.created), so a consumer starts complete */
-    LM_OUTBOX_SCHEMA ";"
+    LM_OUTBOX_SCHEMA
+    ";"
     "INSERT INTO outbox (event_id, type, subject, aggregateversion, time, data)"
     " SELECT lower(hex(randomblob(16))), 'charge.created', id, version,"
     " strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), json_object('id', id, 'artikel_id', artikel_id,"
@@ -124,7 +125,8 @@ static const char *const charges_migrations_pg[] = {
     "CREATE TABLE einheit_replica ("
     " id bigint PRIMARY KEY, kuerzel text, gesehen_ms bigint NOT NULL);" LM_IDEM_SCHEMA_PG ";",
     /* 2: events, as SQLite's 3 (identity ids were never reused: no SQLite 2 here) */
-    LM_OUTBOX_SCHEMA_PG ";"
+    LM_OUTBOX_SCHEMA_PG
+    ";"
     "INSERT INTO outbox (event_id, type, subject, aggregateversion, time, data)"
     " SELECT md5(random()::text || clock_timestamp()::text), 'charge.created', id, version,"
     " to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
