@@ -1547,7 +1547,10 @@ def test_numbers_typed_by_hand_before_the_series_learned_of_them_are_skipped(sta
     url = stack.charges.env["DATABASE_URL"]
     stack.charges.terminate()
     before = 3 if url.startswith("postgres") else 4
+    # back to the version before it (the later outbox migration is undone too)
     pg_server.execute(url, "ALTER TABLE nummernkreis DROP COLUMN hand_max;"
+                           "CREATE INDEX outbox_unpublished ON outbox(seq)"
+                           " WHERE published_at IS NULL;"
                            f"DELETE FROM schema_migrations WHERE version >= {before}")
     stack.charges = start_process("charges", {**c_env, "DATABASE_URL": url})
     assert [stack.charge(art)["charge_nummer"] for _ in range(2)] == \
