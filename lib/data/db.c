@@ -19,6 +19,7 @@
 typedef struct job {
     lm_db_port *port;
     lm_db_fn fn;
+    lm_db_fn finish; /* a pipelined job's second step (fn sends), else NULL */
     lm_db_done done;
     void *arg;
     int rc;
@@ -65,7 +66,7 @@ struct lm_db {
     uv_mutex_t health_lock;
     char why[256];
     atomic_ullong commits, write_jobs, reads, failed_commits, largest_batch, reconnects, statements,
-        write_statements, round_trips, write_round_trips;
+        write_statements, round_trips, write_round_trips, pipelined, pipeline_fallbacks;
     char instance[17]; /* this process among the database's writers (NOTIFY payload) */
     void *watch;       /* the backend's listener (lm_db_watch), or NULL */
 };
@@ -189,6 +190,10 @@ int lm_db_send(lm_db_st *st)
     int rc = st->be->step(st);
     st->be->reset(st);
     return rc == LM_DB_DONE || rc == LM_DB_ROW ? 0 : rc;
+}
+int lm_db_send_rows(lm_db_st *st)
+{
+    return st->be->send_rows ? st->be->send_rows(st) : 0;
 }
 int lm_db_lock(lm_db_conn *c, long long key)
 {
@@ -380,17 +385,59 @@ static bool tx(lm_db_conn *c, lm_db_tx what)
     return c->be->tx(c, what);
 }
 
+/* The pipelined jobs of a batch (those with a finish step), their send steps first, then
+ * one wait for every answer, then their finish steps, all in the write transaction it begins
+ * (no savepoints: nothing is expected to fail). true when every one of them succeeded and
+ * the transaction goes on; false when it was rolled back (or the connection broke), with
+ * nothing of them written and the connection out of its transaction. */
+static bool run_pipelined(lm_db *db, job *batch)
+{
+    lm_db_conn *w = db->writer;
+    const lm_db_backend *be = db->be;
+    if (!be->fast_begin(w)) {
+        if (!be->broken(w) && be->in_txn(w)) tx(w, LM_DB_TX_ROLLBACK);
+        return false;
+    }
+    bool ok = true;
+    for (job *j = batch; j && ok; j = j->next)
+        if (j->finish) ok = j->fn(w, j->arg) == 0;
+    ok = be->fast_collect(w) == 0 && ok; /* always: reads what was sent */
+    size_t n = 0;
+    for (job *j = batch; j && ok; j = j->next)
+        if (j->finish) {
+            ok = (j->rc = j->finish(w, j->arg)) == 0;
+            n++;
+        }
+    if (ok) {
+        atomic_fetch_add(&db->pipelined, n);
+        return true;
+    }
+    atomic_fetch_add(&db->pipeline_fallbacks, 1);
+    if (!be->broken(w)) tx(w, LM_DB_TX_ROLLBACK);
+    be->fast_discard(w);
+    return false;
+}
+
 static void run_batch(lm_db *db, job *batch, size_t n)
 {
     lm_db_conn *w = db->writer;
-    bool ok = w && atomic_load(&db->up) && tx(w, LM_DB_TX_BEGIN_WRITE);
+    size_t n_pipelined = 0;
+    for (job *j = batch; j; j = j->next)
+        n_pipelined += j->finish != NULL;
+    /* the pipelined jobs together when there are several; the others (and all of them when
+     * that failed) one by one, each in its own SAVEPOINT */
+    bool piped = w && atomic_load(&db->up) && db->be->fast_begin && n_pipelined > 1 &&
+                 run_pipelined(db, batch);
+    bool ok = piped || (w && atomic_load(&db->up) && tx(w, LM_DB_TX_BEGIN_WRITE));
     for (job *j = batch; j; j = j->next) {
+        if (piped && j->finish) continue;
         if (!ok || !tx(w, LM_DB_TX_SAVEPOINT)) {
             ok = false;
             j->rc = LM_DB_EIO;
             continue;
         }
         j->rc = j->fn(w, j->arg);
+        if (j->rc == 0 && j->finish) j->rc = j->finish(w, j->arg);
         if (j->rc != 0) {
             ok = tx(w, LM_DB_TX_ROLLBACK_TO) && tx(w, LM_DB_TX_RELEASE);
         } else if (!tx(w, LM_DB_TX_RELEASE)) {
@@ -553,11 +600,11 @@ void lm_db_close(lm_db *db)
     free(db);
 }
 
-void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg)
+static void enqueue(lm_db_port *port, lm_db_fn fn, lm_db_fn finish, lm_db_done done, void *arg)
 {
     lm_db *db = port->db;
     job *j = lm_xcalloc(1, sizeof *j);
-    *j = (job){.port = port, .fn = fn, .done = done, .arg = arg};
+    *j = (job){.port = port, .fn = fn, .finish = finish, .done = done, .arg = arg};
     uv_mutex_lock(&db->lock);
     if (db->queue_tail)
         db->queue_tail->next = j;
@@ -566,6 +613,17 @@ void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg)
     db->queue_tail = j;
     uv_cond_signal(&db->cond);
     uv_mutex_unlock(&db->lock);
+}
+
+void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg)
+{
+    enqueue(port, fn, NULL, done, arg);
+}
+
+void lm_db_write_pipelined(lm_db_port *port, lm_db_fn send, lm_db_fn finish, lm_db_done done,
+                           void *arg)
+{
+    enqueue(port, send, finish, done, arg);
 }
 
 int lm_db_exec_sync(lm_db *db, lm_db_fn fn, void *arg)
@@ -675,4 +733,6 @@ void lm_db_get_stats(lm_db *db, lm_db_stats *out)
     out->write_statements = atomic_load(&db->write_statements);
     out->round_trips = atomic_load(&db->round_trips);
     out->write_round_trips = atomic_load(&db->write_round_trips);
+    out->pipelined_jobs = atomic_load(&db->pipelined);
+    out->pipeline_fallbacks = atomic_load(&db->pipeline_fallbacks);
 }

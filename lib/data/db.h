@@ -108,6 +108,19 @@ void lm_db_detach(lm_db_port *port);
 void lm_db_read(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg);
 void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg);
 
+/* A write job in two steps, so that the writer can send the statements of many jobs before
+ * it waits for an answer: on PostgreSQL the jobs of a batch written this way run their send
+ * steps one after the other, then every answer comes back in one round trip, then their
+ * finish steps run — one wait per batch instead of one per job. send may only send: its
+ * statements go by lm_db_send, and the one whose rows finish reads by lm_db_send_rows (a
+ * statement that has to wait, or one not prepared on this connection yet, makes the batch
+ * run the ordinary way). Should any statement of those jobs fail, the batch is rolled back
+ * and each job runs again the ordinary way — send, then finish, in its own SAVEPOINT — so
+ * send must be repeatable (derive what it sends from arg, change arg only as it would again).
+ * finish returns the job's code as a job function does. On SQLite every job runs the ordinary
+ * way. */
+void lm_db_write_pipelined(lm_db_port *port, lm_db_fn send, lm_db_fn finish, lm_db_done done,
+                           void *arg);
 /* Synchronous execution in one transaction on the writer connection; start-up only. */
 int lm_db_exec_sync(lm_db *db, lm_db_fn fn, void *arg);
 
@@ -136,6 +149,10 @@ int lm_db_step(lm_db_st *st);
  * reset either way. For a statement whose failure a job handles (a unique key it reports
  * as a conflict), use lm_db_step. */
 int lm_db_send(lm_db_st *st);
+/* In the send step of a pipelined write job: executes st, whose rows the finish step reads
+ * with lm_db_step on the same st (and an error it returns, such as LM_DB_E_UNIQUE, too). At
+ * most one per send step. 0, or LM_DB_EIO when it could not be sent. */
+int lm_db_send_rows(lm_db_st *st);
 /* In a write job: holds the lock named key until the transaction ends, so writers of other
  * processes that take it too commit one after the other (the outbox's sequence order).
  * PostgreSQL: pg_advisory_xact_lock(key), sent without waiting (as lm_db_send), once per
@@ -202,10 +219,12 @@ bool lm_db_health(lm_db *db, lm_buf *why);
 typedef struct lm_db_stats {
     unsigned long long commits, write_jobs, reads, failed_commits;
     unsigned long long largest_batch, reconnects;
-    unsigned long long statements;        /* statements executed, transaction control too */
-    unsigned long long write_statements;  /* of those, on the writer's connection */
-    unsigned long long round_trips;       /* PostgreSQL: waits for the server's answers */
-    unsigned long long write_round_trips; /* of those, on the writer's connection */
+    unsigned long long statements;         /* statements executed, transaction control too */
+    unsigned long long write_statements;   /* of those, on the writer's connection */
+    unsigned long long round_trips;        /* PostgreSQL: waits for the server's answers */
+    unsigned long long write_round_trips;  /* of those, on the writer's connection */
+    unsigned long long pipelined_jobs;     /* write jobs run in pipelined batches */
+    unsigned long long pipeline_fallbacks; /* pipelined batches run again job by job */
 } lm_db_stats;
 void lm_db_get_stats(lm_db *db, lm_db_stats *out);
 

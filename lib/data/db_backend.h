@@ -63,6 +63,17 @@ struct lm_db_backend {
     int (*step)(lm_db_st *st);
     /* Optional (NULL: step and reset): lm_db_send. */
     int (*send)(lm_db_st *st);
+    /* Optional, all four or none (NULL: no pipelined batches; lm_db_send_rows then sends
+     * nothing and the finish step's lm_db_step executes the statement). Pipelined batches
+     * (db.c): fast_begin begins the write transaction and from then on every statement is
+     * sent without waiting; fast_collect sends one sync point and reads every answer
+     * (0, or LM_DB_EIO when any failed, a step had to wait or the connection broke); the
+     * rows of lm_db_send_rows wait in their statement for the finish steps; fast_discard
+     * drops rows nobody read (after a rollback). */
+    bool (*fast_begin)(lm_db_conn *c);
+    int (*fast_collect)(lm_db_conn *c);
+    void (*fast_discard)(lm_db_conn *c);
+    int (*send_rows)(lm_db_st *st);
     /* Optional (NULL: nothing to do): lm_db_lock. */
     int (*lock)(lm_db_conn *c, long long key);
     void (*reset)(lm_db_st *st);

@@ -50,6 +50,9 @@ typedef struct pg_st {
     char *vals[MAX_PARAMS];  /* text of parameter i+1, NULL: SQL NULL */
     PGresult *res;
     int row, n_rows;
+    /* answers of lm_db_send_rows not read yet, oldest first (finish steps read them) */
+    PGresult **queue;
+    int q_head, q_len, q_cap;
 } pg_st;
 
 typedef struct pg_conn {
@@ -71,6 +74,11 @@ typedef struct pg_conn {
     long long lock_key;
     int lock_held;
     bool tx_prepared; /* TX_SQL is prepared on it (the writer's) */
+    /* a pipelined batch (fast_begin .. fast_collect): every command sent, in order, with the
+     * statement whose rows it is (NULL: an answer only checked) */
+    bool fast, fast_failed;
+    pg_st **sent;
+    int n_sent, cap_sent;
 } pg_conn;
 
 static pg_conn *PG(lm_db_conn *c)
@@ -98,8 +106,32 @@ static void clear_params(pg_st *s)
     }
 }
 
+static void clear_queue(pg_st *s)
+{
+    for (int i = 0; i < s->q_len; i++)
+        PQclear(s->queue[(s->q_head + i) % s->q_cap]);
+    s->q_head = s->q_len = 0;
+}
+
+static void push_queue(pg_st *s, PGresult *r)
+{
+    if (s->q_len == s->q_cap) {
+        int cap = s->q_cap ? s->q_cap * 2 : 8;
+        PGresult **q = lm_xmalloc((size_t)cap * sizeof *q);
+        for (int i = 0; i < s->q_len; i++)
+            q[i] = s->queue[(s->q_head + i) % s->q_cap];
+        free(s->queue);
+        s->queue = q;
+        s->q_cap = cap;
+        s->q_head = 0;
+    }
+    s->queue[(s->q_head + s->q_len++) % s->q_cap] = r;
+}
+
 static void free_st(pg_st *s)
 {
+    clear_queue(s);
+    free(s->queue);
     clear_params(s);
     for (int i = 0; i < s->n_params; i++)
         free(s->names[i]);
@@ -110,6 +142,7 @@ static void free_st(pg_st *s)
 static void pg_disconnect(lm_db_conn *c)
 {
     pg_conn *p = PG(c);
+    free(p->sent);
     for (size_t i = 0; i < p->n_cache; i++)
         free_st(p->cache[i]);
     PQfinish(p->h);
@@ -238,6 +271,16 @@ static int send_command(pg_conn *p, const char *sql)
     return PQsendQueryParams(p->h, sql, 0, NULL, NULL, NULL, NULL, 0);
 }
 
+/* A command sent in a pipelined batch: its answer is read by fast_collect. */
+static void note_sent(pg_conn *p, pg_st *rows_of)
+{
+    if (p->n_sent == p->cap_sent) {
+        p->cap_sent = p->cap_sent ? p->cap_sent * 2 : 64;
+        p->sent = lm_xrealloc(p->sent, (size_t)p->cap_sent * sizeof *p->sent);
+    }
+    p->sent[p->n_sent++] = rows_of;
+}
+
 /* Sends a command without waiting for its answer (read at the next sync point). */
 static bool defer(pg_conn *p, const char *sql)
 {
@@ -247,7 +290,10 @@ static bool defer(pg_conn *p, const char *sql)
         p->lost = true;
         return false;
     }
-    p->n_deferred++;
+    if (p->fast)
+        note_sent(p, NULL);
+    else
+        p->n_deferred++;
     return true;
 }
 
@@ -535,6 +581,11 @@ static lm_db_st *pg_stmt(lm_db_conn *c, const char *sql)
             return &s->base;
         }
     }
+    if (p->fast) { /* preparing waits: this batch runs the ordinary way */
+        p->fast_failed = true;
+        set_err(p, "a statement to prepare in a pipelined batch");
+        return NULL;
+    }
     pg_st *s = lm_xcalloc(1, sizeof *s);
     s->base.be = &lm_db_pg_backend;
     s->base.conn = c;
@@ -635,29 +686,9 @@ static int classify(PGresult *r)
 
 static void pg_reset(lm_db_st *st);
 
-static int pg_step(lm_db_st *st)
+/* What an answer in s->res says: LM_DB_ROW/DONE, or an error (the answer cleared). */
+static int take_result(pg_st *s, pg_conn *p)
 {
-    pg_st *s = ST(st);
-    pg_conn *p = PG(st->conn);
-    if (s->res) {
-        s->row++;
-        return s->row < s->n_rows ? LM_DB_ROW : LM_DB_DONE;
-    }
-    if (p->pipeline) {
-        s->res = PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL,
-                                     NULL, 0)
-                     ? sync_point(p, true)
-                     : NULL;
-        if (!s->res && !p->lost) {
-            set_err(p, PQerrorMessage(p->h));
-            p->lost = true;
-        }
-    } else {
-        s->res =
-            PQexecPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL, 0);
-        count_round_trip(p);
-    }
-    lm_db_count_statement(st->conn);
     switch (PQresultStatus(s->res)) {
     case PGRES_TUPLES_OK:
         s->row = 0;
@@ -674,13 +705,50 @@ static int pg_step(lm_db_st *st)
         } else if (!p->lost)
             set_err(p, s->res ? PQresultErrorMessage(s->res) : PQerrorMessage(p->h));
         int rc = s->res ? classify(s->res) : LM_DB_EIO;
-        if (rc == LM_DB_EIO && !pg_broken(st->conn)) /* lost connections are logged once */
+        if (rc == LM_DB_EIO && !pg_broken(&p->base)) /* lost connections are logged once */
             lm_log_error("database: statement failed: %s", p->err);
         PQclear(s->res);
         s->res = NULL;
         return rc;
     }
     }
+}
+
+static int pg_step(lm_db_st *st)
+{
+    pg_st *s = ST(st);
+    pg_conn *p = PG(st->conn);
+    if (s->res) {
+        s->row++;
+        return s->row < s->n_rows ? LM_DB_ROW : LM_DB_DONE;
+    }
+    if (s->q_len) { /* the rows lm_db_send_rows asked for */
+        s->res = s->queue[s->q_head];
+        s->q_head = (s->q_head + 1) % s->q_cap;
+        s->q_len--;
+        return take_result(s, p);
+    }
+    if (p->fast) { /* a wait in a pipelined batch: it runs the ordinary way */
+        p->fast_failed = true;
+        set_err(p, "a statement that waits in a pipelined batch");
+        return LM_DB_EIO;
+    }
+    if (p->pipeline) {
+        s->res = PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL,
+                                     NULL, 0)
+                     ? sync_point(p, true)
+                     : NULL;
+        if (!s->res && !p->lost) {
+            set_err(p, PQerrorMessage(p->h));
+            p->lost = true;
+        }
+    } else {
+        s->res =
+            PQexecPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL, 0);
+        count_round_trip(p);
+    }
+    lm_db_count_statement(st->conn);
+    return take_result(s, p);
 }
 
 /* lm_db_send: in the writer's transaction the statement is deferred like transaction
@@ -703,8 +771,117 @@ static int pg_send(lm_db_st *st)
         p->lost = true;
         return LM_DB_EIO;
     }
-    p->n_deferred++;
+    if (p->fast)
+        note_sent(p, NULL);
+    else
+        p->n_deferred++;
     return 0;
+}
+
+/* lm_db_send_rows: in a pipelined batch sent now and answered at fast_collect; otherwise
+ * executed at once. Either way the answer waits in the statement's queue for lm_db_step. */
+static int pg_send_rows(lm_db_st *st)
+{
+    pg_st *s = ST(st);
+    pg_conn *p = PG(st->conn);
+    if (p->lost) return LM_DB_EIO;
+    PQclear(s->res);
+    s->res = NULL;
+    lm_db_count_statement(st->conn);
+    if (p->fast) {
+        if (!PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL,
+                                 NULL, 0)) {
+            set_err(p, PQerrorMessage(p->h));
+            p->lost = true;
+            return LM_DB_EIO;
+        }
+        note_sent(p, s);
+        return 0;
+    }
+    PGresult *r;
+    if (p->pipeline) {
+        r = PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL,
+                                NULL, 0)
+                ? sync_point(p, true)
+                : NULL;
+        if (!r && !p->lost) {
+            set_err(p, PQerrorMessage(p->h));
+            p->lost = true;
+        }
+    } else {
+        r = PQexecPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL, 0);
+        count_round_trip(p);
+    }
+    if (!r) return LM_DB_EIO;
+    ExecStatusType rs = PQresultStatus(r);
+    if (rs != PGRES_TUPLES_OK && rs != PGRES_COMMAND_OK) p->stmt_failed = true;
+    push_queue(s, r); /* an error too: lm_db_step reports it */
+    return 0;
+}
+
+/* ---- pipelined batches (db.c run_pipelined) -------------------------------------------- */
+
+static bool pg_fast_begin(lm_db_conn *c)
+{
+    pg_conn *p = PG(c);
+    if (p->lost || !enter_pipeline(p)) return false;
+    p->fast = true;
+    p->fast_failed = false;
+    p->n_sent = 0;
+    p->lock_held = 0;
+    return defer(p, "BEGIN");
+}
+
+static int pg_fast_collect(lm_db_conn *c)
+{
+    pg_conn *p = PG(c);
+    p->fast = false;
+    int n = p->n_sent;
+    p->n_sent = 0;
+    bool failed = p->fast_failed;
+    if (p->lost) return LM_DB_EIO;
+    count_round_trip(p);
+    if (!PQpipelineSync(p->h)) {
+        set_err(p, PQerrorMessage(p->h));
+        p->lost = true;
+        return LM_DB_EIO;
+    }
+    for (int i = 0; i < n; i++) {
+        PGresult *r = next_result(p);
+        if (!r) return LM_DB_EIO; /* lost: out of step */
+        ExecStatusType rs = PQresultStatus(r);
+        if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
+            if (!failed && rs != PGRES_PIPELINE_ABORTED) set_err(p, PQresultErrorMessage(r));
+            failed = true;
+        }
+        if (p->sent[i])
+            push_queue(p->sent[i], r);
+        else
+            PQclear(r);
+    }
+    PGresult *sync = PQgetResult(p->h);
+    bool ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!ok) {
+        set_err(p, "unexpected answer from PostgreSQL in pipeline mode");
+        p->lost = true;
+        return LM_DB_EIO;
+    }
+    if (failed) p->poisoned = true; /* the transaction is aborted: only ROLLBACK now */
+    return failed ? LM_DB_EIO : 0;
+}
+
+static void pg_fast_discard(lm_db_conn *c)
+{
+    pg_conn *p = PG(c);
+    p->fast = p->fast_failed = false;
+    p->n_sent = 0;
+    for (size_t i = 0; i < p->n_cache; i++) {
+        pg_st *s = p->cache[i];
+        clear_queue(s);
+        PQclear(s->res);
+        s->res = NULL;
+    }
 }
 
 static int pg_lock(lm_db_conn *c, long long key)
@@ -717,7 +894,7 @@ static int pg_lock(lm_db_conn *c, long long key)
     if (pg_send(st) != 0) return LM_DB_EIO;
     if (p->pipeline) {
         p->lock_key = key;
-        p->lock_held = 1;
+        p->lock_held = p->fast ? 2 : 1; /* no savepoint in a pipelined batch */
     }
     return 0;
 }
@@ -906,6 +1083,10 @@ const lm_db_backend lm_db_pg_backend = {
     .step = pg_step,
     .send = pg_send,
     .lock = pg_lock,
+    .fast_begin = pg_fast_begin,
+    .fast_collect = pg_fast_collect,
+    .fast_discard = pg_fast_discard,
+    .send_rows = pg_send_rows,
     .reset = pg_reset,
     .col_type = pg_col_type,
     .col_int = pg_col_int,

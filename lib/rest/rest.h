@@ -138,7 +138,7 @@ struct lm_rest_op {
     uint64_t l2_gen, l2_mark; /* the generation at the miss; lm_store_l2_ready's mark */
     bool l2_hit;
     lm_cache_redis_write l2_write; /* a write's mark in Redis (lm_cache_redis_begin) */
-    lm_db_fn l2_fn;
+    lm_db_fn l2_fn, l2_finish;     /* the write to run once marked (l2_finish: its second step) */
     lm_db_done l2_done;
     int done_rc; /* a write's outcome while its invalidation reaches Redis */
     /* input, set on the loop */
@@ -150,6 +150,7 @@ struct lm_rest_op {
     char idem_key[LM_IDEM_KEY_MAX + 1];
     char fingerprint[17];
     lm_rest_fn create;                /* for lm_rest_create_job */
+    lm_db_st *sent;                   /* lm_rest_create_send's INSERT, for its finish */
     const lm_rest_resource *resource; /* for the generic jobs */
     void *domain;                     /* the service's own input */
     char traceparent[56];             /* the request's span (W3C), for its events */
@@ -190,6 +191,14 @@ void lm_rest_list(lm_rest_op *op, lm_db_fn fn, lm_db_done done);
 /* A write job: replays a stored result for a known Idempotency-Key, refuses a reused key
  * (422), otherwise runs op->create and remembers its successful result. */
 int lm_rest_create_job(lm_db_conn *c, void *arg);
+/* A declared create in two steps (lm_db_write_pipelined), for an op without Idempotency-Key
+ * whose resource's before_write only sends (lm_db_send) for it: send runs before_write and
+ * sends the INSERT … RETURNING; finish reads the row and appends the event. Together they do
+ * what lm_rest_create_job does with op->create = lm_rest_declared_insert. */
+int lm_rest_create_send(lm_db_conn *c, void *arg);
+int lm_rest_create_finish(lm_db_conn *c, void *arg);
+/* lm_rest_write for a job in two steps (lm_db_write_pipelined). */
+void lm_rest_write_pipelined(lm_rest_op *op, lm_db_fn send, lm_db_fn second, lm_db_done done);
 
 /* ---- the transactional outbox (DESIGN 3.6) -------------------------------------------- */
 

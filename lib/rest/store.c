@@ -111,6 +111,14 @@ static void metrics(lm_buf *out, void *ctx)
                   "connection (per write job: round trips per create).\n"
                   "# TYPE lotmesh_db_write_round_trips_total counter\n"
                   "lotmesh_db_write_round_trips_total %llu\n"
+                  "# HELP lotmesh_db_write_pipelined_jobs_total Write jobs run in pipelined "
+                  "batches (PostgreSQL: sent before any answer was read).\n"
+                  "# TYPE lotmesh_db_write_pipelined_jobs_total counter\n"
+                  "lotmesh_db_write_pipelined_jobs_total %llu\n"
+                  "# HELP lotmesh_db_write_pipeline_fallbacks_total Pipelined batches rolled "
+                  "back and run again job by job (a statement of one failed).\n"
+                  "# TYPE lotmesh_db_write_pipeline_fallbacks_total counter\n"
+                  "lotmesh_db_write_pipeline_fallbacks_total %llu\n"
                   "# HELP lotmesh_db_reconnects_total Reconnections after the database was "
                   "unreachable.\n"
                   "# TYPE lotmesh_db_reconnects_total counter\n"
@@ -119,8 +127,8 @@ static void metrics(lm_buf *out, void *ctx)
                   "# TYPE lotmesh_db_up gauge\n"
                   "lotmesh_db_up %d\n",
                   st.commits, st.write_jobs, st.failed_commits, st.reads, st.statements,
-                  st.write_statements, st.round_trips, st.write_round_trips, st.reconnects,
-                  lm_db_health(s->db, NULL) ? 1 : 0);
+                  st.write_statements, st.round_trips, st.write_round_trips, st.pipelined_jobs,
+                  st.pipeline_fallbacks, st.reconnects, lm_db_health(s->db, NULL) ? 1 : 0);
     if (s->l2) {
         lm_cache_redis_stats rs;
         lm_cache_redis_get_stats(s->l2, &rs);

@@ -338,7 +338,11 @@ static void refs_checked(charges_refs *refs, void *ctx)
         lm_timefmt_format(hd + days * 86400000LL, out);
         json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
     }
-    lm_rest_write(op, op->id ? lm_rest_declared_update_job : lm_rest_create_job, op_done);
+    if (!op->id && !op->has_idem && json_object_get(op->input, "charge_nummer"))
+        /* before_write only sends for a create with its number given: pipelined */
+        lm_rest_write_pipelined(op, lm_rest_create_send, lm_rest_create_finish, op_done);
+    else
+        lm_rest_write(op, op->id ? lm_rest_declared_update_job : lm_rest_create_job, op_done);
 }
 
 static void start_refcheck(lm_rest_op *op)
