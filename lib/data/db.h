@@ -16,9 +16,12 @@
  * code (load, check, write) shared by both backends; threads let the same job run on SQLite
  * and PostgreSQL, and the group commit gives the fsync economy for concurrent writes. On
  * PostgreSQL the writer's transactions also run in libpq's pipeline mode: transaction
- * control (BEGIN, SAVEPOINT, RELEASE, NOTIFY) is sent without waiting and travels with the
- * next statement whose answer a job needs, so a batch of N creates costs N + 1 round trips
- * (each INSERT … RETURNING, then COMMIT) instead of 3N + 2 (db_pg.c).
+ * control (BEGIN, SAVEPOINT, RELEASE, NOTIFY) and the statements a job only sends
+ * (lm_db_send: an event's outbox row, a lock) go without waiting and travel with the next
+ * statement whose answer a job needs, so a batch of N creates costs N + 1 round trips (each
+ * INSERT … RETURNING, then COMMIT) instead of 3N + 2; jobs written in two steps
+ * (lm_db_write_pipelined) send all their statements before one wait for every answer, so
+ * such a batch costs 2 (db_pg.c).
  *
  * Health: a connection that breaks (server restarted, network) marks the database down; the
  * writer thread reconnects with exponential backoff (100 ms .. 2 s) while it is down, jobs

@@ -209,7 +209,14 @@ static lm_db_conn *pg_connect(const char *url, const lm_db_opts *o, bool writer,
  * (RELEASE refuses while a statement failed since the SAVEPOINT); a deferred command that
  * fails — not expected, the transaction is healthy when each is sent — poisons the
  * transaction: it is rolled back, no job of the batch is acknowledged; answers that come out
- * of step mark the connection lost (reconnected, nothing acknowledged). */
+ * of step mark the connection lost (reconnected, nothing acknowledged).
+ *
+ * Pipelined batches (fast_begin .. fast_collect, db.c run_pipelined) go further: from BEGIN
+ * on, every command of the batch's two-step jobs is sent without a sync point — each one's
+ * place noted in p->sent — then one sync point brings every answer, rows into the queue of
+ * the statement they belong to for the finish steps. Without savepoints a failure aborts the
+ * rest, so any failure (or a step that would wait, or a statement not prepared yet) makes
+ * db.c roll the batch back and run it job by job as above. */
 
 static void count_round_trip(pg_conn *p)
 {
