@@ -21,7 +21,9 @@
 # CONTRACT_CHECK=fail (or warn), KEEP_TMP=0, LOTMESH_COMMIT (when the build's sources are not a
 # git tree), DB=sqlite (or pg: a PostgreSQL 15 server in the temp dir, started by
 # tests/blackbox/pg_server.py; lotmesh-articles, lotmesh-charges and the FastAPI service each
-# get a database on it; the report adds the round trips per create on lotmesh's writer).
+# get a database on it; the report adds the round trips per create on lotmesh's writer),
+# NUMBERS=given (each create names its charge_nummer; generated: none, both services number
+# them from their yearly series).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,6 +59,8 @@ CACHE=${CACHE:-memory:}
 READY_RUNS=${READY_RUNS:-5}
 CONTRACT_CHECK=${CONTRACT_CHECK:-fail}
 DB=${DB:-sqlite}
+NUMBERS=${NUMBERS:-given}
+case $NUMBERS in given | generated) ;; *) echo "services.sh: NUMBERS must be given or generated" >&2; exit 2 ;; esac
 # the helpers are standard-library Python: Debian's interpreter starts in a tenth of the time a
 # pyenv shim on PATH takes (~2 s on this machine, per call)
 PYBIN=${PYTHON:-/usr/bin/python3}
@@ -74,7 +78,7 @@ THREADS=$NPROC
 machine_meta "$REPO" "$BUILD"
 meta duration "$DURATION"; meta rounds "$ROUNDS"; meta warmup "$WARMUP"; meta conns "$CONNS"
 meta workers "$WORKERS"; meta threads "$THREADS"; meta auth "$AUTH"; meta cache "$CACHE"
-meta pin "$PIN"; meta db "$DB"
+meta pin "$PIN"; meta db "$DB"; meta numbers "$NUMBERS"
 meta seed_n "$SEED_N"; meta seed_conns "$SEED_CONNS"
 meta fastapi "$("$FPY" -c 'import fastapi, pydantic; print(fastapi.__version__ + ", pydantic " + pydantic.VERSION)')"
 meta uvicorn "$("$FPY" -c 'import uvicorn; print(uvicorn.__version__)')"
@@ -196,7 +200,7 @@ wrk_args() { # CASE PORT TAG -> WRK_ARGS (URL and script) for one endpoint
   case $1 in
     get) WRK_ARGS=(-s "$HERE/wrk/charge_get.lua" "$url" -- "$SEED_N") ;;
     list) WRK_ARGS=("$url/api/v1/charges?limit=50") ;;
-    create) WRK_ARGS=(-s "$HERE/wrk/charge_create.lua" "$url" -- "$3" 20 8) ;;
+    create) WRK_ARGS=(-s "$HERE/wrk/charge_create.lua" "$url" -- "$3" 20 8 "$NUMBERS") ;;
     mixed) WRK_ARGS=(-s "$HERE/wrk/charge_mixed.lua" "$url" -- "$SEED_N" "$3" 10 20 8) ;;
     *) die "unknown endpoint '$1' (get list create mixed)" ;;
   esac

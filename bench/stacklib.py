@@ -455,7 +455,10 @@ def cmd_svc_report(meta_path, wrkdir):
       + ("PostgreSQL, synchronous_commit on" if meta.get("db") == "pg" else
          "WAL, synchronous=FULL") +
       "); lotmesh group-commits the creates queued meanwhile, FastAPI commits "
-      "each create on its own (`BEGIN … COMMIT`)")
+      "each create on its own (`BEGIN … COMMIT`). Batch numbers: "
+      + ("each create names its own `charge_nummer`" if meta.get("numbers", "given") == "given"
+         else "none given: both services number each batch from their yearly series "
+              "(NUMBERS=generated)"))
     p(f"- FastAPI served by uvicorn {meta.get('uvicorn', '?')} --workers {meta['workers']} "
       f"({meta.get('uvicorn_impl', '?')}), `def` path operations on its thread pool, "
       "pydantic models for body and response, one "
