@@ -288,11 +288,11 @@ static void note_sent(pg_conn *p, pg_st *rows_of)
     p->sent[p->n_sent++] = rows_of;
 }
 
-/* Sends a command without waiting for its answer (read at the next sync point). */
-static bool defer(pg_conn *p, const char *sql)
+/* After a PQsend* of a command whose answer is only checked (sent: its result): noted for
+ * the next sync point, or the connection lost. */
+static bool deferred(pg_conn *p, int sent)
 {
-    lm_db_count_statement(&p->base);
-    if (!send_command(p, sql)) {
+    if (!sent) {
         set_err(p, PQerrorMessage(p->h));
         p->lost = true;
         return false;
@@ -302,6 +302,34 @@ static bool defer(pg_conn *p, const char *sql)
     else
         p->n_deferred++;
     return true;
+}
+
+/* The end of a segment: its sync point's answer; false (the connection lost) when another
+ * answer comes instead. */
+static bool read_sync(pg_conn *p)
+{
+    PGresult *sync = PQgetResult(p->h);
+    bool ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!ok) {
+        set_err(p, "unexpected answer from PostgreSQL in pipeline mode");
+        p->lost = true;
+    }
+    return ok;
+}
+
+/* Sends a command without waiting for its answer (read at the next sync point). */
+static bool defer(pg_conn *p, const char *sql)
+{
+    lm_db_count_statement(&p->base);
+    return deferred(p, send_command(p, sql));
+}
+
+/* Sends statement s with its parameters (PQsendQueryPrepared). */
+static int send_prepared(pg_conn *p, pg_st *s)
+{
+    return PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL,
+                               0);
 }
 
 /* Ends the segment with a sync point, sends it and reads every answer up to it: the deferred
@@ -338,12 +366,7 @@ static PGresult *sync_point(pg_conn *p, bool last)
         }
         PQclear(r);
     }
-    PGresult *sync = PQgetResult(p->h);
-    bool ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
-    PQclear(sync);
-    if (!ok) {
-        set_err(p, "unexpected answer from PostgreSQL in pipeline mode");
-        p->lost = true;
+    if (!read_sync(p)) {
         PQclear(res);
         return NULL;
     }
@@ -741,10 +764,7 @@ static int pg_step(lm_db_st *st)
         return LM_DB_EIO;
     }
     if (p->pipeline) {
-        s->res = PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL,
-                                     NULL, 0)
-                     ? sync_point(p, true)
-                     : NULL;
+        s->res = send_prepared(p, s) ? sync_point(p, true) : NULL;
         if (!s->res && !p->lost) {
             set_err(p, PQerrorMessage(p->h));
             p->lost = true;
@@ -772,17 +792,7 @@ static int pg_send(lm_db_st *st)
     }
     if (p->lost || p->poisoned) return LM_DB_EIO;
     lm_db_count_statement(st->conn);
-    if (!PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL, NULL,
-                             0)) {
-        set_err(p, PQerrorMessage(p->h));
-        p->lost = true;
-        return LM_DB_EIO;
-    }
-    if (p->fast)
-        note_sent(p, NULL);
-    else
-        p->n_deferred++;
-    return 0;
+    return deferred(p, send_prepared(p, s)) ? 0 : LM_DB_EIO;
 }
 
 /* lm_db_send_rows: in a pipelined batch sent now and answered at fast_collect; otherwise
@@ -796,8 +806,7 @@ static int pg_send_rows(lm_db_st *st)
     s->res = NULL;
     lm_db_count_statement(st->conn);
     if (p->fast) {
-        if (!PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL,
-                                 NULL, 0)) {
+        if (!send_prepared(p, s)) {
             set_err(p, PQerrorMessage(p->h));
             p->lost = true;
             return LM_DB_EIO;
@@ -807,10 +816,7 @@ static int pg_send_rows(lm_db_st *st)
     }
     PGresult *r;
     if (p->pipeline) {
-        r = PQsendQueryPrepared(p->h, s->name, s->n_params, (const char *const *)s->vals, NULL,
-                                NULL, 0)
-                ? sync_point(p, true)
-                : NULL;
+        r = send_prepared(p, s) ? sync_point(p, true) : NULL;
         if (!r && !p->lost) {
             set_err(p, PQerrorMessage(p->h));
             p->lost = true;
@@ -866,14 +872,7 @@ static int pg_fast_collect(lm_db_conn *c)
         else
             PQclear(r);
     }
-    PGresult *sync = PQgetResult(p->h);
-    bool ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
-    PQclear(sync);
-    if (!ok) {
-        set_err(p, "unexpected answer from PostgreSQL in pipeline mode");
-        p->lost = true;
-        return LM_DB_EIO;
-    }
+    if (!read_sync(p)) return LM_DB_EIO;
     if (failed) p->poisoned = true; /* the transaction is aborted: only ROLLBACK now */
     return failed ? LM_DB_EIO : 0;
 }

@@ -21,6 +21,59 @@ CREATE = "/api/v1/article/create"
 CLIENTS = 4
 
 
+class WriteLoad:
+    """Client threads sending creates in a loop until stopped: post(session, c, i) sends the
+    i-th create of client c and returns (its key, the response). Keeps the acknowledged bodies
+    by key, the 503 problems, and anything else (which stops that client); counts the
+    acknowledged ones per phase ("before", "down", "after")."""
+
+    def __init__(self, post, clients):
+        self.post, self.acked, self.unavailable, self.wrong = post, {}, [], []
+        self.phase = "before"
+        self.counts = {"before": 0, "down": 0, "after": 0}
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(c,), daemon=True)
+                        for c in range(clients)]
+
+    def _client(self, c):
+        s = requests.Session()
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            try:
+                key, r = self.post(s, c, i)
+            except requests.RequestException as e:
+                with self.lock:
+                    self.wrong.append((c, i, repr(e)))
+                return
+            with self.lock:
+                if r.status_code == 201:
+                    self.acked[key] = r.json()
+                    self.counts[self.phase] += 1
+                elif r.status_code == 503 and \
+                        r.headers.get("Content-Type", "").startswith("application/problem+json"):
+                    self.unavailable.append(r.json())
+                else:
+                    self.wrong.append((key, r.status_code, r.text[:200]))
+                    return
+            if r.status_code == 503:
+                time.sleep(0.02)
+
+    def set_phase(self, name):
+        with self.lock:
+            self.phase = name
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=IO_TIMEOUT * 2)
+
+
 def test_postgres_restart_under_write_load_loses_no_acknowledged_write(start_process):
     srv = pg_server.get()
     url = srv.database(f"faults-restart-{unique()}")
@@ -29,69 +82,32 @@ def test_postgres_restart_under_write_load_loses_no_acknowledged_write(start_pro
     assert p.get("/ready").status_code == 200
     pid = p.pid
 
-    acked = {}          # artikelnummer -> response body
-    unavailable = []    # 503 problems
-    wrong = []          # anything else
-    phase = {"name": "before"}
-    counts = {"before": 0, "down": 0, "after": 0}
-    lock = threading.Lock()
-    stop = threading.Event()
+    def post(s, c, i):
+        nr = f"F{c}-{i:06d}"
+        body = {"artikelnummer": nr, "bezeichnung": f"Fehlerlast {c}/{i}",
+                "einheit_id": 1 + i % 8}
+        return nr, s.post(p.url(CREATE), data=json.dumps(body), timeout=IO_TIMEOUT,
+                          headers={"Content-Type": "application/json",
+                                   "Idempotency-Key": f"fault-{nr}"})
 
-    def client(c):
-        s = requests.Session()
-        i = 0
-        while not stop.is_set():
-            i += 1
-            nr = f"F{c}-{i:06d}"
-            body = {"artikelnummer": nr, "bezeichnung": f"Fehlerlast {c}/{i}",
-                    "einheit_id": 1 + i % 8}
-            try:
-                r = s.post(p.url(CREATE), data=json.dumps(body), timeout=IO_TIMEOUT,
-                           headers={"Content-Type": "application/json",
-                                    "Idempotency-Key": f"fault-{nr}"})
-            except requests.RequestException as e:
-                with lock:
-                    wrong.append((nr, repr(e)))
-                return
-            with lock:
-                if r.status_code == 201:
-                    acked[nr] = r.json()
-                    counts[phase["name"]] += 1
-                elif r.status_code == 503 and \
-                        r.headers.get("Content-Type", "").startswith("application/problem+json"):
-                    unavailable.append(r.json())
-                else:
-                    wrong.append((nr, r.status_code, r.text[:200]))
-                    return
-            if r.status_code == 503:
-                time.sleep(0.02)
-
-    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    try:
-        assert poll(lambda: counts["before"] >= 100 or wrong, timeout=60), "no load"
-        assert not wrong, wrong[:5]
-        with lock:
-            phase["name"] = "down"
+    with WriteLoad(post, CLIENTS) as load:
+        assert poll(lambda: load.counts["before"] >= 100 or load.wrong, timeout=60), "no load"
+        assert not load.wrong, load.wrong[:5]
+        load.set_phase("down")
         srv.stop("fast")  # every connection is cut; the server is gone
         assert poll(lambda: p.get("/ready").status_code == 503, timeout=15), \
             "/ready still says ready with the database down"
         ready = p.get("/ready")
         assert "database" in ready.text, ready.text
-        assert poll(lambda: len(unavailable) >= 10, timeout=15), "no 503 during the outage"
+        assert poll(lambda: len(load.unavailable) >= 10, timeout=15), "no 503 during the outage"
         srv.start()
         assert poll(lambda: p.get("/ready").status_code == 200, timeout=30), \
             "/ready does not recover after the database came back"
-        with lock:
-            phase["name"] = "after"
-        assert poll(lambda: counts["after"] >= 100 or wrong, timeout=60), \
+        load.set_phase("after")
+        assert poll(lambda: load.counts["after"] >= 100 or load.wrong, timeout=60), \
             "writes do not succeed again after the restart"
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=IO_TIMEOUT * 2)
-    assert not wrong, wrong[:5]
+    assert not load.wrong, load.wrong[:5]
+    acked, unavailable = load.acked, load.unavailable
     assert p.alive() and p.pid == pid, "the service restarted or died"
     for problem in unavailable[:20]:
         assert problem["status"] == 503 and "database" in problem["detail"], problem
@@ -202,61 +218,28 @@ def test_postgres_restart_under_pipelined_batch_creates_loses_nothing(start_proc
         headers={"Content-Type": "application/json"})
     assert r.status_code == 201, r.text
     aid = r.json()["id"]
-    acked, unavailable, wrong = {}, [], []
-    phase = {"name": "before"}
-    counts = {"before": 0, "down": 0, "after": 0}
-    lock, stop = threading.Lock(), threading.Event()
 
-    def client(c):
-        s = requests.Session()
-        i = 0
-        while not stop.is_set():
-            i += 1
-            nr = f"P{c}-{i:06d}"
-            body = {"artikel_id": aid, "menge": 1.5, "einheit_id": 1,
-                    "herstellungsdatum": "2026-01-01", "charge_nummer": nr}
-            try:
-                r = s.post(charges.url("/api/v1/charge/create"), data=json.dumps(body),
-                           timeout=IO_TIMEOUT, headers={"Content-Type": "application/json"})
-            except requests.RequestException as e:
-                with lock:
-                    wrong.append((nr, repr(e)))
-                return
-            with lock:
-                if r.status_code == 201:
-                    acked[nr] = r.json()
-                    counts[phase["name"]] += 1
-                elif r.status_code == 503 and \
-                        r.headers.get("Content-Type", "").startswith("application/problem+json"):
-                    unavailable.append(r.json())
-                else:
-                    wrong.append((nr, r.status_code, r.text[:200]))
-                    return
-            if r.status_code == 503:
-                time.sleep(0.02)
+    def post(s, c, i):
+        nr = f"P{c}-{i:06d}"
+        body = {"artikel_id": aid, "menge": 1.5, "einheit_id": 1,
+                "herstellungsdatum": "2026-01-01", "charge_nummer": nr}
+        return nr, s.post(charges.url("/api/v1/charge/create"), data=json.dumps(body),
+                          timeout=IO_TIMEOUT, headers={"Content-Type": "application/json"})
 
-    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(8)]
-    for t in threads:
-        t.start()
-    try:
-        assert poll(lambda: counts["before"] >= 200 or wrong, timeout=60), "no load"
-        assert not wrong, wrong[:5]
-        with lock:
-            phase["name"] = "down"
+    with WriteLoad(post, 8) as load:
+        assert poll(lambda: load.counts["before"] >= 200 or load.wrong, timeout=60), "no load"
+        assert not load.wrong, load.wrong[:5]
+        load.set_phase("down")
         srv.stop("fast")
-        assert poll(lambda: len(unavailable) >= 10, timeout=15), "no 503 during the outage"
+        assert poll(lambda: len(load.unavailable) >= 10, timeout=15), "no 503 during the outage"
         srv.start()
         assert poll(lambda: charges.get("/ready").status_code == 200, timeout=30), \
             "/ready does not recover after the database came back"
-        with lock:
-            phase["name"] = "after"
-        assert poll(lambda: counts["after"] >= 200 or wrong, timeout=60), \
+        load.set_phase("after")
+        assert poll(lambda: load.counts["after"] >= 200 or load.wrong, timeout=60), \
             "writes do not succeed again after the restart"
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=IO_TIMEOUT * 2)
-    assert not wrong, wrong[:5]
+    assert not load.wrong, load.wrong[:5]
+    acked = load.acked
     rows = dict(pg_server.query(c_url, "SELECT charge_nummer, id FROM charge"))
     missing = [nr for nr in acked if nr not in rows]
     assert not missing, f"{len(missing)} acknowledged creates lost: {missing[:5]}"
