@@ -13,6 +13,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -69,7 +70,9 @@ struct lm_server {
     int start_error;
     lm_worker_hook on_start, on_stop;
     void *hook_ctx;
-    uint64_t shutdown_deadline_ms;
+    /* set by lm_server_shutdown before it wakes the workers, read by them: atomic, since
+     * the wake-up (uv_async_send) orders it in fact but not for ThreadSanitizer */
+    _Atomic uint64_t shutdown_deadline_ms;
     bool running;
 };
 
@@ -691,7 +694,7 @@ static void on_wake(uv_async_t *a)
     lm_worker *w = a->data;
     if (w->stopping) return;
     w->stopping = true;
-    w->stop_deadline = uv_now(&w->loop) + w->server->shutdown_deadline_ms;
+    w->stop_deadline = uv_now(&w->loop) + atomic_load(&w->server->shutdown_deadline_ms);
     /* Connections the kernel completed but nobody accepted yet would be reset when the
      * listening socket closes — after their clients may have sent a request, which they then
      * cannot tell from one that ran. They are taken in first and end as idle ones do. */
@@ -871,7 +874,7 @@ int lm_server_start(lm_server *s, char *err, size_t errlen)
 void lm_server_shutdown(lm_server *s, uint64_t deadline_ms)
 {
     if (!s->running) return;
-    s->shutdown_deadline_ms = deadline_ms;
+    atomic_store(&s->shutdown_deadline_ms, deadline_ms);
     for (int i = 0; i < s->n_workers; i++)
         uv_async_send(&s->workers[i].wake);
     for (int i = 0; i < s->n_workers; i++) {
