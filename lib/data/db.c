@@ -19,7 +19,8 @@
 typedef struct job {
     lm_db_port *port;
     lm_db_fn fn;
-    lm_db_fn finish; /* a pipelined job's second step (fn sends), else NULL */
+    lm_db_fn then;   /* a pipelined job's middle step (reads what fn sent, sends), or NULL */
+    lm_db_fn finish; /* a pipelined job's last step (fn sends), else NULL */
     lm_db_done done;
     void *arg;
     int rc;
@@ -386,7 +387,8 @@ static bool tx(lm_db_conn *c, lm_db_tx what)
 }
 
 /* The pipelined jobs of a batch (those with a finish step), their send steps first, then
- * one wait for every answer, then their finish steps, all in the write transaction it begins
+ * one wait for every answer (and again for the middle steps of those that have one), then
+ * their finish steps, all in the write transaction it begins
  * (no savepoints: nothing is expected to fail). true when every one of them succeeded and
  * the transaction goes on; false when it was rolled back (or the connection broke), with
  * nothing of them written and the connection out of its transaction. */
@@ -398,10 +400,18 @@ static bool run_pipelined(lm_db *db, job *batch)
         if (!be->broken(w) && be->in_txn(w)) tx(w, LM_DB_TX_ROLLBACK);
         return false;
     }
-    bool ok = true;
+    bool ok = true, then = false;
     for (job *j = batch; j && ok; j = j->next)
-        if (j->finish) ok = j->fn(w, j->arg) == 0;
-    ok = be->fast_collect(w) == 0 && ok; /* always: reads what was sent */
+        if (j->finish) {
+            ok = j->fn(w, j->arg) == 0;
+            then |= j->then != NULL;
+        }
+    ok = be->fast_collect(w) == 0 && ok;           /* always: reads what was sent */
+    if (ok && then && (ok = be->fast_resume(w))) { /* the middle steps: a second round */
+        for (job *j = batch; j && ok; j = j->next)
+            if (j->finish && j->then) ok = j->then(w, j->arg) == 0;
+        ok = be->fast_collect(w) == 0 && ok;
+    }
     size_t n = 0;
     for (job *j = batch; j && ok; j = j->next)
         if (j->finish) {
@@ -437,6 +447,7 @@ static void run_batch(lm_db *db, job *batch, size_t n)
             continue;
         }
         j->rc = j->fn(w, j->arg);
+        if (j->rc == 0 && j->then) j->rc = j->then(w, j->arg);
         if (j->rc == 0 && j->finish) j->rc = j->finish(w, j->arg);
         if (j->rc != 0) {
             ok = tx(w, LM_DB_TX_ROLLBACK_TO) && tx(w, LM_DB_TX_RELEASE);
@@ -600,11 +611,12 @@ void lm_db_close(lm_db *db)
     free(db);
 }
 
-static void enqueue(lm_db_port *port, lm_db_fn fn, lm_db_fn finish, lm_db_done done, void *arg)
+static void enqueue(lm_db_port *port, lm_db_fn fn, lm_db_fn then, lm_db_fn finish, lm_db_done done,
+                    void *arg)
 {
     lm_db *db = port->db;
     job *j = lm_xcalloc(1, sizeof *j);
-    *j = (job){.port = port, .fn = fn, .finish = finish, .done = done, .arg = arg};
+    *j = (job){.port = port, .fn = fn, .then = then, .finish = finish, .done = done, .arg = arg};
     uv_mutex_lock(&db->lock);
     if (db->queue_tail)
         db->queue_tail->next = j;
@@ -617,13 +629,13 @@ static void enqueue(lm_db_port *port, lm_db_fn fn, lm_db_fn finish, lm_db_done d
 
 void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg)
 {
-    enqueue(port, fn, NULL, done, arg);
+    enqueue(port, fn, NULL, NULL, done, arg);
 }
 
-void lm_db_write_pipelined(lm_db_port *port, lm_db_fn send, lm_db_fn finish, lm_db_done done,
-                           void *arg)
+void lm_db_write_pipelined(lm_db_port *port, lm_db_fn send, lm_db_fn then, lm_db_fn finish,
+                           lm_db_done done, void *arg)
 {
-    enqueue(port, send, finish, done, arg);
+    enqueue(port, send, then, finish, done, arg);
 }
 
 int lm_db_exec_sync(lm_db *db, lm_db_fn fn, void *arg)

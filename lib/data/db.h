@@ -111,19 +111,21 @@ void lm_db_detach(lm_db_port *port);
 void lm_db_read(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg);
 void lm_db_write(lm_db_port *port, lm_db_fn fn, lm_db_done done, void *arg);
 
-/* A write job in two steps, so that the writer can send the statements of many jobs before
- * it waits for an answer: on PostgreSQL the jobs of a batch written this way run their send
- * steps one after the other, then every answer comes back in one round trip, then their
- * finish steps run — one wait per batch instead of one per job. send may only send: its
- * statements go by lm_db_send, and the one whose rows finish reads by lm_db_send_rows (a
- * statement that has to wait, or one not prepared on this connection yet, makes the batch
- * run the ordinary way). Should any statement of those jobs fail, the batch is rolled back
- * and each job runs again the ordinary way — send, then finish, in its own SAVEPOINT — so
- * send must be repeatable (derive what it sends from arg, change arg only as it would again).
- * finish returns the job's code as a job function does. On SQLite every job runs the ordinary
- * way. */
-void lm_db_write_pipelined(lm_db_port *port, lm_db_fn send, lm_db_fn finish, lm_db_done done,
-                           void *arg);
+/* A write job in steps, so that the writer can send the statements of many jobs before it
+ * waits for an answer: on PostgreSQL the jobs of a batch written this way run their send
+ * steps one after the other, then every answer comes back in one round trip, then (for the
+ * jobs that have one) their middle steps `then` the same way, then their finish steps — one
+ * or two waits per batch instead of some per job. send and then may only send: statements
+ * go by lm_db_send, and those whose rows a later step reads by lm_db_send_rows (a statement
+ * that has to wait, or one not prepared on this connection yet, makes the batch run the
+ * ordinary way). Should any statement of those jobs fail, or a step return non-zero, the
+ * batch is rolled back and each job runs again the ordinary way — send, then, finish, in its
+ * own SAVEPOINT, where a step may also wait — so the steps must be repeatable (derive what
+ * they send from arg, and undo in send what a later step changed in arg). finish returns
+ * the job's code as a job function does. then may be NULL. On SQLite every job runs the
+ * ordinary way. */
+void lm_db_write_pipelined(lm_db_port *port, lm_db_fn send, lm_db_fn then, lm_db_fn finish,
+                           lm_db_done done, void *arg);
 /* Synchronous execution in one transaction on the writer connection; start-up only. */
 int lm_db_exec_sync(lm_db *db, lm_db_fn fn, void *arg);
 

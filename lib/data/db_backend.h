@@ -63,7 +63,7 @@ struct lm_db_backend {
     int (*step)(lm_db_st *st);
     /* Optional (NULL: step and reset): lm_db_send. */
     int (*send)(lm_db_st *st);
-    /* Optional, all four or none (NULL: no pipelined batches; lm_db_send_rows then sends
+    /* Optional, all five or none (NULL: no pipelined batches; lm_db_send_rows then sends
      * nothing and the finish step's lm_db_step executes the statement). Pipelined batches
      * (db.c): fast_begin begins the write transaction and from then on every statement is
      * sent without waiting; fast_collect sends one sync point and reads every answer
@@ -71,6 +71,7 @@ struct lm_db_backend {
      * rows of lm_db_send_rows wait in their statement for the finish steps; fast_discard
      * drops rows nobody read (after a rollback). */
     bool (*fast_begin)(lm_db_conn *c);
+    bool (*fast_resume)(lm_db_conn *c); /* after a fast_collect: a further round of sends */
     int (*fast_collect)(lm_db_conn *c);
     void (*fast_discard)(lm_db_conn *c);
     int (*send_rows)(lm_db_st *st);

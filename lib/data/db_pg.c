@@ -845,6 +845,16 @@ static bool pg_fast_begin(lm_db_conn *c)
     return defer(p, "BEGIN");
 }
 
+static bool pg_fast_resume(lm_db_conn *c)
+{
+    pg_conn *p = PG(c);
+    if (p->lost || p->poisoned || !p->pipeline) return false;
+    p->fast = true;
+    p->fast_failed = false;
+    p->n_sent = 0;
+    return true;
+}
+
 static int pg_fast_collect(lm_db_conn *c)
 {
     pg_conn *p = PG(c);
@@ -1090,6 +1100,7 @@ const lm_db_backend lm_db_pg_backend = {
     .send = pg_send,
     .lock = pg_lock,
     .fast_begin = pg_fast_begin,
+    .fast_resume = pg_fast_resume,
     .fast_collect = pg_fast_collect,
     .fast_discard = pg_fast_discard,
     .send_rows = pg_send_rows,

@@ -291,13 +291,13 @@ static void after_l2_begin(void *ud, bool ok)
     if (!ok) op->l2_write.begun = false; /* not known to have happened: the lease ends it */
     lm_db_port *port = lm_store_port(op->store, lm_req_worker_index(op->req));
     if (op->l2_finish)
-        lm_db_write_pipelined(port, op->l2_fn, op->l2_finish, op->l2_done, op);
+        lm_db_write_pipelined(port, op->l2_fn, op->l2_then, op->l2_finish, op->l2_done, op);
     else
         lm_db_write(port, op->l2_fn, op->l2_done, op);
 }
 
-/* lm_rest_write, the job in one step (second NULL) or two (lm_db_write_pipelined). */
-static void write_job(lm_rest_op *op, lm_db_fn fn, lm_db_fn second, lm_db_done done)
+/* lm_rest_write, the job in one step (last NULL) or in steps (lm_db_write_pipelined). */
+static void write_job(lm_rest_op *op, lm_db_fn fn, lm_db_fn then, lm_db_fn last, lm_db_done done)
 {
     int w = lm_req_worker_index(op->req);
     lm_cache_redis *l2 = lm_store_l2(op->store);
@@ -308,26 +308,28 @@ static void write_job(lm_rest_op *op, lm_db_fn fn, lm_db_fn second, lm_db_done d
         size_t klen =
             op->resource && op->id > 0 ? item_key(op->resource, op->id, key, sizeof key) : 0;
         op->l2_fn = fn;
-        op->l2_finish = second;
+        op->l2_then = then;
+        op->l2_finish = last;
         op->l2_done = done;
         if (lm_cache_redis_begin(l2, w, klen ? key : NULL, klen, &op->l2_write, after_l2_begin,
                                  op) == 0)
             return;
     }
-    if (second)
-        lm_db_write_pipelined(lm_store_port(op->store, w), fn, second, done, op);
+    if (last)
+        lm_db_write_pipelined(lm_store_port(op->store, w), fn, then, last, done, op);
     else
         lm_db_write(lm_store_port(op->store, w), fn, done, op);
 }
 
 void lm_rest_write(lm_rest_op *op, lm_db_fn fn, lm_db_done done)
 {
-    write_job(op, fn, NULL, done);
+    write_job(op, fn, NULL, NULL, done);
 }
 
-void lm_rest_write_pipelined(lm_rest_op *op, lm_db_fn send, lm_db_fn second, lm_db_done done)
+void lm_rest_write_pipelined(lm_rest_op *op, lm_db_fn send, lm_db_fn then, lm_db_fn last,
+                             lm_db_done done)
 {
-    write_job(op, send, second, done);
+    write_job(op, send, then, last, done);
 }
 
 /* The shared level answered: a hit is sent (and put in the process's cache by
@@ -1026,18 +1028,23 @@ int lm_rest_declared_insert(lm_db_conn *c, lm_rest_op *op)
     return lm_rest_insert(c, op, st, op->input);
 }
 
+int lm_rest_create_send_insert(lm_db_conn *c, lm_rest_op *op)
+{
+    const lm_rest_resource *r = op->resource;
+    lm_db_st *st = lm_db_stmt(c, r->sql_insert);
+    if (!st) return LM_DB_EIO;
+    bind_row(st, r, op->input, LM_COL_CREATED);
+    op->sent = st;
+    return lm_db_send_rows(st) == 0 ? 0 : LM_DB_EIO;
+}
+
 int lm_rest_create_send(lm_db_conn *c, void *arg)
 {
     lm_rest_op *op = arg;
     const lm_rest_resource *r = op->resource;
     assert(!op->has_idem);
     int rc = r->before_write ? r->before_write(c, op, NULL, op->input) : 0;
-    if (rc) return rc;
-    lm_db_st *st = lm_db_stmt(c, r->sql_insert);
-    if (!st) return LM_DB_EIO;
-    bind_row(st, r, op->input, LM_COL_CREATED);
-    op->sent = st;
-    return lm_db_send_rows(st) == 0 ? 0 : LM_DB_EIO;
+    return rc ? rc : lm_rest_create_send_insert(c, op);
 }
 
 int lm_rest_create_finish(lm_db_conn *c, void *arg)

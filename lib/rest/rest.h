@@ -137,8 +137,8 @@ struct lm_rest_op {
      * store there), whether the body came from it, and the read to run on a miss */
     uint64_t l2_gen, l2_mark; /* the generation at the miss; lm_store_l2_ready's mark */
     bool l2_hit;
-    lm_cache_redis_write l2_write; /* a write's mark in Redis (lm_cache_redis_begin) */
-    lm_db_fn l2_fn, l2_finish;     /* the write to run once marked (l2_finish: its second step) */
+    lm_cache_redis_write l2_write;      /* a write's mark in Redis (lm_cache_redis_begin) */
+    lm_db_fn l2_fn, l2_then, l2_finish; /* the write to run once marked (in steps) */
     lm_db_done l2_done;
     int done_rc; /* a write's outcome while its invalidation reaches Redis */
     /* input, set on the loop */
@@ -197,8 +197,12 @@ int lm_rest_create_job(lm_db_conn *c, void *arg);
  * what lm_rest_create_job does with op->create = lm_rest_declared_insert. */
 int lm_rest_create_send(lm_db_conn *c, void *arg);
 int lm_rest_create_finish(lm_db_conn *c, void *arg);
-/* lm_rest_write for a job in two steps (lm_db_write_pipelined). */
-void lm_rest_write_pipelined(lm_rest_op *op, lm_db_fn send, lm_db_fn second, lm_db_done done);
+/* lm_rest_create_send without before_write: binds op->input and sends the INSERT, for a
+ * service whose rules need a middle step first (charges' generated number). */
+int lm_rest_create_send_insert(lm_db_conn *c, lm_rest_op *op);
+/* lm_rest_write for a job in steps (lm_db_write_pipelined; then may be NULL). */
+void lm_rest_write_pipelined(lm_rest_op *op, lm_db_fn send, lm_db_fn then, lm_db_fn last,
+                             lm_db_done done);
 
 /* ---- the transactional outbox (DESIGN 3.6) -------------------------------------------- */
 

@@ -87,10 +87,16 @@ static const char SQL_HAND_TYPED[] =
     " THEN excluded.hand_max ELSE nummernkreis.hand_max END";
 #define NUMBER_FORMAT "CH-%04d-%06lld"
 
-/* The domain part of an op: the batch being written and its references. */
+/* The domain part of an op: the batch being written and its references; for a pipelined
+ * create (lm_db_write_pipelined) whose number the series gives, the series' statement sent
+ * in the first step and read in the middle one. */
 typedef struct charge_op {
     charges_svc *svc;
     charges_refs refs;
+    bool pipelined;   /* written in steps: the number is sent for, then taken */
+    lm_db_st *number; /* the series' upsert sent, its answer not taken yet */
+    int year;         /* of that series */
+    bool generated;   /* op->input's charge_nummer came from the series (undone on a rerun) */
 } charge_op;
 
 /* Allowed status changes; a status may always stay as it is. */
@@ -163,30 +169,47 @@ static int64_t normalise_date(json_t *obj, const char *key, bool *absent)
     return ms;
 }
 
-/* Next free number of this year's series: CH-2026-000123. */
-static int next_number(lm_db_conn *c, char *out, size_t outlen)
+/* The series' upsert for year, sent (lm_db_send_rows): its row is the next number. */
+static int number_send(lm_db_conn *c, int year, lm_db_st **st)
+{
+    *st = lm_db_stmt(c, SQL_NEXT_NUMBER);
+    if (!*st) return LM_DB_EIO;
+    lm_db_bind_int(*st, 1, year);
+    return lm_db_send_rows(*st) == 0 ? 0 : LM_DB_EIO;
+}
+
+/* The number number_send asked for (st), as text: CH-2026-000123. At or below hand_max one
+ * of the series' form typed in by hand may have taken it: then it is looked up (a wait; in
+ * a pipelined batch that makes the batch run job by job) and the series asked again. */
+static int number_take(lm_db_conn *c, lm_db_st *st, int year, char *out, size_t outlen)
+{
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        if (lm_db_step(st) != LM_DB_ROW) {
+            lm_db_reset(st);
+            return LM_DB_EIO;
+        }
+        long long n = lm_db_col_int(st, 0), hand_max = lm_db_col_int(st, 1);
+        lm_db_reset(st);
+        snprintf(out, outlen, NUMBER_FORMAT, year, n);
+        if (n > hand_max) return 0;
+        lm_db_st *used = lm_db_stmt(c, SQL_NUMBER_USED);
+        if (!used) return LM_DB_EIO;
+        lm_db_bind_text(used, 1, out, -1);
+        int rc = lm_db_step(used);
+        lm_db_reset(used);
+        if (rc == LM_DB_DONE) return 0;
+        if (rc != LM_DB_ROW) return LM_DB_EIO;
+        if ((rc = number_send(c, year, &st))) return rc;
+    }
+    return LM_DB_EIO;
+}
+
+static int this_year(void)
 {
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
-    for (int attempt = 0; attempt < 1000; attempt++) {
-        lm_db_st *st = lm_db_stmt(c, SQL_NEXT_NUMBER);
-        if (!st) return LM_DB_EIO;
-        lm_db_bind_int(st, 1, tm.tm_year + 1900);
-        if (lm_db_step(st) != LM_DB_ROW) return LM_DB_EIO;
-        long long n = lm_db_col_int(st, 0), hand_max = lm_db_col_int(st, 1);
-        lm_db_reset(st);
-        snprintf(out, outlen, NUMBER_FORMAT, tm.tm_year + 1900, n);
-        if (n > hand_max) return 0;
-        st = lm_db_stmt(c, SQL_NUMBER_USED); /* a number typed in by hand may be taken */
-        if (!st) return LM_DB_EIO;
-        lm_db_bind_text(st, 1, out, -1);
-        int rc = lm_db_step(st);
-        lm_db_reset(st);
-        if (rc == LM_DB_DONE) return 0;
-        if (rc != LM_DB_ROW) return LM_DB_EIO;
-    }
-    return LM_DB_EIO;
+    return tm.tm_year + 1900;
 }
 
 /* A number written by hand that has the series' own form (the text NUMBER_FORMAT would make
@@ -250,15 +273,52 @@ static int before_write(lm_db_conn *c, lm_rest_op *op, const json_t *cur, json_t
     int rc = charges_refs_remember(c, &co->refs);
     if (rc) return rc;
     const char *nr = json_string_value(json_object_get(next, "charge_nummer"));
-    if (!nr) { /* a create without a number */
+    if (!nr) { /* a create without a number: the series' next */
+        co->year = this_year();
+        lm_db_st *st;
+        if ((rc = number_send(c, co->year, &st))) return rc;
+        if (co->pipelined) {
+            co->number = st; /* taken in the middle step */
+            return 0;
+        }
         char gen[48];
-        if ((rc = next_number(c, gen, sizeof gen))) return rc;
+        if ((rc = number_take(c, st, co->year, gen, sizeof gen))) return rc;
         json_object_set_new(next, "charge_nummer", json_string(gen));
     } else if (!cur || !lm_json_str(cur, "charge_nummer") ||
                strcmp(nr, lm_json_str(cur, "charge_nummer")) != 0) {
         if ((rc = note_hand_typed(c, nr))) return rc;
     }
     return 0;
+}
+
+/* A pipelined create (lm_db_write_pipelined): its rules and, with the number given, its
+ * INSERT; else the series' upsert, then (charge_then) the number and the INSERT. */
+static int charge_send(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    charge_op *co = op->domain;
+    if (co->generated) { /* run again: the number of the first run was rolled back with it */
+        json_object_del(op->input, "charge_nummer");
+        co->generated = false;
+    }
+    co->number = NULL;
+    int rc = before_write(c, op, NULL, op->input);
+    if (rc || co->number) return rc;
+    return lm_rest_create_send_insert(c, op);
+}
+
+static int charge_then(lm_db_conn *c, void *arg)
+{
+    lm_rest_op *op = arg;
+    charge_op *co = op->domain;
+    if (!co->number) return 0;
+    char nr[48];
+    int rc = number_take(c, co->number, co->year, nr, sizeof nr);
+    co->number = NULL;
+    if (rc) return rc;
+    json_object_set_new(op->input, "charge_nummer", json_string(nr));
+    co->generated = true;
+    return lm_rest_create_send_insert(c, op);
 }
 
 /* ---- handlers -------------------------------------------------------------------------- */
@@ -338,11 +398,15 @@ static void refs_checked(charges_refs *refs, void *ctx)
         lm_timefmt_format(hd + days * 86400000LL, out);
         json_object_set_new(op->input, "mindesthaltbarkeitsdatum", json_string(out));
     }
-    if (!op->id && !op->has_idem && json_object_get(op->input, "charge_nummer"))
-        /* before_write only sends for a create with its number given: pipelined */
-        lm_rest_write_pipelined(op, lm_rest_create_send, lm_rest_create_finish, op_done);
-    else
+    charge_op *co = op->domain;
+    if (!op->id && !op->has_idem) { /* a create: pipelined (a replay's lookup would wait) */
+        co->pipelined = true;
+        bool given = json_object_get(op->input, "charge_nummer") != NULL;
+        lm_rest_write_pipelined(op, charge_send, given ? NULL : charge_then, lm_rest_create_finish,
+                                op_done);
+    } else {
         lm_rest_write(op, op->id ? lm_rest_declared_update_job : lm_rest_create_job, op_done);
+    }
 }
 
 static void start_refcheck(lm_rest_op *op)
