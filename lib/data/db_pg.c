@@ -842,7 +842,9 @@ static bool pg_fast_begin(lm_db_conn *c)
     p->fast_failed = false;
     p->n_sent = 0;
     p->lock_held = 0;
-    return defer(p, "BEGIN");
+    if (defer(p, "BEGIN")) return true;
+    p->fast = false; /* lost: replaced by the writer's reconnect */
+    return false;
 }
 
 static bool pg_fast_resume(lm_db_conn *c)
