@@ -51,13 +51,19 @@ PG_SUITES := tests/blackbox/test_articles.py tests/blackbox/test_charges.py \
              tests/blackbox/test_charges_contract.py tests/blackbox/test_articles_durability.py \
              tests/blackbox/test_events_producer.py \
              tests/blackbox/test_cache_redis.py
+# The black-box suites run on BLACKBOX_WORKERS pytest-xdist workers (processes; 0: all in
+# one), whole files to a worker (--dist loadfile: a module's shared processes start once);
+# each worker starts its own session servers, stops them by PID, and takes its own share of
+# the loopback ports (tests/blackbox/ports.py).
+BLACKBOX_WORKERS ?= 2
+PYTEST_BB := /usr/bin/python3 -m pytest -q -n $(BLACKBOX_WORKERS) --dist loadfile
 # Each part prints its wall time (scripts/timed.sh; collected in build/ci-times.txt).
 test:
 	@scripts/timed.sh build-asan $(MAKE) --no-print-directory asan
 	@scripts/timed.sh unit sh -c 'cd $(ASAN) && ctest --output-on-failure -j $(JOBS)'
 	@scripts/timed.sh promtool scripts/promtool.sh
-	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) scripts/timed.sh blackbox /usr/bin/python3 -m pytest -q tests/blackbox
-	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) scripts/timed.sh blackbox-pg /usr/bin/python3 -m pytest -q $(PG_SUITES)
+	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) scripts/timed.sh blackbox $(PYTEST_BB) tests/blackbox
+	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) scripts/timed.sh blackbox-pg $(PYTEST_BB) $(PG_SUITES)
 	@scripts/timed.sh fuzz $(MAKE) --no-print-directory fuzz
 	@scripts/timed.sh delivery $(MAKE) --no-print-directory delivery
 
@@ -70,8 +76,8 @@ unit: asan
 	@cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
 
 blackbox: asan
-	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/blackbox
-	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PG_SUITES)
+	@LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) $(PYTEST_BB) tests/blackbox
+	@LOTMESH_TEST_DB=pg LOTMESH_BIN_DIR=$(CURDIR)/$(ASAN) $(PYTEST_BB) $(PG_SUITES)
 
 fuzz:
 	@scripts/deps.sh test

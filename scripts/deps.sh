@@ -6,8 +6,8 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libjansson-dev
             libsqlite3-dev libpq-dev libjwt-dev libssl-dev libsodium-dev libhiredis-dev librabbitmq-dev curl openssl jq)
-test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-requests
-           python3-consul python3-jwt python3-jsonschema
+test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-pytest-xdist
+           python3-requests python3-consul python3-jwt python3-jsonschema
            postgresql-15 python3-psycopg2 redis-server python3-redis prometheus chromium
            rabbitmq-server amqp-tools python3-pika)
 # podman as root (runc, netavark with iptables, aardvark-dns for names), podman-compose,

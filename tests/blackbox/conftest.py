@@ -14,6 +14,16 @@ from harness import (STOP_TIMEOUT, Finished, Proc, _live_pids, base_env, binary,
                      sanitizer_lines)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Stops the servers started on first use for this session (PostgreSQL, RabbitMQ) by
+    their PIDs. Under pytest-xdist every worker is a session of its own with its own servers
+    and stops them here, before it reports back."""
+    import pg_server
+    import rabbitmq_server
+    rabbitmq_server.shutdown()
+    pg_server.shutdown()
+
+
 # ---- fixtures -------------------------------------------------------------------------------
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

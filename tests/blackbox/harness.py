@@ -37,6 +37,7 @@ import pytest
 import requests
 
 import pg_server
+import ports
 
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("LOTMESH_BIN_DIR", REPO / "build" / "asan"))
@@ -82,15 +83,11 @@ def poll(pred, timeout=IO_TIMEOUT, step=0.02):
 
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now (and not handed out before
-    in this session, so two processes of one test never get the same one)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out_ports:
-            _handed_out_ports.add(port)
-            return port
-    raise RuntimeError("no free port found")
+    in this session, so two processes of one test never get the same one; under xdist only
+    this worker's share of the ports, ports.py)."""
+    port = ports.free_port(taken=_handed_out_ports)
+    _handed_out_ports.add(port)
+    return port
 
 
 def binary(name):

@@ -21,11 +21,12 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+import ports
 
 BIN = "/usr/lib/postgresql/15/bin"
 BACKEND = os.environ.get("LOTMESH_TEST_DB", "sqlite")
@@ -35,9 +36,7 @@ _server = None
 
 
 def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port()  # this xdist worker's share of the ports
 
 
 def _as_postgres(cmd):
@@ -130,6 +129,16 @@ def get():
         _server = PgServer().start()
         atexit.register(_server.cleanup)
     return _server
+
+
+def shutdown():
+    """Stops the session's server (by its PID) if one was started; conftest.py calls it at
+    the end of the session, so each xdist worker stops its own before it exits (atexit stays
+    the safety net for a session that dies)."""
+    global _server
+    if _server is not None:
+        _server.cleanup()
+        _server = None
 
 
 def map_env(name, env):

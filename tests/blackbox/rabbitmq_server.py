@@ -24,10 +24,11 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+
+import ports
 
 RMQ_BIN = "/usr/lib/rabbitmq/bin"
 USER, PASSWORD, VHOST = "lotmesh", "secret", "lotmesh"
@@ -37,9 +38,7 @@ _server = None
 
 
 def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port()  # this xdist worker's share of the ports
 
 
 def _stop_pid(proc, sig, timeout):
@@ -232,6 +231,16 @@ def get():
         atexit.register(srv.cleanup)
         _server = srv.start()
     return _server
+
+
+def shutdown():
+    """Stops the session's broker (by its PID) if one was started; conftest.py calls it at
+    the end of the session, so each xdist worker stops its own before it exits (atexit stays
+    the safety net for a session that dies)."""
+    global _server
+    if _server is not None:
+        _server.cleanup()
+        _server = None
 
 
 if __name__ == "__main__":

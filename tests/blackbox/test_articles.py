@@ -1275,13 +1275,18 @@ def test_every_api_route_needs_a_service_token(svc_auth):
     assert r.status_code == 200 and r.json() == a  # nothing changed
 
 
-@pytest.mark.parametrize("name,token", [
+BAD_TOKENS = [
     ("expired", service_token("articles_api", exp_in=-120)),
     ("other-secret", service_token("articles_api", secret="x" * 48)),
     ("unknown-issuer", service_token("articles_api", iss="mallory")),
     ("alg-none", service_token("articles_api", secret=None, alg="none")),
     ("hs512", service_token("articles_api", alg="HS512")),
-])
+]
+
+
+# ids by name only: a token holds the time it was made, and every pytest-xdist worker
+# collects on its own; ids that differed between workers would stop the run
+@pytest.mark.parametrize("name,token", BAD_TOKENS, ids=[n for n, _ in BAD_TOKENS])
 def test_invalid_tokens_are_401(svc_auth, name, token):
     nr = unique("TK-")
     r = post_json(svc_auth, CREATE, new_body(artikelnummer=nr), bearer(token))
