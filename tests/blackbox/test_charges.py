@@ -383,21 +383,28 @@ def test_a_number_of_the_series_given_by_patch_is_skipped_too(stack):
     assert stack.charge(art)["charge_nummer"] == f"CH-{YEAR}-{n + 3:06d}"
 
 
-def test_concurrent_creates_get_distinct_consecutive_numbers(stack):
-    art = stack.article()
-    results, barrier = [], threading.Barrier(8)
+def creates_at_once(stack, bodies, workers=8):
+    """workers threads, started together, each posting the create bodies bodies(w) gives, one
+    after another on its own connection; returns [(body, response)]."""
+    results, barrier = [], threading.Barrier(workers)
 
-    def worker():
+    def worker(w):
         barrier.wait(timeout=10)
         s = requests.Session()
-        for _ in range(10):
-            results.append(s.post(stack.charges.url(CREATE), json=stack.body(art), timeout=10))
+        for body in bodies(w):
+            results.append((body, s.post(stack.charges.url(CREATE), json=body, timeout=10)))
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
+    return results
+
+
+def test_concurrent_creates_get_distinct_consecutive_numbers(stack):
+    art = stack.article()
+    results = [r for _, r in creates_at_once(stack, lambda w: [stack.body(art)] * 10)]
     assert len(results) == 80 and {r.status_code for r in results} == {201}
     numbers = sorted(int(NUMBER.match(r.json()["charge_nummer"]).group(1)) for r in results)
     assert numbers == list(range(numbers[0], numbers[0] + 80))
@@ -421,19 +428,7 @@ def test_concurrent_generated_numbers_skip_the_ones_typed_in_by_hand(stack):
     hand = {n + 3, n + 6}
     for k in sorted(hand):
         stack.charge(art, charge_nummer=f"CH-{YEAR}-{k:06d}")
-    results, barrier = [], threading.Barrier(8)
-
-    def worker():
-        barrier.wait(timeout=10)
-        s = requests.Session()
-        for _ in range(5):
-            results.append(s.post(stack.charges.url(CREATE), json=stack.body(art), timeout=10))
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    results = [r for _, r in creates_at_once(stack, lambda w: [stack.body(art)] * 5)]
     assert len(results) == 40 and {r.status_code for r in results} == {201}, \
         [r.text for r in results if r.status_code != 201][:3]
     got = sorted(int(NUMBER.match(r.json()["charge_nummer"]).group(1)) for r in results)
@@ -450,22 +445,9 @@ def test_concurrent_creates_with_a_taken_number_among_them_lose_nothing(stack):
     art = stack.article()
     tag = unique("PL")
     taken = stack.charge(art, charge_nummer=f"{tag}-taken")
-    results, barrier = [], threading.Barrier(8)
-
-    def worker(w):
-        barrier.wait(timeout=10)
-        s = requests.Session()
-        for i in range(12):
-            nr = f"{tag}-taken" if i % 4 == 3 else f"{tag}-{w}-{i}"
-            r = s.post(stack.charges.url(CREATE), json=stack.body(art, charge_nummer=nr),
-                       timeout=10)
-            results.append((nr, r))
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    results = [(b["charge_nummer"], r) for b, r in creates_at_once(stack, lambda w: [
+        stack.body(art, charge_nummer=f"{tag}-taken" if i % 4 == 3 else f"{tag}-{w}-{i}")
+        for i in range(12)])]
     assert len(results) == 96
     for nr, r in results:
         if nr.endswith("-taken"):
