@@ -326,9 +326,9 @@ def rows_per_nummer(stack, nummern):
     db = sqlite3.connect(f"file:{stack.workdir / 'charges.db'}?mode=ro", uri=True, timeout=10)
     try:
         counts = dict.fromkeys(nummern, 0)
-        todo = list(nummern)
-        for k in range(0, len(todo), 500):
-            part = todo[k:k + 500]
+        sent = list(nummern)
+        for k in range(0, len(sent), 500):  # SQLite's limit on bound parameters
+            part = sent[k:k + 500]
             q = ("SELECT charge_nummer, COUNT(*) FROM charge WHERE charge_nummer IN (%s) "
                  "GROUP BY charge_nummer" % ",".join("?" * len(part)))
             for n, c in db.execute(q, part):
